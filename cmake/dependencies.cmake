@@ -1,0 +1,12 @@
+# Every third-party dependency is found here, from Debian's packages, and nowhere else.
+find_package(Boost 1.81 REQUIRED COMPONENTS json url system)
+find_package(OpenSSL 3 REQUIRED)
+find_package(RocksDB REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(Threads REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(TOMLPP REQUIRED IMPORTED_TARGET tomlplusplus)
+if(IOTHUB_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()

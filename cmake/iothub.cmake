@@ -1,0 +1,31 @@
+# Helpers that give every subsystem the same shape: one static library per folder under src/,
+# aliased iothub::<name>, and one GoogleTest binary per folder from src/<name>/tests/.
+
+set(IOTHUB_WARNINGS -Wall -Wextra -Wpedantic -Wno-missing-field-initializers)
+if(IOTHUB_WERROR)
+  list(APPEND IOTHUB_WARNINGS -Werror)
+endif()
+if(IOTHUB_SANITIZE)
+  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+
+function(iothub_module name)
+  cmake_parse_arguments(M "" "" "SOURCES;DEPS" ${ARGN})
+  add_library(iothub_${name} STATIC ${M_SOURCES})
+  target_include_directories(iothub_${name} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(iothub_${name} PUBLIC ${M_DEPS})
+  target_compile_options(iothub_${name} PRIVATE ${IOTHUB_WARNINGS})
+  add_library(iothub::${name} ALIAS iothub_${name})
+endfunction()
+
+function(iothub_tests name)
+  if(NOT IOTHUB_BUILD_TESTS)
+    return()
+  endif()
+  cmake_parse_arguments(T "" "" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name}_test ${T_SOURCES})
+  target_link_libraries(${name}_test PRIVATE ${T_DEPS} GTest::gtest GTest::gtest_main)
+  target_compile_options(${name}_test PRIVATE ${IOTHUB_WARNINGS})
+  gtest_discover_tests(${name}_test PROPERTIES LABELS unit DISCOVERY_TIMEOUT 60)
+endfunction()

@@ -1,0 +1,50 @@
+#include "common/crypto.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include <cstdlib>
+
+#include "common/encoding.hpp"
+
+namespace iothub {
+namespace {
+
+std::string digest(const EVP_MD* md, std::string_view data) {
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (EVP_Digest(data.data(), data.size(), out, &len, md, nullptr) != 1) std::abort();
+    return {reinterpret_cast<char*>(out), len};
+}
+
+}  // namespace
+
+std::string hmac_sha256(std::string_view key, std::string_view message) {
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+              reinterpret_cast<const unsigned char*>(message.data()), message.size(), out, &len))
+        std::abort();
+    return {reinterpret_cast<char*>(out), len};
+}
+
+std::string sha1(std::string_view data) { return digest(EVP_sha1(), data); }
+std::string sha256(std::string_view data) { return digest(EVP_sha256(), data); }
+
+std::string random_bytes(std::size_t count) {
+    std::string out(count, '\0');
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(count)) != 1)
+        std::abort();
+    return out;
+}
+
+std::string generate_key() { return base64_encode(random_bytes(32)); }
+
+bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) return false;
+    return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+}  // namespace iothub

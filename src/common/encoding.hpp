@@ -1,0 +1,38 @@
+// Text encodings used across protocols: Base64 (keys, signatures, ETags), percent-encoding (SAS
+// resources, URL paths, MQTT property bags) and hex (certificate thumbprints).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace iothub {
+
+std::string base64_encode(std::span<const std::uint8_t> bytes);
+inline std::string base64_encode(std::string_view bytes) {
+    return base64_encode(
+        std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()));
+}
+// Standard alphabet with padding; whitespace is not accepted. nullopt when malformed.
+std::optional<std::string> base64_decode(std::string_view text);
+
+// Percent-encodes everything but RFC 3986 unreserved characters (A-Z a-z 0-9 - _ . ~), with
+// upper-case hex, so the output is safe in a path segment, a query value and a SAS `sr`.
+std::string percent_encode(std::string_view text);
+
+// Decodes %XX escapes. '+' stays '+': SAS signatures and device ids may contain it literally.
+// nullopt when an escape is truncated or not hex.
+std::optional<std::string> percent_decode(std::string_view text);
+
+std::string hex_encode(std::span<const std::uint8_t> bytes, bool upper = false);
+inline std::string hex_encode(std::string_view bytes, bool upper = false) {
+    return hex_encode(
+        std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()), upper);
+}
+
+bool iequals(std::string_view a, std::string_view b) noexcept;
+std::string to_lower(std::string_view text);
+
+}  // namespace iothub
