@@ -1,0 +1,31 @@
+// Opens the storage the hub runs on and hands out its interfaces. The embedded engine (RocksDB,
+// one database per data directory) is the default; the in-memory engine keeps nothing across
+// restarts and exists for throwaway hubs (`--storage memory`) and tests.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "common/error.hpp"
+#include "storage/kv_store.hpp"
+
+namespace iothub::storage {
+
+class engine {
+public:
+    virtual ~engine() = default;
+    virtual kv_store& kv() = 0;
+    // Makes everything written so far durable and quiesces background work; called at shutdown.
+    virtual result<void> flush() = 0;
+};
+
+struct rocksdb_settings {
+    std::filesystem::path path;
+    bool sync = true;  // fsync every commit (group-committed); off = survives kill -9 only
+    int background_jobs = 2;
+};
+
+result<std::unique_ptr<engine>> open_rocksdb(const rocksdb_settings& settings);
+std::unique_ptr<engine> open_memory();
+
+}  // namespace iothub::storage

@@ -1,0 +1,222 @@
+// The embedded engine: one RocksDB database per data directory, one column family per kind of
+// state, and one write-ahead log shared by all of them.
+#include <rocksdb/db.h>
+#include <rocksdb/merge_operator.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <functional>
+#include <mutex>
+
+#include "storage/engine.hpp"
+
+namespace iothub::storage {
+namespace {
+
+constexpr std::string_view kv_family = "kv";
+constexpr std::string_view version_key = "kv.version";
+
+std::string encode_u64(std::uint64_t v) {
+    std::string out(8, '\0');
+    for (int i = 7; i >= 0; --i, v >>= 8) out[i] = static_cast<char>(v & 0xff);
+    return out;
+}
+
+std::uint64_t decode_u64(std::string_view s) {
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < 8 && i < s.size(); ++i)
+        v = (v << 8) | static_cast<unsigned char>(s[i]);
+    return v;
+}
+
+error storage_error(const rocksdb::Status& s) {
+    return error(errc::server_error, "Storage failure: " + s.ToString());
+}
+
+// Keeps the largest of the merged values: the high-water mark of issued versions, written with
+// every commit so that concurrent commits need no ordering among themselves.
+class max_u64_operator final : public rocksdb::AssociativeMergeOperator {
+public:
+    bool Merge(const rocksdb::Slice&, const rocksdb::Slice* existing, const rocksdb::Slice& value,
+               std::string* new_value, rocksdb::Logger*) const override {
+        std::uint64_t a = existing ? decode_u64(existing->ToStringView()) : 0;
+        std::uint64_t b = decode_u64(value.ToStringView());
+        *new_value = encode_u64(std::max(a, b));
+        return true;
+    }
+    const char* Name() const override { return "iothub.max_u64"; }
+};
+
+class rocksdb_kv_store final : public kv_store {
+public:
+    rocksdb_kv_store(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* data,
+                     rocksdb::ColumnFamilyHandle* meta, bool sync, std::uint64_t last_version)
+        : db_(db), data_(data), meta_(meta), version_(last_version) {
+        write_options_.sync = sync;
+    }
+
+    result<std::optional<versioned_value>> get(std::string_view key) override {
+        std::string raw;
+        auto s = db_->Get(rocksdb::ReadOptions(), data_, key, &raw);
+        if (s.IsNotFound()) return std::optional<versioned_value>{};
+        if (!s.ok()) return storage_error(s);
+        return std::optional<versioned_value>{decode(raw)};
+    }
+
+    std::vector<result<std::uint64_t>> apply(std::span<const kv_write> writes) override {
+        // Conditional writes are check-then-write; striped locks make that atomic per key while
+        // writes to unrelated keys proceed (and group-commit) in parallel.
+        std::vector<std::size_t> stripes;
+        stripes.reserve(writes.size());
+        for (const auto& w : writes) stripes.push_back(std::hash<std::string>{}(w.key) % locks_.size());
+        std::sort(stripes.begin(), stripes.end());
+        stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+        for (auto i : stripes) locks_[i].lock();
+
+        std::vector<result<std::uint64_t>> results;
+        results.reserve(writes.size());
+        rocksdb::WriteBatch batch;
+        std::uint64_t highest = 0;
+        for (const auto& w : writes) {
+            std::string raw;
+            auto s = db_->Get(rocksdb::ReadOptions(), data_, w.key, &raw);
+            if (!s.ok() && !s.IsNotFound()) {
+                results.emplace_back(storage_error(s));
+                continue;
+            }
+            std::optional<std::uint64_t> current;
+            if (s.ok()) current = decode(raw).version;
+            if (auto ok = w.condition.check(current); !ok) {
+                results.emplace_back(ok.error());
+                continue;
+            }
+            if (w.operation == kv_write::op::remove) {
+                if (!current) {
+                    results.emplace_back(error(errc::not_found, "The key does not exist."));
+                    continue;
+                }
+                batch.Delete(data_, w.key);
+                results.emplace_back(std::uint64_t{0});
+            } else {
+                std::uint64_t v = ++version_;
+                highest = std::max(highest, v);
+                batch.Put(data_, w.key, encode_u64(v) + w.value);
+                results.emplace_back(v);
+            }
+        }
+        if (batch.Count() > 0) {
+            if (highest > 0) batch.Merge(meta_, version_key, encode_u64(highest));
+            auto s = db_->Write(write_options_, &batch);
+            if (!s.ok()) {
+                for (auto& r : results)
+                    if (r) r = storage_error(s);
+            }
+        }
+        for (auto it = stripes.rbegin(); it != stripes.rend(); ++it) locks_[*it].unlock();
+        return results;
+    }
+
+    result<std::vector<kv_entry>> scan(std::string_view prefix, std::string_view start_after,
+                                       std::size_t limit) override {
+        std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), data_));
+        std::vector<kv_entry> out;
+        if (start_after.empty() || start_after < prefix) {
+            it->Seek(prefix);
+        } else {
+            it->Seek(start_after);
+            if (it->Valid() && it->key().ToStringView() == start_after) it->Next();
+        }
+        for (; it->Valid() && out.size() < limit; it->Next()) {
+            auto key = it->key().ToStringView();
+            if (key.substr(0, prefix.size()) != prefix) break;
+            out.push_back(kv_entry{std::string(key), decode(it->value().ToStringView())});
+        }
+        if (!it->status().ok()) return storage_error(it->status());
+        return out;
+    }
+
+private:
+    static versioned_value decode(std::string_view raw) {
+        return versioned_value{std::string(raw.substr(std::min<std::size_t>(8, raw.size()))),
+                               decode_u64(raw)};
+    }
+
+    rocksdb::DB* db_;
+    rocksdb::ColumnFamilyHandle* data_;
+    rocksdb::ColumnFamilyHandle* meta_;
+    rocksdb::WriteOptions write_options_;
+    std::atomic<std::uint64_t> version_;
+    std::array<std::mutex, 64> locks_;
+};
+
+class rocksdb_engine final : public engine {
+public:
+    static result<std::unique_ptr<engine>> open(const rocksdb_settings& settings) {
+        rocksdb::Options options;
+        options.create_if_missing = true;
+        options.create_missing_column_families = true;
+        options.max_background_jobs = std::max(2, settings.background_jobs);
+        // A torn tail after kill -9 or power loss is cut back to the last complete commit.
+        options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+        options.keep_log_file_num = 4;
+
+        rocksdb::ColumnFamilyOptions meta_options;
+        meta_options.merge_operator = std::make_shared<max_u64_operator>();
+        rocksdb::ColumnFamilyOptions kv_options;
+        // Registry and twin reads are point lookups: bloom filters and hashed data-block index.
+        kv_options.OptimizeForPointLookup(64);
+
+        std::vector<rocksdb::ColumnFamilyDescriptor> families{
+            {rocksdb::kDefaultColumnFamilyName, meta_options},
+            {std::string(kv_family), kv_options},
+        };
+        std::vector<rocksdb::ColumnFamilyHandle*> handles;
+        rocksdb::DB* raw = nullptr;
+        auto s = rocksdb::DB::Open(options, settings.path.string(), families, &handles, &raw);
+        if (!s.ok()) return storage_error(s);
+        auto engine = std::unique_ptr<rocksdb_engine>(new rocksdb_engine(raw, handles));
+
+        std::string last;
+        s = raw->Get(rocksdb::ReadOptions(), handles[0], version_key, &last);
+        if (!s.ok() && !s.IsNotFound()) return storage_error(s);
+        engine->kv_ = std::make_unique<rocksdb_kv_store>(raw, handles[1], handles[0], settings.sync,
+                                                         s.ok() ? decode_u64(last) : 0);
+        return std::unique_ptr<storage::engine>(std::move(engine));
+    }
+
+    ~rocksdb_engine() override {
+        kv_.reset();
+        for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+        db_->Close();
+        delete db_;
+    }
+
+    kv_store& kv() override { return *kv_; }
+
+    result<void> flush() override {
+        auto s = db_->FlushWAL(true);
+        if (!s.ok()) return storage_error(s);
+        s = db_->Flush(rocksdb::FlushOptions(), handles_);
+        if (!s.ok()) return storage_error(s);
+        return {};
+    }
+
+private:
+    rocksdb_engine(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> handles)
+        : db_(db), handles_(std::move(handles)) {}
+
+    rocksdb::DB* db_;
+    std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+    std::unique_ptr<rocksdb_kv_store> kv_;
+};
+
+}  // namespace
+
+result<std::unique_ptr<engine>> open_rocksdb(const rocksdb_settings& settings) {
+    return rocksdb_engine::open(settings);
+}
+
+}  // namespace iothub::storage
