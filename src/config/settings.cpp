@@ -1,0 +1,243 @@
+#include "config/settings.hpp"
+
+#include <toml++/toml.h>
+
+#include <charconv>
+#include <cstdlib>
+
+#include "common/encoding.hpp"
+
+namespace iothub::config {
+namespace {
+
+// A setter returns nothing on success, else what it expected (e.g. "true or false").
+using setter = std::function<std::optional<std::string>(settings&, const std::string&)>;
+
+struct setting_def {
+    setting_info info;
+    setter apply;
+};
+
+template <class T>
+setter unsigned_number(T settings::*field, std::uint64_t max) {
+    return [field, max](settings& s, const std::string& v) -> std::optional<std::string> {
+        std::uint64_t n = 0;
+        auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+        if (ec != std::errc{} || p != v.data() + v.size() || n > max)
+            return "an integer from 0 to " + std::to_string(max);
+        s.*field = static_cast<T>(n);
+        return std::nullopt;
+    };
+}
+
+setter boolean(bool settings::*field) {
+    return [field](settings& s, const std::string& v) -> std::optional<std::string> {
+        if (iequals(v, "true") || v == "1" || iequals(v, "yes") || iequals(v, "on")) {
+            s.*field = true;
+        } else if (iequals(v, "false") || v == "0" || iequals(v, "no") || iequals(v, "off")) {
+            s.*field = false;
+        } else {
+            return "true or false";
+        }
+        return std::nullopt;
+    };
+}
+
+template <class T>
+setter text(T settings::*field) {
+    return [field](settings& s, const std::string& v) -> std::optional<std::string> {
+        s.*field = v;
+        return std::nullopt;
+    };
+}
+
+setter one_of(std::string settings::*field, std::vector<std::string> allowed) {
+    return [field, allowed](settings& s, const std::string& v) -> std::optional<std::string> {
+        for (const auto& a : allowed) {
+            if (iequals(a, v)) {
+                s.*field = a;
+                return std::nullopt;
+            }
+        }
+        std::string list;
+        for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+        return "one of " + list;
+    };
+}
+
+setter port(std::uint16_t settings::*field) { return unsigned_number(field, 65535); }
+
+const std::vector<setting_def>& table() {
+    static const std::vector<setting_def> defs = {
+        {{"data_dir", "IOTHUB_DATA_DIR", "--data-dir", "Directory for state, keys and certificates"},
+         text(&settings::data_dir)},
+        {{"hostname", "IOTHUB_HOSTNAME", "--hostname",
+          "Host name devices and services use (put in connection strings and the certificate)"},
+         [](settings& s, const std::string& v) -> std::optional<std::string> {
+             if (v.empty()) return "a host name";
+             s.hostname = v;
+             return std::nullopt;
+         }},
+        {{"aliases", "IOTHUB_ALIASES", "--alias",
+          "Further host names the hub answers to, comma-separated"},
+         [](settings& s, const std::string& v) -> std::optional<std::string> {
+             s.aliases.clear();
+             std::string_view rest = v;
+             while (!rest.empty()) {
+                 auto comma = rest.find(',');
+                 auto item = rest.substr(0, comma);
+                 if (!item.empty()) s.aliases.emplace_back(item);
+                 rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+             }
+             return std::nullopt;
+         }},
+        {{"listen.address", "IOTHUB_BIND", "--bind", "Address to listen on (:: = all, dual-stack)"},
+         text(&settings::bind_address)},
+        {{"listen.https_port", "IOTHUB_HTTPS_PORT", "--https-port",
+          "HTTPS port: REST APIs and WebSockets (0 = any free port)"},
+         port(&settings::https_port)},
+        {{"listen.mqtt_port", "IOTHUB_MQTT_PORT", "--mqtt-port", "MQTT over TLS port (0 = any)"},
+         port(&settings::mqtt_port)},
+        {{"listen.amqp_port", "IOTHUB_AMQP_PORT", "--amqp-port", "AMQP over TLS port (0 = any)"},
+         port(&settings::amqp_port)},
+        {{"listen.mqtt_plain", "IOTHUB_MQTT_PLAIN", "--mqtt-plain",
+          "Also serve MQTT without TLS (for local tools and benchmarks)"},
+         boolean(&settings::mqtt_plain_enabled)},
+        {{"listen.mqtt_plain_port", "IOTHUB_MQTT_PLAIN_PORT", "--mqtt-plain-port",
+          "Plain MQTT port when enabled (0 = any)"},
+         port(&settings::mqtt_plain_port)},
+        {{"tls.cert", "IOTHUB_TLS_CERT", "--tls-cert",
+          "PEM certificate chain to serve instead of the development CA's"},
+         text(&settings::tls_cert)},
+        {{"tls.key", "IOTHUB_TLS_KEY", "--tls-key", "PEM private key for --tls-cert"},
+         text(&settings::tls_key)},
+        {{"storage.engine", "IOTHUB_STORAGE", "--storage",
+          "rocksdb (durable, default) or memory (nothing survives a restart)"},
+         one_of(&settings::storage_engine, {"rocksdb", "memory"})},
+        {{"storage.sync", "IOTHUB_STORAGE_SYNC", "--storage-sync",
+          "fsync each commit (true: survives power loss; false: survives process crashes)"},
+         boolean(&settings::storage_sync)},
+        {{"log.level", "IOTHUB_LOG_LEVEL", "--log-level", "trace, debug, info, warn, error"},
+         one_of(&settings::log_level, {"trace", "debug", "info", "warn", "error", "off"})},
+        {{"threads", "IOTHUB_THREADS", "--threads", "Network threads (0 = one per core)"},
+         unsigned_number(&settings::threads, 256)},
+        {{"limits.max_request_body", "IOTHUB_MAX_REQUEST_BODY", "--max-request-body",
+          "Largest HTTP request body in bytes"},
+         unsigned_number(&settings::max_request_body, 64ull << 20)},
+        {{"limits.max_modules_per_device", "IOTHUB_MAX_MODULES_PER_DEVICE",
+          "--max-modules-per-device", "Modules a device may have"},
+         unsigned_number(&settings::max_modules_per_device, 1000)},
+    };
+    return defs;
+}
+
+result<void> apply(settings& s, const setting_def& def, const std::string& value,
+                   std::string_view source) {
+    if (auto expected = def.apply(s, value))
+        return error(errc::argument_invalid, std::string(source) + ": " + def.info.key + " = '" +
+                                                 value + "' is invalid: expected " + *expected +
+                                                 ".");
+    if (def.info.key == "listen.mqtt_plain_port" && value != "0") s.mqtt_plain_enabled = true;
+    return {};
+}
+
+std::optional<std::string> node_text(const toml::node& node) {
+    if (auto v = node.value<std::string>()) return *v;
+    if (node.is_integer()) return std::to_string(*node.value<std::int64_t>());
+    if (node.is_boolean()) return *node.value<bool>() ? "true" : "false";
+    if (auto arr = node.as_array()) {
+        std::string joined;
+        for (const auto& item : *arr) {
+            auto t = node_text(item);
+            if (!t) return std::nullopt;
+            joined += (joined.empty() ? "" : ",") + *t;
+        }
+        return joined;
+    }
+    return std::nullopt;
+}
+
+// Walks the TOML document so that unknown keys are reported rather than silently ignored.
+result<void> apply_toml(settings& s, const toml::table& tbl, const std::string& prefix,
+                        const std::string& file) {
+    for (const auto& [k, node] : tbl) {
+        std::string key = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+        if (auto sub = node.as_table()) {
+            if (auto r = apply_toml(s, *sub, key, file); !r) return r;
+            continue;
+        }
+        const setting_def* def = nullptr;
+        for (const auto& d : table())
+            if (d.info.key == key) def = &d;
+        if (!def) return error(errc::argument_invalid, file + ": unknown setting '" + key + "'.");
+        auto value = node_text(node);
+        if (!value)
+            return error(errc::argument_invalid, file + ": setting '" + key + "' has an unusable type.");
+        if (auto r = apply(s, *def, *value, file); !r) return r;
+    }
+    return {};
+}
+
+}  // namespace
+
+const std::vector<setting_info>& all_settings() {
+    static const std::vector<setting_info> infos = [] {
+        std::vector<setting_info> v;
+        for (const auto& d : table()) v.push_back(d.info);
+        return v;
+    }();
+    return infos;
+}
+
+env_lookup process_environment() {
+    return [](const std::string& name) -> std::optional<std::string> {
+        if (const char* v = std::getenv(name.c_str())) return std::string(v);
+        return std::nullopt;
+    };
+}
+
+result<settings> load(const std::optional<std::filesystem::path>& config_file,
+                      const overrides& flags, const env_lookup& env) {
+    settings s;
+    // The data directory decides where the default config file lives, so find it first.
+    std::filesystem::path data_dir = s.data_dir;
+    if (auto v = env("IOTHUB_DATA_DIR")) data_dir = *v;
+    if (auto it = flags.find("data_dir"); it != flags.end()) data_dir = it->second;
+
+    std::optional<std::filesystem::path> file = config_file;
+    if (!file) {
+        if (auto v = env("IOTHUB_CONFIG")) file = *v;
+    }
+    bool required = file.has_value();
+    if (!file) file = data_dir / "iothub.toml";
+    std::error_code ec;
+    if (std::filesystem::exists(*file, ec)) {
+        try {
+            auto doc = toml::parse_file(file->string());
+            if (auto r = apply_toml(s, doc, "", file->string()); !r) return r.error();
+        } catch (const toml::parse_error& e) {
+            return error(errc::argument_invalid,
+                         file->string() + ": " + std::string(e.description()) + " (line " +
+                             std::to_string(e.source().begin.line) + ")");
+        }
+    } else if (required) {
+        return error(errc::argument_invalid, "Configuration file " + file->string() + " not found.");
+    }
+    for (const auto& def : table()) {
+        if (auto v = env(def.info.env)) {
+            if (auto r = apply(s, def, *v, def.info.env); !r) return r.error();
+        }
+    }
+    for (const auto& [key, value] : flags) {
+        const setting_def* def = nullptr;
+        for (const auto& d : table())
+            if (d.info.key == key) def = &d;
+        if (!def) return error(errc::argument_invalid, "Unknown setting '" + key + "'.");
+        if (auto r = apply(s, *def, value, def->info.flag); !r) return r.error();
+    }
+    if (s.tls_cert.empty() != s.tls_key.empty())
+        return error(errc::argument_invalid, "tls.cert and tls.key must be given together.");
+    return s;
+}
+
+}  // namespace iothub::config

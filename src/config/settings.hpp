@@ -1,0 +1,64 @@
+// The hub's configuration: defaults, overridden by a TOML file, then by IOTHUB_* environment
+// variables, then by command-line flags. One table (settings.cpp) names every setting once with
+// its TOML key, environment variable and flag, so the three layers cannot drift apart.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error.hpp"
+
+namespace iothub::config {
+
+struct settings {
+    std::filesystem::path data_dir = "iothub-data";
+    // Unset means: what the data directory recorded last time, else "localhost".
+    std::optional<std::string> hostname;
+    std::vector<std::string> aliases;
+
+    std::string bind_address = "::";  // dual-stack; falls back to 0.0.0.0 without IPv6
+    std::uint16_t https_port = 443;
+    std::uint16_t mqtt_port = 8883;
+    std::uint16_t amqp_port = 5671;
+    std::uint16_t mqtt_plain_port = 0;  // 0 = off; plain MQTT for local tools and benchmarks
+    bool mqtt_plain_enabled = false;
+
+    std::filesystem::path tls_cert;  // both set: use this certificate instead of the dev CA
+    std::filesystem::path tls_key;
+
+    std::string storage_engine = "rocksdb";  // rocksdb | memory
+    bool storage_sync = true;
+
+    std::string log_level = "info";
+    unsigned threads = 0;  // 0 = one per core
+
+    std::size_t max_request_body = 1024 * 1024;
+    std::size_t max_modules_per_device = 50;
+    std::chrono::seconds shutdown_grace{10};
+};
+
+struct setting_info {
+    std::string key;   // TOML path, e.g. "listen.https_port"
+    std::string env;   // e.g. "IOTHUB_HTTPS_PORT"
+    std::string flag;  // e.g. "--https-port"
+    std::string help;
+};
+const std::vector<setting_info>& all_settings();
+
+// Overrides keyed by TOML path, as parsed from flags.
+using overrides = std::map<std::string, std::string>;
+using env_lookup = std::function<std::optional<std::string>(const std::string&)>;
+
+// Builds the settings: defaults, then `config_file` (if given, it must exist; if not, the data
+// directory's iothub.toml is read when present), then the environment, then `flags`.
+result<settings> load(const std::optional<std::filesystem::path>& config_file,
+                      const overrides& flags, const env_lookup& env);
+env_lookup process_environment();
+
+}  // namespace iothub::config

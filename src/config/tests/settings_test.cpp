@@ -1,0 +1,100 @@
+#include "config/settings.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/crypto.hpp"
+#include "common/encoding.hpp"
+
+namespace iothub::config {
+namespace {
+
+class Settings : public ::testing::Test {
+protected:
+    void SetUp() override { std::filesystem::create_directories(dir_); }
+    void TearDown() override { std::filesystem::remove_all(dir_); }
+
+    env_lookup env(std::map<std::string, std::string> vars) {
+        return [vars](const std::string& k) -> std::optional<std::string> {
+            auto it = vars.find(k);
+            if (it == vars.end()) return std::nullopt;
+            return it->second;
+        };
+    }
+    std::filesystem::path write(std::string_view name, std::string_view text) {
+        auto p = dir_ / name;
+        std::ofstream(p) << text;
+        return p;
+    }
+
+    std::filesystem::path dir_ =
+        std::filesystem::temp_directory_path() / ("iothub-cfg-" + hex_encode(random_bytes(6)));
+};
+
+TEST_F(Settings, DefaultsAreAzuresPorts) {
+    auto s = load(std::nullopt, {{"data_dir", dir_.string()}}, env({}));
+    ASSERT_TRUE(s) << s.error().message();
+    EXPECT_EQ(s->https_port, 443);
+    EXPECT_EQ(s->mqtt_port, 8883);
+    EXPECT_EQ(s->amqp_port, 5671);
+    EXPECT_FALSE(s->mqtt_plain_enabled);
+    EXPECT_FALSE(s->hostname.has_value());
+    EXPECT_EQ(s->storage_engine, "rocksdb");
+}
+
+TEST_F(Settings, FlagsBeatEnvironmentWhichBeatsTheFile) {
+    auto file = write("hub.toml", R"(
+hostname = "file.example"
+aliases = ["a.example", "b.example"]
+[listen]
+https_port = 1443
+mqtt_port = 1883
+[storage]
+sync = false
+)");
+    auto s = load(file, {{"listen.https_port", "3443"}},
+                  env({{"IOTHUB_HTTPS_PORT", "2443"}, {"IOTHUB_MQTT_PORT", "2883"}}));
+    ASSERT_TRUE(s) << s.error().message();
+    EXPECT_EQ(s->hostname, "file.example");
+    EXPECT_EQ(s->aliases, (std::vector<std::string>{"a.example", "b.example"}));
+    EXPECT_EQ(s->https_port, 3443);
+    EXPECT_EQ(s->mqtt_port, 2883);
+    EXPECT_FALSE(s->storage_sync);
+}
+
+TEST_F(Settings, ReadsTheDataDirectorysFileWhenNoneIsNamed) {
+    write("iothub.toml", "hostname = \"dir.example\"\n");
+    auto s = load(std::nullopt, {{"data_dir", dir_.string()}}, env({}));
+    ASSERT_TRUE(s) << s.error().message();
+    EXPECT_EQ(s->hostname, "dir.example");
+}
+
+TEST_F(Settings, RejectsWhatItCannotUse) {
+    auto fails = [&](std::optional<std::filesystem::path> file, overrides flags,
+                     std::map<std::string, std::string> vars, std::string_view needle) {
+        flags.emplace("data_dir", dir_.string());
+        auto s = load(file, flags, env(vars));
+        ASSERT_FALSE(s);
+        EXPECT_NE(s.error().message().find(needle), std::string::npos) << s.error().message();
+    };
+    fails(std::nullopt, {{"listen.https_port", "70000"}}, {}, "65535");
+    fails(std::nullopt, {}, {{"IOTHUB_STORAGE", "postgres"}}, "rocksdb");
+    fails(std::nullopt, {}, {{"IOTHUB_STORAGE_SYNC", "maybe"}}, "true or false");
+    fails(write("typo.toml", "[listen]\nhttps_prot = 1\n"), {}, {}, "unknown setting 'listen.https_prot'");
+    fails(write("broken.toml", "hostname = \n"), {}, {}, "line");
+    fails(dir_ / "missing.toml", {}, {}, "not found");
+    fails(std::nullopt, {{"tls.cert", "/x.pem"}}, {}, "together");
+}
+
+TEST_F(Settings, EverySettingHasAFlagAndAnEnvironmentVariable) {
+    for (const auto& s : all_settings()) {
+        EXPECT_EQ(s.flag.rfind("--", 0), 0u) << s.key;
+        EXPECT_EQ(s.env.rfind("IOTHUB_", 0), 0u) << s.key;
+        EXPECT_FALSE(s.help.empty()) << s.key;
+    }
+}
+
+}  // namespace
+}  // namespace iothub::config

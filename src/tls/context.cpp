@@ -1,0 +1,44 @@
+#include "tls/context.hpp"
+
+#include <openssl/ssl.h>
+
+namespace iothub::tls {
+namespace ssl = boost::asio::ssl;
+
+result<std::shared_ptr<ssl::context>> make_server_context(const std::filesystem::path& cert_chain,
+                                                          const std::filesystem::path& key) {
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+    ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                     ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                     ssl::context::single_dh_use);
+    boost::system::error_code ec;
+    ctx->use_certificate_chain_file(cert_chain.string(), ec);
+    if (ec)
+        return error(errc::server_error,
+                     "Cannot load certificate " + cert_chain.string() + ": " + ec.message());
+    ctx->use_private_key_file(key.string(), ssl::context::pem, ec);
+    if (ec) return error(errc::server_error, "Cannot load key " + key.string() + ": " + ec.message());
+    if (SSL_CTX_check_private_key(ctx->native_handle()) != 1)
+        return error(errc::server_error, "The TLS key does not match the certificate " +
+                                             cert_chain.string());
+    // Ask for a client certificate without demanding one or judging it here: the device's
+    // registry entry decides whether it is acceptable (thumbprint or CA chain).
+    SSL_CTX_set_verify(ctx->native_handle(), SSL_VERIFY_PEER,
+                       [](int, X509_STORE_CTX*) { return 1; });
+    return ctx;
+}
+
+result<std::shared_ptr<ssl::context>> make_client_context(const std::filesystem::path& ca) {
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+    boost::system::error_code ec;
+    if (ca.empty()) {
+        ctx->set_default_verify_paths(ec);
+    } else {
+        ctx->load_verify_file(ca.string(), ec);
+    }
+    if (ec) return error(errc::argument_invalid, "Cannot load CA " + ca.string() + ": " + ec.message());
+    ctx->set_verify_mode(ssl::verify_peer);
+    return ctx;
+}
+
+}  // namespace iothub::tls
