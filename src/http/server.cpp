@@ -1,0 +1,278 @@
+#include "http/server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <spdlog/spdlog.h>
+
+#include <mutex>
+#include <set>
+
+namespace iothub::http {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+using tcp = asio::ip::tcp;
+using asio::awaitable;
+using asio::use_awaitable;
+constexpr auto as_tuple = asio::as_tuple(use_awaitable);
+
+namespace {
+
+struct connection {
+    explicit connection(tcp::socket socket, asio::ssl::context& ctx)
+        : stream(std::move(socket), ctx) {}
+    beast::ssl_stream<beast::tcp_stream> stream;
+    bool busy = false;      // handling a request (touched only on the connection's shard)
+    bool stopping = false;
+};
+
+std::string address_of(const tcp::socket& s) {
+    boost::system::error_code ec;
+    auto ep = s.remote_endpoint(ec);
+    return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+bhttp::response<bhttp::string_body> to_beast(response r, unsigned version, bool keep_alive) {
+    bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(r.status), version};
+    out.set(bhttp::field::server, "iothub");
+    for (auto& [k, v] : r.headers) out.set(k, v);
+    out.body() = std::move(r.body);
+    out.keep_alive(keep_alive);
+    out.prepare_payload();
+    return out;
+}
+
+}  // namespace
+
+struct server::impl : std::enable_shared_from_this<server::impl> {
+    runtime::shard_set& shards;
+    runtime::blocking_pool& blocking;
+    std::shared_ptr<asio::ssl::context> tls;
+    const router& routes;
+    server_settings settings;
+
+    std::mutex mutex;
+    std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
+    std::set<std::shared_ptr<connection>> connections;
+    bool stopping = false;
+
+    impl(runtime::shard_set& s, runtime::blocking_pool& b, std::shared_ptr<asio::ssl::context> t,
+         const router& r, server_settings st)
+        : shards(s), blocking(b), tls(std::move(t)), routes(r), settings(st) {}
+
+    awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor) {
+        for (;;) {
+            auto& shard = shards.next();
+            auto [ec, socket] = co_await acceptor->async_accept(shard, as_tuple);
+            if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
+            if (ec) {
+                // Out of descriptors and the like: back off instead of spinning.
+                spdlog::warn("https: accept failed: {}", ec.message());
+                asio::steady_timer t(acceptor->get_executor(), std::chrono::milliseconds(100));
+                co_await t.async_wait(as_tuple);
+                continue;
+            }
+            socket.set_option(tcp::no_delay(true), ec);
+            auto conn = std::make_shared<connection>(std::move(socket), *tls);
+            {
+                std::lock_guard lock(mutex);
+                if (stopping) continue;
+                connections.insert(conn);
+            }
+            asio::co_spawn(shard, serve(conn), asio::detached);
+        }
+    }
+
+    awaitable<response> dispatch(request& req) {
+        auto matched = routes.match(req);
+        if (!matched) co_return error_response(matched.error());
+        const router::route* route = *matched;
+        co_return co_await asio::async_initiate<decltype(use_awaitable), void(response)>(
+            [this, route, &req](auto handler) {
+                auto ex = asio::get_associated_executor(handler);
+                auto h = std::make_shared<decltype(handler)>(std::move(handler));
+                responder done([h, ex](response r) {
+                    asio::post(ex, [h, r = std::move(r)]() mutable { (*h)(std::move(r)); });
+                });
+                if (route->opts.blocking) {
+                    blocking.post([route, &req, done] { route->fn(req, done); });
+                } else {
+                    route->fn(req, done);
+                }
+            },
+            use_awaitable);
+    }
+
+    awaitable<void> serve(std::shared_ptr<connection> conn) {
+        auto self = shared_from_this();
+        auto& stream = conn->stream;
+        const std::string peer = address_of(beast::get_lowest_layer(stream).socket());
+        beast::get_lowest_layer(stream).expires_after(settings.handshake_timeout);
+        auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::server, as_tuple);
+        if (hec) {
+            spdlog::debug("https: TLS handshake with {} failed: {}", peer, hec.message());
+            finish(conn);
+            co_return;
+        }
+        beast::flat_buffer buffer;
+        bool clean_close = true;
+        for (;;) {
+            if (conn->stopping) break;
+            bhttp::request_parser<bhttp::string_body> parser;
+            parser.body_limit(settings.max_body);
+            parser.header_limit(16 * 1024);
+            beast::get_lowest_layer(stream).expires_after(settings.idle_timeout);
+            conn->busy = false;
+            auto [rec, n] = co_await bhttp::async_read(stream, buffer, parser, as_tuple);
+            conn->busy = true;
+            if (rec == bhttp::error::end_of_stream || rec == asio::ssl::error::stream_truncated)
+                break;
+            std::optional<response> early;
+            if (rec == bhttp::error::body_limit) {
+                early = error_response(error(errc::request_too_large,
+                                             "The request body is larger than the limit of " +
+                                                 std::to_string(settings.max_body) + " bytes."));
+            } else if (rec == bhttp::error::header_limit) {
+                early = error_response(error(errc::bad_request, "The request headers are too large."));
+            } else if (rec && rec.category() == bhttp::make_error_code(bhttp::error::bad_method).category()) {
+                early = error_response(error(errc::bad_request, "Malformed HTTP request: " + rec.message()));
+            } else if (rec) {
+                clean_close = false;  // timeout, reset or cancellation by begin_stop()
+                break;
+            }
+            if (early) {
+                auto out = to_beast(std::move(*early), 11, false);
+                beast::get_lowest_layer(stream).expires_after(settings.write_timeout);
+                co_await bhttp::async_write(stream, out, as_tuple);
+                break;
+            }
+
+            auto& raw = parser.get();
+            request req;
+            req.method = std::string(raw.method_string());
+            req.target = std::string(raw.target());
+            req.remote_address = peer;
+            for (const auto& f : raw) {
+                std::string name(f.name_string());
+                for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+                req.headers.emplace_back(std::move(name), std::string(f.value()));
+            }
+            req.body = std::move(raw.body());
+            response res;
+            if (auto t = parse_target(req.target); !t) {
+                res = error_response(t.error());
+            } else {
+                req.path = std::move(t->path);
+                req.segments = std::move(t->segments);
+                req.query = std::move(t->query);
+                res = co_await dispatch(req);
+            }
+            spdlog::debug("https: {} {} {} -> {}", peer, req.method, req.target, res.status);
+            const bool keep_alive = raw.keep_alive() && !conn->stopping;
+            auto out = to_beast(std::move(res), raw.version(), keep_alive);
+            beast::get_lowest_layer(stream).expires_after(settings.write_timeout);
+            auto [wec, wn] = co_await bhttp::async_write(stream, out, as_tuple);
+            if (wec || !keep_alive) {
+                clean_close = !wec;
+                break;
+            }
+        }
+        if (clean_close) {
+            beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+            co_await stream.async_shutdown(as_tuple);
+        }
+        beast::get_lowest_layer(stream).close();
+        finish(conn);
+    }
+
+    void finish(const std::shared_ptr<connection>& conn) {
+        std::lock_guard lock(mutex);
+        connections.erase(conn);
+    }
+};
+
+server::server(runtime::shard_set& shards, runtime::blocking_pool& blocking,
+               std::shared_ptr<asio::ssl::context> tls, const router& routes,
+               server_settings settings)
+    : impl_(std::make_shared<impl>(shards, blocking, std::move(tls), routes, settings)) {}
+
+server::~server() { begin_stop(); }
+
+result<std::uint16_t> server::listen(const std::string& address, std::uint16_t port) {
+    boost::system::error_code ec;
+    auto addr = asio::ip::make_address(address, ec);
+    if (ec) return error(errc::argument_invalid, "Invalid listen address '" + address + "'.");
+    auto& ctx = impl_->shards.at(0);
+    auto acceptor = std::make_shared<tcp::acceptor>(ctx);
+    tcp::endpoint ep(addr, port);
+    acceptor->open(ep.protocol(), ec);
+    if (ec && addr.is_v6() && addr.is_unspecified()) {
+        // No IPv6 on this host: serve IPv4 instead of failing.
+        ep = tcp::endpoint(asio::ip::address_v4::any(), port);
+        acceptor->open(ep.protocol(), ec);
+    }
+    if (ec) return error(errc::server_error, "Cannot open a socket: " + ec.message());
+    if (ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(false), ec);
+    acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+    acceptor->bind(ep, ec);
+    if (ec) {
+        std::string hint;
+        if (ec == asio::error::access_denied)
+            hint = " Ports below 1024 need root or CAP_NET_BIND_SERVICE (setcap "
+                   "cap_net_bind_service=+ep on the binary), or choose another port.";
+        if (ec == asio::error::address_in_use) hint = " Another process is using it.";
+        return error(errc::server_error, "Cannot listen on port " + std::to_string(port) + ": " +
+                                             ec.message() + "." + hint);
+    }
+    acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return error(errc::server_error, "Cannot listen: " + ec.message());
+    auto bound = acceptor->local_endpoint(ec).port();
+    {
+        std::lock_guard lock(impl_->mutex);
+        impl_->acceptors.push_back(acceptor);
+    }
+    asio::co_spawn(ctx, impl_->accept_loop(acceptor), asio::detached);
+    return bound;
+}
+
+void server::begin_stop() {
+    std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
+    std::set<std::shared_ptr<connection>> conns;
+    {
+        std::lock_guard lock(impl_->mutex);
+        if (impl_->stopping) return;
+        impl_->stopping = true;
+        acceptors = impl_->acceptors;
+        conns = impl_->connections;
+    }
+    for (auto& a : acceptors)
+        asio::post(a->get_executor(), [a] {
+            boost::system::error_code ec;
+            a->close(ec);
+        });
+    for (auto& c : conns) {
+        auto& socket = beast::get_lowest_layer(c->stream);
+        asio::post(socket.get_executor(), [c] {
+            c->stopping = true;
+            // Idle connections are waiting for a request that will not come: cut them now.
+            // Busy ones finish their request and close after answering.
+            if (!c->busy) beast::get_lowest_layer(c->stream).cancel();
+        });
+    }
+}
+
+std::size_t server::active_connections() const {
+    std::lock_guard lock(impl_->mutex);
+    return impl_->connections.size();
+}
+
+}  // namespace iothub::http
