@@ -48,6 +48,7 @@ struct setting_info {
     std::string env;   // e.g. "IOTHUB_HTTPS_PORT"
     std::string flag;  // e.g. "--https-port"
     std::string help;
+    bool boolean = false;  // a flag on the command line (`--x`, `--x=false`)
 };
 const std::vector<setting_info>& all_settings();
 

@@ -1,0 +1,223 @@
+#include "app/hub.hpp"
+
+#include <boost/json.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <iostream>
+#include <thread>
+
+#include "auth/connection_string.hpp"
+#include "http/server.hpp"
+#include "instance/instance.hpp"
+#include "registry/registry.hpp"
+#include "runtime/shards.hpp"
+#include "service_api/service_api.hpp"
+#include "storage/engine.hpp"
+#include "tls/context.hpp"
+#include "tls/dev_ca.hpp"
+
+namespace iothub::app {
+namespace {
+
+struct prepared {
+    instance::layout where;
+    instance::hub_identity identity;
+    std::vector<std::string> names;
+    std::filesystem::path cert, key, ca;  // ca empty when the operator brought a certificate
+};
+
+result<prepared> prepare(const config::settings& s) {
+    prepared p;
+    p.where = instance::layout_for(s.data_dir);
+    auto id = instance::open_identity(p.where, s.hostname);
+    if (!id) return id.error();
+    p.identity = std::move(*id);
+    p.names.push_back(p.identity.hostname);
+    for (const auto& a : s.aliases) p.names.push_back(a);
+    if (!s.tls_cert.empty()) {
+        p.cert = s.tls_cert;
+        p.key = s.tls_key;
+    } else {
+        auto files = tls::ensure_dev_certificates(p.where.tls_dir, p.names);
+        if (!files) return files.error();
+        if (files->issued_server_cert)
+            spdlog::info("issued a server certificate for {}", p.names.front());
+        p.cert = files->server_cert;
+        p.key = files->server_key;
+        p.ca = files->ca_cert;
+    }
+    return p;
+}
+
+result<std::unique_ptr<storage::engine>> open_storage(const config::settings& s,
+                                                      const instance::layout& where) {
+    if (s.storage_engine == "memory") return storage::open_memory();
+    storage::rocksdb_settings rs{where.storage_dir, s.storage_sync,
+                                 static_cast<int>(std::max(2u, std::thread::hardware_concurrency()))};
+    auto e = storage::open_rocksdb(rs);
+    if (!e && e.error().message().find("lock") != std::string::npos)
+        return error(errc::server_error, "Another iothub is already using " +
+                                             where.storage_dir.string() + " (" +
+                                             e.error().message() + ").");
+    return e;
+}
+
+void print_banner(const prepared& p, const config::settings& s, const bound_ports& ports) {
+    const auto* owner = p.identity.policies.empty() ? nullptr : &p.identity.policies.front();
+    std::ostream& out = std::cout;
+    out << "iothub is running.\n"
+        << "  host name       " << p.identity.hostname << "\n"
+        << "  HTTPS           " << ports.https << "  (service and device REST, /health)\n"
+        << "  data directory  " << std::filesystem::absolute(s.data_dir).string() << "\n"
+        << "  storage         " << s.storage_engine
+        << (s.storage_engine == "rocksdb" ? (s.storage_sync ? " (fsync on commit)" : " (no fsync)")
+                                          : " (nothing survives a restart)")
+        << "\n";
+    if (owner)
+        out << "\nService connection string (" << owner->name << "):\n  "
+            << auth::service_connection_string(p.identity.hostname, owner->name,
+                                               owner->primary_key)
+            << "\n  (all policies: iothub connection-string --data-dir " << s.data_dir.string()
+            << " --policy NAME)\n";
+    if (!p.ca.empty()) {
+        auto ca = std::filesystem::absolute(p.ca).string();
+        out << "\nClients must trust the development CA " << ca << ":\n"
+            << "  Node.js SDKs:  export NODE_EXTRA_CA_CERTS=" << ca << "\n"
+            << "  Debian system: cp " << ca
+            << " /usr/local/share/ca-certificates/iothub.crt && update-ca-certificates\n";
+    }
+    out << std::endl;
+}
+
+}  // namespace
+
+struct hub::impl {
+    config::settings settings;
+    prepared paths;
+    std::unique_ptr<storage::engine> storage;
+    std::unique_ptr<registry::device_registry> registry;
+    std::unique_ptr<auth::policy_set> policies;
+    std::unique_ptr<auth::host_names> hosts;
+    std::unique_ptr<runtime::shard_set> shards;
+    std::unique_ptr<runtime::blocking_pool> blocking;
+    http::router routes;
+    std::unique_ptr<http::server> https;
+    bound_ports ports;
+    std::atomic<bool> ready{false};
+    bool stopped = false;
+};
+
+hub::hub(std::unique_ptr<impl> i) : impl_(std::move(i)) {}
+hub::~hub() { stop(); }
+const bound_ports& hub::ports() const { return impl_->ports; }
+
+result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
+    auto im = std::make_unique<impl>();
+    im->settings = s;
+    auto p = prepare(s);
+    if (!p) return p.error();
+    im->paths = std::move(*p);
+
+    auto engine = open_storage(s, im->paths.where);
+    if (!engine) return engine.error();
+    im->storage = std::move(*engine);
+    registry::registry_limits limits;
+    limits.max_modules_per_device = s.max_modules_per_device;
+    im->registry = std::make_unique<registry::device_registry>(im->storage->kv(), limits);
+    im->policies = std::make_unique<auth::policy_set>(im->paths.identity.policies);
+    im->hosts = std::make_unique<auth::host_names>(im->paths.names);
+
+    auto tls_ctx = tls::make_server_context(im->paths.cert, im->paths.key);
+    if (!tls_ctx) return tls_ctx.error();
+
+    im->shards = std::make_unique<runtime::shard_set>(s.threads);
+    im->blocking = std::make_unique<runtime::blocking_pool>(4);
+
+    auto* ready = &im->ready;
+    im->routes.add("GET", "/health", [ready](http::request&, http::responder done) {
+        if (ready->load()) return done(http::response::json(200, boost::json::object{{"status", "ok"}}));
+        done(http::error_response(error(errc::service_unavailable, "The hub is starting.")));
+    });
+    service_api::add_routes(im->routes, {*im->registry, *im->policies, *im->hosts});
+
+    http::server_settings hs;
+    hs.max_body = s.max_request_body;
+    im->https = std::make_unique<http::server>(*im->shards, *im->blocking, *tls_ctx, im->routes, hs);
+    auto https_port = im->https->listen(s.bind_address, s.https_port);
+    if (!https_port) return error(https_port.error().code(), "HTTPS: " + https_port.error().message());
+    im->ports.https = *https_port;
+
+    im->shards->start();
+    if (auto r = instance::write_runtime(im->paths.where,
+                                         {im->paths.identity.hostname, im->ports.https, 0, 0,
+                                          static_cast<long>(::getpid())});
+        !r)
+        spdlog::warn("cannot record runtime.json: {}", r.error().message());
+    im->ready = true;
+    print_banner(im->paths, s, im->ports);
+    return std::unique_ptr<hub>(new hub(std::move(im)));
+}
+
+void block_stop_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+}
+
+void hub::wait_for_signal() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    int sig = 0;
+    while (sigwait(&set, &sig) != 0) {
+    }
+    spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+void hub::stop() {
+    auto& im = *impl_;
+    if (im.stopped) return;
+    im.stopped = true;
+    im.ready = false;
+    im.https->begin_stop();
+    // Requests in flight get the grace period to finish; idle connections are already closed.
+    auto deadline = std::chrono::steady_clock::now() + im.settings.shutdown_grace;
+    while (im.https->active_connections() > 0 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (auto left = im.https->active_connections())
+        spdlog::warn("{} connections still open after the grace period; closing them", left);
+    im.shards->stop();
+    im.blocking->stop();
+    im.https.reset();
+    if (auto r = im.storage->flush(); !r) spdlog::error("storage flush failed: {}", r.error().message());
+    im.registry.reset();
+    im.storage.reset();
+    instance::remove_runtime(im.paths.where);
+    spdlog::info("stopped");
+}
+
+result<void> initialise(const config::settings& s) {
+    auto p = prepare(s);
+    if (!p) return p.error();
+    std::cout << "Initialised " << std::filesystem::absolute(s.data_dir).string() << " for "
+              << p->identity.hostname << "\n";
+    if (!p->ca.empty()) std::cout << "CA certificate: " << std::filesystem::absolute(p->ca).string() << "\n";
+    return {};
+}
+
+void configure_logging(const std::string& level) {
+    auto logger = spdlog::stderr_color_mt("iothub");
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
+    spdlog::set_default_logger(logger);
+    spdlog::set_level(spdlog::level::from_str(level));
+}
+
+}  // namespace iothub::app

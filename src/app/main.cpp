@@ -1,0 +1,97 @@
+// `iothub`: one binary for the hub (`serve`, `init`) and its command-line client.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "app/hub.hpp"
+#include "cli/commands.hpp"
+#include "config/settings.hpp"
+
+namespace {
+
+struct server_options {
+    iothub::config::overrides flags;
+    std::string config_file;
+};
+
+// Registers every setting as a flag of `cmd`, recording the ones given.
+void add_setting_flags(CLI::App* cmd, server_options& opts) {
+    cmd->add_option("--config", opts.config_file, "TOML configuration file");
+    for (const auto& s : iothub::config::all_settings()) {
+        if (s.boolean) {
+            cmd->add_flag_function(
+                s.flag, [&opts, key = s.key](std::int64_t n) { opts.flags[key] = n > 0 ? "true" : "false"; },
+                s.help + " [" + s.env + "]");
+        } else {
+            cmd->add_option_function<std::string>(
+                s.flag, [&opts, key = s.key](const std::string& v) { opts.flags[key] = v; },
+                s.help + " [" + s.env + "]");
+        }
+    }
+}
+
+iothub::result<iothub::config::settings> settings_of(const server_options& opts) {
+    std::optional<std::filesystem::path> file;
+    if (!opts.config_file.empty()) file = opts.config_file;
+    return iothub::config::load(file, opts.flags, iothub::config::process_environment());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    iothub::app::block_stop_signals();
+    CLI::App app{"iothub: a self-hosted device hub that speaks Azure IoT Hub's protocols"};
+    app.require_subcommand(1);
+    app.fallthrough();
+    int exit_code = 0;
+
+    server_options serve_opts;
+    auto* serve = app.add_subcommand("serve", "Run the hub");
+    add_setting_flags(serve, serve_opts);
+    serve->final_callback([&] {
+        auto settings = settings_of(serve_opts);
+        if (!settings) {
+            std::cerr << "error: " << settings.error().message() << "\n";
+            exit_code = 2;
+            return;
+        }
+        iothub::app::configure_logging(settings->log_level);
+        auto hub = iothub::app::hub::start(*settings);
+        if (!hub) {
+            spdlog::critical("cannot start: {}", hub.error().message());
+            exit_code = 1;
+            return;
+        }
+        (*hub)->wait_for_signal();
+        (*hub)->stop();
+        exit_code = 0;
+    });
+
+    server_options init_opts;
+    auto* init = app.add_subcommand(
+        "init", "Create a data directory (policies, development CA) without starting the hub");
+    add_setting_flags(init, init_opts);
+    init->final_callback([&] {
+        auto settings = settings_of(init_opts);
+        if (!settings) {
+            std::cerr << "error: " << settings.error().message() << "\n";
+            exit_code = 2;
+            return;
+        }
+        iothub::app::configure_logging(settings->log_level);
+        auto r = iothub::app::initialise(*settings);
+        if (!r) {
+            std::cerr << "error: " << r.error().message() << "\n";
+            exit_code = 1;
+        }
+    });
+
+    iothub::cli::add_commands(app, exit_code);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    return exit_code;
+}

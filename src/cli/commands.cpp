@@ -1,0 +1,359 @@
+#include "cli/commands.hpp"
+
+#include <boost/json.hpp>
+
+#include <iostream>
+
+#include "auth/connection_string.hpp"
+#include "auth/sas.hpp"
+#include "cli/hub_client.hpp"
+#include "common/crypto.hpp"
+#include "common/encoding.hpp"
+#include "common/time.hpp"
+
+namespace iothub::cli {
+namespace json = boost::json;
+namespace {
+
+struct failure {
+    std::string message;
+};
+
+void print_pretty(std::ostream& out, const json::value& v, int indent) {
+    const std::string pad(indent * 2, ' '), inner((indent + 1) * 2, ' ');
+    if (v.is_object()) {
+        const auto& o = v.get_object();
+        if (o.empty()) {
+            out << "{}";
+            return;
+        }
+        out << "{\n";
+        std::size_t i = 0;
+        for (const auto& [k, val] : o) {
+            out << inner << json::serialize(json::value(k)) << ": ";
+            print_pretty(out, val, indent + 1);
+            out << (++i < o.size() ? ",\n" : "\n");
+        }
+        out << pad << "}";
+    } else if (v.is_array()) {
+        const auto& a = v.get_array();
+        if (a.empty()) {
+            out << "[]";
+            return;
+        }
+        out << "[\n";
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            out << inner;
+            print_pretty(out, a[i], indent + 1);
+            out << (i + 1 < a.size() ? ",\n" : "\n");
+        }
+        out << pad << "]";
+    } else {
+        out << json::serialize(v);
+    }
+}
+
+// The shared state of one invocation: how to reach the hub and what each command asked for.
+struct invocation {
+    access_options access;
+    std::string device_id, module_id, status, status_reason, auth_method = "shared_private_key";
+    std::string primary_key, secondary_key, primary_thumbprint, secondary_thumbprint;
+    std::string etag, key_type = "primary", renew = "both";
+    std::string policy_for_sas;
+    bool edge = false;
+    std::size_t top = 1000;
+    std::int64_t duration = 3600;
+};
+
+hub_access connect(const invocation& inv, bool need_running = true) {
+    auto hub = resolve_access(inv.access, need_running);
+    if (!hub) throw failure{hub.error().message()};
+    return std::move(*hub);
+}
+
+json::value request_json(const hub_access& hub, const std::string& method, const std::string& target,
+                         const std::string& body = {},
+                         const std::vector<std::pair<std::string, std::string>>& headers = {}) {
+    auto r = call(hub, method, target, body, headers);
+    if (!r) throw failure{r.error().message()};
+    if (r->status >= 300) throw failure{describe_failure(*r)};
+    if (r->body.empty()) return nullptr;
+    boost::system::error_code ec;
+    auto v = json::parse(r->body, ec);
+    if (ec) throw failure{"The hub answered with invalid JSON: " + ec.message()};
+    return v;
+}
+
+std::string identity_path(const invocation& inv) {
+    std::string p = "/devices/" + percent_encode(inv.device_id);
+    if (!inv.module_id.empty()) p += "/modules/" + percent_encode(inv.module_id);
+    return p + "?api-version=2021-04-12";
+}
+
+void print(const json::value& v) {
+    print_pretty(std::cout, v, 0);
+    std::cout << "\n";
+}
+
+// Applies the identity flags to a device or module body; used by create and update alike.
+void apply_flags(const invocation& inv, json::object& body, bool creating) {
+    if (!inv.status.empty()) body["status"] = inv.status;
+    if (!inv.status_reason.empty()) body["statusReason"] = inv.status_reason;
+    if (inv.edge) body["capabilities"] = json::object{{"iotEdge", true}};
+    const bool keys_given = !inv.primary_key.empty() || !inv.secondary_key.empty();
+    const bool prints_given = !inv.primary_thumbprint.empty() || !inv.secondary_thumbprint.empty();
+    if (!creating && !keys_given && !prints_given && inv.auth_method == "shared_private_key") return;
+    json::object auth;
+    if (inv.auth_method == "x509_thumbprint") {
+        auth["type"] = "selfSigned";
+        auth["x509Thumbprint"] = json::object{{"primaryThumbprint", inv.primary_thumbprint},
+                                              {"secondaryThumbprint", inv.secondary_thumbprint}};
+    } else if (inv.auth_method == "x509_ca") {
+        auth["type"] = "certificateAuthority";
+    } else {
+        auth["type"] = "sas";
+        auth["symmetricKey"] = json::object{{"primaryKey", inv.primary_key},
+                                            {"secondaryKey", inv.secondary_key}};
+    }
+    body["authentication"] = std::move(auth);
+}
+
+std::string connection_string_of(const hub_access& hub, const json::object& identity,
+                                 const invocation& inv) {
+    const auto& auth = identity.at("authentication").as_object();
+    std::string type(auth.at("type").as_string());
+    std::string cs = "HostName=" + hub.hostname + ";DeviceId=" + inv.device_id;
+    if (!inv.module_id.empty()) cs += ";ModuleId=" + inv.module_id;
+    if (type != "sas") return cs + ";x509=true";
+    const auto& keys = auth.at("symmetricKey").as_object();
+    const char* field = inv.key_type == "secondary" ? "secondaryKey" : "primaryKey";
+    return cs + ";SharedAccessKey=" + std::string(keys.at(field).as_string());
+}
+
+void create(const invocation& inv) {
+    auto hub = connect(inv);
+    json::object body{{"deviceId", inv.device_id}};
+    if (!inv.module_id.empty()) body["moduleId"] = inv.module_id;
+    apply_flags(inv, body, true);
+    print(request_json(hub, "PUT", identity_path(inv), json::serialize(body)));
+}
+
+void update(const invocation& inv) {
+    auto hub = connect(inv);
+    auto current = request_json(hub, "GET", identity_path(inv)).as_object();
+    std::string etag = inv.etag.empty() ? std::string(current.at("etag").as_string()) : inv.etag;
+    apply_flags(inv, current, false);
+    // The ETag read above guards the write: a concurrent change makes this fail, not vanish.
+    print(request_json(hub, "PUT", identity_path(inv), json::serialize(current),
+                       {{"If-Match", "\"" + etag + "\""}}));
+}
+
+void renew_key(invocation inv) {
+    auto hub = connect(inv);
+    auto current = request_json(hub, "GET", identity_path(inv)).as_object();
+    auto& auth = current.at("authentication").as_object();
+    if (auth.at("type").as_string() != "sas") throw failure{"Only sas identities have keys to renew."};
+    auto& keys = auth.at("symmetricKey").as_object();
+    if (inv.renew == "primary" || inv.renew == "both") keys["primaryKey"] = generate_key();
+    if (inv.renew == "secondary" || inv.renew == "both") keys["secondaryKey"] = generate_key();
+    if (inv.renew == "swap") std::swap(keys["primaryKey"], keys["secondaryKey"]);
+    std::string etag(current.at("etag").as_string());
+    print(request_json(hub, "PUT", identity_path(inv), json::serialize(current),
+                       {{"If-Match", "\"" + etag + "\""}}));
+}
+
+void sas_generate(const invocation& inv) {
+    const std::int64_t expiry = unix_seconds(now()) + inv.duration;
+    if (inv.duration <= 0) throw failure{"--duration must be positive."};
+    if (!inv.device_id.empty()) {
+        auto hub = connect(inv, inv.primary_key.empty());
+        std::string key = inv.primary_key;
+        if (key.empty()) {
+            auto identity = request_json(hub, "GET", identity_path(inv)).as_object();
+            const auto& auth = identity.at("authentication").as_object();
+            if (auth.at("type").as_string() != "sas")
+                throw failure{"The identity uses X.509, not keys; it signs no SAS tokens."};
+            const auto& keys = auth.at("symmetricKey").as_object();
+            key = std::string(
+                keys.at(inv.key_type == "secondary" ? "secondaryKey" : "primaryKey").as_string());
+        }
+        std::string resource = hub.hostname + "/devices/" + inv.device_id;
+        if (!inv.module_id.empty()) resource += "/modules/" + inv.module_id;
+        std::cout << auth::make_sas_token(resource, key, expiry) << "\n";
+        return;
+    }
+    auto hub = connect(inv, false);
+    std::string policy = inv.policy_for_sas.empty() ? hub.policy : inv.policy_for_sas;
+    std::string key;
+    if (policy == hub.policy) key = hub.key;
+    if (hub.local)
+        for (const auto& p : hub.local->policies)
+            if (p.name == policy) key = inv.key_type == "secondary" ? p.secondary_key : p.primary_key;
+    if (key.empty())
+        throw failure{"No key for policy '" + policy +
+                      "': use a data directory or that policy's connection string."};
+    std::cout << auth::make_sas_token(hub.hostname, key, expiry, policy) << "\n";
+}
+
+CLI::App* with_ids(CLI::App* cmd, invocation& inv, bool module) {
+    cmd->add_option("device-id,-d,--device-id", inv.device_id, "Device id")->required();
+    if (module) cmd->add_option("module-id,-m,--module-id", inv.module_id, "Module id")->required();
+    return cmd;
+}
+
+void identity_flags(CLI::App* cmd, invocation& inv, bool device) {
+    if (device) {
+        cmd->add_option("--status", inv.status, "enabled or disabled")
+            ->check(CLI::IsMember({"enabled", "disabled"}));
+        cmd->add_option("--status-reason", inv.status_reason, "Why the status is what it is");
+        cmd->add_flag("--edge", inv.edge, "Mark the device as an IoT Edge device");
+    }
+    cmd->add_option("--auth-method", inv.auth_method, "shared_private_key, x509_thumbprint or x509_ca")
+        ->check(CLI::IsMember({"shared_private_key", "x509_thumbprint", "x509_ca"}));
+    cmd->add_option("--primary-key", inv.primary_key, "Base64 key (generated when omitted)");
+    cmd->add_option("--secondary-key", inv.secondary_key, "Base64 key (generated when omitted)");
+    cmd->add_option("--primary-thumbprint", inv.primary_thumbprint, "Hex SHA-1/SHA-256 thumbprint");
+    cmd->add_option("--secondary-thumbprint", inv.secondary_thumbprint, "Hex SHA-1/SHA-256 thumbprint");
+}
+
+void add_identity_commands(CLI::App& app, const std::shared_ptr<invocation>& inv,
+                           const std::function<void(std::function<void()>)>& run, bool module) {
+    const std::string noun = module ? "module" : "device";
+    auto* group = app.add_subcommand(noun, module ? "Manage module identities"
+                                                  : "Manage device identities");
+    group->require_subcommand(1);
+    auto& st = *inv;
+
+    auto* c = with_ids(group->add_subcommand("create", "Register a new " + noun), st, module);
+    identity_flags(c, st, !module);
+    c->final_callback([=] { run([=] { create(*inv); }); });
+
+    auto* show = with_ids(group->add_subcommand("show", "Show a " + noun), st, module);
+    show->final_callback([=] {
+        run([=] { print(request_json(connect(*inv), "GET", identity_path(*inv))); });
+    });
+
+    auto* u = with_ids(group->add_subcommand("update", "Change a " + noun + " (read-modify-write guarded by its ETag)"), st, module);
+    identity_flags(u, st, !module);
+    u->add_option("--etag", st.etag, "Only update if the ETag still matches");
+    u->final_callback([=] { run([=] { update(*inv); }); });
+
+    auto* d = with_ids(group->add_subcommand("delete", "Delete a " + noun), st, module);
+    d->add_option("--etag", st.etag, "Only delete if the ETag still matches");
+    d->final_callback([=] {
+        run([=] {
+            auto hub = connect(*inv);
+            std::string match = inv->etag.empty() ? "*" : inv->etag;
+            request_json(hub, "DELETE", identity_path(*inv), {}, {{"If-Match", "\"" + match + "\""}});
+        });
+    });
+
+    auto* list = group->add_subcommand("list", module ? "List a device's modules" : "List devices");
+    if (module) {
+        list->add_option("device-id,-d,--device-id", st.device_id, "Device id")->required();
+    } else {
+        list->add_option("--top", st.top, "At most this many (1-1000)");
+    }
+    list->final_callback([=] {
+        run([=] {
+            auto hub = connect(*inv);
+            std::string target =
+                inv->module_id.empty() && !inv->device_id.empty()
+                    ? "/devices/" + percent_encode(inv->device_id) + "/modules?api-version=2021-04-12"
+                    : "/devices?top=" + std::to_string(inv->top) + "&api-version=2021-04-12";
+            print(request_json(hub, "GET", target));
+        });
+    });
+
+    auto* cs = with_ids(group->add_subcommand("connection-string", "Print the " + noun + "'s connection string"), st, module);
+    cs->add_option("--key-type", st.key_type, "primary or secondary")
+        ->check(CLI::IsMember({"primary", "secondary"}));
+    cs->final_callback([=] {
+        run([=] {
+            auto hub = connect(*inv);
+            auto identity = request_json(hub, "GET", identity_path(*inv)).as_object();
+            std::cout << connection_string_of(hub, identity, *inv) << "\n";
+        });
+    });
+
+    auto* rk = with_ids(group->add_subcommand("renew-key", "Replace the " + noun + "'s keys with new random ones"), st, module);
+    rk->add_option("--key", st.renew, "primary, secondary, both or swap")
+        ->check(CLI::IsMember({"primary", "secondary", "both", "swap"}));
+    rk->final_callback([=] { run([=] { renew_key(*inv); }); });
+}
+
+}  // namespace
+
+std::string pretty_json(const std::string& compact) {
+    std::ostringstream out;
+    print_pretty(out, json::parse(compact), 0);
+    return out.str();
+}
+
+void add_commands(CLI::App& app, int& exit_code) {
+    auto inv = std::make_shared<invocation>();
+    auto run = [&exit_code](std::function<void()> body) {
+        try {
+            body();
+            exit_code = 0;
+        } catch (const failure& f) {
+            std::cerr << "error: " << f.message << "\n";
+            exit_code = 1;
+        }
+    };
+    app.add_option("--connection-string", inv->access.connection_string,
+                   "Service connection string (else IOTHUB_CONNECTION_STRING, else --data-dir)");
+    app.add_option("--data-dir", inv->access.data_dir,
+                   "Data directory of a local hub (else IOTHUB_DATA_DIR, else ./iothub-data)");
+    app.add_option("--policy", inv->access.policy,
+                   "With --data-dir: the shared access policy to act as (default iothubowner)");
+    app.add_option("--ca-file", inv->access.ca_file,
+                   "CA certificate to trust (default: the data directory's, or IOTHUB_CA_FILE)");
+
+    add_identity_commands(app, inv, run, false);
+    add_identity_commands(app, inv, run, true);
+
+    auto* sas = app.add_subcommand("sas", "Shared access signatures");
+    sas->require_subcommand(1);
+    auto* gen = sas->add_subcommand("generate",
+                                    "Make a SAS token for a device, a module or a policy");
+    gen->add_option("-d,--device-id", inv->device_id, "Device to sign for");
+    gen->add_option("-m,--module-id", inv->module_id, "Module to sign for (with --device-id)");
+    gen->add_option("--for-policy", inv->policy_for_sas, "Policy to sign for (service tokens)");
+    gen->add_option("--key", inv->primary_key, "Sign with this key instead of fetching it");
+    gen->add_option("--key-type", inv->key_type, "primary or secondary")
+        ->check(CLI::IsMember({"primary", "secondary"}));
+    gen->add_option("--duration", inv->duration, "Validity in seconds (default 3600)");
+    gen->final_callback([=] { run([=] { sas_generate(*inv); }); });
+
+    auto* cs = app.add_subcommand("connection-string",
+                                  "Print a policy's service connection string (works offline)");
+    cs->add_option("--key-type", inv->key_type, "primary or secondary")
+        ->check(CLI::IsMember({"primary", "secondary"}));
+    cs->final_callback([=] {
+        run([=] {
+            auto hub = connect(*inv, false);
+            if (!hub.local) throw failure{"connection-string reads a data directory (--data-dir)."};
+            for (const auto& p : hub.local->policies) {
+                if (p.name != hub.policy) continue;
+                std::cout << auth::service_connection_string(
+                                 hub.hostname, p.name,
+                                 inv->key_type == "secondary" ? p.secondary_key : p.primary_key)
+                          << "\n";
+            }
+        });
+    });
+
+    auto* stats = app.add_subcommand("stats", "Registry and connection statistics");
+    stats->final_callback([=] {
+        run([=] {
+            auto hub = connect(*inv);
+            json::object out{
+                {"devices", request_json(hub, "GET", "/statistics/devices?api-version=2021-04-12")},
+                {"service", request_json(hub, "GET", "/statistics/service?api-version=2021-04-12")}};
+            print(out);
+        });
+    });
+}
+
+}  // namespace iothub::cli

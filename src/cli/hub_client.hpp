@@ -1,0 +1,57 @@
+// How the command-line client reaches a hub and calls its service API.
+//
+// The hub is named by, in order: --connection-string, IOTHUB_CONNECTION_STRING, or a data
+// directory (--data-dir, IOTHUB_DATA_DIR, else ./iothub-data) whose hub.json holds the policies
+// and whose runtime.json holds the ports of the running hub. Requests are signed with a fresh
+// short-lived SAS token each.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "auth/policy.hpp"
+#include "common/error.hpp"
+#include "instance/instance.hpp"
+
+namespace iothub::cli {
+
+struct access_options {
+    std::string connection_string;
+    std::string data_dir;
+    std::string policy;  // with a data directory: which policy to sign with (default iothubowner)
+    std::string ca_file;  // trust for a connection-string hub (else IOTHUB_CA_FILE, else system)
+};
+
+struct hub_access {
+    std::string hostname;      // the hub's name: SAS resources and connection strings
+    std::string connect_host;  // where to dial
+    std::uint16_t port = 443;
+    std::string verify_name;   // the name the server certificate must carry
+    std::filesystem::path ca;  // empty: the system trust store
+    std::string policy;
+    std::string key;
+    std::optional<instance::hub_identity> local;  // all policies, when read from a data directory
+    std::optional<instance::layout> layout;
+};
+
+// `need_running`: the command talks to the hub, so its ports must be known.
+result<hub_access> resolve_access(const access_options& options, bool need_running);
+
+struct reply {
+    int status = 0;
+    std::string body;
+    std::map<std::string, std::string> headers;  // lower-cased names
+};
+
+result<reply> call(const hub_access& hub, const std::string& method, const std::string& target,
+                   const std::string& body = {},
+                   const std::vector<std::pair<std::string, std::string>>& headers = {});
+
+// Turns an Azure error reply into "<ErrorCode>: <message> (HTTP <status>)".
+std::string describe_failure(const reply& r);
+
+}  // namespace iothub::cli
