@@ -13,6 +13,7 @@
 #include <boost/beast/ssl.hpp>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <mutex>
 #include <set>
 
@@ -152,7 +153,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
             if (early) {
                 auto out = to_beast(std::move(*early), 11, false);
                 beast::get_lowest_layer(stream).expires_after(settings.write_timeout);
-                co_await bhttp::async_write(stream, out, as_tuple);
+                auto [wec, wn] = co_await bhttp::async_write(stream, out, as_tuple);
+                if (!wec) co_await linger(stream);
                 break;
             }
 
@@ -192,6 +194,21 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         }
         beast::get_lowest_layer(stream).close();
         finish(conn);
+    }
+
+    // After answering a request whose body was refused, the client may still be sending it.
+    // Closing at once would reset the connection and the client would never read the answer, so
+    // read and discard for a bounded time and amount first.
+    static awaitable<void> linger(beast::ssl_stream<beast::tcp_stream>& stream) {
+        constexpr std::size_t cap = 64 * 1024 * 1024;
+        beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
+        std::array<char, 16 * 1024> sink;
+        std::size_t drained = 0;
+        while (drained < cap) {
+            auto [ec, n] = co_await stream.async_read_some(asio::buffer(sink), as_tuple);
+            if (ec) break;
+            drained += n;
+        }
     }
 
     void finish(const std::shared_ptr<connection>& conn) {

@@ -1,0 +1,126 @@
+// The `iothub` command-line client against a running hub: every command, its output and exit
+// status, and the SAS tokens it makes verified by the hub itself.
+'use strict';
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawnSync } = require('node:child_process');
+const { Registry } = require('azure-iothub');
+const { Hub, connectionString, rawRequest } = require('./lib/hub');
+
+const bin = process.env.IOTHUB_BIN;
+const dataDir = process.env.IOTHUB_DATA_DIR;
+
+function iothub(...args) {
+  const r = spawnSync(bin, args, { encoding: 'utf8', env: { ...process.env, IOTHUB_CONNECTION_STRING: '' } });
+  return { code: r.status, out: r.stdout, err: r.stderr, json: () => JSON.parse(r.stdout) };
+}
+const local = (...args) => iothub(...args, '--data-dir', dataDir);
+
+let hub;
+before(async () => { hub = await Hub.start(); });
+after(async () => { await hub.stop(); });
+
+describe('iothub device and module commands', () => {
+  it('create, show, update, connection-string, renew-key, delete', () => {
+    const created = local('device', 'create', 'cli-dev', '--status', 'disabled', '--status-reason', 'new');
+    assert.equal(created.code, 0, created.err);
+    const d = created.json();
+    assert.equal(d.deviceId, 'cli-dev');
+    assert.equal(d.status, 'disabled');
+
+    const dup = local('device', 'create', 'cli-dev');
+    assert.equal(dup.code, 1);
+    assert.match(dup.err, /DeviceAlreadyExists/);
+
+    const updated = local('device', 'update', '-d', 'cli-dev', '--status', 'enabled').json();
+    assert.equal(updated.status, 'enabled');
+    assert.equal(updated.authentication.symmetricKey.primaryKey, d.authentication.symmetricKey.primaryKey);
+
+    const stale = local('device', 'update', 'cli-dev', '--status', 'disabled', '--etag', d.etag);
+    assert.equal(stale.code, 1);
+    assert.match(stale.err, /PreconditionFailed/);
+
+    const cs = local('device', 'connection-string', 'cli-dev');
+    assert.equal(cs.out.trim(), `HostName=localhost;DeviceId=cli-dev;SharedAccessKey=${d.authentication.symmetricKey.primaryKey}`);
+    const cs2 = local('device', 'connection-string', 'cli-dev', '--key-type', 'secondary');
+    assert.match(cs2.out, new RegExp(`SharedAccessKey=${d.authentication.symmetricKey.secondaryKey.replace(/[+/]/g, '\\$&')}`));
+
+    const renewed = local('device', 'renew-key', 'cli-dev', '--key', 'primary').json();
+    assert.notEqual(renewed.authentication.symmetricKey.primaryKey, d.authentication.symmetricKey.primaryKey);
+    assert.equal(renewed.authentication.symmetricKey.secondaryKey, d.authentication.symmetricKey.secondaryKey);
+
+    const show = local('device', 'show', 'cli-dev').json();
+    assert.equal(show.etag, renewed.etag);
+    assert.ok(local('device', 'list').json().some((x) => x.deviceId === 'cli-dev'));
+
+    assert.equal(local('device', 'delete', 'cli-dev').code, 0);
+    const gone = local('device', 'show', 'cli-dev');
+    assert.equal(gone.code, 1);
+    assert.match(gone.err, /DeviceNotFound/);
+  });
+
+  it('x509 identities', () => {
+    const print = 'ab'.repeat(32);
+    const x = local('device', 'create', 'cli-x509', '--auth-method', 'x509_thumbprint', '--primary-thumbprint', print).json();
+    assert.equal(x.authentication.type, 'selfSigned');
+    assert.equal(local('device', 'connection-string', 'cli-x509').out.trim(), 'HostName=localhost;DeviceId=cli-x509;x509=true');
+    const bad = local('device', 'create', 'cli-x509-bad', '--auth-method', 'x509_thumbprint', '--primary-thumbprint', 'zz');
+    assert.equal(bad.code, 1);
+    assert.match(bad.err, /ArgumentInvalid/);
+  });
+
+  it('modules', () => {
+    assert.equal(local('device', 'create', 'cli-mod-dev').code, 0);
+    const m = local('module', 'create', 'cli-mod-dev', 'mod1').json();
+    assert.equal(m.moduleId, 'mod1');
+    assert.deepEqual(local('module', 'list', 'cli-mod-dev').json().map((x) => x.moduleId), ['mod1']);
+    assert.match(local('module', 'connection-string', 'cli-mod-dev', 'mod1').out, /^HostName=localhost;DeviceId=cli-mod-dev;ModuleId=mod1;SharedAccessKey=/);
+    assert.equal(local('module', 'delete', 'cli-mod-dev', 'mod1').code, 0);
+    assert.deepEqual(local('module', 'list', 'cli-mod-dev').json(), []);
+  });
+});
+
+describe('tokens and connection strings', () => {
+  it('connection-string works offline for each policy', () => {
+    const owner = local('connection-string');
+    assert.equal(owner.code, 0);
+    assert.equal(owner.out.trim(), connectionString());
+    assert.match(local('connection-string', '--policy', 'service').out, /SharedAccessKeyName=service;/);
+    const none = local('connection-string', '--policy', 'nope');
+    assert.equal(none.code, 1);
+    assert.match(none.err, /no policy 'nope'/);
+  });
+
+  it('sas generate makes tokens the hub accepts', async () => {
+    const token = local('sas', 'generate', '--for-policy', 'registryRead', '--duration', '120').out.trim();
+    assert.match(token, /^SharedAccessSignature sr=localhost&sig=.+&se=\d+&skn=registryRead$/);
+    const r = await rawRequest({ path: '/statistics/devices?api-version=2021-04-12', headers: { Authorization: token } });
+    assert.equal(r.status, 200);
+    local('device', 'create', 'cli-sas');
+    const deviceToken = local('sas', 'generate', '-d', 'cli-sas').out.trim();
+    assert.match(deviceToken, /^SharedAccessSignature sr=localhost%2Fdevices%2Fcli-sas&sig=.+&se=\d+$/);
+    const bad = local('sas', 'generate', '--for-policy', 'x', '--duration', '-5');
+    assert.equal(bad.code, 1);
+  });
+
+  it('a connection string reaches the hub without a data directory', async () => {
+    const ca = `${dataDir}/tls/ca.pem`;
+    const r = iothub('device', 'create', 'cli-cs', '--connection-string', connectionString('registryReadWrite'), '--ca-file', ca);
+    assert.equal(r.code, 0, r.err);
+    const registry = Registry.fromConnectionString(connectionString());
+    assert.equal((await registry.get('cli-cs')).responseBody.deviceId, 'cli-cs');
+    const denied = iothub('device', 'delete', 'cli-cs', '--connection-string', connectionString('registryRead'), '--ca-file', ca);
+    assert.equal(denied.code, 1);
+    assert.match(denied.err, /IotHubUnauthorizedAccess/);
+  });
+
+  it('stats and clear errors when the hub is unreachable', () => {
+    const stats = local('stats').json();
+    assert.ok(stats.devices.totalDeviceCount >= 3);
+    const missing = iothub('device', 'list', '--data-dir', '/nonexistent-hub-dir');
+    assert.equal(missing.code, 1);
+    assert.match(missing.err, /No hub in \/nonexistent-hub-dir/);
+    const usage = iothub('device', 'frobnicate');
+    assert.notEqual(usage.code, 0);
+  });
+});

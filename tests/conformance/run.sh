@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs one conformance suite against the real SDKs, inside a network namespace of its own so the
+# hub can take Azure's fixed ports (443, 8883, 5671) on 127.0.0.1 without clashing with anything,
+# and with NODE_EXTRA_CA_CERTS naming this run's development CA (the SDKs read it at start-up).
+#
+# usage: run.sh IOTHUB_BINARY SUITE.test.js
+set -euo pipefail
+bin=$(realpath "$1")
+suite=$(realpath "$2")
+here=$(cd "$(dirname "$0")" && pwd)
+
+if [ ! -d "$here/node_modules/azure-iothub" ]; then
+  echo "conformance: npm packages missing; run: (cd $here && npm ci)" >&2
+  exit 1
+fi
+
+work=$(mktemp -d /tmp/iothub-conformance.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# Root can make a plain network namespace; anyone else gets one inside a user namespace.
+if [ "$(id -u)" = 0 ]; then unshare_args=(-n); else unshare_args=(-rn); fi
+
+exec unshare "${unshare_args[@]}" env IOTHUB_BIN="$bin" IOTHUB_WORK="$work" SUITE="$suite" bash -c '
+  set -euo pipefail
+  ip link set lo up
+  "$IOTHUB_BIN" init --data-dir "$IOTHUB_WORK/hub" --hostname localhost >/dev/null
+  export NODE_EXTRA_CA_CERTS="$IOTHUB_WORK/hub/tls/ca.pem"
+  export IOTHUB_DATA_DIR="$IOTHUB_WORK/hub"
+  cd "$(dirname "$SUITE")"
+  exec node --test --test-reporter=spec "$SUITE"
+'
