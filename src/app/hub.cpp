@@ -1,15 +1,5 @@
 #include "app/hub.hpp"
 
-#include <boost/json.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
-#include <unistd.h>
-
-#include <atomic>
-#include <csignal>
-#include <iostream>
-#include <thread>
-
 #include "auth/connection_string.hpp"
 #include "http/server.hpp"
 #include "instance/instance.hpp"
@@ -19,6 +9,16 @@
 #include "storage/engine.hpp"
 #include "tls/context.hpp"
 #include "tls/dev_ca.hpp"
+
+#include <boost/json.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <csignal>
+#include <iostream>
+#include <thread>
+#include <unistd.h>
 
 namespace iothub::app {
 namespace {
@@ -56,8 +56,9 @@ result<prepared> prepare(const config::settings& s) {
 result<std::unique_ptr<storage::engine>> open_storage(const config::settings& s,
                                                       const instance::layout& where) {
     if (s.storage_engine == "memory") return storage::open_memory();
-    storage::rocksdb_settings rs{where.storage_dir, s.storage_sync,
-                                 static_cast<int>(std::max(2u, std::thread::hardware_concurrency()))};
+    storage::rocksdb_settings rs{
+        where.storage_dir, s.storage_sync,
+        static_cast<int>(std::max(2u, std::thread::hardware_concurrency()))};
     auto e = storage::open_rocksdb(rs);
     if (!e && e.error().message().find("lock") != std::string::npos)
         return error(errc::server_error, "Another iothub is already using " +
@@ -79,8 +80,7 @@ void print_banner(const prepared& p, const config::settings& s, const bound_port
         << "\n";
     if (owner)
         out << "\nService connection string (" << owner->name << "):\n  "
-            << auth::service_connection_string(p.identity.hostname, owner->name,
-                                               owner->primary_key)
+            << auth::service_connection_string(p.identity.hostname, owner->name, owner->primary_key)
             << "\n  (all policies: iothub connection-string --data-dir " << s.data_dir.string()
             << " --policy NAME)\n";
     if (!p.ca.empty()) {
@@ -112,8 +112,12 @@ struct hub::impl {
 };
 
 hub::hub(std::unique_ptr<impl> i) : impl_(std::move(i)) {}
-hub::~hub() { stop(); }
-const bound_ports& hub::ports() const { return impl_->ports; }
+hub::~hub() {
+    stop();
+}
+const bound_ports& hub::ports() const {
+    return impl_->ports;
+}
 
 result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     auto im = std::make_unique<impl>();
@@ -139,22 +143,25 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
 
     auto* ready = &im->ready;
     im->routes.add("GET", "/health", [ready](http::request&, http::responder done) {
-        if (ready->load()) return done(http::response::json(200, boost::json::object{{"status", "ok"}}));
+        if (ready->load())
+            return done(http::response::json(200, boost::json::object{{"status", "ok"}}));
         done(http::error_response(error(errc::service_unavailable, "The hub is starting.")));
     });
     service_api::add_routes(im->routes, {*im->registry, *im->policies, *im->hosts});
 
     http::server_settings hs;
     hs.max_body = s.max_request_body;
-    im->https = std::make_unique<http::server>(*im->shards, *im->blocking, *tls_ctx, im->routes, hs);
+    im->https =
+        std::make_unique<http::server>(*im->shards, *im->blocking, *tls_ctx, im->routes, hs);
     auto https_port = im->https->listen(s.bind_address, s.https_port);
-    if (!https_port) return error(https_port.error().code(), "HTTPS: " + https_port.error().message());
+    if (!https_port)
+        return error(https_port.error().code(), "HTTPS: " + https_port.error().message());
     im->ports.https = *https_port;
 
     im->shards->start();
-    if (auto r = instance::write_runtime(im->paths.where,
-                                         {im->paths.identity.hostname, im->ports.https, 0, 0,
-                                          static_cast<long>(::getpid())});
+    if (auto r = instance::write_runtime(
+            im->paths.where,
+            {im->paths.identity.hostname, im->ports.https, 0, 0, static_cast<long>(::getpid())});
         !r)
         spdlog::warn("cannot record runtime.json: {}", r.error().message());
     im->ready = true;
@@ -197,7 +204,8 @@ void hub::stop() {
     im.shards->stop();
     im.blocking->stop();
     im.https.reset();
-    if (auto r = im.storage->flush(); !r) spdlog::error("storage flush failed: {}", r.error().message());
+    if (auto r = im.storage->flush(); !r)
+        spdlog::error("storage flush failed: {}", r.error().message());
     im.registry.reset();
     im.storage.reset();
     instance::remove_runtime(im.paths.where);
@@ -209,7 +217,8 @@ result<void> initialise(const config::settings& s) {
     if (!p) return p.error();
     std::cout << "Initialised " << std::filesystem::absolute(s.data_dir).string() << " for "
               << p->identity.hostname << "\n";
-    if (!p->ca.empty()) std::cout << "CA certificate: " << std::filesystem::absolute(p->ca).string() << "\n";
+    if (!p->ca.empty())
+        std::cout << "CA certificate: " << std::filesystem::absolute(p->ca).string() << "\n";
     return {};
 }
 

@@ -6,11 +6,11 @@
 // flight finish within the grace period, flushes storage and removes runtime.json.
 #pragma once
 
-#include <memory>
-#include <string>
-
 #include "common/error.hpp"
 #include "config/settings.hpp"
+
+#include <memory>
+#include <string>
 
 namespace iothub::app {
 
@@ -19,7 +19,7 @@ struct bound_ports {
 };
 
 class hub {
-public:
+  public:
     static result<std::unique_ptr<hub>> start(const config::settings& settings);
     ~hub();
 
@@ -27,7 +27,7 @@ public:
     void wait_for_signal();
     void stop();
 
-private:
+  private:
     struct impl;
     explicit hub(std::unique_ptr<impl> i);
     std::unique_ptr<impl> impl_;

@@ -1,12 +1,12 @@
 // `iothub`: one binary for the hub (`serve`, `init`) and its command-line client.
+#include "app/hub.hpp"
+#include "cli/commands.hpp"
+#include "config/settings.hpp"
+
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
 #include <iostream>
-
-#include "app/hub.hpp"
-#include "cli/commands.hpp"
-#include "config/settings.hpp"
 
 namespace {
 
@@ -21,7 +21,10 @@ void add_setting_flags(CLI::App* cmd, server_options& opts) {
     for (const auto& s : iothub::config::all_settings()) {
         if (s.boolean) {
             cmd->add_flag_function(
-                s.flag, [&opts, key = s.key](std::int64_t n) { opts.flags[key] = n > 0 ? "true" : "false"; },
+                s.flag,
+                [&opts, key = s.key](std::int64_t n) {
+                    opts.flags[key] = n > 0 ? "true" : "false";
+                },
                 s.help + " [" + s.env + "]");
         } else {
             cmd->add_option_function<std::string>(

@@ -13,9 +13,9 @@ result<connection_string> connection_string::parse(std::string_view text) {
         if (part.empty()) continue;  // tolerate "a=b;;c=d" and a trailing ';'
         auto eq = part.find('=');
         if (eq == std::string_view::npos || eq == 0)
-            return error(errc::argument_invalid,
-                         "Malformed connection string: expected Key=Value, got '" +
-                             std::string(part) + "'");
+            return error(
+                errc::argument_invalid,
+                "Malformed connection string: expected Key=Value, got '" + std::string(part) + "'");
         cs.fields_[std::string(part.substr(0, eq))] = std::string(part.substr(eq + 1));
     }
     if (cs.fields_.empty()) return error(errc::argument_invalid, "Empty connection string");
@@ -29,9 +29,13 @@ std::optional<std::string> connection_string::get(std::string_view key) const {
 }
 
 std::string connection_string::to_string() const {
-    static constexpr std::array<std::string_view, 7> order{
-        "HostName",       "DeviceId",        "ModuleId", "SharedAccessKeyName", "SharedAccessKey",
-        "GatewayHostName", "SharedAccessSignature"};
+    static constexpr std::array<std::string_view, 7> order{"HostName",
+                                                           "DeviceId",
+                                                           "ModuleId",
+                                                           "SharedAccessKeyName",
+                                                           "SharedAccessKey",
+                                                           "GatewayHostName",
+                                                           "SharedAccessSignature"};
     std::string out;
     auto append = [&](std::string_view k, const std::string& v) {
         if (!out.empty()) out += ';';

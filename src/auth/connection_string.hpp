@@ -2,17 +2,17 @@
 // contain '=' (Base64 keys) but not ';'.
 #pragma once
 
+#include "common/error.hpp"
+
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 
-#include "common/error.hpp"
-
 namespace iothub::auth {
 
 class connection_string {
-public:
+  public:
     static result<connection_string> parse(std::string_view text);
 
     std::optional<std::string> get(std::string_view key) const;
@@ -23,7 +23,7 @@ public:
     // rest alphabetically.
     std::string to_string() const;
 
-private:
+  private:
     std::map<std::string, std::string, std::less<>> fields_;
 };
 

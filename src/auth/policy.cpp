@@ -1,9 +1,9 @@
 #include "auth/policy.hpp"
 
-#include <array>
-
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
+
+#include <array>
 
 namespace iothub::auth {
 namespace {
@@ -21,10 +21,14 @@ std::string_view trim(std::string_view s) {
 
 std::string_view right_name(right r) {
     switch (r) {
-        case right::registry_read: return "RegistryRead";
-        case right::registry_write: return "RegistryWrite";
-        case right::service_connect: return "ServiceConnect";
-        case right::device_connect: return "DeviceConnect";
+        case right::registry_read:
+            return "RegistryRead";
+        case right::registry_write:
+            return "RegistryWrite";
+        case right::service_connect:
+            return "ServiceConnect";
+        case right::device_connect:
+            return "DeviceConnect";
     }
     return "?";
 }
@@ -43,7 +47,8 @@ result<rights> rights::parse(std::string_view text) {
                 known = true;
             }
         }
-        if (!known) return error(errc::argument_invalid, "Unknown right '" + std::string(name) + "'");
+        if (!known)
+            return error(errc::argument_invalid, "Unknown right '" + std::string(name) + "'");
     }
     return out;
 }
@@ -92,8 +97,7 @@ result<service_principal> policy_set::authenticate(std::string_view authorizatio
     if (auto scope = check_token_scope(*token, hosts, path, now); !scope) return scope.error();
     const access_policy* policy = find(token->key_name);
     if (!policy)
-        return error(errc::unauthorized,
-                     "Unknown shared access policy '" + token->key_name + "'.");
+        return error(errc::unauthorized, "Unknown shared access policy '" + token->key_name + "'.");
     if (!signature_matches(*token, policy->primary_key) &&
         !signature_matches(*token, policy->secondary_key))
         return error(errc::unauthorized,

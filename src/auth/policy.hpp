@@ -2,15 +2,15 @@
 // requests signed with a policy key.
 #pragma once
 
+#include "auth/sas.hpp"
+#include "common/error.hpp"
+#include "common/time.hpp"
+
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include "auth/sas.hpp"
-#include "common/error.hpp"
-#include "common/time.hpp"
 
 namespace iothub::auth {
 
@@ -22,7 +22,7 @@ enum class right : std::uint8_t {
 };
 
 class rights {
-public:
+  public:
     constexpr rights() = default;
     constexpr rights(right r) : bits_(static_cast<std::uint8_t>(r)) {}
     constexpr rights operator|(rights o) const { return rights(bits_ | o.bits_); }
@@ -34,7 +34,7 @@ public:
     static result<rights> parse(std::string_view text);
     std::string to_string() const;
 
-private:
+  private:
     constexpr explicit rights(unsigned bits) : bits_(static_cast<std::uint8_t>(bits)) {}
     std::uint8_t bits_ = 0;
 };
@@ -58,7 +58,7 @@ struct service_principal {
 };
 
 class policy_set {
-public:
+  public:
     explicit policy_set(std::vector<access_policy> policies) : policies_(std::move(policies)) {}
 
     const access_policy* find(std::string_view name) const;
@@ -71,7 +71,7 @@ public:
                                            std::string_view path, rights needed,
                                            sys_time now) const;
 
-private:
+  private:
     std::vector<access_policy> policies_;
 };
 

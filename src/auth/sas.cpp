@@ -1,9 +1,9 @@
 #include "auth/sas.hpp"
 
-#include <charconv>
-
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
+
+#include <charconv>
 
 namespace iothub::auth {
 namespace {
@@ -148,8 +148,9 @@ result<void> check_token_scope(const sas_token& token, const host_names& hosts,
     for (const auto& scope : token_scopes(token.resource)) {
         if (hosts.contains(scope.host) && path_covers(scope.path, requested_path)) return {};
     }
-    return error(errc::unauthorized, "The shared access signature's resource (sr) does not grant "
-                                     "access to this hub or resource.");
+    return error(errc::unauthorized,
+                 "The shared access signature's resource (sr) does not grant "
+                 "access to this hub or resource.");
 }
 
 }  // namespace iothub::auth

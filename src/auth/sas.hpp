@@ -6,20 +6,20 @@
 // never re-encodes. Which key to check against (policy, device, module) is the caller's business.
 #pragma once
 
+#include "common/error.hpp"
+#include "common/time.hpp"
+
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "common/error.hpp"
-#include "common/time.hpp"
-
 namespace iothub::auth {
 
 struct sas_token {
-    std::string resource;   // `sr` exactly as sent: this is the signed text
-    std::string signature;  // `sig`, percent-decoded (Base64 of the HMAC)
+    std::string resource;     // `sr` exactly as sent: this is the signed text
+    std::string signature;    // `sig`, percent-decoded (Base64 of the HMAC)
     std::int64_t expiry = 0;  // `se`, seconds since the Unix epoch
     std::string key_name;     // `skn`, percent-decoded; empty when absent (device or module key)
 };
@@ -34,8 +34,8 @@ enum class key_encoding {
 
 // Builds a token for `resource` (unencoded, e.g. "hub.example/devices/d1"), percent-encoding it
 // the way the Node, Python and C# SDKs do.
-std::string make_sas_token(std::string_view resource, std::string_view key,
-                           std::int64_t expiry, std::string_view key_name = {},
+std::string make_sas_token(std::string_view resource, std::string_view key, std::int64_t expiry,
+                           std::string_view key_name = {},
                            key_encoding encoding = key_encoding::base64);
 
 // True when `token` was signed with `key`. A key that is not valid Base64 matches nothing.
@@ -56,12 +56,12 @@ bool path_covers(std::string_view granted, std::string_view requested) noexcept;
 
 // The names a hub answers to, compared case-insensitively and without port.
 class host_names {
-public:
+  public:
     explicit host_names(std::vector<std::string> names) : names_(std::move(names)) {}
     bool contains(std::string_view host) const noexcept;
     const std::string& primary() const { return names_.front(); }
 
-private:
+  private:
     std::vector<std::string> names_;
 };
 

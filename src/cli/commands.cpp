@@ -1,15 +1,15 @@
 #include "cli/commands.hpp"
 
-#include <boost/json.hpp>
-
-#include <iostream>
-
 #include "auth/connection_string.hpp"
 #include "auth/sas.hpp"
 #include "cli/hub_client.hpp"
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
 #include "common/time.hpp"
+
+#include <boost/json.hpp>
+
+#include <iostream>
 
 namespace iothub::cli {
 namespace json = boost::json;
@@ -71,8 +71,8 @@ hub_access connect(const invocation& inv, bool need_running = true) {
     return std::move(*hub);
 }
 
-json::value request_json(const hub_access& hub, const std::string& method, const std::string& target,
-                         const std::string& body = {},
+json::value request_json(const hub_access& hub, const std::string& method,
+                         const std::string& target, const std::string& body = {},
                          const std::vector<std::pair<std::string, std::string>>& headers = {}) {
     auto r = call(hub, method, target, body, headers);
     if (!r) throw failure{r.error().message()};
@@ -102,7 +102,8 @@ void apply_flags(const invocation& inv, json::object& body, bool creating) {
     if (inv.edge) body["capabilities"] = json::object{{"iotEdge", true}};
     const bool keys_given = !inv.primary_key.empty() || !inv.secondary_key.empty();
     const bool prints_given = !inv.primary_thumbprint.empty() || !inv.secondary_thumbprint.empty();
-    if (!creating && !keys_given && !prints_given && inv.auth_method == "shared_private_key") return;
+    if (!creating && !keys_given && !prints_given && inv.auth_method == "shared_private_key")
+        return;
     json::object auth;
     if (inv.auth_method == "x509_thumbprint") {
         auth["type"] = "selfSigned";
@@ -112,8 +113,8 @@ void apply_flags(const invocation& inv, json::object& body, bool creating) {
         auth["type"] = "certificateAuthority";
     } else {
         auth["type"] = "sas";
-        auth["symmetricKey"] = json::object{{"primaryKey", inv.primary_key},
-                                            {"secondaryKey", inv.secondary_key}};
+        auth["symmetricKey"] =
+            json::object{{"primaryKey", inv.primary_key}, {"secondaryKey", inv.secondary_key}};
     }
     body["authentication"] = std::move(auth);
 }
@@ -152,7 +153,8 @@ void renew_key(invocation inv) {
     auto hub = connect(inv);
     auto current = request_json(hub, "GET", identity_path(inv)).as_object();
     auto& auth = current.at("authentication").as_object();
-    if (auth.at("type").as_string() != "sas") throw failure{"Only sas identities have keys to renew."};
+    if (auth.at("type").as_string() != "sas")
+        throw failure{"Only sas identities have keys to renew."};
     auto& keys = auth.at("symmetricKey").as_object();
     if (inv.renew == "primary" || inv.renew == "both") keys["primaryKey"] = generate_key();
     if (inv.renew == "secondary" || inv.renew == "both") keys["secondaryKey"] = generate_key();
@@ -188,7 +190,8 @@ void sas_generate(const invocation& inv) {
     if (policy == hub.policy) key = hub.key;
     if (hub.local)
         for (const auto& p : hub.local->policies)
-            if (p.name == policy) key = inv.key_type == "secondary" ? p.secondary_key : p.primary_key;
+            if (p.name == policy)
+                key = inv.key_type == "secondary" ? p.secondary_key : p.primary_key;
     if (key.empty())
         throw failure{"No key for policy '" + policy +
                       "': use a data directory or that policy's connection string."};
@@ -208,19 +211,21 @@ void identity_flags(CLI::App* cmd, invocation& inv, bool device) {
         cmd->add_option("--status-reason", inv.status_reason, "Why the status is what it is");
         cmd->add_flag("--edge", inv.edge, "Mark the device as an IoT Edge device");
     }
-    cmd->add_option("--auth-method", inv.auth_method, "shared_private_key, x509_thumbprint or x509_ca")
+    cmd->add_option("--auth-method", inv.auth_method,
+                    "shared_private_key, x509_thumbprint or x509_ca")
         ->check(CLI::IsMember({"shared_private_key", "x509_thumbprint", "x509_ca"}));
     cmd->add_option("--primary-key", inv.primary_key, "Base64 key (generated when omitted)");
     cmd->add_option("--secondary-key", inv.secondary_key, "Base64 key (generated when omitted)");
     cmd->add_option("--primary-thumbprint", inv.primary_thumbprint, "Hex SHA-1/SHA-256 thumbprint");
-    cmd->add_option("--secondary-thumbprint", inv.secondary_thumbprint, "Hex SHA-1/SHA-256 thumbprint");
+    cmd->add_option("--secondary-thumbprint", inv.secondary_thumbprint,
+                    "Hex SHA-1/SHA-256 thumbprint");
 }
 
 void add_identity_commands(CLI::App& app, const std::shared_ptr<invocation>& inv,
                            const std::function<void(std::function<void()>)>& run, bool module) {
     const std::string noun = module ? "module" : "device";
-    auto* group = app.add_subcommand(noun, module ? "Manage module identities"
-                                                  : "Manage device identities");
+    auto* group =
+        app.add_subcommand(noun, module ? "Manage module identities" : "Manage device identities");
     group->require_subcommand(1);
     auto& st = *inv;
 
@@ -229,11 +234,13 @@ void add_identity_commands(CLI::App& app, const std::shared_ptr<invocation>& inv
     c->final_callback([=] { run([=] { create(*inv); }); });
 
     auto* show = with_ids(group->add_subcommand("show", "Show a " + noun), st, module);
-    show->final_callback([=] {
-        run([=] { print(request_json(connect(*inv), "GET", identity_path(*inv))); });
-    });
+    show->final_callback(
+        [=] { run([=] { print(request_json(connect(*inv), "GET", identity_path(*inv))); }); });
 
-    auto* u = with_ids(group->add_subcommand("update", "Change a " + noun + " (read-modify-write guarded by its ETag)"), st, module);
+    auto* u =
+        with_ids(group->add_subcommand(
+                     "update", "Change a " + noun + " (read-modify-write guarded by its ETag)"),
+                 st, module);
     identity_flags(u, st, !module);
     u->add_option("--etag", st.etag, "Only update if the ETag still matches");
     u->final_callback([=] { run([=] { update(*inv); }); });
@@ -244,7 +251,8 @@ void add_identity_commands(CLI::App& app, const std::shared_ptr<invocation>& inv
         run([=] {
             auto hub = connect(*inv);
             std::string match = inv->etag.empty() ? "*" : inv->etag;
-            request_json(hub, "DELETE", identity_path(*inv), {}, {{"If-Match", "\"" + match + "\""}});
+            request_json(hub, "DELETE", identity_path(*inv), {},
+                         {{"If-Match", "\"" + match + "\""}});
         });
     });
 
@@ -259,13 +267,16 @@ void add_identity_commands(CLI::App& app, const std::shared_ptr<invocation>& inv
             auto hub = connect(*inv);
             std::string target =
                 inv->module_id.empty() && !inv->device_id.empty()
-                    ? "/devices/" + percent_encode(inv->device_id) + "/modules?api-version=2021-04-12"
+                    ? "/devices/" + percent_encode(inv->device_id) +
+                          "/modules?api-version=2021-04-12"
                     : "/devices?top=" + std::to_string(inv->top) + "&api-version=2021-04-12";
             print(request_json(hub, "GET", target));
         });
     });
 
-    auto* cs = with_ids(group->add_subcommand("connection-string", "Print the " + noun + "'s connection string"), st, module);
+    auto* cs = with_ids(
+        group->add_subcommand("connection-string", "Print the " + noun + "'s connection string"),
+        st, module);
     cs->add_option("--key-type", st.key_type, "primary or secondary")
         ->check(CLI::IsMember({"primary", "secondary"}));
     cs->final_callback([=] {
@@ -276,7 +287,9 @@ void add_identity_commands(CLI::App& app, const std::shared_ptr<invocation>& inv
         });
     });
 
-    auto* rk = with_ids(group->add_subcommand("renew-key", "Replace the " + noun + "'s keys with new random ones"), st, module);
+    auto* rk = with_ids(
+        group->add_subcommand("renew-key", "Replace the " + noun + "'s keys with new random ones"),
+        st, module);
     rk->add_option("--key", st.renew, "primary, secondary, both or swap")
         ->check(CLI::IsMember({"primary", "secondary", "both", "swap"}));
     rk->final_callback([=] { run([=] { renew_key(*inv); }); });
@@ -315,8 +328,8 @@ void add_commands(CLI::App& app, int& exit_code) {
 
     auto* sas = app.add_subcommand("sas", "Shared access signatures");
     sas->require_subcommand(1);
-    auto* gen = sas->add_subcommand("generate",
-                                    "Make a SAS token for a device, a module or a policy");
+    auto* gen =
+        sas->add_subcommand("generate", "Make a SAS token for a device, a module or a policy");
     gen->add_option("-d,--device-id", inv->device_id, "Device to sign for");
     gen->add_option("-m,--module-id", inv->module_id, "Module to sign for (with --device-id)");
     gen->add_option("--for-policy", inv->policy_for_sas, "Policy to sign for (service tokens)");
@@ -350,7 +363,8 @@ void add_commands(CLI::App& app, int& exit_code) {
             auto hub = connect(*inv);
             json::object out{
                 {"devices", request_json(hub, "GET", "/statistics/devices?api-version=2021-04-12")},
-                {"service", request_json(hub, "GET", "/statistics/service?api-version=2021-04-12")}};
+                {"service",
+                 request_json(hub, "GET", "/statistics/service?api-version=2021-04-12")}};
             print(out);
         });
     });

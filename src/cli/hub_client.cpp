@@ -1,5 +1,10 @@
 #include "cli/hub_client.hpp"
 
+#include "auth/connection_string.hpp"
+#include "auth/sas.hpp"
+#include "common/time.hpp"
+#include "tls/context.hpp"
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
@@ -9,11 +14,6 @@
 #include <boost/json.hpp>
 
 #include <cstdlib>
-
-#include "auth/connection_string.hpp"
-#include "auth/sas.hpp"
-#include "common/time.hpp"
-#include "tls/context.hpp"
 
 namespace iothub::cli {
 namespace asio = boost::asio;
@@ -37,9 +37,8 @@ bool is_ip(const std::string& host) {
 
 result<hub_access> resolve_access(const access_options& options, bool need_running) {
     hub_access hub;
-    std::string cs = options.connection_string.empty()
-                         ? env_or("IOTHUB_CONNECTION_STRING", "")
-                         : options.connection_string;
+    std::string cs = options.connection_string.empty() ? env_or("IOTHUB_CONNECTION_STRING", "")
+                                                       : options.connection_string;
     if (!cs.empty() && options.data_dir.empty()) {
         auto parsed = auth::connection_string::parse(cs);
         if (!parsed) return parsed.error();
@@ -52,7 +51,8 @@ result<hub_access> resolve_access(const access_options& options, bool need_runni
                          "SharedAccessKey (a service connection string).");
         hub.hostname = *host;
         hub.connect_host = *host;
-        if (auto colon = host->rfind(':'); colon != std::string::npos && host->find(']') == std::string::npos) {
+        if (auto colon = host->rfind(':');
+            colon != std::string::npos && host->find(']') == std::string::npos) {
             hub.connect_host = host->substr(0, colon);
             hub.port = static_cast<std::uint16_t>(std::atoi(host->c_str() + colon + 1));
         }
@@ -63,8 +63,8 @@ result<hub_access> resolve_access(const access_options& options, bool need_runni
         return hub;
     }
 
-    std::string dir = options.data_dir.empty() ? env_or("IOTHUB_DATA_DIR", "iothub-data")
-                                               : options.data_dir;
+    std::string dir =
+        options.data_dir.empty() ? env_or("IOTHUB_DATA_DIR", "iothub-data") : options.data_dir;
     auto where = instance::layout_for(dir);
     auto identity = instance::read_identity(where);
     if (!identity) return identity.error();
@@ -72,7 +72,9 @@ result<hub_access> resolve_access(const access_options& options, bool need_runni
     const auth::access_policy* p = nullptr;
     for (const auto& candidate : identity->policies)
         if (candidate.name == policy) p = &candidate;
-    if (!p) return error(errc::argument_invalid, "The hub in " + dir + " has no policy '" + policy + "'.");
+    if (!p)
+        return error(errc::argument_invalid,
+                     "The hub in " + dir + " has no policy '" + policy + "'.");
     hub.hostname = identity->hostname;
     hub.policy = p->name;
     hub.key = p->primary_key;
@@ -87,8 +89,10 @@ result<hub_access> resolve_access(const access_options& options, bool need_runni
         auto running = instance::read_runtime(where);
         if (!running)
             return error(errc::service_unavailable,
-                         "The hub in " + dir + " is not running (no runtime.json); start it with "
-                         "`iothub serve --data-dir " + dir + "`.");
+                         "The hub in " + dir +
+                             " is not running (no runtime.json); start it with "
+                             "`iothub serve --data-dir " +
+                             dir + "`.");
         hub.port = running->https_port;
     }
     return hub;
@@ -103,7 +107,8 @@ result<reply> call(const hub_access& hub, const std::string& method, const std::
     beast::ssl_stream<beast::tcp_stream> stream(ioc, **ctx);
     const std::string where = hub.connect_host + ":" + std::to_string(hub.port);
     auto unreachable = [&](const boost::system::error_code& ec) {
-        return error(errc::service_unavailable, "Cannot reach the hub at " + where + ": " + ec.message());
+        return error(errc::service_unavailable,
+                     "Cannot reach the hub at " + where + ": " + ec.message());
     };
     if (!is_ip(hub.verify_name))
         SSL_set_tlsext_host_name(stream.native_handle(), hub.verify_name.c_str());

@@ -6,6 +6,10 @@
 // short-lived SAS token each.
 #pragma once
 
+#include "auth/policy.hpp"
+#include "common/error.hpp"
+#include "instance/instance.hpp"
+
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -13,16 +17,12 @@
 #include <string>
 #include <vector>
 
-#include "auth/policy.hpp"
-#include "common/error.hpp"
-#include "instance/instance.hpp"
-
 namespace iothub::cli {
 
 struct access_options {
     std::string connection_string;
     std::string data_dir;
-    std::string policy;  // with a data directory: which policy to sign with (default iothubowner)
+    std::string policy;   // with a data directory: which policy to sign with (default iothubowner)
     std::string ca_file;  // trust for a connection-string hub (else IOTHUB_CA_FILE, else system)
 };
 

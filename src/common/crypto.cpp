@@ -1,13 +1,13 @@
 #include "common/crypto.hpp"
 
+#include "common/encoding.hpp"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include <cstdlib>
-
-#include "common/encoding.hpp"
 
 namespace iothub {
 namespace {
@@ -30,8 +30,12 @@ std::string hmac_sha256(std::string_view key, std::string_view message) {
     return {reinterpret_cast<char*>(out), len};
 }
 
-std::string sha1(std::string_view data) { return digest(EVP_sha1(), data); }
-std::string sha256(std::string_view data) { return digest(EVP_sha256(), data); }
+std::string sha1(std::string_view data) {
+    return digest(EVP_sha1(), data);
+}
+std::string sha256(std::string_view data) {
+    return digest(EVP_sha256(), data);
+}
 
 std::string random_bytes(std::size_t count) {
     std::string out(count, '\0');
@@ -40,7 +44,9 @@ std::string random_bytes(std::size_t count) {
     return out;
 }
 
-std::string generate_key() { return base64_encode(random_bytes(32)); }
+std::string generate_key() {
+    return base64_encode(random_bytes(32));
+}
 
 bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
     if (a.size() != b.size()) return false;

@@ -27,7 +27,9 @@ bool is_unreserved(unsigned char c) noexcept {
            c == '_' || c == '.' || c == '~';
 }
 
-char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+char lower(char c) noexcept {
+    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
+}
 
 }  // namespace
 

@@ -28,8 +28,8 @@ std::optional<std::string> percent_decode(std::string_view text);
 
 std::string hex_encode(std::span<const std::uint8_t> bytes, bool upper = false);
 inline std::string hex_encode(std::string_view bytes, bool upper = false) {
-    return hex_encode(
-        std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()), upper);
+    return hex_encode(std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()),
+                      upper);
 }
 
 bool iequals(std::string_view a, std::string_view b) noexcept;

@@ -55,7 +55,7 @@ struct error_descriptor {
 const error_descriptor& describe(errc code) noexcept;
 
 class error {
-public:
+  public:
     // boost::system::result needs a default; a default error is a server fault, never success.
     error() = default;
     error(errc code, std::string message) : code_(code), message_(std::move(message)) {}
@@ -68,19 +68,19 @@ public:
         return a.code_ == b.code_ && a.message_ == b.message_;
     }
 
-private:
+  private:
     errc code_ = errc::server_error;
     std::string message_;
 };
 
 // Thrown only when a caller asks a failed result for its value: a bug, not control flow.
 class error_exception : public std::exception {
-public:
+  public:
     explicit error_exception(error e) : error_(std::move(e)) {}
     const char* what() const noexcept override { return error_.message().c_str(); }
     const error& get() const noexcept { return error_; }
 
-private:
+  private:
     error error_;
 };
 

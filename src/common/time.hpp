@@ -14,7 +14,9 @@ using sys_time = std::chrono::time_point<std::chrono::system_clock, std::chrono:
 
 inline constexpr std::string_view never_timestamp = "0001-01-01T00:00:00Z";
 
-inline sys_time now() { return std::chrono::system_clock::now(); }
+inline sys_time now() {
+    return std::chrono::system_clock::now();
+}
 inline std::int64_t unix_seconds(sys_time t) {
     return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }

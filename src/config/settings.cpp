@@ -1,11 +1,11 @@
 #include "config/settings.hpp"
 
+#include "common/encoding.hpp"
+
 #include <toml++/toml.h>
 
 #include <charconv>
 #include <cstdlib>
-
-#include "common/encoding.hpp"
 
 namespace iothub::config {
 namespace {
@@ -65,11 +65,14 @@ setter one_of(std::string settings::*field, std::vector<std::string> allowed) {
     };
 }
 
-setter port(std::uint16_t settings::*field) { return unsigned_number(field, 65535); }
+setter port(std::uint16_t settings::*field) {
+    return unsigned_number(field, 65535);
+}
 
 const std::vector<setting_def>& table() {
     static const std::vector<setting_def> defs = {
-        {{"data_dir", "IOTHUB_DATA_DIR", "--data-dir", "Directory for state, keys and certificates"},
+        {{"data_dir", "IOTHUB_DATA_DIR", "--data-dir",
+          "Directory for state, keys and certificates"},
          text(&settings::data_dir)},
         {{"hostname", "IOTHUB_HOSTNAME", "--hostname",
           "Host name devices and services use (put in connection strings and the certificate)"},
@@ -87,7 +90,8 @@ const std::vector<setting_def>& table() {
                  auto comma = rest.find(',');
                  auto item = rest.substr(0, comma);
                  if (!item.empty()) s.aliases.emplace_back(item);
-                 rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+                 rest =
+                     comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
              }
              return std::nullopt;
          }},
@@ -161,7 +165,8 @@ std::optional<std::string> node_text(const toml::node& node) {
 result<void> apply_toml(settings& s, const toml::table& tbl, const std::string& prefix,
                         const std::string& file) {
     for (const auto& [k, node] : tbl) {
-        std::string key = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+        std::string key =
+            prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
         if (auto sub = node.as_table()) {
             if (auto r = apply_toml(s, *sub, key, file); !r) return r;
             continue;
@@ -172,7 +177,8 @@ result<void> apply_toml(settings& s, const toml::table& tbl, const std::string& 
         if (!def) return error(errc::argument_invalid, file + ": unknown setting '" + key + "'.");
         auto value = node_text(node);
         if (!value)
-            return error(errc::argument_invalid, file + ": setting '" + key + "' has an unusable type.");
+            return error(errc::argument_invalid,
+                         file + ": setting '" + key + "' has an unusable type.");
         if (auto r = apply(s, *def, *value, file); !r) return r;
     }
     return {};
@@ -216,12 +222,13 @@ result<settings> load(const std::optional<std::filesystem::path>& config_file,
             auto doc = toml::parse_file(file->string());
             if (auto r = apply_toml(s, doc, "", file->string()); !r) return r.error();
         } catch (const toml::parse_error& e) {
-            return error(errc::argument_invalid,
-                         file->string() + ": " + std::string(e.description()) + " (line " +
-                             std::to_string(e.source().begin.line) + ")");
+            return error(errc::argument_invalid, file->string() + ": " +
+                                                     std::string(e.description()) + " (line " +
+                                                     std::to_string(e.source().begin.line) + ")");
         }
     } else if (required) {
-        return error(errc::argument_invalid, "Configuration file " + file->string() + " not found.");
+        return error(errc::argument_invalid,
+                     "Configuration file " + file->string() + " not found.");
     }
     for (const auto& def : table()) {
         if (auto v = env(def.info.env)) {

@@ -3,6 +3,8 @@
 // its TOML key, environment variable and flag, so the three layers cannot drift apart.
 #pragma once
 
+#include "common/error.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -11,8 +13,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include "common/error.hpp"
 
 namespace iothub::config {
 

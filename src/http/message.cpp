@@ -1,12 +1,12 @@
 #include "http/message.hpp"
 
-#include <boost/json.hpp>
-
-#include <atomic>
-
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
 #include "common/time.hpp"
+
+#include <boost/json.hpp>
+
+#include <atomic>
 
 namespace iothub::http {
 
@@ -61,7 +61,9 @@ struct responder::state {
     }
 };
 
-responder::responder(sink s) : state_(std::make_shared<state>()) { state_->target = std::move(s); }
+responder::responder(sink s) : state_(std::make_shared<state>()) {
+    state_->target = std::move(s);
+}
 
 void responder::operator()(response r) const {
     if (!state_->done.exchange(true)) state_->target(std::move(r));

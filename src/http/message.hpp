@@ -2,6 +2,8 @@
 // types, so handlers compile quickly and are tested without sockets.
 #pragma once
 
+#include "common/error.hpp"
+
 #include <boost/json/fwd.hpp>
 
 #include <functional>
@@ -13,14 +15,12 @@
 #include <utility>
 #include <vector>
 
-#include "common/error.hpp"
-
 namespace iothub::http {
 
 struct request {
-    std::string method;  // upper case, e.g. "GET"
-    std::string target;  // as received, e.g. "/devices/a%23b?api-version=2021-04-12"
-    std::string path;    // target without the query, still encoded
+    std::string method;                 // upper case, e.g. "GET"
+    std::string target;                 // as received, e.g. "/devices/a%23b?api-version=2021-04-12"
+    std::string path;                   // target without the query, still encoded
     std::vector<std::string> segments;  // path segments, percent-decoded
     std::vector<std::pair<std::string, std::string>> query;    // decoded
     std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
@@ -57,12 +57,12 @@ response error_response(const error& e);
 // dropped without a call, the request still completes, with a 500, so a handler bug cannot hang
 // a connection.
 class responder {
-public:
+  public:
     using sink = std::function<void(response)>;
     explicit responder(sink s);
     void operator()(response r) const;
 
-private:
+  private:
     struct state;
     std::shared_ptr<state> state_;
 };

@@ -23,8 +23,10 @@ result<const router::route*> router::match(request& req) const {
         for (std::size_t i = 0; i < r.pattern.size() && ok; ++i) {
             const auto& p = r.pattern[i];
             if (p.size() >= 2 && p.front() == '{' && p.back() == '}') {
-                if (req.segments[i].empty()) ok = false;
-                else captured[p.substr(1, p.size() - 2)] = req.segments[i];
+                if (req.segments[i].empty())
+                    ok = false;
+                else
+                    captured[p.substr(1, p.size() - 2)] = req.segments[i];
             } else {
                 ok = p == req.segments[i];
             }

@@ -2,12 +2,12 @@
 // `{name}` captures ("/devices/{id}/modules/{mid}"); a capture matches exactly one segment.
 #pragma once
 
+#include "common/error.hpp"
+#include "http/message.hpp"
+
 #include <functional>
 #include <string>
 #include <vector>
-
-#include "common/error.hpp"
-#include "http/message.hpp"
 
 namespace iothub::http {
 
@@ -16,7 +16,7 @@ struct route_options {
 };
 
 class router {
-public:
+  public:
     // Called with the request (params filled in) and a responder to complete it.
     using handler = std::function<void(request&, responder)>;
 
@@ -34,7 +34,7 @@ public:
     // another method is GenericMethodNotAllowed (405); no match at all is GenericNotFound (404).
     result<const route*> match(request& req) const;
 
-private:
+  private:
     std::vector<route> routes_;
 };
 

@@ -32,7 +32,7 @@ struct connection {
     explicit connection(tcp::socket socket, asio::ssl::context& ctx)
         : stream(std::move(socket), ctx) {}
     beast::ssl_stream<beast::tcp_stream> stream;
-    bool busy = false;      // handling a request (touched only on the connection's shard)
+    bool busy = false;  // handling a request (touched only on the connection's shard)
     bool stopping = false;
 };
 
@@ -143,9 +143,12 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
                                              "The request body is larger than the limit of " +
                                                  std::to_string(settings.max_body) + " bytes."));
             } else if (rec == bhttp::error::header_limit) {
-                early = error_response(error(errc::bad_request, "The request headers are too large."));
-            } else if (rec && rec.category() == bhttp::make_error_code(bhttp::error::bad_method).category()) {
-                early = error_response(error(errc::bad_request, "Malformed HTTP request: " + rec.message()));
+                early =
+                    error_response(error(errc::bad_request, "The request headers are too large."));
+            } else if (rec && rec.category() ==
+                                  bhttp::make_error_code(bhttp::error::bad_method).category()) {
+                early = error_response(
+                    error(errc::bad_request, "Malformed HTTP request: " + rec.message()));
             } else if (rec) {
                 clean_close = false;  // timeout, reset or cancellation by begin_stop()
                 break;
@@ -165,7 +168,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
             req.remote_address = peer;
             for (const auto& f : raw) {
                 std::string name(f.name_string());
-                for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+                for (auto& c : name)
+                    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
                 req.headers.emplace_back(std::move(name), std::string(f.value()));
             }
             req.body = std::move(raw.body());
@@ -222,7 +226,9 @@ server::server(runtime::shard_set& shards, runtime::blocking_pool& blocking,
                server_settings settings)
     : impl_(std::make_shared<impl>(shards, blocking, std::move(tls), routes, settings)) {}
 
-server::~server() { begin_stop(); }
+server::~server() {
+    begin_stop();
+}
 
 result<std::uint16_t> server::listen(const std::string& address, std::uint16_t port) {
     boost::system::error_code ec;
@@ -244,8 +250,9 @@ result<std::uint16_t> server::listen(const std::string& address, std::uint16_t p
     if (ec) {
         std::string hint;
         if (ec == asio::error::access_denied)
-            hint = " Ports below 1024 need root or CAP_NET_BIND_SERVICE (setcap "
-                   "cap_net_bind_service=+ep on the binary), or choose another port.";
+            hint =
+                " Ports below 1024 need root or CAP_NET_BIND_SERVICE (setcap "
+                "cap_net_bind_service=+ep on the binary), or choose another port.";
         if (ec == asio::error::address_in_use) hint = " Another process is using it.";
         return error(errc::server_error, "Cannot listen on port " + std::to_string(port) + ": " +
                                              ec.message() + "." + hint);

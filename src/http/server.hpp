@@ -10,16 +10,16 @@
 // when that is done.
 #pragma once
 
+#include "common/error.hpp"
+#include "http/router.hpp"
+#include "runtime/shards.hpp"
+
 #include <boost/asio/ssl/context.hpp>
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
-
-#include "common/error.hpp"
-#include "http/router.hpp"
-#include "runtime/shards.hpp"
 
 namespace iothub::http {
 
@@ -31,7 +31,7 @@ struct server_settings {
 };
 
 class server {
-public:
+  public:
     server(runtime::shard_set& shards, runtime::blocking_pool& blocking,
            std::shared_ptr<boost::asio::ssl::context> tls, const router& routes,
            server_settings settings);
@@ -43,7 +43,7 @@ public:
     void begin_stop();
     std::size_t active_connections() const;
 
-private:
+  private:
     struct impl;
     std::shared_ptr<impl> impl_;
 };

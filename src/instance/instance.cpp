@@ -1,19 +1,21 @@
 #include "instance/instance.hpp"
 
 #include <boost/json.hpp>
+
+#include <cstring>
 #include <fcntl.h>
+#include <fstream>
+#include <sstream>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <fstream>
-#include <cstring>
-#include <sstream>
 
 namespace iothub::instance {
 namespace json = boost::json;
 namespace {
 
-error io_error(const std::string& what) { return error(errc::server_error, what); }
+error io_error(const std::string& what) {
+    return error(errc::server_error, what);
+}
 
 result<json::value> read_json(const std::filesystem::path& path) {
     std::ifstream in(path);
@@ -53,7 +55,7 @@ result<hub_identity> from_json(const json::value& v, const std::filesystem::path
         auto str = [&](std::string_view k) -> std::string {
             auto f = p.find(k);
             return f != p.end() && f->value().is_string() ? std::string(f->value().get_string())
-                                                           : std::string();
+                                                          : std::string();
         };
         auto rights = auth::rights::parse(str("rights"));
         if (!rights) return bad(rights.error().message());
@@ -76,7 +78,8 @@ result<void> write_file_atomically(const std::filesystem::path& path, const std:
                                    bool owner_only) {
     auto tmp = path;
     tmp += ".tmp";
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, owner_only ? 0600 : 0644);
+    int fd =
+        ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, owner_only ? 0600 : 0644);
     if (fd < 0) return io_error("Cannot write " + tmp.string() + ": " + std::strerror(errno));
     std::size_t done = 0;
     while (done < text.size()) {
@@ -107,13 +110,15 @@ result<hub_identity> read_identity(const layout& where) {
         if (v.error().code() == errc::not_found)
             return error(errc::not_found, "No hub in " + where.data_dir.string() +
                                               " (no hub.json); start one with `iothub serve "
-                                              "--data-dir " + where.data_dir.string() + "`.");
+                                              "--data-dir " +
+                                              where.data_dir.string() + "`.");
         return v.error();
     }
     return from_json(*v, where.identity_file);
 }
 
-result<hub_identity> open_identity(const layout& where, const std::optional<std::string>& hostname) {
+result<hub_identity> open_identity(const layout& where,
+                                   const std::optional<std::string>& hostname) {
     std::error_code ec;
     std::filesystem::create_directories(where.data_dir, ec);
     if (ec) return io_error("Cannot create " + where.data_dir.string() + ": " + ec.message());
@@ -128,13 +133,16 @@ result<hub_identity> open_identity(const layout& where, const std::optional<std:
         return id;
     }
     hub_identity id{hostname.value_or("localhost"), auth::default_policies()};
-    if (auto r = write_file_atomically(where.identity_file, to_text(id), true); !r) return r.error();
+    if (auto r = write_file_atomically(where.identity_file, to_text(id), true); !r)
+        return r.error();
     return id;
 }
 
 result<void> write_runtime(const layout& where, const runtime_info& info) {
-    json::object o{{"hostname", info.hostname},   {"httpsPort", info.https_port},
-                   {"mqttPort", info.mqtt_port},  {"amqpPort", info.amqp_port},
+    json::object o{{"hostname", info.hostname},
+                   {"httpsPort", info.https_port},
+                   {"mqttPort", info.mqtt_port},
+                   {"amqpPort", info.amqp_port},
                    {"pid", info.pid}};
     return write_file_atomically(where.runtime_file, json::serialize(o) + "\n", false);
 }

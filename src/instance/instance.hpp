@@ -9,14 +9,14 @@
 //   db/           the embedded database
 #pragma once
 
+#include "auth/policy.hpp"
+#include "common/error.hpp"
+
 #include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include "auth/policy.hpp"
-#include "common/error.hpp"
 
 namespace iothub::instance {
 

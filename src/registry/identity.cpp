@@ -1,10 +1,10 @@
 #include "registry/identity.hpp"
 
+#include "common/encoding.hpp"
+
 #include <boost/json.hpp>
 
 #include <charconv>
-
-#include "common/encoding.hpp"
 
 namespace iothub::registry {
 namespace json = boost::json;
@@ -14,7 +14,9 @@ constexpr std::string_view id_punctuation = "-:.+%_#*?!(),=@;$'";
 constexpr std::size_t max_id_length = 128;
 constexpr std::size_t max_status_reason = 128;
 
-error invalid(std::string message) { return error(errc::argument_invalid, std::move(message)); }
+error invalid(std::string message) {
+    return error(errc::argument_invalid, std::move(message));
+}
 
 json::value string_or_null(const std::string& s) {
     return s.empty() ? json::value(nullptr) : json::value(s);
@@ -45,10 +47,14 @@ result<const json::object*> optional_object(const json::object& o, std::string_v
 
 std::string_view kind_name(auth_kind k) {
     switch (k) {
-        case auth_kind::sas: return "sas";
-        case auth_kind::self_signed: return "selfSigned";
-        case auth_kind::certificate_authority: return "certificateAuthority";
-        case auth_kind::none: return "none";
+        case auth_kind::sas:
+            return "sas";
+        case auth_kind::self_signed:
+            return "selfSigned";
+        case auth_kind::certificate_authority:
+            return "certificateAuthority";
+        case auth_kind::none:
+            return "none";
     }
     return "sas";
 }
@@ -70,7 +76,8 @@ bool is_thumbprint(std::string_view t) {
 result<void> check_key(const std::string& key, std::string_view name) {
     if (key.empty()) return {};
     auto raw = base64_decode(key);
-    if (!raw) return invalid("authentication.symmetricKey." + std::string(name) + " is not Base64.");
+    if (!raw)
+        return invalid("authentication.symmetricKey." + std::string(name) + " is not Base64.");
     if (raw->size() < 16 || raw->size() > 64)
         return invalid("authentication.symmetricKey." + std::string(name) +
                        " must decode to between 16 and 64 bytes.");
@@ -109,8 +116,10 @@ result<credentials> parse_authentication(const json::object& body) {
     if (*type) {
         auto k = parse_kind(**type);
         if (!k)
-            return invalid("authentication.type must be sas, selfSigned, certificateAuthority or "
-                           "none, not '" + **type + "'.");
+            return invalid(
+                "authentication.type must be sas, selfSigned, certificateAuthority or "
+                "none, not '" +
+                **type + "'.");
         c.kind = *k;
     } else {
         // As the Node SDK does: thumbprints mean self-signed, anything else SAS.
@@ -128,11 +137,13 @@ result<credentials> parse_authentication(const json::object& body) {
         case auth_kind::self_signed:
             if (has_keys) return invalid("A selfSigned identity cannot have symmetric keys.");
             if (!is_thumbprint(c.primary_thumbprint))
-                return invalid("authentication.x509Thumbprint.primaryThumbprint must be a hex "
-                               "SHA-1 (40) or SHA-256 (64) thumbprint.");
+                return invalid(
+                    "authentication.x509Thumbprint.primaryThumbprint must be a hex "
+                    "SHA-1 (40) or SHA-256 (64) thumbprint.");
             if (!c.secondary_thumbprint.empty() && !is_thumbprint(c.secondary_thumbprint))
-                return invalid("authentication.x509Thumbprint.secondaryThumbprint must be a hex "
-                               "SHA-1 (40) or SHA-256 (64) thumbprint.");
+                return invalid(
+                    "authentication.x509Thumbprint.secondaryThumbprint must be a hex "
+                    "SHA-1 (40) or SHA-256 (64) thumbprint.");
             break;
         case auth_kind::certificate_authority:
         case auth_kind::none:
@@ -184,7 +195,9 @@ result<void> validate_id(std::string_view id, std::string_view what) {
     return {};
 }
 
-std::string etag_for(std::uint64_t version) { return base64_encode(std::to_string(version)); }
+std::string etag_for(std::uint64_t version) {
+    return base64_encode(std::to_string(version));
+}
 
 std::optional<std::uint64_t> version_from_etag(std::string_view etag) {
     auto text = base64_decode(etag);
@@ -198,8 +211,9 @@ std::optional<std::uint64_t> version_from_etag(std::string_view etag) {
 std::string new_generation_id() {
     // .NET ticks (100 ns since 0001-01-01), the shape Azure's generation ids have.
     constexpr std::int64_t unix_epoch_ticks = 621355968000000000;
-    auto ticks = std::chrono::duration_cast<std::chrono::nanoseconds>(now().time_since_epoch())
-                     .count() / 100;
+    auto ticks =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now().time_since_epoch()).count() /
+        100;
     return std::to_string(unix_epoch_ticks + ticks);
 }
 

@@ -7,6 +7,9 @@
 // here; they are supplied at rendering time as `live_state`.
 #pragma once
 
+#include "common/error.hpp"
+#include "common/time.hpp"
+
 #include <boost/json/value.hpp>
 
 #include <cstdint>
@@ -14,9 +17,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include "common/error.hpp"
-#include "common/time.hpp"
 
 namespace iothub::registry {
 

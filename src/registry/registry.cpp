@@ -1,11 +1,11 @@
 #include "registry/registry.hpp"
 
+#include "common/crypto.hpp"
+#include "common/encoding.hpp"
+
 #include <boost/json.hpp>
 
 #include <set>
-
-#include "common/crypto.hpp"
-#include "common/encoding.hpp"
 
 namespace iothub::registry {
 namespace json = boost::json;
@@ -13,7 +13,9 @@ namespace {
 
 constexpr int cas_retries = 5;  // for unconditional updates that lose a race to another writer
 
-std::string quoted(std::string_view id) { return "'" + std::string(id) + "'"; }
+std::string quoted(std::string_view id) {
+    return "'" + std::string(id) + "'";
+}
 
 error device_not_found(std::string_view id) {
     return error(errc::device_not_found, "Device " + quoted(id) + " is not registered.");
@@ -33,20 +35,26 @@ error for_device(const error& e, std::string_view id) {
         case errc::already_exists:
             return error(errc::device_already_exists,
                          "A device with ID " + quoted(id) + " is already registered.");
-        case errc::not_found: return device_not_found(id);
-        case errc::precondition_failed: return stale_etag();
-        default: return e;
+        case errc::not_found:
+            return device_not_found(id);
+        case errc::precondition_failed:
+            return stale_etag();
+        default:
+            return e;
     }
 }
 error for_module(const error& e, std::string_view d, std::string_view m) {
     switch (e.code()) {
         case errc::already_exists:
-            return error(errc::module_already_exists, "A module with ID " + quoted(m) +
-                                                          " already exists on device " +
-                                                          quoted(d) + ".");
-        case errc::not_found: return module_not_found(d, m);
-        case errc::precondition_failed: return stale_etag();
-        default: return e;
+            return error(
+                errc::module_already_exists,
+                "A module with ID " + quoted(m) + " already exists on device " + quoted(d) + ".");
+        case errc::not_found:
+            return module_not_found(d, m);
+        case errc::precondition_failed:
+            return stale_etag();
+        default:
+            return e;
     }
 }
 
@@ -77,7 +85,9 @@ std::optional<import_mode> parse_mode(std::string_view s) {
 
 }  // namespace
 
-std::string device_key(std::string_view device_id) { return "d/" + std::string(device_id); }
+std::string device_key(std::string_view device_id) {
+    return "d/" + std::string(device_id);
+}
 std::string module_key(std::string_view device_id, std::string_view module_id) {
     return "m/" + std::string(device_id) + "/" + std::string(module_id);
 }
@@ -139,13 +149,13 @@ identity device_registry::prepare(identity fields, const std::optional<identity>
     if (current) {
         fields.generation_id = current->generation_id;
         fields.device_generation_id = current->device_generation_id;
-        fields.status_updated =
-            fields.status != current->status ? std::optional<sys_time>(now())
-                                             : current->status_updated;
+        fields.status_updated = fields.status != current->status ? std::optional<sys_time>(now())
+                                                                 : current->status_updated;
         // Keys left out of an update keep their values, so a status change cannot silently
         // rotate credentials; rotating is an explicit write of new keys.
         if (fields.auth.kind == auth_kind::sas && current->auth.kind == auth_kind::sas) {
-            if (fields.auth.primary_key.empty()) fields.auth.primary_key = current->auth.primary_key;
+            if (fields.auth.primary_key.empty())
+                fields.auth.primary_key = current->auth.primary_key;
             if (fields.auth.secondary_key.empty())
                 fields.auth.secondary_key = current->auth.secondary_key;
         }
@@ -176,7 +186,8 @@ result<identity> device_registry::put_device(identity_spec spec, const if_match&
         if (!*current) return device_not_found(id);
         if (!etag_matches(condition, **current)) return stale_etag();
         identity d = prepare(spec.fields, *current);
-        auto v = kv_.put(key, encode_stored(d), storage::precondition::version((*current)->version));
+        auto v =
+            kv_.put(key, encode_stored(d), storage::precondition::version((*current)->version));
         if (!v) {
             bool retry = v.error().code() == errc::precondition_failed &&
                          condition.what == if_match::kind::any && attempt < cas_retries;
@@ -193,12 +204,12 @@ result<identity> device_registry::get_device(std::string_view device_id) {
     return load_live_device(device_id);
 }
 
-result<void> device_registry::delete_device(std::string_view device_id,
-                                            const if_match& condition) {
+result<void> device_registry::delete_device(std::string_view device_id, const if_match& condition) {
     auto current = load_live_device(device_id);
     if (!current) return current.error();
     if (!etag_matches(condition, *current)) return stale_etag();
-    if (auto r = kv_.remove(device_key(device_id), storage::precondition::version(current->version));
+    if (auto r =
+            kv_.remove(device_key(device_id), storage::precondition::version(current->version));
         !r)
         return for_device(r.error(), device_id);
 
@@ -255,8 +266,7 @@ result<identity> device_registry::put_module(identity_spec spec, const if_match&
         identity mod;
         storage::precondition pre = storage::precondition::absent();
         if (condition.what == if_match::kind::absent) {
-            if (live)
-                return for_module(error(errc::already_exists, ""), d, m);
+            if (live) return for_module(error(errc::already_exists, ""), d, m);
             auto existing = list_modules(d);
             if (!existing) return existing.error();
             if (existing->size() >= limits_.max_modules_per_device)
@@ -354,10 +364,9 @@ result<std::vector<bulk_item>> parse_bulk(const json::value& body, const registr
     const auto& arr = body.get_array();
     if (arr.empty()) return error(errc::argument_invalid, "The request contains no devices.");
     if (arr.size() > limits.max_bulk_items)
-        return error(errc::too_many_devices, "A bulk registry call takes at most " +
-                                                 std::to_string(limits.max_bulk_items) +
-                                                 " devices; this one has " +
-                                                 std::to_string(arr.size()) + ".");
+        return error(errc::too_many_devices,
+                     "A bulk registry call takes at most " + std::to_string(limits.max_bulk_items) +
+                         " devices; this one has " + std::to_string(arr.size()) + ".");
     std::vector<bulk_item> items;
     std::set<std::pair<std::string, std::string>> seen;
     for (std::size_t i = 0; i < arr.size(); ++i) {
@@ -410,8 +419,8 @@ result<bulk_result> device_registry::bulk(std::vector<bulk_item> items) {
     std::vector<storage::kv_write> writes;
     std::vector<pending> plans;
     auto fail = [&](const bulk_item& item, error e) {
-        out.errors.push_back({item.spec.fields.device_id, item.spec.fields.module_id,
-                              item.mode_name, std::move(e)});
+        out.errors.push_back(
+            {item.spec.fields.device_id, item.spec.fields.module_id, item.mode_name, std::move(e)});
     };
 
     for (std::size_t i = 0; i < items.size(); ++i) {
@@ -421,8 +430,8 @@ result<bulk_result> device_registry::bulk(std::vector<bulk_item> items) {
         auto wrap = [&](const error& e) {
             return is_module ? for_module(e, f.device_id, f.module_id) : for_device(e, f.device_id);
         };
-        const std::string key = is_module ? module_key(f.device_id, f.module_id)
-                                          : device_key(f.device_id);
+        const std::string key =
+            is_module ? module_key(f.device_id, f.module_id) : device_key(f.device_id);
         std::optional<identity> device;  // the owning device, for module items
         if (is_module) {
             auto d = load_live_device(f.device_id);
@@ -472,18 +481,21 @@ result<bulk_result> device_registry::bulk(std::vector<bulk_item> items) {
                     continue;
                 }
                 break;
-            default: break;
+            default:
+                break;
         }
         if (item.mode == import_mode::remove || item.mode == import_mode::remove_if_match_etag) {
-            writes.push_back({storage::kv_write::op::remove, key, {},
+            writes.push_back({storage::kv_write::op::remove,
+                              key,
+                              {},
                               storage::precondition::version(stored_version)});
             plans.push_back({i, std::move(current), std::nullopt});
             continue;
         }
         identity next = prepare(std::move(item.spec.fields), current);
         if (is_module && !current) next.device_generation_id = device->generation_id;
-        writes.push_back({storage::kv_write::op::put, key, encode_stored(next),
-                          precise(stored_version)});
+        writes.push_back(
+            {storage::kv_write::op::put, key, encode_stored(next), precise(stored_version)});
         plans.push_back({i, std::move(current), std::move(next)});
     }
 

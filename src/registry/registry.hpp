@@ -11,6 +11,9 @@
 // Thread safety: all methods may be called concurrently; they block on storage.
 #pragma once
 
+#include "registry/identity.hpp"
+#include "storage/kv_store.hpp"
+
 #include <boost/json/value.hpp>
 
 #include <functional>
@@ -18,9 +21,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include "registry/identity.hpp"
-#include "storage/kv_store.hpp"
 
 namespace iothub::registry {
 
@@ -84,7 +84,7 @@ result<std::vector<bulk_item>> parse_bulk(const boost::json::value& body,
 boost::json::object to_json(const bulk_result& r);
 
 class device_registry {
-public:
+  public:
     explicit device_registry(storage::kv_store& kv, registry_limits limits = {});
 
     // PUT semantics: If-Match absent creates (DeviceAlreadyExists if present); `*` or an ETag
@@ -108,7 +108,7 @@ public:
 
     const registry_limits& limits() const { return limits_; }
 
-private:
+  private:
     result<std::optional<identity>> load(const std::string& key);
     result<identity> load_live_device(std::string_view device_id);
     result<std::optional<identity>> load_live_module(std::string_view device_id,

@@ -13,7 +13,9 @@ shard_set::shard_set(unsigned count) {
     }
 }
 
-shard_set::~shard_set() { stop(); }
+shard_set::~shard_set() {
+    stop();
+}
 
 boost::asio::io_context& shard_set::next() {
     return *contexts_[next_.fetch_add(1, std::memory_order_relaxed) % contexts_.size()];

@@ -18,7 +18,7 @@
 namespace iothub::runtime {
 
 class shard_set {
-public:
+  public:
     explicit shard_set(unsigned count);
     ~shard_set();
     shard_set(const shard_set&) = delete;
@@ -32,7 +32,7 @@ public:
     void start();
     void stop();
 
-private:
+  private:
     using guard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
     std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;
     std::vector<guard> guards_;
@@ -42,7 +42,7 @@ private:
 
 // Runs blocking calls (RocksDB with fsync, file I/O) off the network shards.
 class blocking_pool {
-public:
+  public:
     explicit blocking_pool(unsigned threads) : pool_(threads) {}
     ~blocking_pool() { stop(); }
 
@@ -51,11 +51,9 @@ public:
         boost::asio::post(pool_, std::forward<F>(f));
     }
     boost::asio::thread_pool::executor_type executor() { return pool_.get_executor(); }
-    void stop() {
-        pool_.join();
-    }
+    void stop() { pool_.join(); }
 
-private:
+  private:
     boost::asio::thread_pool pool_;
 };
 

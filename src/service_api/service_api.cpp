@@ -1,11 +1,11 @@
 #include "service_api/service_api.hpp"
 
+#include "common/encoding.hpp"
+#include "common/time.hpp"
+
 #include <boost/json.hpp>
 
 #include <charconv>
-
-#include "common/encoding.hpp"
-#include "common/time.hpp"
 
 namespace iothub::service_api {
 namespace json = boost::json;
@@ -82,92 +82,129 @@ void add_routes(http::router& routes, context ctx) {
     };
     using auth::right;
 
-    routes.add("PUT", "/devices/{id}", guarded(right::registry_write, [](const context& c, request& req) -> result<response> {
-        if (auto ok = check_path_ids(req); !ok) return ok.error();
-        auto body = json_body(req);
-        if (!body) return body.error();
-        auto spec = registry::parse_device(*body, req.param("id"));
-        if (!spec) return spec.error();
-        auto d = c.registry.put_device(std::move(*spec), if_match_of(req));
-        if (!d) return d.error();
-        return identity_response(c, *d);
-    }), storage_bound);
+    routes.add("PUT", "/devices/{id}",
+               guarded(right::registry_write,
+                       [](const context& c, request& req) -> result<response> {
+                           if (auto ok = check_path_ids(req); !ok) return ok.error();
+                           auto body = json_body(req);
+                           if (!body) return body.error();
+                           auto spec = registry::parse_device(*body, req.param("id"));
+                           if (!spec) return spec.error();
+                           auto d = c.registry.put_device(std::move(*spec), if_match_of(req));
+                           if (!d) return d.error();
+                           return identity_response(c, *d);
+                       }),
+               storage_bound);
 
-    routes.add("GET", "/devices/{id}", guarded(right::registry_read, [](const context& c, request& req) -> result<response> {
-        if (auto ok = check_path_ids(req); !ok) return ok.error();
-        auto d = c.registry.get_device(req.param("id"));
-        if (!d) return d.error();
-        return identity_response(c, *d);
-    }), storage_bound);
+    routes.add("GET", "/devices/{id}",
+               guarded(right::registry_read,
+                       [](const context& c, request& req) -> result<response> {
+                           if (auto ok = check_path_ids(req); !ok) return ok.error();
+                           auto d = c.registry.get_device(req.param("id"));
+                           if (!d) return d.error();
+                           return identity_response(c, *d);
+                       }),
+               storage_bound);
 
-    routes.add("DELETE", "/devices/{id}", guarded(right::registry_write, [](const context& c, request& req) -> result<response> {
-        if (auto ok = check_path_ids(req); !ok) return ok.error();
-        if (auto r = c.registry.delete_device(req.param("id"), if_match_of(req)); !r)
-            return r.error();
-        return response::no_content();
-    }), storage_bound);
+    routes.add("DELETE", "/devices/{id}",
+               guarded(right::registry_write,
+                       [](const context& c, request& req) -> result<response> {
+                           if (auto ok = check_path_ids(req); !ok) return ok.error();
+                           if (auto r = c.registry.delete_device(req.param("id"), if_match_of(req));
+                               !r)
+                               return r.error();
+                           return response::no_content();
+                       }),
+               storage_bound);
 
-    routes.add("GET", "/devices", guarded(right::registry_read, [](const context& c, request& req) -> result<response> {
-        auto top = top_of(req, c.registry.limits().max_list);
-        if (!top) return top.error();
-        auto list = c.registry.list_devices(*top);
-        if (!list) return list.error();
-        return response::json(200, identities_json(c, *list));
-    }), storage_bound);
+    routes.add("GET", "/devices",
+               guarded(right::registry_read,
+                       [](const context& c, request& req) -> result<response> {
+                           auto top = top_of(req, c.registry.limits().max_list);
+                           if (!top) return top.error();
+                           auto list = c.registry.list_devices(*top);
+                           if (!list) return list.error();
+                           return response::json(200, identities_json(c, *list));
+                       }),
+               storage_bound);
 
-    routes.add("POST", "/devices", guarded(right::registry_write, [](const context& c, request& req) -> result<response> {
-        auto body = json_body(req);
-        if (!body) return body.error();
-        auto items = registry::parse_bulk(*body, c.registry.limits());
-        if (!items) return items.error();
-        auto outcome = c.registry.bulk(std::move(*items));
-        if (!outcome) return outcome.error();
-        return response::json(200, registry::to_json(*outcome));
-    }), storage_bound);
+    routes.add("POST", "/devices",
+               guarded(right::registry_write,
+                       [](const context& c, request& req) -> result<response> {
+                           auto body = json_body(req);
+                           if (!body) return body.error();
+                           auto items = registry::parse_bulk(*body, c.registry.limits());
+                           if (!items) return items.error();
+                           auto outcome = c.registry.bulk(std::move(*items));
+                           if (!outcome) return outcome.error();
+                           return response::json(200, registry::to_json(*outcome));
+                       }),
+               storage_bound);
 
-    routes.add("PUT", "/devices/{id}/modules/{mid}", guarded(right::registry_write, [](const context& c, request& req) -> result<response> {
-        if (auto ok = check_path_ids(req); !ok) return ok.error();
-        auto body = json_body(req);
-        if (!body) return body.error();
-        auto spec = registry::parse_module(*body, req.param("id"), req.param("mid"));
-        if (!spec) return spec.error();
-        auto m = c.registry.put_module(std::move(*spec), if_match_of(req));
-        if (!m) return m.error();
-        return identity_response(c, *m);
-    }), storage_bound);
+    routes.add("PUT", "/devices/{id}/modules/{mid}",
+               guarded(right::registry_write,
+                       [](const context& c, request& req) -> result<response> {
+                           if (auto ok = check_path_ids(req); !ok) return ok.error();
+                           auto body = json_body(req);
+                           if (!body) return body.error();
+                           auto spec =
+                               registry::parse_module(*body, req.param("id"), req.param("mid"));
+                           if (!spec) return spec.error();
+                           auto m = c.registry.put_module(std::move(*spec), if_match_of(req));
+                           if (!m) return m.error();
+                           return identity_response(c, *m);
+                       }),
+               storage_bound);
 
-    routes.add("GET", "/devices/{id}/modules/{mid}", guarded(right::registry_read, [](const context& c, request& req) -> result<response> {
-        if (auto ok = check_path_ids(req); !ok) return ok.error();
-        auto m = c.registry.get_module(req.param("id"), req.param("mid"));
-        if (!m) return m.error();
-        return identity_response(c, *m);
-    }), storage_bound);
+    routes.add("GET", "/devices/{id}/modules/{mid}",
+               guarded(right::registry_read,
+                       [](const context& c, request& req) -> result<response> {
+                           if (auto ok = check_path_ids(req); !ok) return ok.error();
+                           auto m = c.registry.get_module(req.param("id"), req.param("mid"));
+                           if (!m) return m.error();
+                           return identity_response(c, *m);
+                       }),
+               storage_bound);
 
-    routes.add("DELETE", "/devices/{id}/modules/{mid}", guarded(right::registry_write, [](const context& c, request& req) -> result<response> {
-        if (auto ok = check_path_ids(req); !ok) return ok.error();
-        if (auto r = c.registry.delete_module(req.param("id"), req.param("mid"), if_match_of(req)); !r)
-            return r.error();
-        return response::no_content();
-    }), storage_bound);
+    routes.add("DELETE", "/devices/{id}/modules/{mid}",
+               guarded(right::registry_write,
+                       [](const context& c, request& req) -> result<response> {
+                           if (auto ok = check_path_ids(req); !ok) return ok.error();
+                           if (auto r = c.registry.delete_module(req.param("id"), req.param("mid"),
+                                                                 if_match_of(req));
+                               !r)
+                               return r.error();
+                           return response::no_content();
+                       }),
+               storage_bound);
 
-    routes.add("GET", "/devices/{id}/modules", guarded(right::registry_read, [](const context& c, request& req) -> result<response> {
-        if (auto ok = check_path_ids(req); !ok) return ok.error();
-        auto list = c.registry.list_modules(req.param("id"));
-        if (!list) return list.error();
-        return response::json(200, identities_json(c, *list));
-    }), storage_bound);
+    routes.add("GET", "/devices/{id}/modules",
+               guarded(right::registry_read,
+                       [](const context& c, request& req) -> result<response> {
+                           if (auto ok = check_path_ids(req); !ok) return ok.error();
+                           auto list = c.registry.list_modules(req.param("id"));
+                           if (!list) return list.error();
+                           return response::json(200, identities_json(c, *list));
+                       }),
+               storage_bound);
 
-    routes.add("GET", "/statistics/devices", guarded(right::registry_read, [](const context& c, request&) -> result<response> {
-        auto s = c.registry.statistics();
-        if (!s) return s.error();
-        return response::json(200, json::object{{"totalDeviceCount", s->total},
-                                                {"enabledDeviceCount", s->enabled},
-                                                {"disabledDeviceCount", s->disabled}});
-    }), storage_bound);
+    routes.add("GET", "/statistics/devices",
+               guarded(right::registry_read,
+                       [](const context& c, request&) -> result<response> {
+                           auto s = c.registry.statistics();
+                           if (!s) return s.error();
+                           return response::json(
+                               200, json::object{{"totalDeviceCount", s->total},
+                                                 {"enabledDeviceCount", s->enabled},
+                                                 {"disabledDeviceCount", s->disabled}});
+                       }),
+               storage_bound);
 
-    routes.add("GET", "/statistics/service", guarded(right::service_connect, [](const context& c, request&) -> result<response> {
-        return response::json(200, json::object{{"connectedDeviceCount", c.connected_devices()}});
-    }));
+    routes.add("GET", "/statistics/service",
+               guarded(right::service_connect, [](const context& c, request&) -> result<response> {
+                   return response::json(
+                       200, json::object{{"connectedDeviceCount", c.connected_devices()}});
+               }));
 }
 
 }  // namespace iothub::service_api

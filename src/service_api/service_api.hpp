@@ -5,11 +5,11 @@
 // Handlers only translate HTTP to registry calls and back; every rule lives in the registry.
 #pragma once
 
-#include <functional>
-
 #include "auth/policy.hpp"
 #include "http/router.hpp"
 #include "registry/registry.hpp"
+
+#include <functional>
 
 namespace iothub::service_api {
 

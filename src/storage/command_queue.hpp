@@ -15,15 +15,15 @@
 // Thread safety: all methods may be called from any thread.
 #pragma once
 
+#include "common/error.hpp"
+#include "common/time.hpp"
+#include "storage/event_log.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include "common/error.hpp"
-#include "common/time.hpp"
-#include "storage/event_log.hpp"
 
 namespace iothub::storage {
 
@@ -67,7 +67,7 @@ struct feedback_record {
 };
 
 class command_queue {
-public:
+  public:
     virtual ~command_queue() = default;
 
     // errc::queue_depth_exceeded when the queue is full.

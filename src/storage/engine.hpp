@@ -3,16 +3,16 @@
 // restarts and exists for throwaway hubs (`--storage memory`) and tests.
 #pragma once
 
-#include <filesystem>
-#include <memory>
-
 #include "common/error.hpp"
 #include "storage/kv_store.hpp"
+
+#include <filesystem>
+#include <memory>
 
 namespace iothub::storage {
 
 class engine {
-public:
+  public:
     virtual ~engine() = default;
     virtual kv_store& kv() = 0;
     // Makes everything written so far durable and quiesces background work; called at shutdown.

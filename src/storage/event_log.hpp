@@ -15,15 +15,15 @@
 // on the log's own threads; callers post back to their own executor.
 #pragma once
 
+#include "common/error.hpp"
+#include "common/time.hpp"
+
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include "common/error.hpp"
-#include "common/time.hpp"
 
 namespace iothub::storage {
 
@@ -32,7 +32,7 @@ using property_list = std::vector<std::pair<std::string, std::string>>;
 struct event_record {
     std::string body;
     property_list application_properties;  // the device's own properties
-    property_list system_properties;       // message-id, content-type, iothub-connection-device-id..
+    property_list system_properties;  // message-id, content-type, iothub-connection-device-id..
 };
 
 struct stored_event {
@@ -59,13 +59,13 @@ struct retention_policy {
 struct read_position {
     enum class kind : std::uint8_t { earliest, latest, sequence, offset, enqueued_time };
     kind what = kind::latest;
-    std::uint64_t value = 0;     // sequence number or offset
-    sys_time time;               // for enqueued_time
-    bool inclusive = false;      // ">=" rather than ">"
+    std::uint64_t value = 0;  // sequence number or offset
+    sys_time time;            // for enqueued_time
+    bool inclusive = false;   // ">=" rather than ">"
 };
 
 class event_log {
-public:
+  public:
     using append_callback = std::function<void(result<std::vector<std::uint64_t>>)>;
 
     virtual ~event_log() = default;

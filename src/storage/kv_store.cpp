@@ -4,7 +4,8 @@ namespace iothub::storage {
 
 result<void> precondition::check(const std::optional<std::uint64_t>& current) const {
     switch (kind_) {
-        case kind::none: return {};
+        case kind::none:
+            return {};
         case kind::absent:
             if (current) return error(errc::already_exists, "The key already exists.");
             return {};

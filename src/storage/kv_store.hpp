@@ -14,14 +14,14 @@
 // the network shards reach them through the runtime's blocking pool.
 #pragma once
 
+#include "common/error.hpp"
+
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include "common/error.hpp"
 
 namespace iothub::storage {
 
@@ -41,7 +41,7 @@ struct kv_entry {
 //   exists  -> errc::not_found when the key is missing
 //   version -> errc::not_found when missing, errc::precondition_failed when the version differs
 class precondition {
-public:
+  public:
     enum class kind : std::uint8_t { none, absent, exists, version };
 
     static precondition none() { return precondition(kind::none, 0); }
@@ -55,7 +55,7 @@ public:
     // Checks this condition against the current state of a key.
     result<void> check(const std::optional<std::uint64_t>& current) const;
 
-private:
+  private:
     precondition(kind k, std::uint64_t v) : kind_(k), version_(v) {}
     kind kind_;
     std::uint64_t version_;
@@ -70,7 +70,7 @@ struct kv_write {
 };
 
 class kv_store {
-public:
+  public:
     virtual ~kv_store() = default;
 
     virtual result<std::optional<versioned_value>> get(std::string_view key) = 0;
@@ -79,7 +79,8 @@ public:
     result<std::uint64_t> put(std::string_view key, std::string_view value,
                               precondition condition = precondition::none());
 
-    // Removes the key if `condition` holds; a missing key is errc::not_found whatever the condition.
+    // Removes the key if `condition` holds; a missing key is errc::not_found whatever the
+    // condition.
     result<void> remove(std::string_view key, precondition condition = precondition::none());
 
     // Checks every write's condition and commits the ones that hold together, atomically and with
@@ -90,8 +91,7 @@ public:
     // Up to `limit` entries whose keys start with `prefix` and sort after `start_after` (bytewise),
     // in key order. Pass the last key of a page as `start_after` to get the next one.
     virtual result<std::vector<kv_entry>> scan(std::string_view prefix,
-                                               std::string_view start_after,
-                                               std::size_t limit) = 0;
+                                               std::string_view start_after, std::size_t limit) = 0;
 };
 
 }  // namespace iothub::storage

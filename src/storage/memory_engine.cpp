@@ -1,14 +1,14 @@
 // The in-memory engine: the same contracts as RocksDB with nothing on disk.
+#include "storage/engine.hpp"
+
 #include <map>
 #include <mutex>
-
-#include "storage/engine.hpp"
 
 namespace iothub::storage {
 namespace {
 
 class memory_kv_store final : public kv_store {
-public:
+  public:
     result<std::optional<versioned_value>> get(std::string_view key) override {
         std::lock_guard lock(mutex_);
         auto it = data_.find(key);
@@ -57,23 +57,25 @@ public:
         return out;
     }
 
-private:
+  private:
     std::mutex mutex_;
     std::map<std::string, versioned_value, std::less<>> data_;
     std::uint64_t version_ = 0;
 };
 
 class memory_engine final : public engine {
-public:
+  public:
     kv_store& kv() override { return kv_; }
     result<void> flush() override { return {}; }
 
-private:
+  private:
     memory_kv_store kv_;
 };
 
 }  // namespace
 
-std::unique_ptr<engine> open_memory() { return std::make_unique<memory_engine>(); }
+std::unique_ptr<engine> open_memory() {
+    return std::make_unique<memory_engine>();
+}
 
 }  // namespace iothub::storage

@@ -1,5 +1,7 @@
 // The embedded engine: one RocksDB database per data directory, one column family per kind of
 // state, and one write-ahead log shared by all of them.
+#include "storage/engine.hpp"
+
 #include <rocksdb/db.h>
 #include <rocksdb/merge_operator.h>
 #include <rocksdb/options.h>
@@ -10,8 +12,6 @@
 #include <atomic>
 #include <functional>
 #include <mutex>
-
-#include "storage/engine.hpp"
 
 namespace iothub::storage {
 namespace {
@@ -39,7 +39,7 @@ error storage_error(const rocksdb::Status& s) {
 // Keeps the largest of the merged values: the high-water mark of issued versions, written with
 // every commit so that concurrent commits need no ordering among themselves.
 class max_u64_operator final : public rocksdb::AssociativeMergeOperator {
-public:
+  public:
     bool Merge(const rocksdb::Slice&, const rocksdb::Slice* existing, const rocksdb::Slice& value,
                std::string* new_value, rocksdb::Logger*) const override {
         std::uint64_t a = existing ? decode_u64(existing->ToStringView()) : 0;
@@ -51,7 +51,7 @@ public:
 };
 
 class rocksdb_kv_store final : public kv_store {
-public:
+  public:
     rocksdb_kv_store(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* data,
                      rocksdb::ColumnFamilyHandle* meta, bool sync, std::uint64_t last_version)
         : db_(db), data_(data), meta_(meta), version_(last_version) {
@@ -71,7 +71,8 @@ public:
         // writes to unrelated keys proceed (and group-commit) in parallel.
         std::vector<std::size_t> stripes;
         stripes.reserve(writes.size());
-        for (const auto& w : writes) stripes.push_back(std::hash<std::string>{}(w.key) % locks_.size());
+        for (const auto& w : writes)
+            stripes.push_back(std::hash<std::string>{}(w.key) % locks_.size());
         std::sort(stripes.begin(), stripes.end());
         stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
         for (auto i : stripes) locks_[i].lock();
@@ -138,7 +139,7 @@ public:
         return out;
     }
 
-private:
+  private:
     static versioned_value decode(std::string_view raw) {
         return versioned_value{std::string(raw.substr(std::min<std::size_t>(8, raw.size()))),
                                decode_u64(raw)};
@@ -153,7 +154,7 @@ private:
 };
 
 class rocksdb_engine final : public engine {
-public:
+  public:
     static result<std::unique_ptr<engine>> open(const rocksdb_settings& settings) {
         rocksdb::Options options;
         options.create_if_missing = true;
@@ -204,7 +205,7 @@ public:
         return {};
     }
 
-private:
+  private:
     rocksdb_engine(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> handles)
         : db_(db), handles_(std::move(handles)) {}
 

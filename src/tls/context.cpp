@@ -17,10 +17,11 @@ result<std::shared_ptr<ssl::context>> make_server_context(const std::filesystem:
         return error(errc::server_error,
                      "Cannot load certificate " + cert_chain.string() + ": " + ec.message());
     ctx->use_private_key_file(key.string(), ssl::context::pem, ec);
-    if (ec) return error(errc::server_error, "Cannot load key " + key.string() + ": " + ec.message());
+    if (ec)
+        return error(errc::server_error, "Cannot load key " + key.string() + ": " + ec.message());
     if (SSL_CTX_check_private_key(ctx->native_handle()) != 1)
-        return error(errc::server_error, "The TLS key does not match the certificate " +
-                                             cert_chain.string());
+        return error(errc::server_error,
+                     "The TLS key does not match the certificate " + cert_chain.string());
     // Ask for a client certificate without demanding one or judging it here: the device's
     // registry entry decides whether it is acceptable (thumbprint or CA chain).
     SSL_CTX_set_verify(ctx->native_handle(), SSL_VERIFY_PEER,
@@ -36,7 +37,8 @@ result<std::shared_ptr<ssl::context>> make_client_context(const std::filesystem:
     } else {
         ctx->load_verify_file(ca.string(), ec);
     }
-    if (ec) return error(errc::argument_invalid, "Cannot load CA " + ca.string() + ": " + ec.message());
+    if (ec)
+        return error(errc::argument_invalid, "Cannot load CA " + ca.string() + ": " + ec.message());
     ctx->set_verify_mode(ssl::verify_peer);
     return ctx;
 }

@@ -2,12 +2,12 @@
 // either from the development CA or the one the operator configured.
 #pragma once
 
+#include "common/error.hpp"
+
 #include <boost/asio/ssl/context.hpp>
 
 #include <filesystem>
 #include <memory>
-
-#include "common/error.hpp"
 
 namespace iothub::tls {
 

@@ -1,20 +1,20 @@
 #include "tls/dev_ca.hpp"
 
+#include "common/encoding.hpp"
+
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
-#include <arpa/inet.h>
-#include <sys/stat.h>
 
 #include <algorithm>
+#include <arpa/inet.h>
 #include <cstdio>
 #include <memory>
 #include <optional>
-
-#include "common/encoding.hpp"
+#include <sys/stat.h>
 
 namespace iothub::tls {
 namespace {
@@ -22,7 +22,9 @@ namespace {
 template <auto Free>
 struct deleter {
     template <class T>
-    void operator()(T* p) const { Free(p); }
+    void operator()(T* p) const {
+        Free(p);
+    }
 };
 using pkey_ptr = std::unique_ptr<EVP_PKEY, deleter<EVP_PKEY_free>>;
 using x509_ptr = std::unique_ptr<X509, deleter<X509_free>>;
@@ -33,9 +35,13 @@ constexpr long ca_days = 3650;
 constexpr long server_days = 825;
 constexpr long renew_before_days = 30;
 
-error pki_error(const std::string& what) { return error(errc::server_error, "TLS setup: " + what); }
+error pki_error(const std::string& what) {
+    return error(errc::server_error, "TLS setup: " + what);
+}
 
-pkey_ptr new_key() { return pkey_ptr(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256")); }
+pkey_ptr new_key() {
+    return pkey_ptr(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+}
 
 // IP literals in canonical text ("::1", never "0:0:0:0:0:0:0:1"), so names compare as text.
 std::optional<std::string> canonical_ip(const std::string& name) {
@@ -48,7 +54,9 @@ std::optional<std::string> canonical_ip(const std::string& name) {
     return std::nullopt;
 }
 
-bool is_ip_literal(const std::string& name) { return canonical_ip(name).has_value(); }
+bool is_ip_literal(const std::string& name) {
+    return canonical_ip(name).has_value();
+}
 
 bool add_ext(X509* cert, X509* issuer, int nid, const std::string& value) {
     X509V3_CTX ctx;
@@ -198,7 +206,8 @@ result<dev_ca_files> ensure_dev_certificates(const std::filesystem::path& dir,
             !add_ext(ca.get(), ca.get(), NID_key_usage, "critical,keyCertSign,cRLSign") ||
             !add_ext(ca.get(), ca.get(), NID_subject_key_identifier, "hash"))
             return pki_error("cannot build the CA certificate");
-        if (!X509_sign(ca.get(), ca_key.get(), EVP_sha256())) return pki_error("cannot sign the CA");
+        if (!X509_sign(ca.get(), ca_key.get(), EVP_sha256()))
+            return pki_error("cannot sign the CA");
         if (auto r = write_file(files.ca_key, pem_of(ca_key.get()), true); !r) return r.error();
         if (auto r = write_file(files.ca_cert, pem_of(ca.get()), false); !r) return r.error();
         files.created_ca = true;
@@ -210,9 +219,11 @@ result<dev_ca_files> ensure_dev_certificates(const std::filesystem::path& dir,
         x509_ptr cert = new_cert(key.get(), wanted.front(), server_days);
         X509_set_issuer_name(cert.get(), X509_get_subject_name(ca.get()));
         std::string san;
-        for (const auto& n : wanted) san += (san.empty() ? "" : ",") + std::string(is_ip_literal(n) ? "IP:" : "DNS:") + n;
+        for (const auto& n : wanted)
+            san += (san.empty() ? "" : ",") + std::string(is_ip_literal(n) ? "IP:" : "DNS:") + n;
         if (!add_ext(cert.get(), ca.get(), NID_basic_constraints, "critical,CA:FALSE") ||
-            !add_ext(cert.get(), ca.get(), NID_key_usage, "critical,digitalSignature,keyEncipherment") ||
+            !add_ext(cert.get(), ca.get(), NID_key_usage,
+                     "critical,digitalSignature,keyEncipherment") ||
             !add_ext(cert.get(), ca.get(), NID_ext_key_usage, "serverAuth") ||
             !add_ext(cert.get(), ca.get(), NID_subject_key_identifier, "hash") ||
             !add_ext(cert.get(), ca.get(), NID_authority_key_identifier, "keyid:always") ||

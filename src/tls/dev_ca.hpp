@@ -5,11 +5,11 @@
 // not cover every configured name, or expires within 30 days, so changing --hostname just works.
 #pragma once
 
+#include "common/error.hpp"
+
 #include <filesystem>
 #include <string>
 #include <vector>
-
-#include "common/error.hpp"
 
 namespace iothub::tls {
 

@@ -6,8 +6,7 @@ namespace iothub::auth {
 namespace {
 
 TEST(ConnectionString, ParsesKeysWithEqualsInValues) {
-    auto cs = connection_string::parse(
-        "HostName=hub.example;DeviceId=d1;SharedAccessKey=YWJjZA==");
+    auto cs = connection_string::parse("HostName=hub.example;DeviceId=d1;SharedAccessKey=YWJjZA==");
     ASSERT_TRUE(cs);
     EXPECT_EQ(cs->get("HostName"), "hub.example");
     EXPECT_EQ(cs->get("SharedAccessKey"), "YWJjZA==");
@@ -16,7 +15,8 @@ TEST(ConnectionString, ParsesKeysWithEqualsInValues) {
 
 TEST(ConnectionString, CarriesATokenValue) {
     auto cs = connection_string::parse(
-        "HostName=h;DeviceId=d;SharedAccessSignature=SharedAccessSignature sr=h%2Fdevices%2Fd&sig=a%"
+        "HostName=h;DeviceId=d;SharedAccessSignature=SharedAccessSignature "
+        "sr=h%2Fdevices%2Fd&sig=a%"
         "3D&se=1");
     ASSERT_TRUE(cs);
     EXPECT_EQ(cs->get("SharedAccessSignature"),

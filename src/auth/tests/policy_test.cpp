@@ -1,8 +1,8 @@
 #include "auth/policy.hpp"
 
-#include <gtest/gtest.h>
-
 #include "common/encoding.hpp"
+
+#include <gtest/gtest.h>
 
 namespace iothub::auth {
 namespace {
@@ -38,7 +38,7 @@ TEST(Policies, DefaultsAreAzuresFiveWithDistinctFreshKeys) {
 }
 
 class PolicyAuth : public ::testing::Test {
-protected:
+  protected:
     policy_set set{default_policies()};
     std::string token(std::string_view policy, bool secondary = false,
                       std::string_view resource = "hub.example", std::int64_t se = 1700003600) {
@@ -57,8 +57,8 @@ TEST_F(PolicyAuth, AcceptsPrimaryAndSecondaryKeys) {
 }
 
 TEST_F(PolicyAuth, EnforcesRights) {
-    auto r = set.authenticate(token("registryRead"), hosts, "/devices/d1", right::registry_write,
-                              t0);
+    auto r =
+        set.authenticate(token("registryRead"), hosts, "/devices/d1", right::registry_write, t0);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code(), errc::unauthorized);
     EXPECT_NE(r.error().message().find("RegistryWrite"), std::string::npos);
@@ -77,8 +77,8 @@ TEST_F(PolicyAuth, RejectsEveryWayATokenCanBeWrong) {
     fails(token("iothubowner", false, "hub.example", 1700000000), "expired");
     fails(token("iothubowner", false, "other.example"), "does not grant");
     fails(token("iothubowner", false, "hub.example/devices/d2"), "does not grant");
-    auto forged = make_sas_token("hub.example", set.find("service")->primary_key, 1700003600,
-                                 "iothubowner");
+    auto forged =
+        make_sas_token("hub.example", set.find("service")->primary_key, 1700003600, "iothubowner");
     fails(forged, "does not match");
     fails(make_sas_token("hub.example", set.find("service")->primary_key, 1700003600, "nobody"),
           "Unknown shared access policy");

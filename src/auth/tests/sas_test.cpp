@@ -78,8 +78,8 @@ TEST(SasToken, ScopeIsASegmentPrefixOnAKnownHost) {
     EXPECT_FALSE(check_token_scope(*t, hub, "/devices/dev10", before_expiry));
     EXPECT_FALSE(check_token_scope(*t, hub, "/devices/dev", before_expiry));
     EXPECT_TRUE(check_token_scope(*t, hub, "/devices/dev1/modules/m", before_expiry));
-    EXPECT_FALSE(check_token_scope(*t, host_names({"otherhub.example"}), "/devices/dev1",
-                                   before_expiry));
+    EXPECT_FALSE(
+        check_token_scope(*t, host_names({"otherhub.example"}), "/devices/dev1", before_expiry));
     // Host names compare case-insensitively and ignore a port.
     auto svc = parse_sas_token(make_sas_token("MyHub.Azure-Devices.NET:443", key, 1700000000, "p"));
     ASSERT_TRUE(svc);
@@ -90,11 +90,11 @@ TEST(SasToken, IdsWithPercentMatchRawOrDecoded) {
     // Node encodes "a%b" as a%25b; the C SDK sends it raw. Both name device "a%b".
     auto encoded = parse_sas_token(make_sas_token("hub.example/devices/a%b", key, 1700000000));
     ASSERT_TRUE(encoded);
-    EXPECT_TRUE(check_token_scope(*encoded, host_names({"hub.example"}), "/devices/a%b",
-                                  before_expiry));
+    EXPECT_TRUE(
+        check_token_scope(*encoded, host_names({"hub.example"}), "/devices/a%b", before_expiry));
     sas_token raw{"hub.example/devices/a%41", "x", 1700000000, ""};
-    EXPECT_TRUE(check_token_scope(raw, host_names({"hub.example"}), "/devices/a%41",
-                                  before_expiry));
+    EXPECT_TRUE(
+        check_token_scope(raw, host_names({"hub.example"}), "/devices/a%41", before_expiry));
     EXPECT_TRUE(check_token_scope(raw, host_names({"hub.example"}), "/devices/aA", before_expiry));
 }
 

@@ -17,11 +17,11 @@ TEST(Base64, RoundTripsEveryLengthModuloThree) {
 }
 
 TEST(Base64, RejectsMalformedInput) {
-    EXPECT_FALSE(base64_decode("abc"));        // not a multiple of four
-    EXPECT_FALSE(base64_decode("ab=c"));       // padding in the middle
-    EXPECT_FALSE(base64_decode("a==="));       // too much padding
-    EXPECT_FALSE(base64_decode("ab c"));       // whitespace
-    EXPECT_FALSE(base64_decode("Zm8=Zm8="));   // padding before the last quantum
+    EXPECT_FALSE(base64_decode("abc"));       // not a multiple of four
+    EXPECT_FALSE(base64_decode("ab=c"));      // padding in the middle
+    EXPECT_FALSE(base64_decode("a==="));      // too much padding
+    EXPECT_FALSE(base64_decode("ab c"));      // whitespace
+    EXPECT_FALSE(base64_decode("Zm8=Zm8="));  // padding before the last quantum
     EXPECT_TRUE(base64_decode("Zm8="));
 }
 

@@ -1,18 +1,18 @@
 #include "config/settings.hpp"
 
+#include "common/crypto.hpp"
+#include "common/encoding.hpp"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 
-#include "common/crypto.hpp"
-#include "common/encoding.hpp"
-
 namespace iothub::config {
 namespace {
 
 class Settings : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override { std::filesystem::create_directories(dir_); }
     void TearDown() override { std::filesystem::remove_all(dir_); }
 
@@ -82,7 +82,8 @@ TEST_F(Settings, RejectsWhatItCannotUse) {
     fails(std::nullopt, {{"listen.https_port", "70000"}}, {}, "65535");
     fails(std::nullopt, {}, {{"IOTHUB_STORAGE", "postgres"}}, "rocksdb");
     fails(std::nullopt, {}, {{"IOTHUB_STORAGE_SYNC", "maybe"}}, "true or false");
-    fails(write("typo.toml", "[listen]\nhttps_prot = 1\n"), {}, {}, "unknown setting 'listen.https_prot'");
+    fails(write("typo.toml", "[listen]\nhttps_prot = 1\n"), {}, {},
+          "unknown setting 'listen.https_prot'");
     fails(write("broken.toml", "hostname = \n"), {}, {}, "line");
     fails(dir_ / "missing.toml", {}, {}, "not found");
     fails(std::nullopt, {{"tls.cert", "/x.pem"}}, {}, "together");

@@ -16,7 +16,7 @@ request make(std::string method, std::string target) {
 }
 
 class Router : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         auto tag = [this](std::string name) {
             return [this, name](request&, responder) { hit = name; };

@@ -1,16 +1,17 @@
 #include "instance/instance.hpp"
 
-#include <gtest/gtest.h>
-#include <sys/stat.h>
-
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
+
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
 
 namespace iothub::instance {
 namespace {
 
 class Instance : public ::testing::Test {
-protected:
+  protected:
     void TearDown() override { std::filesystem::remove_all(where_.data_dir); }
     layout where_ = layout_for(std::filesystem::temp_directory_path() /
                                ("iothub-inst-" + hex_encode(random_bytes(6))));
@@ -22,7 +23,7 @@ TEST_F(Instance, FirstOpenCreatesPoliciesThatLaterOpensReuse) {
     ASSERT_TRUE(first) << first.error().message();
     EXPECT_EQ(first->hostname, "localhost");
     ASSERT_EQ(first->policies.size(), 5u);
-    struct stat st{};
+    struct stat st {};
     ASSERT_EQ(::stat(where_.identity_file.c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0777, 0600u);
 

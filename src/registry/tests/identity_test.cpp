@@ -52,8 +52,7 @@ TEST(ParseDevice, RejectsBadFieldsWithAPreciseMessage) {
         auto spec = parse_device(json::parse(body), path_id);
         ASSERT_FALSE(spec) << body;
         EXPECT_EQ(spec.error().code(), errc::argument_invalid);
-        EXPECT_NE(spec.error().message().find(needle), std::string::npos)
-            << spec.error().message();
+        EXPECT_NE(spec.error().message().find(needle), std::string::npos) << spec.error().message();
     };
     fails(R"([])", "d1", "JSON object");
     fails(R"({"deviceId":"d2"})", "d1", "does not match");
@@ -80,10 +79,10 @@ TEST(DeviceJson, HasEveryFieldTheServiceSdkReads) {
     d.version = 7;
     d.auth.primary_key = "cGs=";
     auto o = to_json(d);
-    for (auto key : {"deviceId", "generationId", "etag", "connectionState", "status",
-                     "statusReason", "connectionStateUpdatedTime", "statusUpdatedTime",
-                     "lastActivityTime", "cloudToDeviceMessageCount", "authentication",
-                     "capabilities"})
+    for (auto key :
+         {"deviceId", "generationId", "etag", "connectionState", "status", "statusReason",
+          "connectionStateUpdatedTime", "statusUpdatedTime", "lastActivityTime",
+          "cloudToDeviceMessageCount", "authentication", "capabilities"})
         EXPECT_TRUE(o.contains(key)) << key;
     EXPECT_EQ(o["etag"].as_string(), etag_for(7));
     EXPECT_EQ(o["connectionState"], "Disconnected");

@@ -1,20 +1,20 @@
 #include "registry/registry.hpp"
 
+#include "common/crypto.hpp"
+#include "common/encoding.hpp"
+#include "storage/engine.hpp"
+
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
 #include <filesystem>
-
-#include "common/crypto.hpp"
-#include "common/encoding.hpp"
-#include "storage/engine.hpp"
 
 namespace iothub::registry {
 namespace {
 namespace json = boost::json;
 
 class Registry : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         auto e = storage::open_rocksdb({dir_, true, 2});
         ASSERT_TRUE(e) << e.error().message();
@@ -35,7 +35,9 @@ protected:
         return *parse_module(json::parse(body), d, m);
     }
     static if_match any() { return if_match::parse("\"*\""); }
-    static if_match etag(const identity& i) { return if_match::parse("\"" + etag_for(i.version) + "\""); }
+    static if_match etag(const identity& i) {
+        return if_match::parse("\"" + etag_for(i.version) + "\"");
+    }
 
     std::filesystem::path dir_ =
         std::filesystem::temp_directory_path() / ("iothub-reg-" + hex_encode(random_bytes(6)));
@@ -127,8 +129,7 @@ TEST_F(Registry, DeleteHonoursEtag) {
 }
 
 TEST_F(Registry, ModulesLiveAndDieWithTheirDevice) {
-    EXPECT_EQ(registry_->put_module(module("d1", "m1"), {}).error().code(),
-              errc::device_not_found);
+    EXPECT_EQ(registry_->put_module(module("d1", "m1"), {}).error().code(), errc::device_not_found);
     ASSERT_TRUE(registry_->put_device(device("d1"), {}));
     auto m = registry_->put_module(module("d1", "m1"), {});
     ASSERT_TRUE(m) << m.error().message();
@@ -156,8 +157,7 @@ TEST_F(Registry, ModuleUpdateDeleteAndLimit) {
     ASSERT_TRUE(registry_->delete_module("d1", "m1", any()));
     EXPECT_EQ(registry_->delete_module("d1", "m1", any()).error().code(), errc::module_not_found);
     for (auto id : {"a", "b", "c"}) ASSERT_TRUE(registry_->put_module(module("d1", id), {}));
-    EXPECT_EQ(registry_->put_module(module("d1", "d"), {}).error().code(),
-              errc::too_many_modules);
+    EXPECT_EQ(registry_->put_module(module("d1", "d"), {}).error().code(), errc::too_many_modules);
 }
 
 TEST_F(Registry, ListHonoursTopAndStatisticsCount) {
@@ -183,7 +183,8 @@ TEST_F(Registry, BulkReportsPerItemAndAppliesTheRest) {
         {"id":"ghost","importMode":"Delete"},
         {"id":"guarded","importMode":"UpdateIfMatchETag","eTag":"bad","status":"disabled"},
         {"id":"new2","importMode":"createOrUpdate","status":"disabled"}
-    ])"), limits_);
+    ])"),
+                            limits_);
     ASSERT_TRUE(items) << items.error().message();
     auto r = registry_->bulk(std::move(*items));
     ASSERT_TRUE(r);
@@ -205,7 +206,8 @@ TEST_F(Registry, BulkDeletesAndUpdates) {
     ASSERT_TRUE(registry_->put_device(device("b"), {}));
     auto items = parse_bulk(json::parse(R"([
         {"id":"a","importMode":"delete"},
-        {"id":"b","importMode":"update","status":"disabled"}])"), limits_);
+        {"id":"b","importMode":"update","status":"disabled"}])"),
+                            limits_);
     ASSERT_TRUE(items);
     auto r = registry_->bulk(std::move(*items));
     ASSERT_TRUE(r);

@@ -1,23 +1,22 @@
 #include "service_api/service_api.hpp"
 
+#include "storage/engine.hpp"
+
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
-
-#include "storage/engine.hpp"
 
 namespace iothub::service_api {
 namespace {
 namespace json = boost::json;
 
 class ServiceApi : public ::testing::Test {
-protected:
-    void SetUp() override {
-        add_routes(routes_, context{registry_, policies_, hosts_});
-    }
+  protected:
+    void SetUp() override { add_routes(routes_, context{registry_, policies_, hosts_}); }
 
     std::string token(std::string_view policy) {
         const auto* p = policies_.find(policy);
-        return auth::make_sas_token("hub.example", p->primary_key, unix_seconds(now()) + 600, policy);
+        return auth::make_sas_token("hub.example", p->primary_key, unix_seconds(now()) + 600,
+                                    policy);
     }
 
     http::response call(std::string method, std::string target, std::string body = {},
@@ -92,8 +91,9 @@ TEST_F(ServiceApi, BadBodiesGetPreciseErrorsAndChangeNothing) {
 }
 
 TEST_F(ServiceApi, ListStatisticsAndBulk) {
-    auto bulk = call("POST", "/devices",
-                     R"([{"id":"a","importMode":"create"},{"id":"b","importMode":"create","status":"disabled"}])");
+    auto bulk = call(
+        "POST", "/devices",
+        R"([{"id":"a","importMode":"create"},{"id":"b","importMode":"create","status":"disabled"}])");
     ASSERT_EQ(bulk.status, 200) << bulk.body;
     EXPECT_EQ(json::parse(bulk.body).as_object()["isSuccessful"], true);
     auto list = call("GET", "/devices/?top=1");

@@ -1,24 +1,24 @@
 // One suite, run against every engine, so that they cannot drift apart.
+#include "common/crypto.hpp"
+#include "common/encoding.hpp"
+#include "storage/engine.hpp"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <thread>
 
-#include "common/crypto.hpp"
-#include "common/encoding.hpp"
-#include "storage/engine.hpp"
-
 namespace iothub::storage {
 namespace {
 
 struct temp_dir {
-    std::filesystem::path path = std::filesystem::temp_directory_path() /
-                                 ("iothub-kv-" + hex_encode(random_bytes(6)));
+    std::filesystem::path path =
+        std::filesystem::temp_directory_path() / ("iothub-kv-" + hex_encode(random_bytes(6)));
     ~temp_dir() { std::filesystem::remove_all(path); }
 };
 
 class KvStore : public ::testing::TestWithParam<std::string> {
-protected:
+  protected:
     void SetUp() override { reopen(); }
 
     void reopen() {

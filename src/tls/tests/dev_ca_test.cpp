@@ -1,21 +1,21 @@
 #include "tls/dev_ca.hpp"
 
+#include "common/crypto.hpp"
+#include "common/encoding.hpp"
+
 #include <gtest/gtest.h>
 #include <openssl/pem.h>
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
-#include <sys/stat.h>
 
 #include <algorithm>
-
-#include "common/crypto.hpp"
-#include "common/encoding.hpp"
+#include <sys/stat.h>
 
 namespace iothub::tls {
 namespace {
 
 class DevCa : public ::testing::Test {
-protected:
+  protected:
     void TearDown() override { std::filesystem::remove_all(dir_); }
 
     static X509* load(const std::filesystem::path& p) {
@@ -34,7 +34,8 @@ protected:
         X509_STORE_CTX_init(ctx, store, server, nullptr);
         X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(ctx);
         X509_VERIFY_PARAM_set_purpose(param, X509_PURPOSE_SSL_SERVER);
-        if (host.find(':') != std::string::npos || std::isdigit(static_cast<unsigned char>(host[0])))
+        if (host.find(':') != std::string::npos ||
+            std::isdigit(static_cast<unsigned char>(host[0])))
             X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
         else
             X509_VERIFY_PARAM_set1_host(param, host.c_str(), 0);
@@ -58,7 +59,7 @@ TEST_F(DevCa, FirstRunMakesACaAndAServerCertForEveryName) {
     for (auto host : {"hub.example", "localhost", "127.0.0.1", "::1"})
         EXPECT_TRUE(verifies(*f, host)) << host;
     EXPECT_FALSE(verifies(*f, "other.example"));
-    struct stat st{};
+    struct stat st {};
     ASSERT_EQ(::stat(f->ca_key.c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0777, 0600u) << "private keys are owner-only";
     ASSERT_EQ(::stat(f->server_key.c_str(), &st), 0);
