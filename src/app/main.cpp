@@ -34,10 +34,18 @@ void add_setting_flags(CLI::App* cmd, server_options& opts) {
     }
 }
 
-iothub::result<iothub::config::settings> settings_of(const server_options& opts) {
+// Loads the settings and sets up logging; on a configuration error reports it and sets exit 2.
+std::optional<iothub::config::settings> settings_of(const server_options& opts, int& exit_code) {
     std::optional<std::filesystem::path> file;
     if (!opts.config_file.empty()) file = opts.config_file;
-    return iothub::config::load(file, opts.flags, iothub::config::process_environment());
+    auto s = iothub::config::load(file, opts.flags, iothub::config::process_environment());
+    if (!s) {
+        std::cerr << "error: " << s.error().message() << "\n";
+        exit_code = 2;
+        return std::nullopt;
+    }
+    iothub::app::configure_logging(s->log_level);
+    return std::move(*s);
 }
 
 }  // namespace
@@ -53,13 +61,8 @@ int main(int argc, char** argv) {
     auto* serve = app.add_subcommand("serve", "Run the hub");
     add_setting_flags(serve, serve_opts);
     serve->final_callback([&] {
-        auto settings = settings_of(serve_opts);
-        if (!settings) {
-            std::cerr << "error: " << settings.error().message() << "\n";
-            exit_code = 2;
-            return;
-        }
-        iothub::app::configure_logging(settings->log_level);
+        auto settings = settings_of(serve_opts, exit_code);
+        if (!settings) return;
         auto hub = iothub::app::hub::start(*settings);
         if (!hub) {
             spdlog::critical("cannot start: {}", hub.error().message());
@@ -76,13 +79,8 @@ int main(int argc, char** argv) {
         "init", "Create a data directory (policies, development CA) without starting the hub");
     add_setting_flags(init, init_opts);
     init->final_callback([&] {
-        auto settings = settings_of(init_opts);
-        if (!settings) {
-            std::cerr << "error: " << settings.error().message() << "\n";
-            exit_code = 2;
-            return;
-        }
-        iothub::app::configure_logging(settings->log_level);
+        auto settings = settings_of(init_opts, exit_code);
+        if (!settings) return;
         auto r = iothub::app::initialise(*settings);
         if (!r) {
             std::cerr << "error: " << r.error().message() << "\n";

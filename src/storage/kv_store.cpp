@@ -21,6 +21,13 @@ result<void> precondition::check(const std::optional<std::uint64_t>& current) co
     return {};
 }
 
+result<void> kv_write::admissible(const std::optional<std::uint64_t>& current) const {
+    if (auto ok = condition.check(current); !ok) return ok;
+    if (operation == op::remove && !current)
+        return error(errc::not_found, "The key does not exist.");
+    return {};
+}
+
 result<std::uint64_t> kv_store::put(std::string_view key, std::string_view value,
                                     precondition condition) {
     kv_write w{kv_write::op::put, std::string(key), std::string(value), condition};

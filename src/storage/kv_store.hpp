@@ -67,6 +67,11 @@ struct kv_write {
     std::string key;
     std::string value;  // ignored for remove
     precondition condition = precondition::none();
+
+    // Whether this write may go ahead given the key's current version (nullopt: absent). Every
+    // engine decides with this, so they cannot disagree: the condition must hold, and a removal
+    // needs something to remove.
+    result<void> admissible(const std::optional<std::uint64_t>& current) const;
 };
 
 class kv_store {

@@ -24,15 +24,11 @@ class memory_kv_store final : public kv_store {
             auto it = data_.find(w.key);
             std::optional<std::uint64_t> current;
             if (it != data_.end()) current = it->second.version;
-            if (auto ok = w.condition.check(current); !ok) {
+            if (auto ok = w.admissible(current); !ok) {
                 results.emplace_back(ok.error());
                 continue;
             }
             if (w.operation == kv_write::op::remove) {
-                if (!current) {
-                    results.emplace_back(error(errc::not_found, "The key does not exist."));
-                    continue;
-                }
                 data_.erase(it);
                 results.emplace_back(std::uint64_t{0});
             } else {

@@ -90,15 +90,11 @@ class rocksdb_kv_store final : public kv_store {
             }
             std::optional<std::uint64_t> current;
             if (s.ok()) current = decode(raw).version;
-            if (auto ok = w.condition.check(current); !ok) {
+            if (auto ok = w.admissible(current); !ok) {
                 results.emplace_back(ok.error());
                 continue;
             }
             if (w.operation == kv_write::op::remove) {
-                if (!current) {
-                    results.emplace_back(error(errc::not_found, "The key does not exist."));
-                    continue;
-                }
                 batch.Delete(data_, w.key);
                 results.emplace_back(std::uint64_t{0});
             } else {
