@@ -16,6 +16,7 @@
 #include <array>
 #include <mutex>
 #include <set>
+#include <tuple>
 
 namespace iothub::http {
 namespace asio = boost::asio;
@@ -131,10 +132,16 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
             bhttp::request_parser<bhttp::string_body> parser;
             parser.body_limit(settings.max_body);
             parser.header_limit(16 * 1024);
+            // Idle until a request's header arrives; from then on the request is in flight and
+            // a shutdown lets it finish (its body included).
             beast::get_lowest_layer(stream).expires_after(settings.idle_timeout);
             conn->busy = false;
-            auto [rec, n] = co_await bhttp::async_read(stream, buffer, parser, as_tuple);
+            auto [rec, n] = co_await bhttp::async_read_header(stream, buffer, parser, as_tuple);
             conn->busy = true;
+            if (!rec && !parser.is_done()) {
+                beast::get_lowest_layer(stream).expires_after(settings.request_timeout);
+                std::tie(rec, n) = co_await bhttp::async_read(stream, buffer, parser, as_tuple);
+            }
             if (rec == bhttp::error::end_of_stream || rec == asio::ssl::error::stream_truncated)
                 break;
             std::optional<response> early;

@@ -2,12 +2,12 @@
 // next shard round-robin, and serves keep-alive HTTP/1.1 with C++20 coroutines.
 //
 // Limits: header 16 KiB, body `max_body` (413 beyond it), TLS handshake 10 s, idle keep-alive
-// 120 s. Every failure answers with Azure's error format; a malformed request also closes the
-// connection.
+// 120 s, 60 s to receive a body. Every failure answers with Azure's error format; a malformed
+// request also closes the connection.
 //
 // Shutdown is two-phase: begin_stop() closes the listeners, closes idle connections and lets
-// requests in flight finish (they answer with `Connection: close`); active_connections() tells
-// when that is done.
+// requests in flight (header received) finish (they answer with `Connection: close`);
+// active_connections() tells when that is done.
 #pragma once
 
 #include "common/error.hpp"
@@ -27,6 +27,7 @@ struct server_settings {
     std::size_t max_body = 1024 * 1024;
     std::chrono::seconds handshake_timeout{10};
     std::chrono::seconds idle_timeout{120};
+    std::chrono::seconds request_timeout{60};  // to receive a body once its header arrived
     std::chrono::seconds write_timeout{30};
 };
 

@@ -3,6 +3,7 @@
 // the suite's own network namespace (see run.sh).
 'use strict';
 const { spawn, execFileSync } = require('node:child_process');
+const fs = require('node:fs');
 const https = require('node:https');
 const { SharedAccessSignature } = require('azure-iot-common');
 
@@ -12,9 +13,9 @@ if (!bin || !dataDir) throw new Error('run through tests/conformance/run.sh');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function rawRequest({ method = 'GET', path, body, headers = {}, port = 443, agent = false }) {
+function rawRequest({ method = 'GET', path, body, headers = {}, port = 443, agent = false, ca }) {
   return new Promise((resolve, reject) => {
-    const req = https.request({ host: 'localhost', port, method, path, headers, agent }, (res) => {
+    const req = https.request({ host: 'localhost', port, method, path, headers, agent, ca }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => {
@@ -68,21 +69,26 @@ class Hub {
     this.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
   }
 
-  static async start(extraArgs = []) {
-    const proc = spawn(bin, ['serve', '--data-dir', dataDir, '--hostname', 'localhost', ...extraArgs],
-      { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Starts `iothub serve` and waits until /health answers 200. With `dir`, the hub uses that data
+  // directory and its own configuration, and is found through the port in its runtime.json.
+  static async start(extraArgs = [], { dir, env } = {}) {
+    const args = dir ? ['serve', '--data-dir', dir, ...extraArgs]
+      : ['serve', '--data-dir', dataDir, '--hostname', 'localhost', ...extraArgs];
+    const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     const hub = new Hub(proc);
     const deadline = Date.now() + 15000;
     let exited = false;
     hub.exited.then(() => { exited = true; });
     while (Date.now() < deadline && !exited) {
       try {
-        const r = await rawRequest({ path: '/health' });
-        if (r.status === 200) return hub;
+        const port = dir ? JSON.parse(fs.readFileSync(`${dir}/runtime.json`, 'utf8')).httpsPort : 443;
+        const r = await rawRequest({ path: '/health', port, ca: dir ? fs.readFileSync(`${dir}/tls/ca.pem`) : undefined });
+        if (r.status === 200) { hub.port = port; return hub; }
       } catch { /* not listening yet */ }
       await sleep(50);
     }
     proc.kill('SIGKILL');
+    await hub.exited;
     throw new Error(`hub did not become healthy:\n${hub.output}`);
   }
 
@@ -98,4 +104,16 @@ class Hub {
   }
 }
 
-module.exports = { Hub, rawRequest, serviceRequest, serviceToken, connectionString, policyKey, sleep };
+// Runs the binary to completion (for commands expected to fail fast).
+function runToExit(args, { env, timeoutMs = 15000 } = {}) {
+  return new Promise((resolve) => {
+    const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    let output = '';
+    proc.stdout.on('data', (d) => { output += d; });
+    proc.stderr.on('data', (d) => { output += d; });
+    const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
+    proc.on('exit', (code, signal) => { clearTimeout(timer); resolve({ code, signal, output }); });
+  });
+}
+
+module.exports = { Hub, runToExit, bin, dataDir, rawRequest, serviceRequest, serviceToken, connectionString, policyKey, sleep };

@@ -1,0 +1,92 @@
+// The hub as a process: graceful shutdown, configuration layers, ephemeral ports, and start-up
+// failures that must be reported clearly.
+'use strict';
+const { describe, it } = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const tls = require('node:tls');
+const { spawnSync } = require('node:child_process');
+const { Hub, runToExit, bin, dataDir, serviceToken, serviceRequest } = require('./lib/hub');
+
+describe('shutdown', () => {
+  it('SIGTERM lets a request in flight finish, then exits 0 and keeps its write', async () => {
+    const hub = await Hub.start();
+    const body = JSON.stringify({ deviceId: 'in-flight' });
+    const half = Math.floor(body.length / 2);
+    const socket = tls.connect({ host: 'localhost', port: 443, servername: 'localhost' });
+    await new Promise((resolve, reject) => { socket.once('secureConnect', resolve); socket.once('error', reject); });
+    let received = '';
+    socket.on('data', (d) => { received += d.toString(); });
+    // Pipelined: once the first answer arrives, the server has already read the second request's
+    // header, so the request is in flight when the signal comes.
+    socket.write('GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n'
+      + `PUT /devices/in-flight?api-version=2021-04-12 HTTP/1.1\r\nHost: localhost\r\n`
+      + `Authorization: ${serviceToken()}\r\nContent-Type: application/json\r\n`
+      + `Content-Length: ${body.length}\r\n\r\n${body.slice(0, half)}`);
+    while (!received.includes('"status":"ok"')) await new Promise((r) => socket.once('data', r));
+    hub.proc.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 100));
+    socket.write(body.slice(half));
+    const closed = new Promise((r) => socket.once('close', r));
+    await closed;
+    const second = received.slice(received.indexOf('HTTP/1.1', 10));
+    assert.match(second, /^HTTP\/1\.1 200 OK/);
+    assert.match(second, /Connection: close/i);
+    assert.match(second, /"deviceId":"in-flight"/);
+    const { code } = await hub.exited;
+    assert.equal(code, 0);
+    assert.equal(fs.existsSync(`${dataDir}/runtime.json`), false, 'runtime.json is removed at clean shutdown');
+
+    const again = await Hub.start();
+    assert.equal((await serviceRequest({ path: '/devices/in-flight' })).status, 200);
+    await again.stop();
+  });
+});
+
+describe('configuration', () => {
+  it('TOML file plus environment: ephemeral port, own host name, the CLI finds it', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iothub-second-'));
+    fs.writeFileSync(`${dir}/iothub.toml`, 'hostname = "second.example"\n[listen]\nhttps_port = 0\n');
+    const hub = await Hub.start([], { dir, env: { IOTHUB_LOG_LEVEL: 'debug', IOTHUB_ALIASES: 'alias.example' } });
+    assert.notEqual(hub.port, 443);
+    const cli = (...args) => spawnSync(bin, [...args, '--data-dir', dir], { encoding: 'utf8' });
+    assert.match(cli('connection-string').stdout, /^HostName=second\.example;SharedAccessKeyName=iothubowner;/);
+    const created = cli('device', 'create', 'on-second');
+    assert.equal(created.status, 0, created.stderr);
+    assert.equal(JSON.parse(created.stdout).deviceId, 'on-second');
+    const pem = fs.readFileSync(`${dir}/tls/server.pem`);
+    const names = new crypto.X509Certificate(pem).subjectAltName;
+    for (const n of ['DNS:second.example', 'DNS:alias.example', 'DNS:localhost', 'IP Address:127.0.0.1'])
+      assert.ok(names.includes(n), `${n} in ${names}`);
+    const { code } = await hub.stop();
+    assert.equal(code, 0);
+    assert.match(hub.output, /debug/i, 'IOTHUB_LOG_LEVEL applies');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
+describe('start-up failures', () => {
+  it('a taken port, a locked data directory and bad settings fail clearly', async () => {
+    const hub = await Hub.start();
+    const other = fs.mkdtempSync(path.join(os.tmpdir(), 'iothub-other-'));
+    const taken = await runToExit(['serve', '--data-dir', other]);
+    assert.equal(taken.code, 1);
+    assert.match(taken.output, /Cannot listen on port 443: Address already in use/);
+
+    const locked = await runToExit(['serve', '--data-dir', dataDir, '--https-port', '0']);
+    assert.equal(locked.code, 1);
+    assert.match(locked.output, /Another iothub is already using/);
+
+    const bad = await runToExit(['serve', '--data-dir', other, '--https-port', '99999']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.output, /listen\.https_port = '99999' is invalid: expected an integer from 0 to 65535/);
+    fs.writeFileSync(`${other}/iothub.toml`, '[listen]\nhttps_prot = 1\n');
+    const typo = await runToExit(['serve', '--data-dir', other]);
+    assert.equal(typo.code, 2);
+    assert.match(typo.output, /unknown setting 'listen\.https_prot'/);
+    await hub.stop();
+    fs.rmSync(other, { recursive: true, force: true });
+  });
+});
