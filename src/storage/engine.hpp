@@ -4,6 +4,7 @@
 #pragma once
 
 #include "common/error.hpp"
+#include "storage/event_log.hpp"
 #include "storage/kv_store.hpp"
 
 #include <filesystem>
@@ -15,6 +16,7 @@ class engine {
   public:
     virtual ~engine() = default;
     virtual kv_store& kv() = 0;
+    virtual event_log& events() = 0;
     // Makes everything written so far durable and quiesces background work; called at shutdown.
     virtual result<void> flush() = 0;
 };
@@ -23,9 +25,10 @@ struct rocksdb_settings {
     std::filesystem::path path;
     bool sync = true;  // fsync every commit (group-committed); off = survives kill -9 only
     int background_jobs = 2;
+    event_log_settings events;
 };
 
 result<std::unique_ptr<engine>> open_rocksdb(const rocksdb_settings& settings);
-std::unique_ptr<engine> open_memory();
+std::unique_ptr<engine> open_memory(const event_log_settings& events = {});
 
 }  // namespace iothub::storage

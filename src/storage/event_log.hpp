@@ -2,25 +2,28 @@
 // sources (twin changes, lifecycle and connection-state events).
 //
 // Model (Event Hubs'): a fixed number of partitions; each event in a partition has a sequence
-// number (dense, starting at 0, never reused), an offset (an opaque, increasing position that
-// readers hand back to resume) and the time it was enqueued. Events are kept until retention
-// removes the oldest, by age or by the partition's total size; readers that ask for a removed
-// position resume at the oldest event still retained.
+// number (dense, from 0, never reused, not even after retention removed everything) and the time
+// it was enqueued, which never decreases within a partition. An event's Event Hubs offset is its
+// sequence number written as text; clients treat offsets as opaque. Events are kept until
+// retention removes the oldest, by age or by the partition's size; a reader that asks for a
+// removed position resumes at the oldest event still retained.
 //
 // Durability: `append` completes only when its events are durable (fsync'ed when sync is on), and
-// one sync covers every append that arrived while the previous sync ran (group commit), so a D2C
-// PUBACK can wait for durability without costing one fsync per message.
+// one sync covers every append that arrived while the previous one ran (group commit), so a D2C
+// PUBACK can wait for durability without costing one fsync per message. Readers never see an event
+// before it is durable.
 //
-// Thread safety: all methods may be called from any thread. Completions and watch notifications run
-// on the log's own threads; callers post back to their own executor.
+// Thread safety: all methods may be called from any thread. Append completions and watch
+// notifications run on the log's writer thread (the in-memory log: the appending thread); they must
+// only post work elsewhere and must not call watch/unwatch.
 #pragma once
 
 #include "common/error.hpp"
 #include "common/time.hpp"
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
-#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,21 +35,27 @@ using property_list = std::vector<std::pair<std::string, std::string>>;
 struct event_record {
     std::string body;
     property_list application_properties;  // the device's own properties
-    property_list system_properties;  // message-id, content-type, iothub-connection-device-id..
+    // AMQP properties and IoT Hub annotations by their wire names: message-id, correlation-id,
+    // user-id, to, content-type, content-encoding, absolute-expiry-time,
+    // iothub-connection-device-id, iothub-connection-module-id, iothub-connection-auth-method,
+    // iothub-connection-auth-generation-id, iothub-message-source, ...
+    property_list system_properties;
 };
+
+// Body, property names and values: what counts against the 256 KB message limit and for
+// size-based retention.
+std::size_t event_size(const event_record& e);
 
 struct stored_event {
     std::uint64_t sequence_number = 0;
-    std::uint64_t offset = 0;
     sys_time enqueued_time;
     event_record record;
 };
 
 struct partition_info {
-    std::uint64_t begin_sequence_number = 0;  // oldest retained event
+    std::uint64_t begin_sequence_number = 0;  // oldest retained
     std::uint64_t next_sequence_number = 0;   // what the next append receives
-    std::uint64_t last_offset = 0;
-    sys_time last_enqueued_time;
+    sys_time last_enqueued_time;              // of next_sequence_number - 1, when not empty
     bool empty() const { return begin_sequence_number == next_sequence_number; }
 };
 
@@ -55,13 +64,24 @@ struct retention_policy {
     std::uint64_t max_bytes_per_partition = 0;  // 0: no size limit
 };
 
+struct event_log_settings {
+    int partitions = 4;  // 1 to 32; fixed for the life of a data directory
+    retention_policy retention;
+};
+
 // Where a reader starts, as Event Hubs filters express it.
 struct read_position {
-    enum class kind : std::uint8_t { earliest, latest, sequence, offset, enqueued_time };
+    enum class kind : std::uint8_t { earliest, latest, sequence, enqueued_time };
     kind what = kind::latest;
-    std::uint64_t value = 0;  // sequence number or offset
-    sys_time time;            // for enqueued_time
-    bool inclusive = false;   // ">=" rather than ">"
+    std::uint64_t sequence = 0;  // for sequence: start after it (or at it when inclusive)
+    sys_time time;               // for enqueued_time: the first event enqueued after it
+    bool inclusive = false;
+
+    static read_position earliest() { return {kind::earliest}; }
+    static read_position latest() { return {kind::latest}; }
+    static read_position at_sequence(std::uint64_t s) { return {kind::sequence, s, {}, true}; }
+    static read_position after_sequence(std::uint64_t s) { return {kind::sequence, s, {}, false}; }
+    static read_position after_time(sys_time t) { return {kind::enqueued_time, 0, t, false}; }
 };
 
 class event_log {
@@ -72,28 +92,34 @@ class event_log {
 
     virtual int partition_count() const = 0;
 
-    // Appends events to one partition, stamping sequence numbers, offsets and the enqueued time.
-    // `done` receives the assigned sequence numbers once all of them are durable, or the error
-    // that kept them from being written (then none of them was).
+    // Appends events to one partition, assigning sequence numbers and the enqueued time. `done`
+    // receives the sequence numbers once all of them are durable, or the error that kept them
+    // from being written (then none of them was).
     virtual void append(int partition, std::vector<event_record> events, append_callback done) = 0;
 
-    // The first sequence number at or after `position` that a reader should get next.
-    virtual result<std::uint64_t> resolve(int partition, const read_position& position) = 0;
+    // The sequence number a reader starting at `position` reads first.
+    virtual std::uint64_t resolve(int partition, const read_position& position) = 0;
 
-    // Up to `max_events` events starting at `from_sequence` (clamped to the oldest retained).
+    // Up to `max_events` events from `from_sequence` on (clamped to the oldest retained).
     virtual result<std::vector<stored_event>> read(int partition, std::uint64_t from_sequence,
                                                    std::size_t max_events) = 0;
 
     virtual partition_info info(int partition) = 0;
 
-    // Calls `notify` once, as soon as the partition holds an event at or after `sequence`
-    // (immediately if it already does). Returns a token for `unwatch`.
+    // Calls `notify` once, as soon as the partition holds an event with sequence number >=
+    // `sequence` (at once if it already does). Returns a token for `unwatch`, which guarantees
+    // that `notify` is not running and will not run once it returns.
     virtual std::uint64_t watch(int partition, std::uint64_t sequence,
                                 std::function<void()> notify) = 0;
-    virtual void unwatch(int partition, std::uint64_t token) = 0;
+    virtual void unwatch(std::uint64_t token) = 0;
 
-    // Drops events older than the policy's age or beyond its size, oldest first.
+    // Drops events older than the policy's age or beyond its size, oldest first. The hub calls it
+    // periodically, off the network shards.
     virtual void enforce_retention(sys_time now) = 0;
 };
+
+// Stable, platform-independent device-to-partition mapping (FNV-1a over the device id), so a
+// device's messages stay in order in one partition across restarts and nodes.
+int partition_for(std::string_view device_id, int partitions);
 
 }  // namespace iothub::storage

@@ -1,6 +1,8 @@
 // The in-memory engine: the same contracts as RocksDB with nothing on disk.
+#include "storage/detail/event_log_core.hpp"
 #include "storage/engine.hpp"
 
+#include <deque>
 #include <map>
 #include <mutex>
 
@@ -59,19 +61,107 @@ class memory_kv_store final : public kv_store {
     std::uint64_t version_ = 0;
 };
 
+class memory_event_log final : public detail::event_log_core {
+  public:
+    explicit memory_event_log(const event_log_settings& s)
+        : event_log_core(s.partitions),
+          settings_(s),
+          parts_(static_cast<std::size_t>(s.partitions)) {}
+
+    void append(int partition, std::vector<event_record> events, append_callback done) override {
+        if (partition < 0 || partition >= partition_count())
+            return done(error(errc::argument_invalid, "No such partition."));
+        std::vector<std::uint64_t> sequences;
+        std::uint64_t next;
+        sys_time t;
+        {
+            std::lock_guard lock(mutex_);
+            auto& p = parts_[static_cast<std::size_t>(partition)];
+            t = stamp(partition, now());
+            for (auto& e : events) {
+                std::uint64_t seq = p.begin + p.events.size();
+                p.bytes += event_size(e);
+                p.events.push_back(stored_event{seq, t, std::move(e)});
+                sequences.push_back(seq);
+            }
+            next = p.begin + p.events.size();
+        }
+        published(partition, next, t);
+        done(std::move(sequences));
+    }
+
+    result<std::vector<stored_event>> read(int partition, std::uint64_t from,
+                                           std::size_t max_events) override {
+        if (partition < 0 || partition >= partition_count())
+            return error(errc::argument_invalid, "No such partition.");
+        std::lock_guard lock(mutex_);
+        const auto& p = parts_[static_cast<std::size_t>(partition)];
+        std::vector<stored_event> out;
+        for (auto i = std::max(from, p.begin) - p.begin;
+             i < p.events.size() && out.size() < max_events; ++i)
+            out.push_back(p.events[i]);
+        return out;
+    }
+
+    void enforce_retention(sys_time now) override {
+        const auto cutoff = now - settings_.retention.max_age;
+        for (int i = 0; i < partition_count(); ++i) {
+            std::uint64_t begin;
+            {
+                std::lock_guard lock(mutex_);
+                auto& p = parts_[static_cast<std::size_t>(i)];
+                auto too_big = [&] {
+                    return settings_.retention.max_bytes_per_partition > 0 &&
+                           p.bytes > settings_.retention.max_bytes_per_partition;
+                };
+                while (!p.events.empty() &&
+                       (p.events.front().enqueued_time < cutoff || too_big())) {
+                    p.bytes -= event_size(p.events.front().record);
+                    p.events.pop_front();
+                    ++p.begin;
+                }
+                begin = p.begin;
+            }
+            trimmed(i, begin);
+        }
+    }
+
+  protected:
+    result<sys_time> enqueued_time_of(int partition, std::uint64_t sequence) override {
+        std::lock_guard lock(mutex_);
+        const auto& p = parts_.at(static_cast<std::size_t>(partition));
+        if (sequence < p.begin || sequence >= p.begin + p.events.size())
+            return error(errc::not_found, "No such event.");
+        return p.events[sequence - p.begin].enqueued_time;
+    }
+
+  private:
+    struct partition {
+        std::uint64_t begin = 0;
+        std::uint64_t bytes = 0;
+        std::deque<stored_event> events;
+    };
+    event_log_settings settings_;
+    std::mutex mutex_;
+    std::vector<partition> parts_;
+};
+
 class memory_engine final : public engine {
   public:
+    explicit memory_engine(const event_log_settings& events) : events_(events) {}
     kv_store& kv() override { return kv_; }
+    event_log& events() override { return events_; }
     result<void> flush() override { return {}; }
 
   private:
     memory_kv_store kv_;
+    memory_event_log events_;
 };
 
 }  // namespace
 
-std::unique_ptr<engine> open_memory() {
-    return std::make_unique<memory_engine>();
+std::unique_ptr<engine> open_memory(const event_log_settings& events) {
+    return std::make_unique<memory_engine>(events);
 }
 
 }  // namespace iothub::storage

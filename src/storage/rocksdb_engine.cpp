@@ -1,5 +1,6 @@
 // The embedded engine: one RocksDB database per data directory, one column family per kind of
 // state, and one write-ahead log shared by all of them.
+#include "storage/detail/rocksdb_event_log.hpp"
 #include "storage/engine.hpp"
 
 #include <rocksdb/db.h>
@@ -17,6 +18,7 @@ namespace iothub::storage {
 namespace {
 
 constexpr std::string_view kv_family = "kv";
+constexpr std::string_view events_family = "events";
 constexpr std::string_view version_key = "kv.version";
 
 std::string encode_u64(std::uint64_t v) {
@@ -166,9 +168,16 @@ class rocksdb_engine final : public engine {
         // Registry and twin reads are point lookups: bloom filters and hashed data-block index.
         kv_options.OptimizeForPointLookup(64);
 
+        // Telemetry is written once, read in order, and dropped from the front: big memtables,
+        // cheap compression.
+        rocksdb::ColumnFamilyOptions events_options;
+        events_options.write_buffer_size = 64 << 20;
+        events_options.compression = rocksdb::kLZ4Compression;
+
         std::vector<rocksdb::ColumnFamilyDescriptor> families{
             {rocksdb::kDefaultColumnFamilyName, meta_options},
             {std::string(kv_family), kv_options},
+            {std::string(events_family), events_options},
         };
         std::vector<rocksdb::ColumnFamilyHandle*> handles;
         rocksdb::DB* raw = nullptr;
@@ -181,10 +190,15 @@ class rocksdb_engine final : public engine {
         if (!s.ok() && !s.IsNotFound()) return storage_error(s);
         engine->kv_ = std::make_unique<rocksdb_kv_store>(raw, handles[1], handles[0], settings.sync,
                                                          s.ok() ? decode_u64(last) : 0);
+        auto events = detail::rocksdb_event_log::open(raw, handles[2], handles[0], settings.events,
+                                                      settings.sync);
+        if (!events) return events.error();
+        engine->events_ = std::move(*events);
         return std::unique_ptr<storage::engine>(std::move(engine));
     }
 
     ~rocksdb_engine() override {
+        events_.reset();  // drains queued appends first
         kv_.reset();
         for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
         db_->Close();
@@ -192,8 +206,10 @@ class rocksdb_engine final : public engine {
     }
 
     kv_store& kv() override { return *kv_; }
+    event_log& events() override { return *events_; }
 
     result<void> flush() override {
+        if (events_) events_->stop();
         auto s = db_->FlushWAL(true);
         if (!s.ok()) return storage_error(s);
         s = db_->Flush(rocksdb::FlushOptions(), handles_);
@@ -208,6 +224,7 @@ class rocksdb_engine final : public engine {
     rocksdb::DB* db_;
     std::vector<rocksdb::ColumnFamilyHandle*> handles_;
     std::unique_ptr<rocksdb_kv_store> kv_;
+    std::unique_ptr<detail::rocksdb_event_log> events_;
 };
 
 }  // namespace

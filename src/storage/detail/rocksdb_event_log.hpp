@@ -1,0 +1,64 @@
+// The event log on RocksDB (column family "events"): key = partition byte + big-endian sequence
+// number, value = enqueued time + encoded record. One writer thread takes every pending append,
+// writes them in one batch and syncs once (group commit). Each partition's next sequence number
+// is kept in the meta column family in the same batch, so numbers are never reused even after
+// retention emptied a partition.
+#pragma once
+
+#include "storage/detail/event_log_core.hpp"
+
+#include <rocksdb/db.h>
+
+#include <condition_variable>
+#include <thread>
+
+namespace iothub::storage::detail {
+
+class rocksdb_event_log final : public event_log_core {
+  public:
+    static result<std::unique_ptr<rocksdb_event_log>> open(rocksdb::DB* db,
+                                                           rocksdb::ColumnFamilyHandle* events,
+                                                           rocksdb::ColumnFamilyHandle* meta,
+                                                           const event_log_settings& settings,
+                                                           bool sync);
+    ~rocksdb_event_log() override;
+
+    void append(int partition, std::vector<event_record> events, append_callback done) override;
+    result<std::vector<stored_event>> read(int partition, std::uint64_t from,
+                                           std::size_t max_events) override;
+    void enforce_retention(sys_time now) override;
+
+    // Stops the writer after the appends already queued are written.
+    void stop();
+
+  protected:
+    result<sys_time> enqueued_time_of(int partition, std::uint64_t sequence) override;
+
+  private:
+    rocksdb_event_log(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* events,
+                      rocksdb::ColumnFamilyHandle* meta, const event_log_settings& settings,
+                      bool sync);
+    void run_writer();
+
+    struct pending {
+        int partition;
+        std::vector<event_record> events;
+        append_callback done;
+    };
+
+    rocksdb::DB* db_;
+    rocksdb::ColumnFamilyHandle* events_;
+    rocksdb::ColumnFamilyHandle* meta_;
+    event_log_settings settings_;
+    rocksdb::WriteOptions write_options_;
+
+    std::mutex queue_mutex_;
+    std::condition_variable queue_cv_;
+    std::vector<pending> queue_;
+    bool stopping_ = false;
+    std::thread writer_;
+    std::vector<std::uint64_t> next_;  // writer thread only: next sequence per partition
+    std::mutex retention_mutex_;       // one retention pass at a time
+};
+
+}  // namespace iothub::storage::detail

@@ -1,0 +1,321 @@
+#include "storage/detail/rocksdb_event_log.hpp"
+
+#include <rocksdb/write_batch.h>
+
+#include <algorithm>
+
+namespace iothub::storage::detail {
+namespace {
+
+void put_u64(std::string& out, std::uint64_t v) {
+    for (int i = 7; i >= 0; --i) out += static_cast<char>((v >> (i * 8)) & 0xff);
+}
+
+std::uint64_t get_u64(std::string_view s) {
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < 8 && i < s.size(); ++i)
+        v = (v << 8) | static_cast<unsigned char>(s[i]);
+    return v;
+}
+
+void put_varint(std::string& out, std::uint64_t v) {
+    while (v >= 0x80) {
+        out += static_cast<char>((v & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out += static_cast<char>(v);
+}
+
+bool get_varint(std::string_view& in, std::uint64_t& v) {
+    v = 0;
+    for (int shift = 0; shift < 64 && !in.empty(); shift += 7) {
+        auto b = static_cast<unsigned char>(in.front());
+        in.remove_prefix(1);
+        v |= static_cast<std::uint64_t>(b & 0x7f) << shift;
+        if (!(b & 0x80)) return true;
+    }
+    return false;
+}
+
+void put_string(std::string& out, std::string_view s) {
+    put_varint(out, s.size());
+    out.append(s);
+}
+
+bool get_string(std::string_view& in, std::string& s) {
+    std::uint64_t n;
+    if (!get_varint(in, n) || n > in.size()) return false;
+    s.assign(in.substr(0, n));
+    in.remove_prefix(n);
+    return true;
+}
+
+void put_properties(std::string& out, const property_list& props) {
+    put_varint(out, props.size());
+    for (const auto& [k, v] : props) {
+        put_string(out, k);
+        put_string(out, v);
+    }
+}
+
+bool get_properties(std::string_view& in, property_list& props) {
+    std::uint64_t n;
+    if (!get_varint(in, n) || n > in.size()) return false;
+    props.resize(n);
+    for (auto& [k, v] : props)
+        if (!get_string(in, k) || !get_string(in, v)) return false;
+    return true;
+}
+
+std::string encode(sys_time t, const event_record& e) {
+    std::string out;
+    out.reserve(16 + event_size(e) +
+                4 * (e.application_properties.size() + e.system_properties.size()));
+    put_u64(out, static_cast<std::uint64_t>(t.time_since_epoch().count()));
+    put_string(out, e.body);
+    put_properties(out, e.application_properties);
+    put_properties(out, e.system_properties);
+    return out;
+}
+
+sys_time time_of(std::string_view value) {
+    return sys_time(std::chrono::nanoseconds(static_cast<std::int64_t>(get_u64(value))));
+}
+
+bool decode(std::string_view value, stored_event& out) {
+    if (value.size() < 8) return false;
+    out.enqueued_time = time_of(value);
+    value.remove_prefix(8);
+    return get_string(value, out.record.body) &&
+           get_properties(value, out.record.application_properties) &&
+           get_properties(value, out.record.system_properties);
+}
+
+std::string key(int partition, std::uint64_t sequence) {
+    std::string k(1, static_cast<char>(partition));
+    put_u64(k, sequence);
+    return k;
+}
+
+std::string next_key(int partition) {
+    return "events.next." + std::to_string(partition);
+}
+
+error storage_error(const rocksdb::Status& s) {
+    return error(errc::server_error, "Event log failure: " + s.ToString());
+}
+
+}  // namespace
+
+rocksdb_event_log::rocksdb_event_log(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* events,
+                                     rocksdb::ColumnFamilyHandle* meta,
+                                     const event_log_settings& settings, bool sync)
+    : event_log_core(settings.partitions),
+      db_(db),
+      events_(events),
+      meta_(meta),
+      settings_(settings),
+      next_(static_cast<std::size_t>(settings.partitions), 0) {
+    write_options_.sync = sync;
+}
+
+result<std::unique_ptr<rocksdb_event_log>> rocksdb_event_log::open(
+    rocksdb::DB* db, rocksdb::ColumnFamilyHandle* events, rocksdb::ColumnFamilyHandle* meta,
+    const event_log_settings& settings, bool sync) {
+    if (settings.partitions < 1 || settings.partitions > 32)
+        return error(errc::argument_invalid, "Event partitions must be between 1 and 32.");
+    std::string stored;
+    auto s = db->Get(rocksdb::ReadOptions(), meta, "events.partitions", &stored);
+    if (s.ok() && std::stoi(stored) != settings.partitions)
+        return error(errc::argument_invalid,
+                     "This data directory's telemetry stream has " + stored +
+                         " partitions; the partition count cannot change (configured: " +
+                         std::to_string(settings.partitions) + ").");
+    if (s.IsNotFound()) {
+        s = db->Put(rocksdb::WriteOptions(), meta, "events.partitions",
+                    std::to_string(settings.partitions));
+    }
+    if (!s.ok()) return storage_error(s);
+
+    std::unique_ptr<rocksdb_event_log> log(new rocksdb_event_log(db, events, meta, settings, sync));
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), events));
+    for (int p = 0; p < settings.partitions; ++p) {
+        partition_info info;
+        std::string next;
+        s = db->Get(rocksdb::ReadOptions(), meta, next_key(p), &next);
+        if (!s.ok() && !s.IsNotFound()) return storage_error(s);
+        info.next_sequence_number = s.ok() ? get_u64(next) : 0;
+        it->Seek(key(p, 0));
+        if (it->Valid() && it->key().size() == 9 && it->key()[0] == static_cast<char>(p)) {
+            info.begin_sequence_number = get_u64(it->key().ToStringView().substr(1));
+        } else {
+            info.begin_sequence_number = info.next_sequence_number;
+        }
+        if (!info.empty()) {
+            std::string last;
+            s = db->Get(rocksdb::ReadOptions(), events, key(p, info.next_sequence_number - 1),
+                        &last);
+            if (s.ok()) info.last_enqueued_time = time_of(last);
+        }
+        log->next_[static_cast<std::size_t>(p)] = info.next_sequence_number;
+        log->load(p, info);
+    }
+    log->writer_ = std::thread([l = log.get()] { l->run_writer(); });
+    return log;
+}
+
+rocksdb_event_log::~rocksdb_event_log() {
+    stop();
+}
+
+void rocksdb_event_log::stop() {
+    {
+        std::lock_guard lock(queue_mutex_);
+        stopping_ = true;
+    }
+    queue_cv_.notify_all();
+    if (writer_.joinable()) writer_.join();
+}
+
+void rocksdb_event_log::append(int partition, std::vector<event_record> events,
+                               append_callback done) {
+    if (partition < 0 || partition >= partition_count())
+        return done(error(errc::argument_invalid, "No such partition."));
+    {
+        std::lock_guard lock(queue_mutex_);
+        if (!stopping_) {
+            queue_.push_back(pending{partition, std::move(events), std::move(done)});
+            queue_cv_.notify_one();
+            return;
+        }
+    }
+    done(error(errc::service_unavailable, "The event log is shutting down."));
+}
+
+void rocksdb_event_log::run_writer() {
+    std::vector<pending> batch;
+    for (;;) {
+        {
+            std::unique_lock lock(queue_mutex_);
+            queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+            if (queue_.empty()) return;  // stopping, and everything queued is written
+            batch.swap(queue_);
+        }
+        // Everything that queued up while the previous batch synced goes into this one.
+        rocksdb::WriteBatch wb;
+        const auto t_now = now();
+        std::vector<std::uint64_t> first(next_.size());
+        std::vector<sys_time> times(next_.size());
+        std::vector<bool> touched(next_.size(), false);
+        std::vector<std::vector<std::uint64_t>> assigned(batch.size());
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            auto p = static_cast<std::size_t>(batch[i].partition);
+            if (!touched[p]) {
+                touched[p] = true;
+                first[p] = next_[p];
+                times[p] = stamp(batch[i].partition, t_now);
+            }
+            for (const auto& e : batch[i].events) {
+                wb.Put(events_, key(batch[i].partition, next_[p]), encode(times[p], e));
+                assigned[i].push_back(next_[p]++);
+            }
+        }
+        for (std::size_t p = 0; p < next_.size(); ++p) {
+            if (!touched[p]) continue;
+            std::string v;
+            put_u64(v, next_[p]);
+            wb.Put(meta_, next_key(static_cast<int>(p)), v);
+        }
+        auto s = db_->Write(write_options_, &wb);
+        if (!s.ok()) {
+            for (std::size_t p = 0; p < next_.size(); ++p)
+                if (touched[p]) next_[p] = first[p];
+            for (auto& b : batch) b.done(storage_error(s));
+        } else {
+            for (std::size_t p = 0; p < next_.size(); ++p)
+                if (touched[p]) published(static_cast<int>(p), next_[p], times[p]);
+            for (std::size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move(assigned[i]));
+        }
+        batch.clear();
+    }
+}
+
+result<std::vector<stored_event>> rocksdb_event_log::read(int partition, std::uint64_t from,
+                                                          std::size_t max_events) {
+    if (partition < 0 || partition >= partition_count())
+        return error(errc::argument_invalid, "No such partition.");
+    auto state = info(partition);
+    from = std::max(from, state.begin_sequence_number);
+    std::vector<stored_event> out;
+    if (from >= state.next_sequence_number) return out;
+    rocksdb::ReadOptions ro;
+    std::string upper = key(partition, state.next_sequence_number);
+    rocksdb::Slice upper_slice(upper);
+    ro.iterate_upper_bound = &upper_slice;  // only what is durable and published
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, events_));
+    for (it->Seek(key(partition, from)); it->Valid() && out.size() < max_events; it->Next()) {
+        stored_event e;
+        e.sequence_number = get_u64(it->key().ToStringView().substr(1));
+        if (!decode(it->value().ToStringView(), e))
+            return error(errc::server_error, "A stored event is corrupt (partition " +
+                                                 std::to_string(partition) + ", sequence " +
+                                                 std::to_string(e.sequence_number) + ").");
+        out.push_back(std::move(e));
+    }
+    if (!it->status().ok()) return storage_error(it->status());
+    return out;
+}
+
+result<sys_time> rocksdb_event_log::enqueued_time_of(int partition, std::uint64_t sequence) {
+    std::string value;
+    auto s = db_->Get(rocksdb::ReadOptions(), events_, key(partition, sequence), &value);
+    if (s.IsNotFound()) return error(errc::not_found, "No such event.");
+    if (!s.ok()) return storage_error(s);
+    return time_of(value);
+}
+
+void rocksdb_event_log::enforce_retention(sys_time now) {
+    std::lock_guard guard(retention_mutex_);
+    const auto cutoff = now - settings_.retention.max_age;
+    for (int p = 0; p < partition_count(); ++p) {
+        auto state = info(p);
+        if (state.empty()) continue;
+        // Age: everything before the first event enqueued at or after the cutoff.
+        std::uint64_t cut =
+            resolve(p, read_position{read_position::kind::enqueued_time, 0, cutoff, true});
+        // Size: drop the oldest events until what is left fits (approximate sizes, as RocksDB
+        // reports them, including what is still in the memtable).
+        if (settings_.retention.max_bytes_per_partition > 0) {
+            auto size_of = [&](std::uint64_t a, std::uint64_t b) {
+                std::string ka = key(p, a), kb = key(p, b);
+                rocksdb::Range r(ka, kb);
+                std::uint64_t bytes = 0;
+                rocksdb::SizeApproximationOptions opts;
+                opts.include_memtables = true;
+                opts.include_files = true;
+                db_->GetApproximateSizes(opts, events_, &r, 1, &bytes);
+                return bytes;
+            };
+            const auto limit = settings_.retention.max_bytes_per_partition;
+            std::uint64_t lo = std::max(cut, state.begin_sequence_number),
+                          hi = state.next_sequence_number;
+            if (size_of(lo, hi) > limit) {
+                while (lo < hi) {  // smallest cut whose remainder fits
+                    std::uint64_t mid = lo + (hi - lo) / 2;
+                    if (size_of(mid, state.next_sequence_number) > limit)
+                        lo = mid + 1;
+                    else
+                        hi = mid;
+                }
+                cut = std::max(cut, lo);
+            }
+        }
+        if (cut <= state.begin_sequence_number) continue;
+        // Readers move past the cut before the data goes, so none reads a half-deleted range.
+        trimmed(p, cut);
+        db_->DeleteRange(rocksdb::WriteOptions(), events_, key(p, state.begin_sequence_number),
+                         key(p, cut));
+    }
+}
+
+}  // namespace iothub::storage::detail

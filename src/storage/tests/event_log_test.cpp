@@ -1,0 +1,234 @@
+// One event-log suite for every engine.
+#include "common/crypto.hpp"
+#include "common/encoding.hpp"
+#include "storage/engine.hpp"
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <future>
+#include <thread>
+
+namespace iothub::storage {
+namespace {
+
+event_record make(std::string body, std::string device = "dev") {
+    event_record e;
+    e.body = std::move(body);
+    e.application_properties = {{"k", "v"}, {"empty", ""}};
+    e.system_properties = {{"iothub-connection-device-id", std::move(device)}, {"message-id", "m"}};
+    return e;
+}
+
+class EventLog : public ::testing::TestWithParam<std::string> {
+  protected:
+    void SetUp() override { open({4, {std::chrono::hours(24), 0}}); }
+    void TearDown() override {
+        engine_.reset();
+        std::filesystem::remove_all(dir_);
+    }
+    void open(event_log_settings s) {
+        engine_.reset();
+        if (GetParam() == "memory") {
+            engine_ = open_memory(s);
+        } else {
+            rocksdb_settings rs{dir_, true, 2, s};
+            auto e = open_rocksdb(rs);
+            ASSERT_TRUE(e) << e.error().message();
+            engine_ = std::move(*e);
+        }
+    }
+    event_log& log() { return engine_->events(); }
+
+    std::vector<std::uint64_t> append(int p, std::vector<event_record> events) {
+        std::promise<result<std::vector<std::uint64_t>>> done;
+        log().append(p, std::move(events), [&](auto r) { done.set_value(std::move(r)); });
+        auto r = done.get_future().get();
+        EXPECT_TRUE(r) << (r ? "" : r.error().message());
+        return r ? *r : std::vector<std::uint64_t>{};
+    }
+
+    std::filesystem::path dir_ =
+        std::filesystem::temp_directory_path() / ("iothub-log-" + hex_encode(random_bytes(6)));
+    std::unique_ptr<engine> engine_;
+};
+
+TEST_P(EventLog, AppendsAssignDenseSequenceNumbersPerPartition) {
+    EXPECT_EQ(append(1, {make("a"), make("b")}), (std::vector<std::uint64_t>{0, 1}));
+    EXPECT_EQ(append(1, {make("c")}), (std::vector<std::uint64_t>{2}));
+    EXPECT_EQ(append(2, {make("x")}), (std::vector<std::uint64_t>{0}));
+    auto info = log().info(1);
+    EXPECT_EQ(info.begin_sequence_number, 0u);
+    EXPECT_EQ(info.next_sequence_number, 3u);
+    EXPECT_TRUE(log().info(0).empty());
+}
+
+TEST_P(EventLog, ReadsBackEverythingThatWasWritten) {
+    append(0, {make("first"), make("second", "dev2")});
+    auto events = log().read(0, 0, 10);
+    ASSERT_TRUE(events);
+    ASSERT_EQ(events->size(), 2u);
+    EXPECT_EQ((*events)[0].record.body, "first");
+    EXPECT_EQ((*events)[1].sequence_number, 1u);
+    EXPECT_EQ((*events)[1].record.system_properties[0].second, "dev2");
+    EXPECT_EQ((*events)[1].record.application_properties,
+              (property_list{{"k", "v"}, {"empty", ""}}));
+    EXPECT_LE((*events)[0].enqueued_time, (*events)[1].enqueued_time);
+    EXPECT_EQ(log().read(0, 1, 10)->size(), 1u);
+    EXPECT_EQ(log().read(0, 1, 0)->size(), 0u);
+    EXPECT_TRUE(log().read(0, 5, 10)->empty());
+    EXPECT_FALSE(log().read(9, 0, 10));
+}
+
+TEST_P(EventLog, ResolvesEveryKindOfPosition) {
+    append(0, {make("a"), make("b")});
+    auto middle = now();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    append(0, {make("c")});
+    EXPECT_EQ(log().resolve(0, read_position::earliest()), 0u);
+    EXPECT_EQ(log().resolve(0, read_position::latest()), 3u);
+    EXPECT_EQ(log().resolve(0, read_position::after_sequence(0)), 1u);
+    EXPECT_EQ(log().resolve(0, read_position::at_sequence(1)), 1u);
+    EXPECT_EQ(log().resolve(0, read_position::at_sequence(99)), 3u);
+    EXPECT_EQ(log().resolve(0, read_position::after_time(middle)), 2u);
+    EXPECT_EQ(log().resolve(0, read_position::after_time(middle - std::chrono::hours(1))), 0u);
+    EXPECT_EQ(log().resolve(0, read_position::after_time(now() + std::chrono::hours(1))), 3u);
+}
+
+TEST_P(EventLog, WatchFiresOnceTheSequenceArrives) {
+    std::promise<void> fired;
+    bool immediate = false;
+    log().watch(3, 0, [&] { fired.set_value(); });
+    append(3, {make("wake")});
+    EXPECT_EQ(fired.get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready);
+    log().watch(3, 0, [&] { immediate = true; });
+    EXPECT_TRUE(immediate) << "an already present sequence notifies at once";
+    bool never = false;
+    auto token = log().watch(3, 5, [&] { never = true; });
+    log().unwatch(token);
+    append(3, {make("1"), make("2"), make("3"), make("4"), make("5")});
+    EXPECT_FALSE(never);
+}
+
+TEST_P(EventLog, ConcurrentAppendersAllLandInOrderPerAppender) {
+    constexpr int threads = 4, per_thread = 200;
+    std::vector<std::thread> pool;
+    std::atomic<int> failures{0};
+    for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+            std::mutex m;
+            std::condition_variable cv;
+            int outstanding = 0;
+            for (int i = 0; i < per_thread; ++i) {
+                {
+                    std::lock_guard lock(m);
+                    ++outstanding;
+                }
+                log().append(0, {make(std::to_string(t) + ":" + std::to_string(i))}, [&](auto r) {
+                    if (!r) ++failures;
+                    std::lock_guard lock(m);
+                    --outstanding;
+                    cv.notify_one();
+                });
+            }
+            std::unique_lock lock(m);
+            cv.wait(lock, [&] { return outstanding == 0; });
+        });
+    }
+    for (auto& th : pool) th.join();
+    EXPECT_EQ(failures.load(), 0);
+    auto all = log().read(0, 0, 10000);
+    ASSERT_TRUE(all);
+    ASSERT_EQ(all->size(), static_cast<std::size_t>(threads * per_thread));
+    std::vector<int> last(threads, -1);
+    for (const auto& e : *all) {
+        auto colon = e.record.body.find(':');
+        int t = std::stoi(e.record.body.substr(0, colon)),
+            i = std::stoi(e.record.body.substr(colon + 1));
+        EXPECT_EQ(i, last[static_cast<std::size_t>(t)] + 1) << "each appender's order is kept";
+        last[static_cast<std::size_t>(t)] = i;
+    }
+}
+
+TEST_P(EventLog, RetentionByAgeKeepsNumbersAndResumesReadersAtTheOldest) {
+    append(0, {make("old1"), make("old2")});
+    auto later = now() + std::chrono::hours(25);  // as if a day passed
+    append(0, {make("new")});
+    log().enforce_retention(later);
+    auto info = log().info(0);
+    EXPECT_EQ(info.begin_sequence_number, 3u) << "the new event is also older than a day by then";
+    EXPECT_TRUE(info.empty());
+    EXPECT_TRUE(log().read(0, 0, 10)->empty());
+    EXPECT_EQ(append(0, {make("after")}), (std::vector<std::uint64_t>{3}))
+        << "numbers are not reused";
+    log().enforce_retention(now());
+    auto rest = log().read(0, 0, 10);
+    ASSERT_EQ(rest->size(), 1u);
+    EXPECT_EQ(rest->front().record.body, "after");
+}
+
+TEST_P(EventLog, RetentionByAgeDropsOnlyWhatIsOld) {
+    append(1, {make("a"), make("b")});
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    auto boundary = now();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    append(1, {make("c")});
+    log().enforce_retention(boundary + std::chrono::hours(24));
+    auto left = log().read(1, 0, 10);
+    ASSERT_EQ(left->size(), 1u);
+    EXPECT_EQ(left->front().record.body, "c");
+    EXPECT_EQ(log().info(1).begin_sequence_number, 2u);
+}
+
+TEST_P(EventLog, RetentionBySizeDropsTheOldestFirst) {
+    open({4, {std::chrono::hours(24), 64 * 1024}});
+    ASSERT_TRUE(engine_);
+    const std::string payload(1024, 'x');
+    for (int i = 0; i < 200; ++i) append(0, {make(payload + std::to_string(i))});
+    log().enforce_retention(now());
+    auto info = log().info(0);
+    EXPECT_GT(info.begin_sequence_number, 0u) << "200 KB does not fit in 64 KB";
+    EXPECT_EQ(info.next_sequence_number, 200u);
+    auto left = log().read(0, 0, 1000);
+    ASSERT_FALSE(left->empty());
+    EXPECT_EQ(left->back().record.body, payload + "199") << "the newest events stay";
+    EXPECT_EQ(left->front().sequence_number, info.begin_sequence_number);
+}
+
+TEST_P(EventLog, SurvivesReopen) {
+    if (GetParam() == "memory") GTEST_SKIP() << "the memory engine keeps nothing by design";
+    append(2, {make("kept1"), make("kept2")});
+    log().enforce_retention(now() + std::chrono::hours(48));
+    append(2, {make("kept3")});
+    open({4, {std::chrono::hours(24), 0}});
+    auto info = log().info(2);
+    EXPECT_EQ(info.begin_sequence_number, 2u);
+    EXPECT_EQ(info.next_sequence_number, 3u);
+    EXPECT_EQ(log().read(2, 0, 10)->front().record.body, "kept3");
+    EXPECT_EQ(append(2, {make("next")}), (std::vector<std::uint64_t>{3}));
+}
+
+TEST_P(EventLog, PartitionCountIsFixedPerDataDirectory) {
+    if (GetParam() == "memory") GTEST_SKIP();
+    engine_.reset();
+    rocksdb_settings rs{dir_, true, 2, {8, {}}};
+    auto e = open_rocksdb(rs);
+    ASSERT_FALSE(e);
+    EXPECT_NE(e.error().message().find("cannot change"), std::string::npos);
+}
+
+TEST(PartitionFor, IsStableAndSpreads) {
+    EXPECT_EQ(partition_for("device-1", 4), partition_for("device-1", 4));
+    std::vector<int> counts(4, 0);
+    for (int i = 0; i < 1000; ++i)
+        ++counts[static_cast<std::size_t>(partition_for("dev" + std::to_string(i), 4))];
+    for (int c : counts) EXPECT_GT(c, 150);
+    EXPECT_EQ(partition_for("abc", 1), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, EventLog, ::testing::Values("memory", "rocksdb"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace iothub::storage
