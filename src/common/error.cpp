@@ -6,13 +6,14 @@ namespace iothub {
 namespace {
 
 // Indexed by errc; the numbers are Azure IoT Hub's, so clients that parse them keep working.
-constexpr std::array<error_descriptor, 28> catalogue{{
+constexpr std::array<error_descriptor, 29> catalogue{{
     {"GenericBadRequest", 400000, 400},
     {"ArgumentInvalid", 400004, 400},
     {"ArgumentNull", 400005, 400},
     {"IotHubFormatError", 400006, 400},
     {"DeviceDefinedMultipleTimes", 400011, 400},
     {"BulkRegistryOperationFailure", 400013, 400},
+    {"IotHubUnauthorizedAccess", 401002, 401},
     {"IotHubUnauthorizedAccess", 401002, 401},
     {"IotHubQuotaExceeded", 403002, 403},
     {"DeviceMaximumQueueDepthExceeded", 403004, 403},

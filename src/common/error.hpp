@@ -22,6 +22,7 @@ enum class errc : std::uint8_t {
     defined_multiple_times,  // DeviceDefinedMultipleTimes (bulk)
     bulk_operation_failure,  // BulkRegistryOperationFailure
     unauthorized,            // IotHubUnauthorizedAccess
+    device_disabled,         // IotHubUnauthorizedAccess over HTTP; its own CONNACK code
     quota_exceeded,          // IotHubQuotaExceeded
     queue_depth_exceeded,    // DeviceMaximumQueueDepthExceeded
     not_found,               // GenericNotFound (unknown path or resource)
