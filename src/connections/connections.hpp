@@ -1,0 +1,66 @@
+// Who is connected right now: one live connection per device or module identity, across all
+// protocols and shards. A new connection for an identity closes the previous one (Azure's rule),
+// registry changes that revoke access close them, and the registry's live fields
+// (connectionState, connectionStateUpdatedTime, lastActivityTime) are read from here.
+//
+// Thread safety: every method may be called from any thread. Each connection's `close` callback
+// must be thread-safe (it posts to the connection's own shard); it is never called with the table
+// locked.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "common/time.hpp"
+#include "registry/identity.hpp"
+
+namespace iothub::connections {
+
+class connection_table {
+public:
+    struct entry {
+        std::string device_id;
+        std::string module_id;
+        std::function<void(const std::string& reason)> close;
+        std::atomic<std::int64_t> last_activity_ns{0};
+
+        // Cheap enough for every message: one relaxed store.
+        void touch(sys_time t) {
+            last_activity_ns.store(t.time_since_epoch().count(), std::memory_order_relaxed);
+        }
+    };
+
+    // Registers a live connection and closes the identity's previous one, if any.
+    std::shared_ptr<entry> attach(std::string device_id, std::string module_id,
+                                  std::function<void(const std::string&)> close, sys_time now);
+    // Forgets a connection that ended; a no-op if a newer one has replaced it.
+    void detach(const std::shared_ptr<entry>& e, sys_time now);
+
+    // Closes the identity's connection; for a device with `with_modules`, its modules' too.
+    void close(const std::string& device_id, const std::string& module_id,
+               const std::string& reason, bool with_modules);
+
+    std::shared_ptr<entry> find(const std::string& device_id, const std::string& module_id) const;
+    registry::live_state live(const registry::identity& id) const;
+    std::size_t connected_devices() const;
+
+private:
+    struct status {
+        std::shared_ptr<entry> current;  // null while disconnected
+        sys_time state_updated;
+        std::int64_t last_activity_ns = 0;
+    };
+    static std::string key(const std::string& d, const std::string& m) {
+        return m.empty() ? d : d + "/" + m;
+    }
+
+    mutable std::mutex mutex_;
+    std::map<std::string, status, std::less<>> identities_;
+    std::size_t connected_devices_ = 0;  // device connections only, as Azure counts them
+};
+
+}  // namespace iothub::connections

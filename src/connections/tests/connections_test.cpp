@@ -1,0 +1,62 @@
+#include "connections/connections.hpp"
+
+#include <gtest/gtest.h>
+
+namespace iothub::connections {
+namespace {
+
+const sys_time t0 = sys_time(std::chrono::seconds(1700000000));
+
+registry::identity identity(std::string d, std::string m = {}) {
+    registry::identity id;
+    id.device_id = std::move(d);
+    id.module_id = std::move(m);
+    return id;
+}
+
+TEST(Connections, ANewConnectionReplacesTheOld) {
+    connection_table t;
+    std::vector<std::string> closed;
+    auto first = t.attach("d", "", [&](const std::string& r) { closed.push_back("first:" + r); }, t0);
+    EXPECT_EQ(t.connected_devices(), 1u);
+    auto second = t.attach("d", "", [&](const std::string& r) { closed.push_back("second:" + r); }, t0);
+    ASSERT_EQ(closed.size(), 1u);
+    EXPECT_EQ(closed[0].rfind("first:", 0), 0u);
+    EXPECT_EQ(t.connected_devices(), 1u);
+    t.detach(first, t0);  // the replaced one ending later changes nothing
+    EXPECT_TRUE(t.live(identity("d")).connected);
+    t.detach(second, t0 + std::chrono::seconds(5));
+    auto live = t.live(identity("d"));
+    EXPECT_FALSE(live.connected);
+    EXPECT_EQ(live.connection_state_updated, t0 + std::chrono::seconds(5));
+    EXPECT_EQ(t.connected_devices(), 0u);
+}
+
+TEST(Connections, LastActivityFollowsTouches) {
+    connection_table t;
+    auto e = t.attach("d", "", [](const std::string&) {}, t0);
+    e->touch(t0 + std::chrono::seconds(3));
+    EXPECT_EQ(t.live(identity("d")).last_activity, t0 + std::chrono::seconds(3));
+    t.detach(e, t0 + std::chrono::seconds(9));
+    EXPECT_EQ(t.live(identity("d")).last_activity, t0 + std::chrono::seconds(3));
+    EXPECT_FALSE(t.live(identity("never")).last_activity);
+}
+
+TEST(Connections, ClosingADeviceCanTakeItsModules) {
+    connection_table t;
+    std::vector<std::string> closed;
+    auto note = [&](std::string who) { return [&, who](const std::string&) { closed.push_back(who); }; };
+    auto d = t.attach("d", "", note("d"), t0);
+    auto m = t.attach("d", "m", note("d/m"), t0);
+    auto other = t.attach("dx", "", note("dx"), t0);
+    EXPECT_EQ(t.connected_devices(), 2u) << "modules are not devices";
+    t.close("d", "", "disabled", false);
+    EXPECT_EQ(closed, (std::vector<std::string>{"d"}));
+    t.close("d", "", "deleted", true);
+    EXPECT_EQ(closed, (std::vector<std::string>{"d", "d", "d/m"}));
+    EXPECT_TRUE(t.live(identity("d", "m")).connected) << "closing asks; detach records the end";
+    EXPECT_EQ(t.find("dx", "")->device_id, "dx");
+}
+
+}  // namespace
+}  // namespace iothub::connections

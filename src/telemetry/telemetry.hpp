@@ -1,0 +1,39 @@
+// Device-to-cloud telemetry: the one place every protocol hands a device's message to, whatever
+// it arrived on. It enforces the message size limit, stamps who sent it (iothub-connection-*),
+// marks the source, and appends it to the device's partition of the event log; the caller's
+// completion runs once the message is durable, which is when MQTT may PUBACK, AMQP accept and
+// HTTPS answer 204.
+#pragma once
+
+#include <functional>
+
+#include "device_auth/device_auth.hpp"
+#include "storage/event_log.hpp"
+
+namespace iothub::telemetry {
+
+inline constexpr std::size_t default_max_message_size = 256 * 1024;
+
+class telemetry_service {
+public:
+    telemetry_service(storage::event_log& log, std::size_t max_message_size = default_max_message_size)
+        : log_(log), max_message_size_(max_message_size) {}
+
+    // errc::message_too_large beyond the limit (body, property names and values).
+    result<void> check(const storage::event_record& message) const;
+
+    // Checks, stamps and appends. `done` runs on the log's thread; it must only post work.
+    void ingest(const device_auth::device_principal& sender, storage::event_record message,
+                std::function<void(result<void>)> done);
+
+    int partition_of(std::string_view device_id) const {
+        return storage::partition_for(device_id, log_.partition_count());
+    }
+    std::size_t max_message_size() const { return max_message_size_; }
+
+private:
+    storage::event_log& log_;
+    std::size_t max_message_size_;
+};
+
+}  // namespace iothub::telemetry
