@@ -1,15 +1,25 @@
 #include "app/hub.hpp"
 
 #include "auth/connection_string.hpp"
+#include "connections/connections.hpp"
+#include "device_auth/device_auth.hpp"
 #include "http/server.hpp"
 #include "instance/instance.hpp"
+#include "mqtt/server.hpp"
 #include "registry/registry.hpp"
 #include "runtime/shards.hpp"
 #include "service_api/service_api.hpp"
+#include "service_api/telemetry_api.hpp"
 #include "storage/engine.hpp"
+#include "telemetry/telemetry.hpp"
 #include "tls/context.hpp"
 #include "tls/dev_ca.hpp"
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -72,8 +82,12 @@ void print_banner(const prepared& p, const config::settings& s, const bound_port
     std::ostream& out = std::cout;
     out << "iothub is running.\n"
         << "  host name       " << p.identity.hostname << "\n"
-        << "  HTTPS           " << ports.https << "  (service and device REST, /health)\n"
-        << "  data directory  " << std::filesystem::absolute(s.data_dir).string() << "\n"
+        << "  HTTPS           " << ports.https
+        << "  (service and device REST, MQTT over WebSockets, /health)\n"
+        << "  MQTT over TLS   " << ports.mqtt << "\n";
+    if (ports.mqtt_plain)
+        out << "  MQTT (plain)    " << ports.mqtt_plain << "  (no TLS: local use only)\n";
+    out << "  data directory  " << std::filesystem::absolute(s.data_dir).string() << "\n"
         << "  storage         " << s.storage_engine
         << (s.storage_engine == "rocksdb" ? (s.storage_sync ? " (fsync on commit)" : " (no fsync)")
                                           : " (nothing survives a restart)")
@@ -104,8 +118,12 @@ struct hub::impl {
     std::unique_ptr<auth::host_names> hosts;
     std::unique_ptr<runtime::shard_set> shards;
     std::unique_ptr<runtime::blocking_pool> blocking;
+    std::unique_ptr<telemetry::telemetry_service> telemetry;
+    std::unique_ptr<connections::connection_table> connections;
+    std::unique_ptr<device_auth::device_authenticator> authenticator;
     http::router routes;
     std::unique_ptr<http::server> https;
+    std::unique_ptr<mqtt::server> mqtt;
     bound_ports ports;
     std::atomic<bool> ready{false};
     bool stopped = false;
@@ -140,6 +158,21 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
 
     im->shards = std::make_unique<runtime::shard_set>(s.threads);
     im->blocking = std::make_unique<runtime::blocking_pool>(4);
+    im->telemetry = std::make_unique<telemetry::telemetry_service>(im->storage->events());
+    im->connections = std::make_unique<connections::connection_table>();
+    im->authenticator = std::make_unique<device_auth::device_authenticator>(
+        *im->registry, *im->policies, *im->hosts);
+
+    // Revoking access ends live connections at once: deleted, disabled, new credentials.
+    im->registry->on_change([conns = im->connections.get()](const registry::identity_change& c) {
+        if (!device_auth::ends_connections(c)) return;
+        const auto& id = c.before ? *c.before : *c.after;
+        std::string reason = !c.after ? "the identity was deleted"
+                             : c.after->status == registry::device_status::disabled
+                                 ? "the device was disabled"
+                                 : "the identity's credentials changed";
+        conns->close(id.device_id, id.module_id, reason, id.module_id.empty());
+    });
 
     auto* ready = &im->ready;
     im->routes.add("GET", "/health", [ready](http::request&, http::responder done) {
@@ -147,16 +180,65 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
             return done(http::response::json(200, boost::json::object{{"status", "ok"}}));
         done(http::error_response(error(errc::service_unavailable, "The hub is starting.")));
     });
-    service_api::add_routes(im->routes, {*im->registry, *im->policies, *im->hosts});
+    service_api::context api{*im->registry, *im->policies, *im->hosts};
+    api.live = [conns = im->connections.get()](const registry::identity& id) {
+        return conns->live(id);
+    };
+    api.connected_devices = [conns = im->connections.get()] { return conns->connected_devices(); };
+    service_api::add_routes(im->routes, std::move(api));
+    auto& timers = im->shards->at(0);
+    service_api::add_telemetry_routes(
+        im->routes,
+        {*im->policies, *im->hosts, im->storage->events(), im->storage->kv(),
+         [pool = im->blocking.get()](std::function<void()> fn) { pool->post(std::move(fn)); },
+         [&timers](std::chrono::milliseconds delay, std::function<void()> fn) {
+             auto t = std::make_shared<boost::asio::steady_timer>(timers, delay);
+             t->async_wait([t, fn = std::move(fn)](const boost::system::error_code&) { fn(); });
+         }});
+
+    im->mqtt = std::make_unique<mqtt::server>(
+        *im->shards,
+        mqtt::services{*im->authenticator, *im->connections, *im->telemetry, im->storage->kv(),
+                       *im->blocking},
+        mqtt::server_settings{});
 
     http::server_settings hs;
     hs.max_body = s.max_request_body;
     im->https =
         std::make_unique<http::server>(*im->shards, *im->blocking, *tls_ctx, im->routes, hs);
+    im->https->add_websocket_protocol(
+        "mqtt", [m = im->mqtt.get()](auto stream, auto request, std::string subprotocol) {
+            m->accept_websocket(std::move(stream), std::move(request), std::move(subprotocol));
+        });
     auto https_port = im->https->listen(s.bind_address, s.https_port);
     if (!https_port)
         return error(https_port.error().code(), "HTTPS: " + https_port.error().message());
     im->ports.https = *https_port;
+    auto mqtt_port = im->mqtt->listen_tls(s.bind_address, s.mqtt_port, *tls_ctx);
+    if (!mqtt_port) return error(mqtt_port.error().code(), "MQTT: " + mqtt_port.error().message());
+    im->ports.mqtt = *mqtt_port;
+    if (s.mqtt_plain_enabled) {
+        auto plain =
+            im->mqtt->listen_plain(s.bind_address, s.mqtt_plain_port ? s.mqtt_plain_port : 1883);
+        if (!plain) return error(plain.error().code(), "plain MQTT: " + plain.error().message());
+        im->ports.mqtt_plain = *plain;
+    }
+
+    // Retention runs off the shards, once a minute.
+    boost::asio::co_spawn(
+        timers,
+        [events = &im->storage->events(), pool = im->blocking.get(),
+         &timers]() -> boost::asio::awaitable<void> {
+            boost::asio::steady_timer t(timers);
+            for (;;) {
+                t.expires_after(std::chrono::minutes(1));
+                auto [ec] =
+                    co_await t.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+                if (ec) co_return;
+                pool->post([events] { events->enforce_retention(now()); });
+            }
+        },
+        boost::asio::detached);
 
     im->shards->start();
     if (auto r = instance::write_runtime(
@@ -195,15 +277,18 @@ void hub::stop() {
     im.stopped = true;
     im.ready = false;
     im.https->begin_stop();
+    im.mqtt->begin_stop();
     // Requests in flight get the grace period to finish; idle connections are already closed.
+    auto open = [&] { return im.https->active_connections() + im.mqtt->active_connections(); };
     auto deadline = std::chrono::steady_clock::now() + im.settings.shutdown_grace;
-    while (im.https->active_connections() > 0 && std::chrono::steady_clock::now() < deadline)
+    while (open() > 0 && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    if (auto left = im.https->active_connections())
+    if (auto left = open())
         spdlog::warn("{} connections still open after the grace period; closing them", left);
     im.shards->stop();
     im.blocking->stop();
     im.https.reset();
+    im.mqtt.reset();
     if (auto r = im.storage->flush(); !r)
         spdlog::error("storage flush failed: {}", r.error().message());
     im.registry.reset();

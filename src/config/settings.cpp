@@ -125,6 +125,22 @@ const std::vector<setting_def>& table() {
          one_of(&settings::log_level, {"trace", "debug", "info", "warn", "error", "off"})},
         {{"threads", "IOTHUB_THREADS", "--threads", "Network threads (0 = one per core)"},
          unsigned_number(&settings::threads, 256)},
+        {{"events.partitions", "IOTHUB_EVENT_PARTITIONS", "--event-partitions",
+          "Telemetry partitions, 1 to 32 (fixed once the data directory has telemetry)"},
+         [](settings& s, const std::string& v) -> std::optional<std::string> {
+             int n = 0;
+             auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+             if (ec != std::errc{} || p != v.data() + v.size() || n < 1 || n > 32)
+                 return "an integer from 1 to 32";
+             s.event_partitions = n;
+             return std::nullopt;
+         }},
+        {{"events.retention_hours", "IOTHUB_RETENTION_HOURS", "--retention-hours",
+          "Hours telemetry is kept (default 24)"},
+         unsigned_number(&settings::retention_hours, 24 * 365)},
+        {{"events.retention_max_bytes", "IOTHUB_RETENTION_MAX_BYTES", "--retention-max-bytes",
+          "Largest size of a telemetry partition before the oldest events go (0 = no limit)"},
+         unsigned_number(&settings::retention_max_bytes, std::uint64_t{1} << 50)},
         {{"limits.max_request_body", "IOTHUB_MAX_REQUEST_BODY", "--max-request-body",
           "Largest HTTP request body in bytes"},
          unsigned_number(&settings::max_request_body, 64ull << 20)},

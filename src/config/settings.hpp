@@ -38,6 +38,10 @@ struct settings {
     std::string log_level = "info";
     unsigned threads = 0;  // 0 = one per core
 
+    int event_partitions = 4;                // fixed once a data directory has events
+    std::uint64_t retention_hours = 24;      // telemetry kept this long (Azure: 1 to 7 days)
+    std::uint64_t retention_max_bytes = 0;   // per partition; 0 = no size limit
+
     std::size_t max_request_body = 1024 * 1024;
     std::size_t max_modules_per_device = 50;
     std::chrono::seconds shutdown_grace{10};

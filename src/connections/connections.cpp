@@ -54,8 +54,8 @@ void connection_table::close(const std::string& device_id, const std::string& mo
     for (auto& v : victims) v->close(reason);
 }
 
-std::shared_ptr<connection_table::entry> connection_table::find(const std::string& device_id,
-                                                                const std::string& module_id) const {
+std::shared_ptr<connection_table::entry> connection_table::find(
+    const std::string& device_id, const std::string& module_id) const {
     std::lock_guard lock(mutex_);
     auto it = identities_.find(key(device_id, module_id));
     return it == identities_.end() ? nullptr : it->second.current;

@@ -8,6 +8,9 @@
 // locked.
 #pragma once
 
+#include "common/time.hpp"
+#include "registry/identity.hpp"
+
 #include <atomic>
 #include <functional>
 #include <map>
@@ -15,13 +18,10 @@
 #include <mutex>
 #include <string>
 
-#include "common/time.hpp"
-#include "registry/identity.hpp"
-
 namespace iothub::connections {
 
 class connection_table {
-public:
+  public:
     struct entry {
         std::string device_id;
         std::string module_id;
@@ -48,7 +48,7 @@ public:
     registry::live_state live(const registry::identity& id) const;
     std::size_t connected_devices() const;
 
-private:
+  private:
     struct status {
         std::shared_ptr<entry> current;  // null while disconnected
         sys_time state_updated;

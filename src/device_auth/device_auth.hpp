@@ -11,14 +11,15 @@
 // that telemetry stamps into every message (iothub-connection-* properties).
 #pragma once
 
-#include <optional>
-#include <string>
-#include <vector>
-
+#include "auth/client_certificate.hpp"
 #include "auth/policy.hpp"
 #include "common/error.hpp"
 #include "common/time.hpp"
 #include "registry/registry.hpp"
+
+#include <optional>
+#include <string>
+#include <vector>
 
 namespace iothub::device_auth {
 
@@ -33,15 +34,12 @@ struct device_principal {
 
     // "dev" or "dev/mod": the identity's key for one-connection-per-identity.
     std::string key() const { return module_id.empty() ? device_id : device_id + "/" + module_id; }
-    // The iothub-connection-auth-method value, e.g. {"scope":"device","type":"sas","issuer":"iothub"}.
+    // The iothub-connection-auth-method value, e.g.
+    // {"scope":"device","type":"sas","issuer":"iothub"}.
     std::string auth_method() const;
 };
 
-struct client_certificate {
-    std::string sha1_hex;    // upper-case hex of the DER's SHA-1
-    std::string sha256_hex;  // upper-case hex of the DER's SHA-256
-    std::vector<std::string> chain_der;  // leaf first, as presented
-};
+using auth::client_certificate;
 
 struct device_credentials {
     std::string device_id;
@@ -55,7 +53,7 @@ struct device_credentials {
 using ca_verifier = std::function<result<std::string>(const client_certificate&)>;
 
 class device_authenticator {
-public:
+  public:
     device_authenticator(registry::device_registry& registry, const auth::policy_set& policies,
                          const auth::host_names& hosts, ca_verifier verify_ca = {});
 
@@ -63,7 +61,7 @@ public:
     // message says what), errc::device_disabled for a disabled device. Blocks on the registry.
     result<device_principal> authenticate(const device_credentials& credentials, sys_time now);
 
-private:
+  private:
     registry::device_registry& registry_;
     const auth::policy_set& policies_;
     const auth::host_names& hosts_;

@@ -1,5 +1,7 @@
 #include "http/server.hpp"
 
+#include "common/encoding.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -11,6 +13,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
 #include <spdlog/spdlog.h>
 
 #include <array>
@@ -66,6 +69,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
     std::set<std::shared_ptr<connection>> connections;
     bool stopping = false;
+    std::vector<std::pair<std::string, websocket_handler>> websocket_protocols;
 
     impl(runtime::shard_set& s, runtime::blocking_pool& b, std::shared_ptr<asio::ssl::context> t,
          const router& r, server_settings st)
@@ -169,6 +173,21 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
             }
 
             auto& raw = parser.get();
+            if (beast::websocket::is_upgrade(raw)) {
+                if (auto hand_off = websocket_for(raw)) {
+                    finish(conn);  // the connection belongs to the protocol server from here on
+                    hand_off->first(std::move(conn->stream), parser.release(), hand_off->second);
+                    co_return;
+                }
+                auto out = to_beast(
+                    error_response(error(errc::bad_request,
+                                         "WebSocket upgrades are served on /$iothub/websocket with "
+                                         "subprotocol mqtt or AMQPWSB10.")),
+                    raw.version(), false);
+                beast::get_lowest_layer(stream).expires_after(settings.write_timeout);
+                co_await bhttp::async_write(stream, out, as_tuple);
+                break;
+            }
             request req;
             req.method = std::string(raw.method_string());
             req.target = std::string(raw.target());
@@ -222,6 +241,26 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         }
     }
 
+    // The handler for an upgrade request on /$iothub/websocket, with the subprotocol as the client
+    // spelled it; none for another path or only unknown subprotocols.
+    std::optional<std::pair<websocket_handler, std::string>> websocket_for(
+        const bhttp::request<bhttp::string_body>& req) {
+        auto target = req.target();
+        if (target.substr(0, target.find('?')) != "/$iothub/websocket") return std::nullopt;
+        std::string_view offered = req[bhttp::field::sec_websocket_protocol];
+        while (!offered.empty()) {
+            auto comma = offered.find(',');
+            auto name = offered.substr(0, comma);
+            offered =
+                comma == std::string_view::npos ? std::string_view{} : offered.substr(comma + 1);
+            while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
+            while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
+            for (const auto& [known, handler] : websocket_protocols)
+                if (iequals(known, name)) return std::make_pair(handler, std::string(name));
+        }
+        return std::nullopt;
+    }
+
     void finish(const std::shared_ptr<connection>& conn) {
         std::lock_guard lock(mutex);
         connections.erase(conn);
@@ -235,6 +274,10 @@ server::server(runtime::shard_set& shards, runtime::blocking_pool& blocking,
 
 server::~server() {
     begin_stop();
+}
+
+void server::add_websocket_protocol(std::string name, websocket_handler handler) {
+    impl_->websocket_protocols.emplace_back(std::move(name), std::move(handler));
 }
 
 result<std::uint16_t> server::listen(const std::string& address, std::uint16_t port) {

@@ -15,6 +15,10 @@
 #include "runtime/shards.hpp"
 
 #include <boost/asio/ssl/context.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -37,6 +41,15 @@ class server {
            std::shared_ptr<boost::asio::ssl::context> tls, const router& routes,
            server_settings settings);
     ~server();
+
+    // A WebSocket protocol served on /$iothub/websocket: the handler takes over the TLS stream and
+    // the upgrade request, and gets the subprotocol as the client spelled it (to echo back).
+    using websocket_handler = std::function<void(
+        boost::beast::ssl_stream<boost::beast::tcp_stream>,
+        boost::beast::http::request<boost::beast::http::string_body>, std::string subprotocol)>;
+    // Registers a subprotocol name, matched case-insensitively (MQTT clients send mqtt or MQTT).
+    // Call before listen().
+    void add_websocket_protocol(std::string name, websocket_handler handler);
 
     // Binds `address:port` (port 0 picks a free one) and starts accepting. Returns the bound port.
     result<std::uint16_t> listen(const std::string& address, std::uint16_t port);

@@ -5,9 +5,9 @@ namespace iothub::telemetry {
 result<void> telemetry_service::check(const storage::event_record& message) const {
     auto size = storage::event_size(message);
     if (size > max_message_size_)
-        return error(errc::message_too_large,
-                     "The message is " + std::to_string(size) + " bytes; the limit is " +
-                         std::to_string(max_message_size_) + ".");
+        return error(errc::message_too_large, "The message is " + std::to_string(size) +
+                                                  " bytes; the limit is " +
+                                                  std::to_string(max_message_size_) + ".");
     return {};
 }
 
@@ -22,7 +22,8 @@ void telemetry_service::ingest(const device_auth::device_principal& sender,
         return p.first.rfind("iothub-connection-", 0) == 0 || p.first == "iothub-message-source";
     });
     sys.emplace_back("iothub-connection-device-id", sender.device_id);
-    if (!sender.module_id.empty()) sys.emplace_back("iothub-connection-module-id", sender.module_id);
+    if (!sender.module_id.empty())
+        sys.emplace_back("iothub-connection-module-id", sender.module_id);
     sys.emplace_back("iothub-connection-auth-method", sender.auth_method());
     sys.emplace_back("iothub-connection-auth-generation-id", sender.generation_id);
     sys.emplace_back("iothub-message-source", "Telemetry");

@@ -5,18 +5,19 @@
 // HTTPS answer 204.
 #pragma once
 
-#include <functional>
-
 #include "device_auth/device_auth.hpp"
 #include "storage/event_log.hpp"
+
+#include <functional>
 
 namespace iothub::telemetry {
 
 inline constexpr std::size_t default_max_message_size = 256 * 1024;
 
 class telemetry_service {
-public:
-    telemetry_service(storage::event_log& log, std::size_t max_message_size = default_max_message_size)
+  public:
+    telemetry_service(storage::event_log& log,
+                      std::size_t max_message_size = default_max_message_size)
         : log_(log), max_message_size_(max_message_size) {}
 
     // errc::message_too_large beyond the limit (body, property names and values).
@@ -31,7 +32,7 @@ public:
     }
     std::size_t max_message_size() const { return max_message_size_; }
 
-private:
+  private:
     storage::event_log& log_;
     std::size_t max_message_size_;
 };

@@ -1,6 +1,10 @@
 #include "tls/context.hpp"
 
+#include "common/crypto.hpp"
+#include "common/encoding.hpp"
+
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 namespace iothub::tls {
 namespace ssl = boost::asio::ssl;
@@ -41,6 +45,28 @@ result<std::shared_ptr<ssl::context>> make_client_context(const std::filesystem:
         return error(errc::argument_invalid, "Cannot load CA " + ca.string() + ": " + ec.message());
     ctx->set_verify_mode(ssl::verify_peer);
     return ctx;
+}
+
+std::optional<auth::client_certificate> peer_certificate(SSL* ssl) {
+    X509* leaf = SSL_get1_peer_certificate(ssl);
+    if (!leaf) return std::nullopt;
+    auto der_of = [](X509* c) {
+        int n = i2d_X509(c, nullptr);
+        std::string der(static_cast<std::size_t>(std::max(n, 0)), '\0');
+        auto* p = reinterpret_cast<unsigned char*>(der.data());
+        i2d_X509(c, &p);
+        return der;
+    };
+    auth::client_certificate out;
+    out.chain_der.push_back(der_of(leaf));
+    out.sha1_hex = hex_encode(sha1(out.chain_der.front()), true);
+    out.sha256_hex = hex_encode(sha256(out.chain_der.front()), true);
+    // On a server the peer chain excludes the leaf.
+    if (STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl))
+        for (int i = 0; i < sk_X509_num(chain); ++i)
+            out.chain_der.push_back(der_of(sk_X509_value(chain, i)));
+    X509_free(leaf);
+    return out;
 }
 
 }  // namespace iothub::tls

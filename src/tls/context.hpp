@@ -2,12 +2,14 @@
 // either from the development CA or the one the operator configured.
 #pragma once
 
+#include "auth/client_certificate.hpp"
 #include "common/error.hpp"
 
 #include <boost/asio/ssl/context.hpp>
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 namespace iothub::tls {
 
@@ -19,5 +21,8 @@ result<std::shared_ptr<boost::asio::ssl::context>> make_server_context(
 // A client context trusting `ca` (empty: the system store), verifying the peer's host name.
 result<std::shared_ptr<boost::asio::ssl::context>> make_client_context(
     const std::filesystem::path& ca);
+
+// The certificate a client presented in a completed handshake, if any.
+std::optional<auth::client_certificate> peer_certificate(SSL* ssl);
 
 }  // namespace iothub::tls

@@ -1,0 +1,521 @@
+#include "mqtt/server.hpp"
+
+#include "mqtt/detail/transport.hpp"
+#include "mqtt/topics.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <map>
+#include <mutex>
+
+namespace iothub::mqtt {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using detail::as_tuple;
+using detail::error_code;
+using detail::tcp;
+using detail::transport;
+
+namespace {
+
+std::string session_key(const std::string& client_id) {
+    return "mqtt/session/" + client_id;
+}
+
+clock::time_point steady_from(sys_time t) {
+    return clock::now() + std::chrono::duration_cast<clock::duration>(t - now());
+}
+
+class connection;
+
+}  // namespace
+
+struct server::impl : std::enable_shared_from_this<server::impl> {
+    runtime::shard_set& shards;
+    services svc;
+    server_settings settings;
+
+    mutable std::mutex mutex;
+    std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
+    std::map<connection*, std::weak_ptr<connection>> live;
+    bool stopping = false;
+
+    impl(runtime::shard_set& s, services v, server_settings st) : shards(s), svc(v), settings(st) {}
+
+    void start(std::unique_ptr<transport> t, asio::any_io_executor ex);
+    void forget(connection* c) {
+        std::lock_guard lock(mutex);
+        live.erase(c);
+    }
+    result<std::uint16_t> listen(const std::string& address, std::uint16_t port,
+                                 std::shared_ptr<asio::ssl::context> tls);
+    asio::awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor,
+                                      std::shared_ptr<asio::ssl::context> tls);
+};
+
+namespace {
+
+class connection final : public std::enable_shared_from_this<connection>, public session_handler {
+  public:
+    connection(std::shared_ptr<server::impl> srv, std::unique_ptr<transport> t,
+               asio::any_io_executor ex)
+        : srv_(std::move(srv)),
+          transport_(std::move(t)),
+          ex_(ex),
+          session_(*this, srv_->settings.limits, clock::now()),
+          timer_(ex),
+          resume_(ex) {}
+
+    asio::awaitable<void> run() {
+        auto self = shared_from_this();
+        asio::co_spawn(ex_, timer_loop(self), asio::detached);
+        std::array<char, 16 * 1024> buffer;
+        while (!session_.closed()) {
+            if (session_.reading_paused()) {
+                resume_.expires_at(clock::time_point::max());
+                co_await resume_.async_wait(as_tuple);
+                continue;
+            }
+            reading_ = true;
+            auto [ec, n] = co_await transport_->read_some(asio::buffer(buffer));
+            reading_ = false;
+            if (ec) {
+                session_.close(ec == asio::error::eof ? "connection closed by the client"
+                                                      : "connection lost: " + ec.message());
+            } else {
+                session_.receive(std::string_view(buffer.data(), n), clock::now());
+            }
+            pump();
+        }
+        pump();
+    }
+
+    // From any thread: ends the connection for `reason`.
+    void kick(const std::string& reason) {
+        asio::post(ex_, [self = shared_from_this(), reason] {
+            self->session_.close(reason);
+            self->pump();
+        });
+    }
+
+  private:
+    // session_handler --------------------------------------------------------------------
+
+    void on_connect(const connect_packet& c) override {
+        auto user = parse_username(c.username.value_or(""));
+        if (!user)
+            return session_.refuse(
+                connack_code::bad_username_or_password,
+                "the username is not {host}/{deviceId}[/{moduleId}]/?api-version=...");
+        const std::string expected =
+            user->module_id.empty() ? user->device_id : user->device_id + "/" + user->module_id;
+        if (c.client_id != expected)
+            return session_.refuse(
+                connack_code::identifier_rejected,
+                "client id '" + c.client_id + "' does not match the username's '" + expected + "'");
+        if (c.will) {
+            auto t = classify_publish(c.will->topic, user->device_id, user->module_id);
+            if (t.what != topic_info::kind::telemetry || c.will->qos > 1)
+                return session_.refuse(
+                    connack_code::not_authorized,
+                    "a will message must go to the device's own telemetry topic");
+            will_ = *c.will;
+        }
+        client_id_ = c.client_id;
+        clean_session_ = c.clean_session;
+        device_auth::device_credentials creds{user->device_id, user->module_id, c.password,
+                                              transport_->client_certificate()};
+        srv_->svc.blocking.post([self = shared_from_this(), creds = std::move(creds),
+                                 clean = c.clean_session, key = session_key(c.client_id)] {
+            auto& svc = self->srv_->svc;
+            auto who = svc.authenticator.authenticate(creds, now());
+            std::optional<std::string> record;
+            if (who) {
+                if (clean) {
+                    (void)svc.sessions.remove(key);  // a clean session forgets the old one
+                } else if (auto got = svc.sessions.get(key); got && *got) {
+                    record = std::move((*got)->value);
+                }
+            }
+            asio::post(self->ex_,
+                       [self, who = std::move(who), record = std::move(record)]() mutable {
+                           self->authenticated(std::move(who), std::move(record));
+                       });
+        });
+    }
+
+    void on_publish(publish_packet&& p) override {
+        entry_->touch(now());
+        auto t = classify_publish(p.topic, principal_->device_id, principal_->module_id);
+        switch (t.what) {
+            case topic_info::kind::telemetry: {
+                auto event = telemetry_event(std::move(p.payload), parse_property_bag(t.bag));
+                if (p.retain) event.application_properties.emplace_back("x-opt-retain", "true");
+                if (auto ok = srv_->svc.telemetry.check(event); !ok)
+                    return session_.close("telemetry refused: " + ok.error().message());
+                const auto id = p.packet_id;
+                const auto qos = p.qos;
+                srv_->svc.telemetry.ingest(
+                    *principal_, std::move(event),
+                    [weak = weak_from_this(), ex = ex_, id, qos](result<void> r) {
+                        asio::post(ex, [weak, id, qos, r = std::move(r)] {
+                            if (auto self = weak.lock()) self->stored(id, qos, r);
+                        });
+                    });
+                return;
+            }
+            case topic_info::kind::other_identity:
+                return session_.close("published to another identity's topic '" + p.topic + "'");
+            case topic_info::kind::twin_get:
+            case topic_info::kind::twin_patch_reported:
+            case topic_info::kind::method_response:
+                return session_.close("twin and direct-method topics are not served yet ('" +
+                                      p.topic + "')");
+            case topic_info::kind::unknown:
+                return session_.close("published to an unknown topic '" + p.topic + "'");
+        }
+    }
+
+    std::uint8_t on_subscribe(const subscription& s) override {
+        if (classify_filter(s.filter, principal_->device_id, principal_->module_id) ==
+            filter_kind::unknown)
+            return suback_failure;
+        subscriptions_[s.filter] = s.qos;
+        subscriptions_changed_ = true;
+        return s.qos;
+    }
+
+    void on_unsubscribe(const std::string& filter) override {
+        subscriptions_changed_ |= subscriptions_.erase(filter) > 0;
+    }
+
+    void on_delivered(std::uint16_t) override {}
+
+    // ----------------------------------------------------------------------------------------
+
+    void authenticated(result<device_auth::device_principal> who,
+                       std::optional<std::string> record) {
+        if (session_.closed()) return pump();
+        if (!who) {
+            auto code = who.error().code() == errc::device_disabled
+                            ? connack_code::server_unavailable
+                            : connack_code::not_authorized;
+            spdlog::info("{} {}: connection refused: {}", transport_->kind(), transport_->peer(),
+                         who.error().message());
+            session_.refuse(code, who.error().message());
+            return pump();
+        }
+        principal_ = std::move(*who);
+        entry_ = srv_->svc.connections.attach(
+            principal_->device_id, principal_->module_id,
+            [weak = weak_from_this()](const std::string& reason) {
+                if (auto self = weak.lock()) self->kick(reason);
+            },
+            now());
+        if (record) restore(*record);
+        session_.accept(record.has_value());
+        spdlog::debug("{} {}: {} connected{}", transport_->kind(), transport_->peer(),
+                      principal_->key(), record ? " (session restored)" : "");
+        timer_.cancel();  // deadlines changed: keep-alive and token expiry now apply
+        pump();
+    }
+
+    void stored(std::uint16_t id, std::uint8_t qos, const result<void>& r) {
+        if (!r) {
+            spdlog::error("{} {}: telemetry not stored: {}", transport_->kind(), transport_->peer(),
+                          r.error().message());
+            session_.close("the hub could not store the message: " + r.error().message());
+        } else if (qos == 1) {
+            session_.acknowledge(id);
+        }
+        pump();
+    }
+
+    void restore(const std::string& record) {
+        boost::system::error_code ec;
+        auto v = boost::json::parse(record, ec);
+        if (ec || !v.is_array()) return;
+        for (const auto& s : v.get_array()) {
+            const auto* o = s.if_object();
+            if (!o || !o->contains("f") || !o->at("f").is_string()) continue;
+            std::string filter(o->at("f").get_string());
+            if (classify_filter(filter, principal_->device_id, principal_->module_id) !=
+                filter_kind::unknown)
+                subscriptions_[filter] =
+                    static_cast<std::uint8_t>(o->contains("q") ? o->at("q").to_number<int>() : 0);
+        }
+    }
+
+    void persist_subscriptions() {
+        subscriptions_changed_ = false;
+        if (clean_session_) return;  // a clean session ends with the connection
+        boost::json::array a;
+        for (const auto& [f, q] : subscriptions_)
+            a.push_back(boost::json::object{{"f", f}, {"q", q}});
+        srv_->svc.blocking.post([self = shared_from_this(), key = session_key(client_id_),
+                                 value = boost::json::serialize(a)] {
+            if (auto r = self->srv_->svc.sessions.put(key, value); !r)
+                spdlog::warn("mqtt: cannot record the session of {}: {}", key, r.error().message());
+        });
+    }
+
+    // Moves what the session produced to the wire; ends the connection once the session has
+    // closed and everything is written.
+    void pump() {
+        if (subscriptions_changed_ && principal_) persist_subscriptions();
+        auto& produced = session_.output();
+        if (!produced.empty()) {
+            out_.append(produced);
+            produced.clear();
+        }
+        if (!session_.reading_paused()) resume_.cancel();
+        if (writing_ || finished_) return;
+        if (!out_.empty()) {
+            writing_ = true;
+            asio::co_spawn(ex_, write_loop(shared_from_this()), asio::detached);
+        } else if (session_.closed()) {
+            finish();
+        }
+    }
+
+    // `self` keeps the connection alive for as long as the coroutine runs.
+    asio::awaitable<void> write_loop([[maybe_unused]] std::shared_ptr<connection> self) {
+        while (!out_.empty() && !finished_) {
+            sending_.clear();
+            std::swap(out_, sending_);
+            auto ec = co_await transport_->write(asio::buffer(sending_));
+            if (ec) {
+                session_.close("connection lost while writing: " + ec.message());
+                out_.clear();
+                break;
+            }
+        }
+        writing_ = false;
+        if (session_.closed()) finish();
+    }
+
+    asio::awaitable<void> timer_loop([[maybe_unused]] std::shared_ptr<connection> self) {
+        while (!session_.closed()) {
+            auto due = session_.deadline();
+            if (principal_ && principal_->expires)
+                due = std::min(due, steady_from(*principal_->expires));
+            timer_.expires_at(due);
+            co_await timer_.async_wait(as_tuple);
+            if (session_.closed()) break;
+            session_.tick(clock::now());
+            if (principal_ && principal_->expires && now() >= *principal_->expires)
+                session_.close("the SAS token expired");
+            pump();
+        }
+    }
+
+    void finish() {
+        if (finished_) return;
+        finished_ = true;
+        timer_.cancel();
+        resume_.cancel();
+        if (entry_) srv_->svc.connections.detach(entry_, now());
+        if (principal_ && will_ && !session_.graceful()) {
+            // The will goes out as telemetry when a device vanishes without DISCONNECT.
+            auto t = classify_publish(will_->topic, principal_->device_id, principal_->module_id);
+            auto event = telemetry_event(will_->payload, parse_property_bag(t.bag));
+            event.application_properties.emplace_back("iothub-MessageType", "Will");
+            srv_->svc.telemetry.ingest(*principal_, std::move(event), [](result<void>) {});
+        }
+        spdlog::debug("{} {}: {} closed: {}", transport_->kind(), transport_->peer(),
+                      principal_ ? principal_->key() : std::string("(not connected)"),
+                      session_.close_reason());
+        if (reading_) {
+            transport_->abort();  // a read is pending; nothing more will be sent
+        } else {
+            asio::co_spawn(ex_, close_politely(shared_from_this()), asio::detached);
+        }
+        srv_->forget(this);
+    }
+
+    asio::awaitable<void> close_politely(std::shared_ptr<connection> self) {
+        asio::steady_timer guard(ex_, std::chrono::seconds(2));
+        guard.async_wait([self](error_code ec) {
+            if (!ec) self->transport_->abort();
+        });
+        co_await transport_->shutdown();
+        guard.cancel();
+    }
+
+    std::shared_ptr<server::impl> srv_;
+    std::unique_ptr<transport> transport_;
+    asio::any_io_executor ex_;
+    session session_;
+    asio::steady_timer timer_;
+    asio::steady_timer resume_;
+    std::string out_, sending_;
+    bool writing_ = false, reading_ = false, finished_ = false;
+    std::optional<device_auth::device_principal> principal_;
+    std::shared_ptr<connections::connection_table::entry> entry_;
+    std::optional<will_message> will_;
+    std::string client_id_;
+    bool clean_session_ = true;
+    std::map<std::string, std::uint8_t> subscriptions_;
+    bool subscriptions_changed_ = false;
+};
+
+}  // namespace
+
+void server::impl::start(std::unique_ptr<transport> t, asio::any_io_executor ex) {
+    auto c = std::make_shared<connection>(shared_from_this(), std::move(t), ex);
+    {
+        std::lock_guard lock(mutex);
+        if (stopping) return;
+        live.emplace(c.get(), c);
+    }
+    asio::co_spawn(
+        ex, [c]() -> asio::awaitable<void> { co_await c->run(); }, asio::detached);
+}
+
+asio::awaitable<void> server::impl::accept_loop(std::shared_ptr<tcp::acceptor> acceptor,
+                                                std::shared_ptr<asio::ssl::context> tls) {
+    auto self = shared_from_this();
+    for (;;) {
+        auto& shard = shards.next();
+        auto [ec, socket] = co_await acceptor->async_accept(shard, as_tuple);
+        if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
+        if (ec) {
+            spdlog::warn("mqtt: accept failed: {}", ec.message());
+            asio::steady_timer t(acceptor->get_executor(), std::chrono::milliseconds(100));
+            co_await t.async_wait(as_tuple);
+            continue;
+        }
+        socket.set_option(tcp::no_delay(true), ec);
+        auto ex = socket.get_executor();
+        if (!tls) {
+            start(std::make_unique<detail::tcp_transport>(std::move(socket)), ex);
+            continue;
+        }
+        asio::co_spawn(
+            ex,
+            [self, tls, socket = std::move(socket), ex]() mutable -> asio::awaitable<void> {
+                auto t = std::make_unique<detail::tls_transport>(std::move(socket), *tls);
+                asio::steady_timer guard(ex, self->settings.tls_handshake_timeout);
+                auto* raw = t.get();
+                guard.async_wait([raw](error_code e) {
+                    if (!e) raw->abort();
+                });
+                auto hec = co_await t->handshake();
+                guard.cancel();
+                if (hec) {
+                    spdlog::debug("mqtts {}: TLS handshake failed: {}", t->peer(), hec.message());
+                    co_return;
+                }
+                self->start(std::move(t), ex);
+            },
+            asio::detached);
+    }
+}
+
+result<std::uint16_t> server::impl::listen(const std::string& address, std::uint16_t port,
+                                           std::shared_ptr<asio::ssl::context> tls) {
+    error_code ec;
+    auto addr = asio::ip::make_address(address, ec);
+    if (ec) return error(errc::argument_invalid, "Invalid listen address '" + address + "'.");
+    auto& ctx = shards.at(0);
+    auto acceptor = std::make_shared<tcp::acceptor>(ctx);
+    tcp::endpoint ep(addr, port);
+    acceptor->open(ep.protocol(), ec);
+    if (ec && addr.is_v6() && addr.is_unspecified()) {
+        ep = tcp::endpoint(asio::ip::address_v4::any(), port);
+        acceptor->open(ep.protocol(), ec);
+    }
+    if (ec) return error(errc::server_error, "Cannot open a socket: " + ec.message());
+    if (ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(false), ec);
+    acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+    acceptor->bind(ep, ec);
+    if (ec)
+        return error(errc::server_error,
+                     "Cannot listen on port " + std::to_string(port) + ": " + ec.message() + ".");
+    acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return error(errc::server_error, "Cannot listen: " + ec.message());
+    auto bound = acceptor->local_endpoint(ec).port();
+    {
+        std::lock_guard lock(mutex);
+        acceptors.push_back(acceptor);
+    }
+    asio::co_spawn(ctx, accept_loop(acceptor, std::move(tls)), asio::detached);
+    return bound;
+}
+
+server::server(runtime::shard_set& shards, services svc, server_settings settings)
+    : impl_(std::make_shared<impl>(shards, svc, settings)) {}
+
+server::~server() {
+    begin_stop();
+}
+
+result<std::uint16_t> server::listen_tls(const std::string& address, std::uint16_t port,
+                                         std::shared_ptr<asio::ssl::context> tls) {
+    return impl_->listen(address, port, std::move(tls));
+}
+
+result<std::uint16_t> server::listen_plain(const std::string& address, std::uint16_t port) {
+    return impl_->listen(address, port, nullptr);
+}
+
+void server::accept_websocket(beast::ssl_stream<beast::tcp_stream> stream,
+                              beast::http::request<beast::http::string_body> request,
+                              std::string subprotocol) {
+    auto ex = stream.get_executor();
+    auto peer = detail::endpoint_text(beast::get_lowest_layer(stream).socket());
+    asio::co_spawn(
+        ex,
+        [impl = impl_, stream = std::move(stream), request = std::move(request),
+         subprotocol = std::move(subprotocol), peer = std::move(peer),
+         ex]() mutable -> asio::awaitable<void> {
+            namespace ws = beast::websocket;
+            detail::websocket_transport::ws_stream socket(std::move(stream));
+            beast::get_lowest_layer(socket).expires_never();
+            socket.set_option(
+                ws::stream_base::timeout{std::chrono::seconds(10), ws::stream_base::none(), false});
+            socket.set_option(ws::stream_base::decorator([subprotocol](ws::response_type& res) {
+                res.set(beast::http::field::sec_websocket_protocol, subprotocol);
+                res.set(beast::http::field::server, "iothub");
+            }));
+            auto [ec] = co_await socket.async_accept(request, as_tuple);
+            if (ec) {
+                spdlog::debug("mqtt-ws {}: upgrade failed: {}", peer, ec.message());
+                co_return;
+            }
+            impl->start(std::make_unique<detail::websocket_transport>(std::move(socket), peer), ex);
+        },
+        asio::detached);
+}
+
+void server::begin_stop() {
+    std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
+    std::vector<std::shared_ptr<connection>> conns;
+    {
+        std::lock_guard lock(impl_->mutex);
+        if (impl_->stopping) return;
+        impl_->stopping = true;
+        acceptors = impl_->acceptors;
+        for (auto& [raw, weak] : impl_->live)
+            if (auto c = weak.lock()) conns.push_back(std::move(c));
+    }
+    for (auto& a : acceptors)
+        asio::post(a->get_executor(), [a] {
+            error_code ec;
+            a->close(ec);
+        });
+    for (auto& c : conns) c->kick("the hub is shutting down");
+}
+
+std::size_t server::active_connections() const {
+    std::lock_guard lock(impl_->mutex);
+    return impl_->live.size();
+}
+
+}  // namespace iothub::mqtt
