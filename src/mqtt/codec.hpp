@@ -112,6 +112,11 @@ class decoder {
     void feed(std::string_view bytes);
     std::variant<std::monostate, packet, decode_error> next();
     std::size_t buffered() const { return buffer_.size() - consumed_; }
+    // The first byte not yet decoded, if any.
+    std::optional<std::uint8_t> peek() const {
+        if (consumed_ >= buffer_.size()) return std::nullopt;
+        return static_cast<std::uint8_t>(buffer_[consumed_]);
+    }
 
   private:
     std::string buffer_;

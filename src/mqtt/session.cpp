@@ -18,6 +18,10 @@ void session::receive(std::string_view bytes, clock::time_point now) {
     if (state_ == state::closed) return;
     last_received_ = now;
     decoder_.feed(bytes);
+    // A connection must open with CONNECT (0x10): anything else is refused from its first byte
+    // instead of waiting for a packet length that may never arrive (an HTTP probe, say).
+    if (state_ == state::awaiting_connect && decoder_.peek() && *decoder_.peek() != 0x10)
+        return close("the first packet was not CONNECT");
     // Stop decoding while paused: the bytes wait in the decoder until accept() or acknowledge().
     while (!reading_paused()) {
         auto r = decoder_.next();

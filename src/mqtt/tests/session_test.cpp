@@ -112,6 +112,11 @@ TEST_F(Session, AnythingButConnectFirstCloses) {
     EXPECT_TRUE(s.output().empty());
 }
 
+TEST_F(Session, AForeignFirstByteClosesWithoutWaitingForAWholePacket) {
+    s.receive("G", t0);  // "GET / HTTP/1.1" would otherwise announce a 69-byte packet
+    EXPECT_TRUE(s.closed());
+}
+
 TEST_F(Session, Qos1AcksGoOutInArrivalOrder) {
     connected();
     std::string three;

@@ -116,4 +116,33 @@ function runToExit(args, { env, timeoutMs = 15000 } = {}) {
   });
 }
 
-module.exports = { Hub, runToExit, bin, dataDir, rawRequest, serviceRequest, serviceToken, connectionString, policyKey, sleep };
+// Collects telemetry through the hub's /telemetry API until `done(events)` holds or the time runs
+// out; returns the events (each with properties and systemProperties as objects).
+async function readTelemetry({ from = 'earliest', device, until = () => false, timeoutMs = 10000 } = {}) {
+  const events = [];
+  let cursor;
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const wait = Math.max(1, Math.min(5, Math.ceil((deadline - Date.now()) / 1000)));
+    const q = cursor ? `cursor=${cursor}` : `from=${from}`;
+    const r = await serviceRequest({ path: `/telemetry/events?${q}&max=1000&wait=${wait}` });
+    if (r.status !== 200) throw new Error(`telemetry read failed: ${r.status} ${r.body}`);
+    cursor = r.json.cursor;
+    for (const e of r.json.events)
+      if (!device || e.systemProperties['iothub-connection-device-id'] === device) events.push(e);
+    if (until(events)) break;
+  }
+  return events;
+}
+
+// Waits for `predicate()` to hold, polling every 20 ms, for at most `timeoutMs`.
+async function eventually(predicate, timeoutMs = 5000, what = 'condition') {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await predicate()) return;
+    await sleep(20);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+module.exports = { Hub, runToExit, readTelemetry, eventually, bin, dataDir, rawRequest, serviceRequest, serviceToken, connectionString, policyKey, sleep };
