@@ -51,7 +51,6 @@ std::optional<iothub::config::settings> settings_of(const server_options& opts, 
 }  // namespace
 
 int main(int argc, char** argv) {
-    iothub::app::block_stop_signals();
     CLI::App app{"iothub: a self-hosted device hub that speaks Azure IoT Hub's protocols"};
     app.require_subcommand(1);
     app.fallthrough();
@@ -63,6 +62,7 @@ int main(int argc, char** argv) {
     serve->final_callback([&] {
         auto settings = settings_of(serve_opts, exit_code);
         if (!settings) return;
+        iothub::app::block_stop_signals();  // before the hub starts any thread
         auto hub = iothub::app::hub::start(*settings);
         if (!hub) {
             spdlog::critical("cannot start: {}", hub.error().message());

@@ -2,6 +2,7 @@
 
 #include "auth/connection_string.hpp"
 #include "auth/sas.hpp"
+#include "cli/detail/command_support.hpp"
 #include "cli/hub_client.hpp"
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
@@ -13,86 +14,13 @@
 
 namespace iothub::cli {
 namespace json = boost::json;
+using namespace detail;
 namespace {
-
-struct failure {
-    std::string message;
-};
-
-void print_pretty(std::ostream& out, const json::value& v, int indent) {
-    const std::string pad(indent * 2, ' '), inner((indent + 1) * 2, ' ');
-    if (v.is_object()) {
-        const auto& o = v.get_object();
-        if (o.empty()) {
-            out << "{}";
-            return;
-        }
-        out << "{\n";
-        std::size_t i = 0;
-        for (const auto& [k, val] : o) {
-            out << inner << json::serialize(json::value(k)) << ": ";
-            print_pretty(out, val, indent + 1);
-            out << (++i < o.size() ? ",\n" : "\n");
-        }
-        out << pad << "}";
-    } else if (v.is_array()) {
-        const auto& a = v.get_array();
-        if (a.empty()) {
-            out << "[]";
-            return;
-        }
-        out << "[\n";
-        for (std::size_t i = 0; i < a.size(); ++i) {
-            out << inner;
-            print_pretty(out, a[i], indent + 1);
-            out << (i + 1 < a.size() ? ",\n" : "\n");
-        }
-        out << pad << "]";
-    } else {
-        out << json::serialize(v);
-    }
-}
-
-// The shared state of one invocation: how to reach the hub and what each command asked for.
-struct invocation {
-    access_options access;
-    std::string device_id, module_id, status, status_reason, auth_method = "shared_private_key";
-    std::string primary_key, secondary_key, primary_thumbprint, secondary_thumbprint;
-    std::string etag, key_type = "primary", renew = "both";
-    std::string policy_for_sas;
-    bool edge = false;
-    std::size_t top = 1000;
-    std::int64_t duration = 3600;
-};
-
-hub_access connect(const invocation& inv, bool need_running = true) {
-    auto hub = resolve_access(inv.access, need_running);
-    if (!hub) throw failure{hub.error().message()};
-    return std::move(*hub);
-}
-
-json::value request_json(const hub_access& hub, const std::string& method,
-                         const std::string& target, const std::string& body = {},
-                         const std::vector<std::pair<std::string, std::string>>& headers = {}) {
-    auto r = call(hub, method, target, body, headers);
-    if (!r) throw failure{r.error().message()};
-    if (r->status >= 300) throw failure{describe_failure(*r)};
-    if (r->body.empty()) return nullptr;
-    boost::system::error_code ec;
-    auto v = json::parse(r->body, ec);
-    if (ec) throw failure{"The hub answered with invalid JSON: " + ec.message()};
-    return v;
-}
 
 std::string identity_path(const invocation& inv) {
     std::string p = "/devices/" + percent_encode(inv.device_id);
     if (!inv.module_id.empty()) p += "/modules/" + percent_encode(inv.module_id);
     return p + "?api-version=2021-04-12";
-}
-
-void print(const json::value& v) {
-    print_pretty(std::cout, v, 0);
-    std::cout << "\n";
 }
 
 // Applies the identity flags to a device or module body; used by create and update alike.
@@ -299,7 +227,7 @@ void add_identity_commands(CLI::App& app, const std::shared_ptr<invocation>& inv
 
 std::string pretty_json(const std::string& compact) {
     std::ostringstream out;
-    print_pretty(out, json::parse(compact), 0);
+    detail::print_pretty(out, json::parse(compact), 0);
     return out.str();
 }
 
@@ -356,6 +284,8 @@ void add_commands(CLI::App& app, int& exit_code) {
             }
         });
     });
+
+    add_monitor_command(app, inv, run);
 
     auto* stats = app.add_subcommand("stats", "Registry and connection statistics");
     stats->final_callback([=] {

@@ -1,0 +1,66 @@
+#include "cli/detail/command_support.hpp"
+
+#include <iostream>
+
+namespace iothub::cli::detail {
+
+hub_access connect(const invocation& inv, bool need_running) {
+    auto hub = resolve_access(inv.access, need_running);
+    if (!hub) throw failure{hub.error().message()};
+    return std::move(*hub);
+}
+
+json::value request_json(const hub_access& hub, const std::string& method,
+                         const std::string& target, const std::string& body,
+                         const std::vector<std::pair<std::string, std::string>>& headers) {
+    auto r = call(hub, method, target, body, headers);
+    if (!r) throw failure{r.error().message()};
+    if (r->status >= 300) throw failure{describe_failure(*r)};
+    if (r->body.empty()) return nullptr;
+    boost::system::error_code ec;
+    auto v = json::parse(r->body, ec);
+    if (ec) throw failure{"The hub answered with invalid JSON: " + ec.message()};
+    return v;
+}
+
+void print_pretty(std::ostream& out, const json::value& v, int indent) {
+    const std::string pad(static_cast<std::size_t>(indent) * 2, ' ');
+    const std::string inner(static_cast<std::size_t>(indent + 1) * 2, ' ');
+    if (v.is_object()) {
+        const auto& o = v.get_object();
+        if (o.empty()) {
+            out << "{}";
+            return;
+        }
+        out << "{\n";
+        std::size_t i = 0;
+        for (const auto& [k, val] : o) {
+            out << inner << json::serialize(json::value(k)) << ": ";
+            print_pretty(out, val, indent + 1);
+            out << (++i < o.size() ? ",\n" : "\n");
+        }
+        out << pad << "}";
+    } else if (v.is_array()) {
+        const auto& a = v.get_array();
+        if (a.empty()) {
+            out << "[]";
+            return;
+        }
+        out << "[\n";
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            out << inner;
+            print_pretty(out, a[i], indent + 1);
+            out << (i + 1 < a.size() ? ",\n" : "\n");
+        }
+        out << pad << "]";
+    } else {
+        out << json::serialize(v);
+    }
+}
+
+void print(const json::value& v) {
+    print_pretty(std::cout, v, 0);
+    std::cout << "\n";
+}
+
+}  // namespace iothub::cli::detail
