@@ -22,6 +22,7 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libssl-dev
   librocksdb-dev libspdlog-dev libcli11-dev libtomlplusplus-dev libgtest-dev
   iproute2 util-linux libcap2-bin ca-certificates curl
+  clang libclang-rt-14-dev mosquitto mosquitto-clients
 )
 missing=()
 for p in "${packages[@]}"; do
