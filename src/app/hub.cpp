@@ -241,10 +241,13 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         boost::asio::detached);
 
     im->shards->start();
-    if (auto r = instance::write_runtime(
-            im->paths.where,
-            {im->paths.identity.hostname, im->ports.https, 0, 0, static_cast<long>(::getpid())});
-        !r)
+    instance::runtime_info running;
+    running.hostname = im->paths.identity.hostname;
+    running.https_port = im->ports.https;
+    running.mqtt_port = im->ports.mqtt;
+    running.mqtt_plain_port = im->ports.mqtt_plain;
+    running.pid = static_cast<long>(::getpid());
+    if (auto r = instance::write_runtime(im->paths.where, running); !r)
         spdlog::warn("cannot record runtime.json: {}", r.error().message());
     im->ready = true;
     print_banner(im->paths, s, im->ports);

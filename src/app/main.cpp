@@ -1,5 +1,6 @@
 // `iothub`: one binary for the hub (`serve`, `init`) and its command-line client.
 #include "app/hub.hpp"
+#include "bench/load_generator.hpp"
 #include "cli/commands.hpp"
 #include "config/settings.hpp"
 
@@ -89,6 +90,7 @@ int main(int argc, char** argv) {
     });
 
     iothub::cli::add_commands(app, exit_code);
+    iothub::bench::add_command(app, exit_code);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

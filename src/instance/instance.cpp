@@ -143,6 +143,7 @@ result<void> write_runtime(const layout& where, const runtime_info& info) {
                    {"httpsPort", info.https_port},
                    {"mqttPort", info.mqtt_port},
                    {"amqpPort", info.amqp_port},
+                   {"mqttPlainPort", info.mqtt_plain_port},
                    {"pid", info.pid}};
     return write_file_atomically(where.runtime_file, json::serialize(o) + "\n", false);
 }
@@ -162,6 +163,7 @@ result<runtime_info> read_runtime(const layout& where) {
     info.https_port = static_cast<std::uint16_t>(num("httpsPort"));
     info.mqtt_port = static_cast<std::uint16_t>(num("mqttPort"));
     info.amqp_port = static_cast<std::uint16_t>(num("amqpPort"));
+    info.mqtt_plain_port = static_cast<std::uint16_t>(num("mqttPlainPort"));
     info.pid = static_cast<long>(num("pid"));
     return info;
 }

@@ -47,6 +47,7 @@ struct runtime_info {
     std::uint16_t https_port = 0;
     std::uint16_t mqtt_port = 0;
     std::uint16_t amqp_port = 0;
+    std::uint16_t mqtt_plain_port = 0;  // 0 when the plain listener is off
     long pid = 0;
 };
 result<void> write_runtime(const layout& where, const runtime_info& info);

@@ -52,11 +52,12 @@ TEST_F(Instance, CorruptFilesAreReportedNotReplaced) {
 
 TEST_F(Instance, RuntimeInfoRoundTrips) {
     ASSERT_TRUE(open_identity(where_, std::nullopt));
-    ASSERT_TRUE(write_runtime(where_, {"h.example", 8443, 18883, 15671, 42}));
+    ASSERT_TRUE(write_runtime(where_, {"h.example", 8443, 18883, 15671, 11883, 42}));
     auto info = read_runtime(where_);
     ASSERT_TRUE(info);
     EXPECT_EQ(info->https_port, 8443);
     EXPECT_EQ(info->amqp_port, 15671);
+    EXPECT_EQ(info->mqtt_plain_port, 11883);
     EXPECT_EQ(info->pid, 42);
     remove_runtime(where_);
     EXPECT_FALSE(read_runtime(where_));
