@@ -65,10 +65,14 @@ result<prepared> prepare(const config::settings& s) {
 
 result<std::unique_ptr<storage::engine>> open_storage(const config::settings& s,
                                                       const instance::layout& where) {
-    if (s.storage_engine == "memory") return storage::open_memory();
+    storage::event_log_settings events;
+    events.partitions = s.event_partitions;
+    events.retention = {s.retention, s.retention_max_bytes};
+    events.group_commit_delay = std::chrono::microseconds(s.group_commit_delay_us);
+    if (s.storage_engine == "memory") return storage::open_memory(events);
     storage::rocksdb_settings rs{
         where.storage_dir, s.storage_sync,
-        static_cast<int>(std::max(2u, std::thread::hardware_concurrency()))};
+        static_cast<int>(std::max(2u, std::thread::hardware_concurrency())), events};
     auto e = storage::open_rocksdb(rs);
     if (!e && e.error().message().find("lock") != std::string::npos)
         return error(errc::server_error, "Another iothub is already using " +
@@ -224,14 +228,17 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         im->ports.mqtt_plain = *plain;
     }
 
-    // Retention runs off the shards, once a minute.
+    // Retention runs off the shards, every tenth of the retention period (100 ms to 1 min).
     boost::asio::co_spawn(
         timers,
-        [events = &im->storage->events(), pool = im->blocking.get(),
-         &timers]() -> boost::asio::awaitable<void> {
+        [events = &im->storage->events(), pool = im->blocking.get(), &timers,
+         interval = std::clamp<std::chrono::milliseconds>(
+             std::chrono::duration_cast<std::chrono::milliseconds>(s.retention) / 10,
+             std::chrono::milliseconds(100),
+             std::chrono::minutes(1))]() -> boost::asio::awaitable<void> {
             boost::asio::steady_timer t(timers);
             for (;;) {
-                t.expires_after(std::chrono::minutes(1));
+                t.expires_after(interval);
                 auto [ec] =
                     co_await t.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
                 if (ec) co_return;

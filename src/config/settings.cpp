@@ -121,6 +121,10 @@ const std::vector<setting_def>& table() {
         {{"storage.sync", "IOTHUB_STORAGE_SYNC", "--storage-sync",
           "fsync each commit (true: survives power loss; false: survives process crashes)", true},
          boolean(&settings::storage_sync)},
+        {{"storage.group_commit_delay_us", "IOTHUB_GROUP_COMMIT_DELAY_US",
+          "--group-commit-delay-us",
+          "Microseconds a small telemetry batch waits to share an fsync (0 = none)"},
+         unsigned_number(&settings::group_commit_delay_us, 100000)},
         {{"log.level", "IOTHUB_LOG_LEVEL", "--log-level", "trace, debug, info, warn, error"},
          one_of(&settings::log_level, {"trace", "debug", "info", "warn", "error", "off"})},
         {{"threads", "IOTHUB_THREADS", "--threads", "Network threads (0 = one per core)"},
@@ -135,9 +139,22 @@ const std::vector<setting_def>& table() {
              s.event_partitions = n;
              return std::nullopt;
          }},
-        {{"events.retention_hours", "IOTHUB_RETENTION_HOURS", "--retention-hours",
-          "Hours telemetry is kept (default 24)"},
-         unsigned_number(&settings::retention_hours, 24 * 365)},
+        {{"events.retention", "IOTHUB_RETENTION", "--retention",
+          "How long telemetry is kept: 90s, 30m, 24h (default), 7d"},
+         [](settings& s, const std::string& v) -> std::optional<std::string> {
+             std::uint64_t n = 0;
+             auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+             std::string_view unit(p, static_cast<std::size_t>(v.data() + v.size() - p));
+             const std::uint64_t per = unit == "s"   ? 1
+                                       : unit == "m" ? 60
+                                       : unit == "h" ? 3600
+                                       : unit == "d" ? 86400
+                                                     : 0;
+             if (ec != std::errc{} || per == 0 || n == 0 || n * per > 366ull * 86400)
+                 return "a duration such as 90s, 30m, 24h or 7d (up to a year)";
+             s.retention = std::chrono::seconds(n * per);
+             return std::nullopt;
+         }},
         {{"events.retention_max_bytes", "IOTHUB_RETENTION_MAX_BYTES", "--retention-max-bytes",
           "Largest size of a telemetry partition before the oldest events go (0 = no limit)"},
          unsigned_number(&settings::retention_max_bytes, std::uint64_t{1} << 50)},

@@ -34,13 +34,14 @@ struct settings {
 
     std::string storage_engine = "rocksdb";  // rocksdb | memory
     bool storage_sync = true;
+    std::uint64_t group_commit_delay_us = 2000;  // see storage::event_log_settings
 
     std::string log_level = "info";
     unsigned threads = 0;  // 0 = one per core
 
-    int event_partitions = 4;                // fixed once a data directory has events
-    std::uint64_t retention_hours = 24;      // telemetry kept this long (Azure: 1 to 7 days)
-    std::uint64_t retention_max_bytes = 0;   // per partition; 0 = no size limit
+    int event_partitions = 4;  // fixed once a data directory has events
+    std::chrono::seconds retention{std::chrono::hours(24)};  // telemetry kept this long
+    std::uint64_t retention_max_bytes = 0;                   // per partition; 0 = no size limit
 
     std::size_t max_request_body = 1024 * 1024;
     std::size_t max_modules_per_device = 50;

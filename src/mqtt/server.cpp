@@ -159,15 +159,9 @@ class connection final : public std::enable_shared_from_this<connection>, public
                 if (p.retain) event.application_properties.emplace_back("x-opt-retain", "true");
                 if (auto ok = srv_->svc.telemetry.check(event); !ok)
                     return session_.close("telemetry refused: " + ok.error().message());
-                const auto id = p.packet_id;
-                const auto qos = p.qos;
-                srv_->svc.telemetry.ingest(
-                    *principal_, std::move(event),
-                    [weak = weak_from_this(), ex = ex_, id, qos](result<void> r) {
-                        asio::post(ex, [weak, id, qos, r = std::move(r)] {
-                            if (auto self = weak.lock()) self->stored(id, qos, r);
-                        });
-                    });
+                // Collected until the read that brought them is decoded, then stored together.
+                received_.push_back(std::move(event));
+                if (p.qos == 1) received_ids_.push_back(p.packet_id);
                 return;
             }
             case topic_info::kind::other_identity:
@@ -226,13 +220,30 @@ class connection final : public std::enable_shared_from_this<connection>, public
         pump();
     }
 
-    void stored(std::uint16_t id, std::uint8_t qos, const result<void>& r) {
+    // Appends what one read brought as one batch; its QoS 1 packets are acknowledged together
+    // once it is durable.
+    void store_received() {
+        if (received_.empty()) return;
+        srv_->svc.telemetry.ingest(*principal_, std::move(received_),
+                                   [weak = weak_from_this(), ex = ex_,
+                                    ids = std::move(received_ids_)](result<void> r) mutable {
+                                       asio::post(ex,
+                                                  [weak, ids = std::move(ids), r = std::move(r)] {
+                                                      if (auto self = weak.lock())
+                                                          self->stored(ids, r);
+                                                  });
+                                   });
+        received_.clear();
+        received_ids_.clear();
+    }
+
+    void stored(const std::vector<std::uint16_t>& ids, const result<void>& r) {
         if (!r) {
             spdlog::error("{} {}: telemetry not stored: {}", transport_->kind(), transport_->peer(),
                           r.error().message());
             session_.close("the hub could not store the message: " + r.error().message());
-        } else if (qos == 1) {
-            session_.acknowledge(id);
+        } else {
+            for (auto id : ids) session_.acknowledge(id);
         }
         pump();
     }
@@ -268,6 +279,9 @@ class connection final : public std::enable_shared_from_this<connection>, public
     // Moves what the session produced to the wire; ends the connection once the session has
     // closed and everything is written.
     void pump() {
+        // Telemetry can be decoded by any path into the session (a read, accept() decoding what
+        // was pipelined behind CONNECT, acknowledge() resuming a paused read): store it here.
+        if (principal_) store_received();
         if (subscriptions_changed_ && principal_) persist_subscriptions();
         auto& produced = session_.output();
         if (!produced.empty()) {
@@ -363,6 +377,8 @@ class connection final : public std::enable_shared_from_this<connection>, public
     bool clean_session_ = true;
     std::map<std::string, std::uint8_t> subscriptions_;
     bool subscriptions_changed_ = false;
+    std::vector<storage::event_record> received_;  // telemetry of the current read
+    std::vector<std::uint16_t> received_ids_;      // its QoS 1 packet ids, in order
 };
 
 }  // namespace

@@ -184,12 +184,25 @@ void rocksdb_event_log::append(int partition, std::vector<event_record> events,
     {
         std::lock_guard lock(queue_mutex_);
         if (!stopping_) {
+            queued_events_ += events.size();
             queue_.push_back(pending{partition, std::move(events), std::move(done)});
-            queue_cv_.notify_one();
+            if (writer_state_ == writer_state::idle ||
+                (writer_state_ == writer_state::lingering &&
+                 queued_events_ >= settings_.group_commit_events))
+                queue_cv_.notify_one();
             return;
         }
     }
     done(error(errc::service_unavailable, "The event log is shutting down."));
+}
+
+void rocksdb_event_log::linger(std::unique_lock<std::mutex>& lock) {
+    if (!write_options_.sync || settings_.group_commit_delay.count() <= 0) return;
+    writer_state_ = writer_state::lingering;
+    const auto deadline = std::chrono::steady_clock::now() + settings_.group_commit_delay;
+    queue_cv_.wait_until(lock, deadline, [&] {
+        return stopping_ || queued_events_ >= settings_.group_commit_events;
+    });
 }
 
 void rocksdb_event_log::run_writer() {
@@ -197,9 +210,13 @@ void rocksdb_event_log::run_writer() {
     for (;;) {
         {
             std::unique_lock lock(queue_mutex_);
+            writer_state_ = writer_state::idle;
             queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
             if (queue_.empty()) return;  // stopping, and everything queued is written
+            linger(lock);
             batch.swap(queue_);
+            queued_events_ = 0;
+            writer_state_ = writer_state::working;
         }
         // Everything that queued up while the previous batch synced goes into this one.
         rocksdb::WriteBatch wb;

@@ -26,6 +26,12 @@ class telemetry_service {
     // Checks, stamps and appends. `done` runs on the log's thread; it must only post work.
     void ingest(const device_auth::device_principal& sender, storage::event_record message,
                 std::function<void(result<void>)> done);
+    // The same for several messages from one sender, appended together: one completion, which
+    // is what a protocol adapter wants for the messages one read brought. The caller has checked
+    // each message's size.
+    void ingest(const device_auth::device_principal& sender,
+                std::vector<storage::event_record> messages,
+                std::function<void(result<void>)> done);
 
     int partition_of(std::string_view device_id) const {
         return storage::partition_for(device_id, log_.partition_count());

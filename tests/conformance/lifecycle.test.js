@@ -9,7 +9,7 @@ const os = require('node:os');
 const path = require('node:path');
 const tls = require('node:tls');
 const { spawnSync } = require('node:child_process');
-const { Hub, runToExit, bin, dataDir, serviceToken, serviceRequest } = require('./lib/hub');
+const { Hub, runToExit, bin, dataDir, serviceToken, serviceRequest, rawRequest, eventually } = require('./lib/hub');
 
 describe('shutdown', () => {
   it('SIGTERM lets a request in flight finish, then exits 0 and keeps its write', async () => {
@@ -67,6 +67,39 @@ describe('configuration', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 });
+describe('telemetry settings', () => {
+  it('the partition count and retention apply to the stream', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iothub-retention-'));
+    const hub = await Hub.start(['--hostname', 'localhost', '--https-port', '0', '--mqtt-port', '0',
+      '--event-partitions', '8', '--retention', '2s'], { dir });
+    const ca = fs.readFileSync(`${dir}/tls/ca.pem`);
+    const key = JSON.parse(fs.readFileSync(`${dir}/hub.json`, 'utf8')).policies[0].primaryKey;
+    const { SharedAccessSignature } = require('azure-iot-common');
+    const auth = SharedAccessSignature.create('localhost', 'iothubowner', key, Math.floor(Date.now() / 1000) + 600).toString();
+    const call = (method, p, body) => rawRequest({ method, path: `${p}${p.includes('?') ? '&' : '?'}api-version=2021-04-12`,
+      port: hub.port, ca, body, headers: { Authorization: auth, 'Content-Type': 'application/json' } });
+    const parts = (await call('GET', '/telemetry/partitions')).json;
+    assert.equal(parts.partitionCount, 8);
+    const dev = (await call('PUT', '/devices/short-lived', '{}')).json;
+    const mqtt = require('mqtt');
+    const runtime = JSON.parse(fs.readFileSync(`${dir}/runtime.json`, 'utf8'));
+    const c = mqtt.connect(`mqtts://localhost:${runtime.mqttPort}`, { ca, clientId: 'short-lived', reconnectPeriod: 0,
+      username: 'localhost/short-lived/?api-version=2021-04-12',
+      password: SharedAccessSignature.create('localhost%2Fdevices%2Fshort-lived', undefined,
+        dev.authentication.symmetricKey.primaryKey, Math.floor(Date.now() / 1000) + 600).toString() });
+    await new Promise((resolve, reject) => { c.once('connect', resolve); c.once('error', reject); });
+    await new Promise((r) => c.publish('devices/short-lived/messages/events/', 'ephemeral', { qos: 1 }, r));
+    c.end();
+    assert.equal((await call('GET', '/telemetry/events?from=earliest')).json.events.length, 1);
+    await eventually(async () => (await call('GET', '/telemetry/events?from=earliest')).json.events.length === 0,
+      10000, 'retention to remove the event');
+    const after = (await call('GET', '/telemetry/partitions')).json.partitions;
+    assert.ok(after.some((p) => p.beginSequenceNumber === 1 && p.isEmpty), 'numbers are not reused');
+    await hub.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
+
 describe('start-up failures', () => {
   it('a taken port, a locked data directory and bad settings fail clearly', async () => {
     const hub = await Hub.start();

@@ -64,6 +64,20 @@ sync = false
     EXPECT_FALSE(s->storage_sync);
 }
 
+TEST_F(Settings, RetentionTakesDurationsWithUnits) {
+    for (auto [text, seconds] :
+         {std::pair{"90s", 90}, {"30m", 1800}, {"24h", 86400}, {"7d", 604800}}) {
+        auto s =
+            load(std::nullopt, {{"data_dir", dir_.string()}, {"events.retention", text}}, env({}));
+        ASSERT_TRUE(s) << s.error().message();
+        EXPECT_EQ(s->retention.count(), seconds) << text;
+    }
+    for (auto bad : {"24", "0h", "5y", "h", "400d"})
+        EXPECT_FALSE(
+            load(std::nullopt, {{"data_dir", dir_.string()}, {"events.retention", bad}}, env({})))
+            << bad;
+}
+
 TEST_F(Settings, ReadsTheDataDirectorysFileWhenNoneIsNamed) {
     write("iothub.toml", "hostname = \"dir.example\"\n");
     auto s = load(std::nullopt, {{"data_dir", dir_.string()}}, env({}));

@@ -45,6 +45,8 @@ class rocksdb_event_log final : public event_log_core {
         std::vector<event_record> events;
         append_callback done;
     };
+    // Waits briefly for more appends while the queue is small (see event_log_settings).
+    void linger(std::unique_lock<std::mutex>& lock);
 
     rocksdb::DB* db_;
     rocksdb::ColumnFamilyHandle* events_;
@@ -55,6 +57,10 @@ class rocksdb_event_log final : public event_log_core {
     std::mutex queue_mutex_;
     std::condition_variable queue_cv_;
     std::vector<pending> queue_;
+    std::size_t queued_events_ = 0;
+    // What the writer waits for, so appenders wake it only when it matters: a context switch per
+    // message would cost more than the fsync it shares.
+    enum class writer_state { working, idle, lingering } writer_state_ = writer_state::working;
     bool stopping_ = false;
     std::thread writer_;
     std::vector<std::uint64_t> next_;  // writer thread only: next sequence per partition
