@@ -20,7 +20,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 packages=(
   build-essential cmake ninja-build pkg-config
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libssl-dev
-  librocksdb-dev libspdlog-dev libcli11-dev libtomlplusplus-dev libgtest-dev
+  librocksdb-dev libspdlog-dev libcli11-dev libtomlplusplus-dev libgtest-dev libjemalloc-dev
   iproute2 util-linux libcap2-bin ca-certificates curl
   clang libclang-rt-14-dev mosquitto mosquitto-clients
 )

@@ -206,6 +206,7 @@ class connection final : public std::enable_shared_from_this<connection>, public
             return pump();
         }
         principal_ = std::move(*who);
+        stamp_ = telemetry::telemetry_service::stamp_for(*principal_);
         entry_ = srv_->svc.connections.attach(
             principal_->device_id, principal_->module_id,
             [weak = weak_from_this()](const std::string& reason) {
@@ -224,7 +225,7 @@ class connection final : public std::enable_shared_from_this<connection>, public
     // once it is durable.
     void store_received() {
         if (received_.empty()) return;
-        srv_->svc.telemetry.ingest(*principal_, std::move(received_),
+        srv_->svc.telemetry.ingest(*principal_, stamp_, std::move(received_),
                                    [weak = weak_from_this(), ex = ex_,
                                     ids = std::move(received_ids_)](result<void> r) mutable {
                                        asio::post(ex,
@@ -377,8 +378,9 @@ class connection final : public std::enable_shared_from_this<connection>, public
     bool clean_session_ = true;
     std::map<std::string, std::uint8_t> subscriptions_;
     bool subscriptions_changed_ = false;
-    std::vector<storage::event_record> received_;  // telemetry of the current read
-    std::vector<std::uint16_t> received_ids_;      // its QoS 1 packet ids, in order
+    std::shared_ptr<const storage::property_list> stamp_;  // who sent it, for every message
+    std::vector<storage::event_record> received_;          // telemetry of the current read
+    std::vector<std::uint16_t> received_ids_;              // its QoS 1 packet ids, in order
 };
 
 }  // namespace

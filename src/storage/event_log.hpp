@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -40,10 +41,14 @@ struct event_record {
     // iothub-connection-device-id, iothub-connection-module-id, iothub-connection-auth-method,
     // iothub-connection-auth-generation-id, iothub-message-source, ...
     property_list system_properties;
+    // Properties every message of a connection shares (who sent it), built once per connection
+    // and stored after system_properties; reading an event back folds them into
+    // system_properties.
+    std::shared_ptr<const property_list> stamp;
 };
 
-// Body, property names and values: what counts against the 256 KB message limit and for
-// size-based retention.
+// Body, property names and values (the stamp excluded): what counts against the 256 KB message
+// limit and for size-based retention.
 std::size_t event_size(const event_record& e);
 
 struct stored_event {

@@ -81,6 +81,11 @@ class memory_event_log final : public detail::event_log_core {
             for (auto& e : events) {
                 std::uint64_t seq = p.begin + p.events.size();
                 p.bytes += event_size(e);
+                if (e.stamp) {  // stored events are self-contained, as on disk
+                    e.system_properties.insert(e.system_properties.end(), e.stamp->begin(),
+                                               e.stamp->end());
+                    e.stamp.reset();
+                }
                 p.events.push_back(stored_event{seq, t, std::move(e)});
                 sequences.push_back(seq);
             }

@@ -74,7 +74,17 @@ std::string encode(sys_time t, const event_record& e) {
     put_u64(out, static_cast<std::uint64_t>(t.time_since_epoch().count()));
     put_string(out, e.body);
     put_properties(out, e.application_properties);
-    put_properties(out, e.system_properties);
+    const std::size_t stamped = e.stamp ? e.stamp->size() : 0;
+    put_varint(out, e.system_properties.size() + stamped);
+    for (const auto& [k, v] : e.system_properties) {
+        put_string(out, k);
+        put_string(out, v);
+    }
+    if (e.stamp)
+        for (const auto& [k, v] : *e.stamp) {
+            put_string(out, k);
+            put_string(out, v);
+        }
     return out;
 }
 

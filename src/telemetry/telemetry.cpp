@@ -11,33 +11,39 @@ result<void> telemetry_service::check(const storage::event_record& message) cons
     return {};
 }
 
+std::shared_ptr<const storage::property_list> telemetry_service::stamp_for(
+    const device_auth::device_principal& sender) {
+    auto stamp = std::make_shared<storage::property_list>();
+    stamp->emplace_back("iothub-connection-device-id", sender.device_id);
+    if (!sender.module_id.empty())
+        stamp->emplace_back("iothub-connection-module-id", sender.module_id);
+    stamp->emplace_back("iothub-connection-auth-method", sender.auth_method());
+    stamp->emplace_back("iothub-connection-auth-generation-id", sender.generation_id);
+    stamp->emplace_back("iothub-message-source", "Telemetry");
+    return stamp;
+}
+
 void telemetry_service::ingest(const device_auth::device_principal& sender,
                                storage::event_record message,
                                std::function<void(result<void>)> done) {
     if (auto ok = check(message); !ok) return done(ok.error());
     std::vector<storage::event_record> batch;
     batch.push_back(std::move(message));
-    ingest(sender, std::move(batch), std::move(done));
+    ingest(sender, stamp_for(sender), std::move(batch), std::move(done));
 }
 
 void telemetry_service::ingest(const device_auth::device_principal& sender,
+                               std::shared_ptr<const storage::property_list> stamp,
                                std::vector<storage::event_record> messages,
                                std::function<void(result<void>)> done) {
-    const std::string auth_method = sender.auth_method();
     for (auto& message : messages) {
-        auto& sys = message.system_properties;
         // Connection properties are the hub's word on who sent it: anything the device claimed
-        // under these names is replaced.
-        std::erase_if(sys, [](const auto& p) {
+        // under these names is dropped, and the stamp supplies the real ones.
+        std::erase_if(message.system_properties, [](const auto& p) {
             return p.first.rfind("iothub-connection-", 0) == 0 ||
                    p.first == "iothub-message-source";
         });
-        sys.emplace_back("iothub-connection-device-id", sender.device_id);
-        if (!sender.module_id.empty())
-            sys.emplace_back("iothub-connection-module-id", sender.module_id);
-        sys.emplace_back("iothub-connection-auth-method", auth_method);
-        sys.emplace_back("iothub-connection-auth-generation-id", sender.generation_id);
-        sys.emplace_back("iothub-message-source", "Telemetry");
+        message.stamp = stamp;
     }
     log_.append(partition_of(sender.device_id), std::move(messages),
                 [done = std::move(done)](result<std::vector<std::uint64_t>> r) {

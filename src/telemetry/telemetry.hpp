@@ -28,10 +28,16 @@ class telemetry_service {
                 std::function<void(result<void>)> done);
     // The same for several messages from one sender, appended together: one completion, which
     // is what a protocol adapter wants for the messages one read brought. The caller has checked
-    // each message's size.
+    // each message's size. `stamp` is stamp_for(sender), made once per connection.
     void ingest(const device_auth::device_principal& sender,
+                std::shared_ptr<const storage::property_list> stamp,
                 std::vector<storage::event_record> messages,
                 std::function<void(result<void>)> done);
+
+    // The connection properties every message from `sender` carries (iothub-connection-*,
+    // iothub-message-source), shared by all of them.
+    static std::shared_ptr<const storage::property_list> stamp_for(
+        const device_auth::device_principal& sender);
 
     int partition_of(std::string_view device_id) const {
         return storage::partition_for(device_id, log_.partition_count());
