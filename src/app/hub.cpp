@@ -1,6 +1,7 @@
 #include "app/hub.hpp"
 
 #include "auth/connection_string.hpp"
+#include "certificates/ca_store.hpp"
 #include "connections/connections.hpp"
 #include "device_auth/device_auth.hpp"
 #include "http/server.hpp"
@@ -8,6 +9,7 @@
 #include "mqtt/server.hpp"
 #include "registry/registry.hpp"
 #include "runtime/shards.hpp"
+#include "service_api/certificates_api.hpp"
 #include "service_api/service_api.hpp"
 #include "service_api/telemetry_api.hpp"
 #include "storage/engine.hpp"
@@ -124,6 +126,7 @@ struct hub::impl {
     std::unique_ptr<runtime::blocking_pool> blocking;
     std::unique_ptr<telemetry::telemetry_service> telemetry;
     std::unique_ptr<connections::connection_table> connections;
+    std::unique_ptr<certificates::ca_store> cas;
     std::unique_ptr<device_auth::device_authenticator> authenticator;
     http::router routes;
     std::unique_ptr<http::server> https;
@@ -164,8 +167,11 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     im->blocking = std::make_unique<runtime::blocking_pool>(4);
     im->telemetry = std::make_unique<telemetry::telemetry_service>(im->storage->events());
     im->connections = std::make_unique<connections::connection_table>();
+    im->cas = std::make_unique<certificates::ca_store>(im->storage->kv());
+    if (auto r = im->cas->load(); !r) return r.error();
     im->authenticator = std::make_unique<device_auth::device_authenticator>(
-        *im->registry, *im->policies, *im->hosts);
+        *im->registry, *im->policies, *im->hosts,
+        [cas = im->cas.get()](const auth::client_certificate& c) { return cas->verify_chain(c); });
 
     // Revoking access ends live connections at once: deleted, disabled, new credentials.
     im->registry->on_change([conns = im->connections.get()](const registry::identity_change& c) {
@@ -190,6 +196,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     };
     api.connected_devices = [conns = im->connections.get()] { return conns->connected_devices(); };
     service_api::add_routes(im->routes, std::move(api));
+    service_api::add_certificate_routes(im->routes, {*im->policies, *im->hosts, *im->cas});
     auto& timers = im->shards->at(0);
     service_api::add_telemetry_routes(
         im->routes,

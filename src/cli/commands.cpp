@@ -10,6 +10,7 @@
 
 #include <boost/json.hpp>
 
+#include <fstream>
 #include <iostream>
 
 namespace iothub::cli {
@@ -223,6 +224,72 @@ void add_identity_commands(CLI::App& app, const std::shared_ptr<invocation>& inv
     rk->final_callback([=] { run([=] { renew_key(*inv); }); });
 }
 
+void add_certificate_commands(CLI::App& app, const std::shared_ptr<invocation>& inv,
+                              const runner& run) {
+    struct cert_options {
+        std::string name, path;
+        bool verified = false;
+    };
+    auto o = std::make_shared<cert_options>();
+    auto* group =
+        app.add_subcommand("certificate", "CA certificates for X.509 device authentication");
+    group->require_subcommand(1);
+    auto file = [](const std::string& path) {
+        std::ifstream in(path);
+        if (!in) throw failure{"Cannot read " + path + "."};
+        return std::string((std::istreambuf_iterator<char>(in)), {});
+    };
+    auto target = [](const std::string& name, const std::string& action = {}) {
+        return "/certificates/" + percent_encode(name) + action + "?api-version=2021-04-12";
+    };
+
+    auto* create = group->add_subcommand("create", "Register a CA certificate (PEM or DER file)");
+    create->add_option("name,-n,--name", o->name, "Certificate name")->required();
+    create->add_option("-p,--path", o->path, "The CA certificate file")->required();
+    create->add_flag("--verified", o->verified, "Trust it without proof of possession");
+    create->final_callback([=] {
+        run([=] {
+            json::object body{{"properties", json::object{{"certificate", file(o->path)},
+                                                          {"isVerified", o->verified}}}};
+            print(request_json(connect(*inv), "PUT", target(o->name), json::serialize(body)));
+        });
+    });
+    auto* list = group->add_subcommand("list", "List the CA certificates");
+    list->final_callback([=] {
+        run([=] {
+            print(request_json(connect(*inv), "GET", "/certificates?api-version=2021-04-12"));
+        });
+    });
+    auto* show = group->add_subcommand("show", "Show a CA certificate");
+    show->add_option("name,-n,--name", o->name, "Certificate name")->required();
+    show->final_callback(
+        [=] { run([=] { print(request_json(connect(*inv), "GET", target(o->name))); }); });
+    auto* del = group->add_subcommand("delete", "Delete a CA certificate");
+    del->add_option("name,-n,--name", o->name, "Certificate name")->required();
+    del->final_callback(
+        [=] { run([=] { request_json(connect(*inv), "DELETE", target(o->name)); }); });
+    auto* code = group->add_subcommand(
+        "generate-verification-code", "Start proof of possession: sign a certificate with this CN");
+    code->add_option("name,-n,--name", o->name, "Certificate name")->required();
+    code->final_callback([=] {
+        run([=] {
+            print(
+                request_json(connect(*inv), "POST", target(o->name, "/generateVerificationCode")));
+        });
+    });
+    auto* verify =
+        group->add_subcommand("verify", "Finish proof of possession with the signed certificate");
+    verify->add_option("name,-n,--name", o->name, "Certificate name")->required();
+    verify->add_option("-p,--path", o->path, "The verification certificate file")->required();
+    verify->final_callback([=] {
+        run([=] {
+            json::object body{{"certificate", file(o->path)}};
+            print(request_json(connect(*inv), "POST", target(o->name, "/verify"),
+                               json::serialize(body)));
+        });
+    });
+}
+
 }  // namespace
 
 std::string pretty_json(const std::string& compact) {
@@ -286,6 +353,7 @@ void add_commands(CLI::App& app, int& exit_code) {
     });
 
     add_monitor_command(app, inv, run);
+    add_certificate_commands(app, inv, run);
 
     auto* stats = app.add_subcommand("stats", "Registry and connection statistics");
     stats->final_callback([=] {

@@ -2,6 +2,7 @@
 
 #include "common/encoding.hpp"
 #include "common/time.hpp"
+#include "service_api/detail/guard.hpp"
 
 #include <boost/json.hpp>
 
@@ -68,17 +69,11 @@ json::array identities_json(const context& ctx, const std::vector<registry::iden
 
 void add_routes(http::router& routes, context ctx) {
     auto shared = std::make_shared<context>(std::move(ctx));
-    // Wraps a handler body with authentication and the uniform error mapping.
     auto guarded = [shared](auth::rights needed,
                             std::function<result<response>(const context&, request&)> body) {
-        return [shared, needed, body = std::move(body)](request& req, responder done) {
-            const auto& c = *shared;
-            auto who = c.policies.authenticate(req.header("authorization"), c.hosts,
-                                               req.decoded_path(), needed, now());
-            if (!who) return done(http::error_response(who.error()));
-            auto r = body(c, req);
-            done(r ? std::move(*r) : http::error_response(r.error()));
-        };
+        return detail::guarded<context>(
+            shared, needed,
+            [body = std::move(body)](context& c, request& req) { return body(c, req); });
     };
     using auth::right;
 
