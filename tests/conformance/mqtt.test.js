@@ -332,6 +332,44 @@ describe('plain MQTT clients and Azure topic rules', () => {
   });
 });
 
+describe('WebSocket and keep-alive', () => {
+  const WebSocket = require('ws');
+  for (const protocol of ['mqtt', 'MQTT']) {
+    it(`subprotocol ${protocol} is echoed as the client spelled it`, async () => {
+      const ws = new WebSocket('wss://localhost/$iothub/websocket', protocol, { ca });
+      await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+      assert.equal(ws.protocol, protocol);
+      ws.close();
+    });
+  }
+
+  it('an unknown subprotocol or path is refused with 400', async () => {
+    for (const [url, protocol] of [['wss://localhost/$iothub/websocket', 'stomp'], ['wss://localhost/elsewhere', 'mqtt']]) {
+      const ws = new WebSocket(url, protocol, { ca });
+      const status = await new Promise((resolve) => {
+        ws.once('unexpected-response', (req, res) => resolve(res.statusCode));
+        ws.once('open', () => resolve('opened'));
+        ws.once('error', () => {});
+      });
+      assert.equal(status, 400, url);
+    }
+  });
+
+  it('a client silent for 1.5 x its keep-alive is disconnected', async () => {
+    await device('sleepy');
+    const s = tls.connect({ host: 'localhost', port: 8883, ca, servername: 'localhost' });
+    await new Promise((r) => s.once('secureConnect', r));
+    s.resume();  // drain the CONNACK, or the socket never reports its close
+    const mqttPacket = require('mqtt-packet');
+    s.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 1,
+      clientId: 'sleepy', username: 'localhost/sleepy/?api-version=2021-04-12', password: Buffer.from(sas('localhost/devices/sleepy', keys.sleepy)) }));
+    const opened = Date.now();
+    await new Promise((r) => s.once('close', r));
+    const lived = Date.now() - opened;
+    assert.ok(lived >= 1400, `closed after ${lived} ms, not before 1.5 s`);
+  });
+});
+
 describe('malformed input never takes the hub down', () => {
   const cases = {
     'garbage bytes': Buffer.from('GET / HTTP/1.1\r\n\r\n'),

@@ -27,5 +27,6 @@ exec unshare "${unshare_args[@]}" env IOTHUB_BIN="$bin" IOTHUB_WORK="$work" SUIT
   export NODE_EXTRA_CA_CERTS="$IOTHUB_WORK/hub/tls/ca.pem"
   export IOTHUB_DATA_DIR="$IOTHUB_WORK/hub"
   cd "$(dirname "$SUITE")"
-  exec node --test --test-reporter=spec "$SUITE"
+  # A hung case fails after two minutes instead of stalling the run.
+  exec node --test --test-reporter=spec --test-timeout=120000 "$SUITE"
 '
