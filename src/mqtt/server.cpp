@@ -77,7 +77,7 @@ class connection final : public std::enable_shared_from_this<connection>, public
         asio::co_spawn(ex_, timer_loop(self), asio::detached);
         std::array<char, 16 * 1024> buffer;
         while (!session_.closed()) {
-            if (session_.reading_paused()) {
+            if (paused()) {
                 resume_.expires_at(clock::time_point::max());
                 co_await resume_.async_wait(as_tuple);
                 continue;
@@ -225,20 +225,23 @@ class connection final : public std::enable_shared_from_this<connection>, public
     // once it is durable.
     void store_received() {
         if (received_.empty()) return;
-        srv_->svc.telemetry.ingest(*principal_, stamp_, std::move(received_),
-                                   [weak = weak_from_this(), ex = ex_,
-                                    ids = std::move(received_ids_)](result<void> r) mutable {
-                                       asio::post(ex,
-                                                  [weak, ids = std::move(ids), r = std::move(r)] {
-                                                      if (auto self = weak.lock())
-                                                          self->stored(ids, r);
-                                                  });
-                                   });
+        std::size_t bytes = 0;
+        for (const auto& e : received_) bytes += storage::event_size(e);
+        unstored_bytes_ += bytes;
+        srv_->svc.telemetry.ingest(
+            *principal_, stamp_, std::move(received_),
+            [weak = weak_from_this(), ex = ex_, bytes,
+             ids = std::move(received_ids_)](result<void> r) mutable {
+                asio::post(ex, [weak, ids = std::move(ids), bytes, r = std::move(r)] {
+                    if (auto self = weak.lock()) self->stored(ids, bytes, r);
+                });
+            });
         received_.clear();
         received_ids_.clear();
     }
 
-    void stored(const std::vector<std::uint16_t>& ids, const result<void>& r) {
+    void stored(const std::vector<std::uint16_t>& ids, std::size_t bytes, const result<void>& r) {
+        unstored_bytes_ -= bytes;
         if (!r) {
             spdlog::error("{} {}: telemetry not stored: {}", transport_->kind(), transport_->peer(),
                           r.error().message());
@@ -277,6 +280,13 @@ class connection final : public std::enable_shared_from_this<connection>, public
         });
     }
 
+    // Reading waits while the session says so (authenticating, QoS 1 window full) and while too
+    // much of this connection's telemetry awaits storage: QoS 0 has no acknowledgement to hold a
+    // fast publisher back, so TCP flow control does it.
+    bool paused() const {
+        return session_.reading_paused() || unstored_bytes_ > max_unstored_bytes;
+    }
+
     // Moves what the session produced to the wire; ends the connection once the session has
     // closed and everything is written.
     void pump() {
@@ -289,7 +299,7 @@ class connection final : public std::enable_shared_from_this<connection>, public
             out_.append(produced);
             produced.clear();
         }
-        if (!session_.reading_paused()) resume_.cancel();
+        if (!paused()) resume_.cancel();
         if (writing_ || finished_) return;
         if (!out_.empty()) {
             writing_ = true;
@@ -378,9 +388,11 @@ class connection final : public std::enable_shared_from_this<connection>, public
     bool clean_session_ = true;
     std::map<std::string, std::uint8_t> subscriptions_;
     bool subscriptions_changed_ = false;
-    std::shared_ptr<const storage::property_list> stamp_;  // who sent it, for every message
-    std::vector<storage::event_record> received_;          // telemetry of the current read
-    std::vector<std::uint16_t> received_ids_;              // its QoS 1 packet ids, in order
+    std::shared_ptr<const storage::property_list> stamp_;          // who sent it, for every message
+    std::vector<storage::event_record> received_;                  // telemetry of the current read
+    std::vector<std::uint16_t> received_ids_;                      // its QoS 1 packet ids, in order
+    std::size_t unstored_bytes_ = 0;                               // appended, not yet durable
+    static constexpr std::size_t max_unstored_bytes = 512 * 1024;  // two maximum-size messages
 };
 
 }  // namespace
