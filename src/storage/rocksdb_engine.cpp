@@ -18,7 +18,10 @@ namespace iothub::storage {
 namespace {
 
 constexpr std::string_view kv_family = "kv";
-constexpr std::string_view events_family = "events";
+
+std::string events_family_name(int partition) {
+    return "events." + std::to_string(partition);
+}
 constexpr std::string_view version_key = "kv.version";
 
 std::string encode_u64(std::uint64_t v) {
@@ -168,30 +171,57 @@ class rocksdb_engine final : public engine {
         // Registry and twin reads are point lookups: bloom filters and hashed data-block index.
         kv_options.OptimizeForPointLookup(64);
 
-        // Telemetry is written once, read in order, and dropped from the front: big memtables,
-        // cheap compression.
+        // Telemetry is written once, read in order, and dropped from the front. Each partition has
+        // its own column family keyed by sequence number alone, so keys only ever increase:
+        // flushed files never overlap and compaction moves them down without rewriting them.
         rocksdb::ColumnFamilyOptions events_options;
-        events_options.write_buffer_size = 64 << 20;
+        events_options.write_buffer_size = 32 << 20;
         events_options.compression = rocksdb::kLZ4Compression;
+        // All memtables together stay within this, however many partitions there are.
+        options.db_write_buffer_size = 256 << 20;
 
-        std::vector<rocksdb::ColumnFamilyDescriptor> families{
-            {rocksdb::kDefaultColumnFamilyName, meta_options},
-            {std::string(kv_family), kv_options},
-            {std::string(events_family), events_options},
+        // Every existing column family must be opened; missing ones are created.
+        std::vector<std::string> names;
+        if (!rocksdb::DB::ListColumnFamilies(options, settings.path.string(), &names).ok())
+            names.clear();
+        auto want = [&](const std::string& n) {
+            if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
         };
+        want(rocksdb::kDefaultColumnFamilyName);
+        want(std::string(kv_family));
+        for (int p = 0; p < settings.events.partitions; ++p) want(events_family_name(p));
+        std::vector<rocksdb::ColumnFamilyDescriptor> families;
+        for (const auto& n : names) {
+            if (n == rocksdb::kDefaultColumnFamilyName)
+                families.emplace_back(n, meta_options);
+            else if (n == kv_family)
+                families.emplace_back(n, kv_options);
+            else
+                families.emplace_back(n, events_options);
+        }
         std::vector<rocksdb::ColumnFamilyHandle*> handles;
         rocksdb::DB* raw = nullptr;
         auto s = rocksdb::DB::Open(options, settings.path.string(), families, &handles, &raw);
         if (!s.ok()) return storage_error(s);
         auto engine = std::unique_ptr<rocksdb_engine>(new rocksdb_engine(raw, handles));
+        auto handle = [&](const std::string& n) {
+            for (std::size_t i = 0; i < families.size(); ++i)
+                if (families[i].name == n) return handles[i];
+            return static_cast<rocksdb::ColumnFamilyHandle*>(nullptr);
+        };
+        auto* meta = handle(rocksdb::kDefaultColumnFamilyName);
 
         std::string last;
-        s = raw->Get(rocksdb::ReadOptions(), handles[0], version_key, &last);
+        s = raw->Get(rocksdb::ReadOptions(), meta, version_key, &last);
         if (!s.ok() && !s.IsNotFound()) return storage_error(s);
-        engine->kv_ = std::make_unique<rocksdb_kv_store>(raw, handles[1], handles[0], settings.sync,
-                                                         s.ok() ? decode_u64(last) : 0);
-        auto events = detail::rocksdb_event_log::open(raw, handles[2], handles[0], settings.events,
-                                                      settings.sync);
+        engine->kv_ =
+            std::make_unique<rocksdb_kv_store>(raw, handle(std::string(kv_family)), meta,
+                                               settings.sync, s.ok() ? decode_u64(last) : 0);
+        std::vector<rocksdb::ColumnFamilyHandle*> partitions;
+        for (int p = 0; p < settings.events.partitions; ++p)
+            partitions.push_back(handle(events_family_name(p)));
+        auto events = detail::rocksdb_event_log::open(raw, std::move(partitions), meta,
+                                                      settings.events, settings.sync);
         if (!events) return events.error();
         engine->events_ = std::move(*events);
         return std::unique_ptr<storage::engine>(std::move(engine));

@@ -1,5 +1,6 @@
 #include "storage/detail/rocksdb_event_log.hpp"
 
+#include <rocksdb/convenience.h>
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
@@ -101,8 +102,8 @@ bool decode(std::string_view value, stored_event& out) {
            get_properties(value, out.record.system_properties);
 }
 
-std::string key(int partition, std::uint64_t sequence) {
-    std::string k(1, static_cast<char>(partition));
+std::string key(std::uint64_t sequence) {
+    std::string k;
     put_u64(k, sequence);
     return k;
 }
@@ -117,12 +118,13 @@ error storage_error(const rocksdb::Status& s) {
 
 }  // namespace
 
-rocksdb_event_log::rocksdb_event_log(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* events,
+rocksdb_event_log::rocksdb_event_log(rocksdb::DB* db,
+                                     std::vector<rocksdb::ColumnFamilyHandle*> partitions,
                                      rocksdb::ColumnFamilyHandle* meta,
                                      const event_log_settings& settings, bool sync)
     : event_log_core(settings.partitions),
       db_(db),
-      events_(events),
+      partitions_(std::move(partitions)),
       meta_(meta),
       settings_(settings),
       next_(static_cast<std::size_t>(settings.partitions), 0) {
@@ -130,8 +132,8 @@ rocksdb_event_log::rocksdb_event_log(rocksdb::DB* db, rocksdb::ColumnFamilyHandl
 }
 
 result<std::unique_ptr<rocksdb_event_log>> rocksdb_event_log::open(
-    rocksdb::DB* db, rocksdb::ColumnFamilyHandle* events, rocksdb::ColumnFamilyHandle* meta,
-    const event_log_settings& settings, bool sync) {
+    rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> partitions,
+    rocksdb::ColumnFamilyHandle* meta, const event_log_settings& settings, bool sync) {
     if (settings.partitions < 1 || settings.partitions > 32)
         return error(errc::argument_invalid, "Event partitions must be between 1 and 32.");
     std::string stored;
@@ -147,24 +149,27 @@ result<std::unique_ptr<rocksdb_event_log>> rocksdb_event_log::open(
     }
     if (!s.ok()) return storage_error(s);
 
-    std::unique_ptr<rocksdb_event_log> log(new rocksdb_event_log(db, events, meta, settings, sync));
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), events));
+    if (partitions.size() != static_cast<std::size_t>(settings.partitions))
+        return error(errc::server_error, "The event log needs one column family per partition.");
+    std::unique_ptr<rocksdb_event_log> log(
+        new rocksdb_event_log(db, std::move(partitions), meta, settings, sync));
     for (int p = 0; p < settings.partitions; ++p) {
+        auto* cf = log->partitions_[static_cast<std::size_t>(p)];
+        std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cf));
         partition_info info;
         std::string next;
         s = db->Get(rocksdb::ReadOptions(), meta, next_key(p), &next);
         if (!s.ok() && !s.IsNotFound()) return storage_error(s);
         info.next_sequence_number = s.ok() ? get_u64(next) : 0;
-        it->Seek(key(p, 0));
-        if (it->Valid() && it->key().size() == 9 && it->key()[0] == static_cast<char>(p)) {
-            info.begin_sequence_number = get_u64(it->key().ToStringView().substr(1));
+        it->SeekToFirst();
+        if (it->Valid() && it->key().size() == 8) {
+            info.begin_sequence_number = get_u64(it->key().ToStringView());
         } else {
             info.begin_sequence_number = info.next_sequence_number;
         }
         if (!info.empty()) {
             std::string last;
-            s = db->Get(rocksdb::ReadOptions(), events, key(p, info.next_sequence_number - 1),
-                        &last);
+            s = db->Get(rocksdb::ReadOptions(), cf, key(info.next_sequence_number - 1), &last);
             if (s.ok()) info.last_enqueued_time = time_of(last);
         }
         log->next_[static_cast<std::size_t>(p)] = info.next_sequence_number;
@@ -243,7 +248,7 @@ void rocksdb_event_log::run_writer() {
                 times[p] = stamp(batch[i].partition, t_now);
             }
             for (const auto& e : batch[i].events) {
-                wb.Put(events_, key(batch[i].partition, next_[p]), encode(times[p], e));
+                wb.Put(partitions_[p], key(next_[p]), encode(times[p], e));
                 assigned[i].push_back(next_[p]++);
             }
         }
@@ -276,13 +281,14 @@ result<std::vector<stored_event>> rocksdb_event_log::read(int partition, std::ui
     std::vector<stored_event> out;
     if (from >= state.next_sequence_number) return out;
     rocksdb::ReadOptions ro;
-    std::string upper = key(partition, state.next_sequence_number);
+    std::string upper = key(state.next_sequence_number);
     rocksdb::Slice upper_slice(upper);
     ro.iterate_upper_bound = &upper_slice;  // only what is durable and published
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, events_));
-    for (it->Seek(key(partition, from)); it->Valid() && out.size() < max_events; it->Next()) {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(ro, partitions_[static_cast<std::size_t>(partition)]));
+    for (it->Seek(key(from)); it->Valid() && out.size() < max_events; it->Next()) {
         stored_event e;
-        e.sequence_number = get_u64(it->key().ToStringView().substr(1));
+        e.sequence_number = get_u64(it->key().ToStringView());
         if (!decode(it->value().ToStringView(), e))
             return error(errc::server_error, "A stored event is corrupt (partition " +
                                                  std::to_string(partition) + ", sequence " +
@@ -295,7 +301,8 @@ result<std::vector<stored_event>> rocksdb_event_log::read(int partition, std::ui
 
 result<sys_time> rocksdb_event_log::enqueued_time_of(int partition, std::uint64_t sequence) {
     std::string value;
-    auto s = db_->Get(rocksdb::ReadOptions(), events_, key(partition, sequence), &value);
+    auto s = db_->Get(rocksdb::ReadOptions(), partitions_[static_cast<std::size_t>(partition)],
+                      key(sequence), &value);
     if (s.IsNotFound()) return error(errc::not_found, "No such event.");
     if (!s.ok()) return storage_error(s);
     return time_of(value);
@@ -307,6 +314,7 @@ void rocksdb_event_log::enforce_retention(sys_time now) {
     for (int p = 0; p < partition_count(); ++p) {
         auto state = info(p);
         if (state.empty()) continue;
+        auto* cf = partitions_[static_cast<std::size_t>(p)];
         // Age: everything before the first event enqueued at or after the cutoff.
         std::uint64_t cut =
             resolve(p, read_position{read_position::kind::enqueued_time, 0, cutoff, true});
@@ -314,13 +322,13 @@ void rocksdb_event_log::enforce_retention(sys_time now) {
         // reports them, including what is still in the memtable).
         if (settings_.retention.max_bytes_per_partition > 0) {
             auto size_of = [&](std::uint64_t a, std::uint64_t b) {
-                std::string ka = key(p, a), kb = key(p, b);
+                std::string ka = key(a), kb = key(b);
                 rocksdb::Range r(ka, kb);
                 std::uint64_t bytes = 0;
                 rocksdb::SizeApproximationOptions opts;
                 opts.include_memtables = true;
                 opts.include_files = true;
-                db_->GetApproximateSizes(opts, events_, &r, 1, &bytes);
+                db_->GetApproximateSizes(opts, cf, &r, 1, &bytes);
                 return bytes;
             };
             const auto limit = settings_.retention.max_bytes_per_partition;
@@ -340,8 +348,12 @@ void rocksdb_event_log::enforce_retention(sys_time now) {
         if (cut <= state.begin_sequence_number) continue;
         // Readers move past the cut before the data goes, so none reads a half-deleted range.
         trimmed(p, cut);
-        db_->DeleteRange(rocksdb::WriteOptions(), events_, key(p, state.begin_sequence_number),
-                         key(p, cut));
+        // Whole files first (no rewrite, space back at once), then a range tombstone for the
+        // rest.
+        std::string from = key(state.begin_sequence_number), to = key(cut);
+        rocksdb::Slice lo(from), hi(to);
+        rocksdb::DeleteFilesInRange(db_, cf, &lo, &hi, false);
+        db_->DeleteRange(rocksdb::WriteOptions(), cf, from, to);
     }
 }
 

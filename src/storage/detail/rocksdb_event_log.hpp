@@ -1,8 +1,8 @@
-// The event log on RocksDB (column family "events"): key = partition byte + big-endian sequence
-// number, value = enqueued time + encoded record. One writer thread takes every pending append,
-// writes them in one batch and syncs once (group commit). Each partition's next sequence number
-// is kept in the meta column family in the same batch, so numbers are never reused even after
-// retention emptied a partition.
+// The event log on RocksDB: one column family per partition ("events.<n>"), key = the big-endian
+// sequence number, value = enqueued time + encoded record. One writer thread takes every pending
+// append, writes them in one batch and syncs once (group commit). Each partition's next sequence
+// number is kept in the meta column family in the same batch, so numbers are never reused even
+// after retention emptied a partition.
 #pragma once
 
 #include "storage/detail/event_log_core.hpp"
@@ -16,11 +16,9 @@ namespace iothub::storage::detail {
 
 class rocksdb_event_log final : public event_log_core {
   public:
-    static result<std::unique_ptr<rocksdb_event_log>> open(rocksdb::DB* db,
-                                                           rocksdb::ColumnFamilyHandle* events,
-                                                           rocksdb::ColumnFamilyHandle* meta,
-                                                           const event_log_settings& settings,
-                                                           bool sync);
+    static result<std::unique_ptr<rocksdb_event_log>> open(
+        rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> partitions,
+        rocksdb::ColumnFamilyHandle* meta, const event_log_settings& settings, bool sync);
     ~rocksdb_event_log() override;
 
     void append(int partition, std::vector<event_record> events, append_callback done) override;
@@ -35,7 +33,7 @@ class rocksdb_event_log final : public event_log_core {
     result<sys_time> enqueued_time_of(int partition, std::uint64_t sequence) override;
 
   private:
-    rocksdb_event_log(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* events,
+    rocksdb_event_log(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> partitions,
                       rocksdb::ColumnFamilyHandle* meta, const event_log_settings& settings,
                       bool sync);
     void run_writer();
@@ -49,7 +47,7 @@ class rocksdb_event_log final : public event_log_core {
     void linger(std::unique_lock<std::mutex>& lock);
 
     rocksdb::DB* db_;
-    rocksdb::ColumnFamilyHandle* events_;
+    std::vector<rocksdb::ColumnFamilyHandle*> partitions_;  // one column family each
     rocksdb::ColumnFamilyHandle* meta_;
     event_log_settings settings_;
     rocksdb::WriteOptions write_options_;
