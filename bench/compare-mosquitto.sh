@@ -56,7 +56,7 @@ for i in $(seq 200); do [ -f "$work/hub/runtime.json" ] && break; sleep 0.05; do
 "$BIN" bench --data-dir "$work/hub" --plain --server-pid $hpid --visible stream --duration "$DURATION" --rate "$RATE" "${common[@]}" > "$work/hub-rate.json"
 kill $hpid; wait $hpid 2>/dev/null || true
 
-node - "$work" <<JS
+node - "$work" <<"JS"
 const fs = require("fs");
 const dir = process.argv[2];
 const r = (n) => JSON.parse(fs.readFileSync(dir + "/" + n + ".json", "utf8"));

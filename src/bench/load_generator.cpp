@@ -330,13 +330,14 @@ class visibility_reader {
 
     void run_stream(const cli::hub_access& hub) {
         thread_ = std::thread([this, hub] {
+            cli::hub_connection connection(hub);
             std::string cursor;
             while (!st_.stopping) {
                 std::string target =
                     "/telemetry/events?" +
                     (cursor.empty() ? std::string("from=latest") : "cursor=" + cursor) +
                     "&max=1000&wait=1&api-version=2021-04-12";
-                auto r = cli::call(hub, "GET", target);
+                auto r = connection.call("GET", target);
                 if (!r || r->status != 200) continue;
                 boost::system::error_code ec;
                 auto v = json::parse(r->body, ec);

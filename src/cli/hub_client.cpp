@@ -98,66 +98,117 @@ result<hub_access> resolve_access(const access_options& options, bool need_runni
     return hub;
 }
 
-result<reply> call(const hub_access& hub, const std::string& method, const std::string& target,
-                   const std::string& body,
-                   const std::vector<std::pair<std::string, std::string>>& headers) {
-    auto ctx = tls::make_client_context(hub.ca);
-    if (!ctx) return ctx.error();
+struct hub_connection::state {
+    hub_access hub;
     asio::io_context ioc;
-    beast::ssl_stream<beast::tcp_stream> stream(ioc, **ctx);
-    const std::string where = hub.connect_host + ":" + std::to_string(hub.port);
+    std::shared_ptr<asio::ssl::context> ctx;
+    std::optional<beast::ssl_stream<beast::tcp_stream>> stream;
+    beast::flat_buffer buffer;
+    std::string where;
+};
+
+hub_connection::hub_connection(hub_access hub) : s_(std::make_unique<state>()) {
+    s_->hub = std::move(hub);
+    s_->where = s_->hub.connect_host + ":" + std::to_string(s_->hub.port);
+}
+
+hub_connection::~hub_connection() {
+    if (s_->stream) {
+        boost::system::error_code ec;
+        beast::get_lowest_layer(*s_->stream).expires_after(std::chrono::seconds(2));
+        s_->stream->shutdown(ec);
+    }
+}
+
+result<void> hub_connection::connect() {
+    auto& st = *s_;
+    const auto& hub = st.hub;
+    if (!st.ctx) {
+        auto ctx = tls::make_client_context(hub.ca);
+        if (!ctx) return ctx.error();
+        st.ctx = *ctx;
+    }
+    st.stream.emplace(st.ioc, *st.ctx);
+    st.buffer.clear();
+    auto& stream = *st.stream;
     auto unreachable = [&](const boost::system::error_code& ec) {
+        st.stream.reset();
         return error(errc::service_unavailable,
-                     "Cannot reach the hub at " + where + ": " + ec.message());
+                     "Cannot reach the hub at " + st.where + ": " + ec.message());
     };
     if (!is_ip(hub.verify_name))
         SSL_set_tlsext_host_name(stream.native_handle(), hub.verify_name.c_str());
     stream.set_verify_callback(asio::ssl::host_name_verification(hub.verify_name));
-
     boost::system::error_code ec;
-    asio::ip::tcp::resolver resolver(ioc);
+    asio::ip::tcp::resolver resolver(st.ioc);
     auto endpoints = resolver.resolve(hub.connect_host, std::to_string(hub.port), ec);
     if (ec) return unreachable(ec);
     beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
     beast::get_lowest_layer(stream).connect(endpoints, ec);
     if (ec) return unreachable(ec);
     stream.handshake(asio::ssl::stream_base::client, ec);
-    if (ec)
+    if (ec) {
+        st.stream.reset();
         return error(errc::service_unavailable,
-                     "TLS with the hub at " + where + " failed: " + ec.message() +
+                     "TLS with the hub at " + st.where + " failed: " + ec.message() +
                          (hub.ca.empty() ? " (trusting the system store; pass --ca-file?)"
                                          : " (trusting " + hub.ca.string() + ")"));
+    }
+    return {};
+}
 
+result<reply> hub_connection::call(
+    const std::string& method, const std::string& target, const std::string& body,
+    const std::vector<std::pair<std::string, std::string>>& headers) {
+    auto& st = *s_;
+    const auto& hub = st.hub;
+    // A kept-alive connection the hub has since closed fails on first use; a GET is retried once
+    // on a fresh one.
+    const bool reused = st.stream.has_value();
+    if (!reused)
+        if (auto r = connect(); !r) return r.error();
     bhttp::request<bhttp::string_body> req{bhttp::string_to_verb(method), target, 11};
     req.set(bhttp::field::host, hub.hostname);
     req.set(bhttp::field::user_agent, "iothub-cli");
-    auto token = auth::make_sas_token(hub.hostname, hub.key, unix_seconds(now()) + 300, hub.policy);
-    req.set(bhttp::field::authorization, token);
+    req.set(bhttp::field::authorization,
+            auth::make_sas_token(hub.hostname, hub.key, unix_seconds(now()) + 300, hub.policy));
     for (const auto& [k, v] : headers) req.set(k, v);
     if (!body.empty()) {
         req.set(bhttp::field::content_type, "application/json; charset=utf-8");
         req.body() = body;
     }
     req.prepare_payload();
+    auto& stream = *st.stream;
+    boost::system::error_code ec;
     beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(330));
     bhttp::write(stream, req, ec);
-    if (ec) return unreachable(ec);
-    beast::flat_buffer buffer;
     bhttp::response_parser<bhttp::string_body> parser;
     parser.body_limit(64 * 1024 * 1024);
-    bhttp::read(stream, buffer, parser, ec);
-    if (ec) return unreachable(ec);
+    if (!ec) bhttp::read(stream, st.buffer, parser, ec);
+    if (ec) {
+        st.stream.reset();
+        if (reused && method == "GET") return call(method, target, body, headers);
+        return error(errc::service_unavailable,
+                     "Cannot reach the hub at " + st.where + ": " + ec.message());
+    }
     reply out;
     auto& res = parser.get();
     out.status = static_cast<int>(res.result_int());
-    out.body = std::move(res.body());
     for (const auto& f : res) {
         std::string name(f.name_string());
         for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         out.headers[name] = std::string(f.value());
     }
-    stream.shutdown(ec);  // the hub may just close; either way the reply is complete
+    if (!res.keep_alive()) st.stream.reset();
+    out.body = std::move(res.body());
     return out;
+}
+
+result<reply> call(const hub_access& hub, const std::string& method, const std::string& target,
+                   const std::string& body,
+                   const std::vector<std::pair<std::string, std::string>>& headers) {
+    hub_connection c(hub);
+    return c.call(method, target, body, headers);
 }
 
 std::string describe_failure(const reply& r) {

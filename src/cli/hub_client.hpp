@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +48,26 @@ struct reply {
     std::map<std::string, std::string> headers;  // lower-cased names
 };
 
+// One connection to the hub, kept alive across requests (a poller pays for one TLS handshake,
+// not one per request). Not thread-safe; use one per thread.
+class hub_connection {
+  public:
+    explicit hub_connection(hub_access hub);
+    ~hub_connection();
+    hub_connection(const hub_connection&) = delete;
+    hub_connection& operator=(const hub_connection&) = delete;
+
+    result<reply> call(const std::string& method, const std::string& target,
+                       const std::string& body = {},
+                       const std::vector<std::pair<std::string, std::string>>& headers = {});
+
+  private:
+    result<void> connect();
+    struct state;
+    std::unique_ptr<state> s_;
+};
+
+// A single request on a connection of its own.
 result<reply> call(const hub_access& hub, const std::string& method, const std::string& target,
                    const std::string& body = {},
                    const std::vector<std::pair<std::string, std::string>>& headers = {});

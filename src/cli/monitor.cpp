@@ -52,6 +52,13 @@ json::object render(const json::object& e, bool with_system) {
 
 void monitor(const invocation& inv, const monitor_options& o) {
     auto hub = connect(inv);
+    hub_connection connection(hub);  // one TLS session for the whole tail
+    auto get = [&](const std::string& target) {
+        auto r = connection.call("GET", target);
+        if (!r) throw failure{r.error().message()};
+        if (r->status >= 300) throw failure{describe_failure(*r)};
+        return json::parse(r->body);
+    };
     std::string spec = o.from == "start"        ? "earliest"
                        : o.from == "checkpoint" ? "checkpoint"
                                                 : "latest";
@@ -73,7 +80,7 @@ void monitor(const invocation& inv, const monitor_options& o) {
         int wait = o.timeout ? static_cast<int>(std::clamp<long long>(left, 1, 10)) : 10;
         std::string target = "/telemetry/events?" + (cursor.empty() ? query : "cursor=" + cursor) +
                              "&max=100&wait=" + std::to_string(wait) + "&api-version=2021-04-12";
-        auto page = request_json(hub, "GET", target).as_object();
+        auto page = get(target).as_object();
         cursor = std::string(page.at("cursor").as_string());
         for (const auto& ev : page.at("events").as_array()) {
             const auto& e = ev.as_object();
