@@ -28,5 +28,14 @@ exec unshare "${unshare_args[@]}" env IOTHUB_BIN="$bin" IOTHUB_WORK="$work" SUIT
   export IOTHUB_DATA_DIR="$IOTHUB_WORK/hub"
   cd "$(dirname "$SUITE")"
   # A hung case fails after two minutes instead of stalling the run.
-  exec node --test --test-reporter=spec --test-timeout=120000 "$SUITE"
+  status=0
+  node --test --test-reporter=spec --test-timeout=120000 "$SUITE" || status=$?
+  if [ $status -ne 0 ]; then
+    for log in "$IOTHUB_WORK"/hub-*.log; do
+      [ -f "$log" ] || continue
+      echo "--- last lines of $(basename "$log") ---"
+      tail -n 40 "$log"
+    done
+  fi
+  exit $status
 '

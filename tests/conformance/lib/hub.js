@@ -76,6 +76,13 @@ class Hub {
       : ['serve', '--data-dir', dataDir, '--hostname', 'localhost', ...extraArgs];
     const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     const hub = new Hub(proc);
+    // Every hub's output goes to a file beside the run, for post-mortems (the runner prints the
+    // tail of these when a suite fails).
+    if (process.env.IOTHUB_WORK) {
+      const log = fs.createWriteStream(`${process.env.IOTHUB_WORK}/hub-${proc.pid}.log`);
+      proc.stdout.pipe(log);
+      proc.stderr.pipe(log);
+    }
     const deadline = Date.now() + 15000;
     let exited = false;
     hub.exited.then(() => { exited = true; });
