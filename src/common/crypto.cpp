@@ -53,4 +53,13 @@ bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
     return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+std::string random_uuid() {
+    auto b = random_bytes(16);
+    b[6] = static_cast<char>((b[6] & 0x0F) | 0x40);  // version 4
+    b[8] = static_cast<char>((b[8] & 0x3F) | 0x80);  // RFC 4122 variant
+    auto hex = hex_encode(b);
+    return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" +
+           hex.substr(16, 4) + "-" + hex.substr(20);
+}
+
 }  // namespace iothub

@@ -20,6 +20,9 @@ std::string random_bytes(std::size_t count);
 // A fresh symmetric key as Azure makes them: 32 random bytes, Base64.
 std::string generate_key();
 
+// A random (version 4) UUID in its 36-character text form.
+std::string random_uuid();
+
 // Compares secrets without leaking where they differ through timing.
 bool constant_time_equal(std::string_view a, std::string_view b) noexcept;
 

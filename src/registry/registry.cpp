@@ -253,6 +253,34 @@ result<std::vector<identity>> device_registry::list_devices(std::size_t top) {
     return out;
 }
 
+result<device_registry::identity_page> device_registry::scan(bool modules,
+                                                              std::string_view start_after,
+                                                              std::size_t limit) {
+    auto page = kv_.scan(modules ? "m/" : "d/", start_after, std::max<std::size_t>(limit, 1));
+    if (!page) return page.error();
+    identity_page out;
+    out.done = page->size() < std::max<std::size_t>(limit, 1);
+    out.last_key = page->empty() ? std::string(start_after) : page->back().key;
+    // Modules arrive grouped by device: one device lookup per group decides their visibility.
+    std::string device_id, device_generation;
+    for (const auto& e : *page) {
+        auto id = decode_stored(e.data.value, e.data.version);
+        if (!id) return id.error();
+        if (modules) {
+            if (id->device_id != device_id) {
+                device_id = id->device_id;
+                auto d = load(device_key(device_id));
+                if (!d) return d.error();
+                device_generation = *d ? (*d)->generation_id : std::string();
+            }
+            if (device_generation.empty() || id->device_generation_id != device_generation)
+                continue;
+        }
+        out.identities.push_back(std::move(*id));
+    }
+    return out;
+}
+
 result<identity> device_registry::put_module(identity_spec spec, const if_match& condition) {
     const std::string d = spec.fields.device_id, m = spec.fields.module_id;
     const std::string key = module_key(d, m);

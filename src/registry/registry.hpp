@@ -101,6 +101,17 @@ class device_registry {
                                const if_match& condition);
     result<std::vector<identity>> list_modules(std::string_view device_id);
 
+    // One page of live identities in storage-key order, for whole-registry reads (queries):
+    // devices, or the modules of every live device. Start with an empty `start_after` and pass
+    // the page's `last_key` on; a page may hold fewer than `limit` (invisible modules are
+    // skipped) and the scan is over when `done`.
+    struct identity_page {
+        std::vector<identity> identities;
+        std::string last_key;
+        bool done = false;
+    };
+    result<identity_page> scan(bool modules, std::string_view start_after, std::size_t limit);
+
     result<bulk_result> bulk(std::vector<bulk_item> items);
     result<registry_statistics> statistics();
 

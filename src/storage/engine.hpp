@@ -16,7 +16,11 @@ class engine {
   public:
     virtual ~engine() = default;
     virtual kv_store& kv() = 0;
+    // Device-to-cloud telemetry.
     virtual event_log& events() = 0;
+    // Events the hub raises about devices (twin changes; later lifecycle and connection state),
+    // partitioned like telemetry, for routing to deliver where routes say.
+    virtual event_log& hub_events() = 0;
     // Makes everything written so far durable and quiesces background work; called at shutdown.
     virtual result<void> flush() = 0;
 };

@@ -153,14 +153,17 @@ class memory_event_log final : public detail::event_log_core {
 
 class memory_engine final : public engine {
   public:
-    explicit memory_engine(const event_log_settings& events) : events_(events) {}
+    explicit memory_engine(const event_log_settings& events)
+        : events_(events), hub_events_(events) {}
     kv_store& kv() override { return kv_; }
     event_log& events() override { return events_; }
+    event_log& hub_events() override { return hub_events_; }
     result<void> flush() override { return {}; }
 
   private:
     memory_kv_store kv_;
     memory_event_log events_;
+    memory_event_log hub_events_;
 };
 
 }  // namespace

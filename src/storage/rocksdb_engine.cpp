@@ -19,8 +19,13 @@ namespace {
 
 constexpr std::string_view kv_family = "kv";
 
-std::string events_family_name(int partition) {
-    return "events." + std::to_string(partition);
+// The telemetry stream is "events"; events the hub itself raises (twin changes, lifecycle,
+// connection state) are "hub", kept apart so telemetry readers never see them unrouted.
+constexpr std::string_view events_log = "events";
+constexpr std::string_view hub_events_log = "hub";
+
+std::string events_family_name(std::string_view log, int partition) {
+    return std::string(log) + "." + std::to_string(partition);
 }
 constexpr std::string_view version_key = "kv.version";
 
@@ -189,7 +194,10 @@ class rocksdb_engine final : public engine {
         };
         want(rocksdb::kDefaultColumnFamilyName);
         want(std::string(kv_family));
-        for (int p = 0; p < settings.events.partitions; ++p) want(events_family_name(p));
+        for (int p = 0; p < settings.events.partitions; ++p) {
+            want(events_family_name(events_log, p));
+            want(events_family_name(hub_events_log, p));
+        }
         std::vector<rocksdb::ColumnFamilyDescriptor> families;
         for (const auto& n : names) {
             if (n == rocksdb::kDefaultColumnFamilyName)
@@ -217,18 +225,21 @@ class rocksdb_engine final : public engine {
         engine->kv_ =
             std::make_unique<rocksdb_kv_store>(raw, handle(std::string(kv_family)), meta,
                                                settings.sync, s.ok() ? decode_u64(last) : 0);
-        std::vector<rocksdb::ColumnFamilyHandle*> partitions;
-        for (int p = 0; p < settings.events.partitions; ++p)
-            partitions.push_back(handle(events_family_name(p)));
-        auto events = detail::rocksdb_event_log::open(raw, std::move(partitions), meta,
-                                                      settings.events, settings.sync);
-        if (!events) return events.error();
-        engine->events_ = std::move(*events);
+        for (auto log : {events_log, hub_events_log}) {
+            std::vector<rocksdb::ColumnFamilyHandle*> partitions;
+            for (int p = 0; p < settings.events.partitions; ++p)
+                partitions.push_back(handle(events_family_name(log, p)));
+            auto opened = detail::rocksdb_event_log::open(
+                std::string(log), raw, std::move(partitions), meta, settings.events, settings.sync);
+            if (!opened) return opened.error();
+            (log == events_log ? engine->events_ : engine->hub_events_) = std::move(*opened);
+        }
         return std::unique_ptr<storage::engine>(std::move(engine));
     }
 
     ~rocksdb_engine() override {
         events_.reset();  // drains queued appends first
+        hub_events_.reset();
         kv_.reset();
         for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
         db_->Close();
@@ -237,9 +248,11 @@ class rocksdb_engine final : public engine {
 
     kv_store& kv() override { return *kv_; }
     event_log& events() override { return *events_; }
+    event_log& hub_events() override { return *hub_events_; }
 
     result<void> flush() override {
         if (events_) events_->stop();
+        if (hub_events_) hub_events_->stop();
         auto s = db_->FlushWAL(true);
         if (!s.ok()) return storage_error(s);
         s = db_->Flush(rocksdb::FlushOptions(), handles_);
@@ -255,6 +268,7 @@ class rocksdb_engine final : public engine {
     std::vector<rocksdb::ColumnFamilyHandle*> handles_;
     std::unique_ptr<rocksdb_kv_store> kv_;
     std::unique_ptr<detail::rocksdb_event_log> events_;
+    std::unique_ptr<detail::rocksdb_event_log> hub_events_;
 };
 
 }  // namespace

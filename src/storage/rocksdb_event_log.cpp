@@ -108,8 +108,8 @@ std::string key(std::uint64_t sequence) {
     return k;
 }
 
-std::string next_key(int partition) {
-    return "events.next." + std::to_string(partition);
+std::string next_key(const std::string& name, int partition) {
+    return name + ".next." + std::to_string(partition);
 }
 
 error storage_error(const rocksdb::Status& s) {
@@ -118,11 +118,12 @@ error storage_error(const rocksdb::Status& s) {
 
 }  // namespace
 
-rocksdb_event_log::rocksdb_event_log(rocksdb::DB* db,
+rocksdb_event_log::rocksdb_event_log(std::string name, rocksdb::DB* db,
                                      std::vector<rocksdb::ColumnFamilyHandle*> partitions,
                                      rocksdb::ColumnFamilyHandle* meta,
                                      const event_log_settings& settings, bool sync)
     : event_log_core(settings.partitions),
+      name_(std::move(name)),
       db_(db),
       partitions_(std::move(partitions)),
       meta_(meta),
@@ -132,19 +133,20 @@ rocksdb_event_log::rocksdb_event_log(rocksdb::DB* db,
 }
 
 result<std::unique_ptr<rocksdb_event_log>> rocksdb_event_log::open(
-    rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> partitions,
+    const std::string& name, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> partitions,
     rocksdb::ColumnFamilyHandle* meta, const event_log_settings& settings, bool sync) {
     if (settings.partitions < 1 || settings.partitions > 32)
         return error(errc::argument_invalid, "Event partitions must be between 1 and 32.");
     std::string stored;
-    auto s = db->Get(rocksdb::ReadOptions(), meta, "events.partitions", &stored);
+    const std::string partitions_key = name + ".partitions";
+    auto s = db->Get(rocksdb::ReadOptions(), meta, partitions_key, &stored);
     if (s.ok() && std::stoi(stored) != settings.partitions)
         return error(errc::argument_invalid,
-                     "This data directory's telemetry stream has " + stored +
+                     "This data directory's " + name + " stream has " + stored +
                          " partitions; the partition count cannot change (configured: " +
                          std::to_string(settings.partitions) + ").");
     if (s.IsNotFound()) {
-        s = db->Put(rocksdb::WriteOptions(), meta, "events.partitions",
+        s = db->Put(rocksdb::WriteOptions(), meta, partitions_key,
                     std::to_string(settings.partitions));
     }
     if (!s.ok()) return storage_error(s);
@@ -152,13 +154,13 @@ result<std::unique_ptr<rocksdb_event_log>> rocksdb_event_log::open(
     if (partitions.size() != static_cast<std::size_t>(settings.partitions))
         return error(errc::server_error, "The event log needs one column family per partition.");
     std::unique_ptr<rocksdb_event_log> log(
-        new rocksdb_event_log(db, std::move(partitions), meta, settings, sync));
+        new rocksdb_event_log(name, db, std::move(partitions), meta, settings, sync));
     for (int p = 0; p < settings.partitions; ++p) {
         auto* cf = log->partitions_[static_cast<std::size_t>(p)];
         std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cf));
         partition_info info;
         std::string next;
-        s = db->Get(rocksdb::ReadOptions(), meta, next_key(p), &next);
+        s = db->Get(rocksdb::ReadOptions(), meta, next_key(name, p), &next);
         if (!s.ok() && !s.IsNotFound()) return storage_error(s);
         info.next_sequence_number = s.ok() ? get_u64(next) : 0;
         it->SeekToFirst();
@@ -256,7 +258,7 @@ void rocksdb_event_log::run_writer() {
             if (!touched[p]) continue;
             std::string v;
             put_u64(v, next_[p]);
-            wb.Put(meta_, next_key(static_cast<int>(p)), v);
+            wb.Put(meta_, next_key(name_, static_cast<int>(p)), v);
         }
         auto s = db_->Write(write_options_, &wb);
         if (!s.ok()) {

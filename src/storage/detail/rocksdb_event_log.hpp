@@ -1,4 +1,4 @@
-// The event log on RocksDB: one column family per partition ("events.<n>"), key = the big-endian
+// The event log on RocksDB: one column family per partition ("<name>.<n>"), key = the big-endian
 // sequence number, value = enqueued time + encoded record. One writer thread takes every pending
 // append, writes them in one batch and syncs once (group commit). Each partition's next sequence
 // number is kept in the meta column family in the same batch, so numbers are never reused even
@@ -16,8 +16,9 @@ namespace iothub::storage::detail {
 
 class rocksdb_event_log final : public event_log_core {
   public:
+    // `name` prefixes the log's column families and meta keys, so one database holds several logs.
     static result<std::unique_ptr<rocksdb_event_log>> open(
-        rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> partitions,
+        const std::string& name, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> partitions,
         rocksdb::ColumnFamilyHandle* meta, const event_log_settings& settings, bool sync);
     ~rocksdb_event_log() override;
 
@@ -33,7 +34,7 @@ class rocksdb_event_log final : public event_log_core {
     result<sys_time> enqueued_time_of(int partition, std::uint64_t sequence) override;
 
   private:
-    rocksdb_event_log(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> partitions,
+    rocksdb_event_log(std::string name, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> partitions,
                       rocksdb::ColumnFamilyHandle* meta, const event_log_settings& settings,
                       bool sync);
     void run_writer();
@@ -46,6 +47,7 @@ class rocksdb_event_log final : public event_log_core {
     // Waits briefly for more appends while the queue is small (see event_log_settings).
     void linger(std::unique_lock<std::mutex>& lock);
 
+    std::string name_;
     rocksdb::DB* db_;
     std::vector<rocksdb::ColumnFamilyHandle*> partitions_;  // one column family each
     rocksdb::ColumnFamilyHandle* meta_;

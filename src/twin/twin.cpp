@@ -1,0 +1,494 @@
+#include "twin/twin.hpp"
+
+#include "common/crypto.hpp"
+
+#include <boost/json.hpp>
+
+#include <future>
+
+namespace iothub::twin {
+namespace json = boost::json;
+using registry::identity;
+
+namespace {
+
+constexpr std::string_view never = "0001-01-01T00:00:00Z";
+
+json::object object_at(const json::object& o, std::string_view key) {
+    const auto* v = o.if_contains(key);
+    return v && v->is_object() ? v->get_object() : json::object{};
+}
+
+std::uint64_t number_at(const json::object& o, std::string_view key, std::uint64_t fallback) {
+    const auto* v = o.if_contains(key);
+    if (!v) return fallback;
+    if (v->is_uint64()) return v->get_uint64();
+    if (v->is_int64() && v->get_int64() >= 0) return static_cast<std::uint64_t>(v->get_int64());
+    return fallback;
+}
+
+std::string_view auth_type_name(registry::auth_kind k) {
+    switch (k) {
+        case registry::auth_kind::sas: return "sas";
+        case registry::auth_kind::self_signed: return "selfSigned";
+        case registry::auth_kind::certificate_authority: return "certificateAuthority";
+        case registry::auth_kind::none: return "none";
+    }
+    return "none";
+}
+
+json::value string_or_null(const std::string& s) {
+    return s.empty() ? json::value(nullptr) : json::value(s);
+}
+
+std::string time_or_never(const std::optional<sys_time>& t) {
+    return t ? format_iso8601(*t) : std::string(never);
+}
+
+error not_an_object(std::string_view what) {
+    return error(errc::argument_invalid, std::string(what) + " must be a JSON object.");
+}
+
+// A section of a body: absent and null are "no change"; anything else must be an object.
+result<std::optional<json::object>> section_of(const json::object& parent, std::string_view key,
+                                               std::string_view what) {
+    const auto* v = parent.if_contains(key);
+    if (!v || v->is_null()) return std::optional<json::object>{};
+    if (!v->is_object()) return not_an_object(what);
+    return std::optional<json::object>(strip_reserved(v->get_object()));
+}
+
+struct service_patch {
+    std::optional<json::object> tags;
+    std::optional<json::object> desired;
+};
+
+result<service_patch> parse_service_body(const json::value& body, const twin_limits& limits) {
+    if (!body.is_object()) return not_an_object("The twin");
+    const auto& o = body.get_object();
+    service_patch p;
+    auto tags = section_of(o, "tags", "'tags'");
+    if (!tags) return tags.error();
+    p.tags = std::move(*tags);
+    if (const auto* props = o.if_contains("properties"); props && !props->is_null()) {
+        if (!props->is_object()) return not_an_object("'properties'");
+        auto desired = section_of(props->get_object(), "desired", "'properties.desired'");
+        if (!desired) return desired.error();
+        p.desired = std::move(*desired);
+    }
+    if (p.tags)
+        if (auto r = check_patch(*p.tags, section::tags, limits); !r) return r.error();
+    if (p.desired)
+        if (auto r = check_patch(*p.desired, section::desired, limits); !r) return r.error();
+    return p;
+}
+
+std::string uuid() {
+    return random_uuid();
+}
+
+}  // namespace
+
+struct twin_service::stored {
+    std::string generation;
+    std::uint64_t version = 1;
+    std::uint64_t desired_version = 1;
+    std::uint64_t reported_version = 1;
+    std::string model_id;
+    json::object tags, desired, desired_meta, reported, reported_meta;
+
+    std::string encode() const {
+        json::object o;
+        o["g"] = generation;
+        o["v"] = version;
+        o["dv"] = desired_version;
+        o["rv"] = reported_version;
+        if (!model_id.empty()) o["mid"] = model_id;
+        o["t"] = tags;
+        o["d"] = desired;
+        o["dm"] = desired_meta;
+        o["r"] = reported;
+        o["rm"] = reported_meta;
+        return json::serialize(o);
+    }
+
+    static std::optional<stored> decode(std::string_view text) {
+        boost::system::error_code ec;
+        auto v = json::parse(text, ec);
+        if (ec || !v.is_object()) return std::nullopt;
+        const auto& o = v.get_object();
+        stored s;
+        if (const auto* g = o.if_contains("g"); g && g->is_string()) s.generation = g->get_string();
+        s.version = number_at(o, "v", 1);
+        s.desired_version = number_at(o, "dv", 1);
+        s.reported_version = number_at(o, "rv", 1);
+        if (const auto* m = o.if_contains("mid"); m && m->is_string()) s.model_id = m->get_string();
+        s.tags = object_at(o, "t");
+        s.desired = object_at(o, "d");
+        s.desired_meta = object_at(o, "dm");
+        s.reported = object_at(o, "r");
+        s.reported_meta = object_at(o, "rm");
+        return s;
+    }
+};
+
+struct twin_service::loaded {
+    stored doc;
+    std::optional<std::uint64_t> record_version;  // the stored record's, live or stale
+    std::uint64_t etag_version = 0;               // what the twin's ETag is derived from
+};
+
+std::string twin_key(std::string_view device_id, std::string_view module_id) {
+    // Device and module twins under separate prefixes, each in the registry's key order.
+    if (module_id.empty()) return "td/" + std::string(device_id);
+    return "tm/" + std::string(device_id) + "/" + std::string(module_id);
+}
+
+twin_service::twin_service(storage::kv_store& kv, registry::device_registry& registry,
+                           storage::event_log& hub_events, std::string hub_name,
+                           twin_limits limits)
+    : kv_(kv),
+      registry_(registry),
+      hub_events_(hub_events),
+      hub_name_(std::move(hub_name)),
+      limits_(limits) {}
+
+std::mutex& twin_service::lock_for(std::string_view key) {
+    return locks_[std::hash<std::string_view>{}(key) % locks_.size()];
+}
+
+result<identity> twin_service::identity_of(std::string_view device_id,
+                                           std::string_view module_id) {
+    return module_id.empty() ? registry_.get_device(device_id)
+                             : registry_.get_module(device_id, module_id);
+}
+
+result<twin_service::loaded> twin_service::load(const identity& id) {
+    auto got = kv_.get(twin_key(id.device_id, id.module_id));
+    if (!got) return got.error();
+    loaded l;
+    if (*got) {
+        l.record_version = (*got)->version;
+        auto doc = stored::decode((*got)->value);
+        if (doc && doc->generation == id.generation_id) {
+            l.doc = std::move(*doc);
+            l.etag_version = (*got)->version;
+            return l;
+        }
+    }
+    // Never written, or left by an earlier incarnation of the identity: a fresh twin.
+    l.doc.generation = id.generation_id;
+    l.etag_version = id.version;
+    return l;
+}
+
+json::object twin_service::service_view(const identity& id, const loaded& twin) const {
+    const auto live = live_(id);
+    const auto& d = twin.doc;
+    json::object o;
+    o["deviceId"] = id.device_id;
+    if (id.is_module()) o["moduleId"] = id.module_id;
+    o["etag"] = registry::etag_for(twin.etag_version);
+    o["deviceEtag"] = registry::etag_for(id.version);
+    if (!id.is_module()) {
+        o["status"] = id.status == registry::device_status::enabled ? "enabled" : "disabled";
+        o["statusReason"] = string_or_null(id.status_reason);
+        o["statusUpdateTime"] = time_or_never(id.status_updated);
+    }
+    o["connectionState"] = live.connected ? "Connected" : "Disconnected";
+    o["lastActivityTime"] = time_or_never(live.last_activity);
+    o["cloudToDeviceMessageCount"] = live.cloud_to_device_message_count;
+    o["authenticationType"] = auth_type_name(id.auth.kind);
+    o["x509Thumbprint"] = json::object{{"primaryThumbprint", string_or_null(id.auth.primary_thumbprint)},
+                                       {"secondaryThumbprint", string_or_null(id.auth.secondary_thumbprint)}};
+    o["modelId"] = d.model_id;
+    o["version"] = d.version;
+    if (!id.is_module()) {
+        o["capabilities"] = json::object{{"iotEdge", id.iot_edge}};
+        if (!id.device_scope.empty()) o["deviceScope"] = id.device_scope;
+        if (!id.parent_scopes.empty()) {
+            json::array scopes;
+            for (const auto& s : id.parent_scopes) scopes.push_back(json::value(s));
+            o["parentScopes"] = std::move(scopes);
+        }
+    }
+    o["tags"] = d.tags;
+    auto section_view = [](const json::object& values, const json::object& meta,
+                           std::uint64_t version) {
+        json::object s = values;
+        json::object m = meta;
+        if (!m.contains("$lastUpdated")) m["$lastUpdated"] = never;
+        s["$metadata"] = std::move(m);
+        s["$version"] = version;
+        return s;
+    };
+    o["properties"] =
+        json::object{{"desired", section_view(d.desired, d.desired_meta, d.desired_version)},
+                     {"reported", section_view(d.reported, d.reported_meta, d.reported_version)}};
+    return o;
+}
+
+result<json::object> twin_service::get(std::string_view device_id, std::string_view module_id) {
+    auto id = identity_of(device_id, module_id);
+    if (!id) return id.error();
+    auto twin = load(*id);
+    if (!twin) return twin.error();
+    return service_view(*id, *twin);
+}
+
+result<twin_service::loaded> twin_service::commit(const identity& id, loaded before, stored after,
+                                                  std::string_view op, json::object event_body,
+                                                  std::optional<json::object> desired_patch) {
+    auto key = twin_key(id.device_id, id.module_id);
+    auto condition = before.record_version ? storage::precondition::version(*before.record_version)
+                                           : storage::precondition::absent();
+    auto v = kv_.put(key, after.encode(), condition);
+    if (!v) {
+        // The lock serialises this hub's writers, so a conflict means the identity changed under
+        // us (deleted, re-created); the caller may simply try again.
+        if (v.error().code() == errc::precondition_failed ||
+            v.error().code() == errc::already_exists)
+            return error(errc::precondition_failed,
+                         "The twin of " + id.device_id + " changed during the update; retry.");
+        return v.error();
+    }
+    loaded now_loaded{std::move(after), *v, *v};
+    if (desired_patch && desired_observer_) {
+        desired_change c{id.device_id, id.module_id, std::move(*desired_patch),
+                         now_loaded.doc.desired_version};
+        c.patch["$version"] = c.version;
+        desired_observer_(c);
+    }
+    event_body["version"] = now_loaded.doc.version;
+    record_event(id, op, std::move(event_body));
+    return now_loaded;
+}
+
+void twin_service::record_event(const identity& id, std::string_view op, json::object body) {
+    storage::event_record e;
+    e.body = json::serialize(body);
+    e.application_properties = {{"hubName", hub_name_},
+                                {"deviceId", id.device_id},
+                                {"operationTimestamp", format_iso8601(now())},
+                                {"iothub-message-schema", "twinChangeNotification"},
+                                {"opType", std::string(op)}};
+    if (id.is_module()) e.application_properties.emplace_back("moduleId", id.module_id);
+    e.system_properties = {{"message-id", uuid()},
+                           {"content-type", "application/json"},
+                           {"content-encoding", "utf-8"},
+                           {"iothub-connection-device-id", id.device_id},
+                           {"iothub-message-source", "twinChangeEvents"}};
+    if (id.is_module()) e.system_properties.emplace_back("iothub-connection-module-id", id.module_id);
+    // The change is committed already; the event follows it, and the caller's answer waits for
+    // it to be durable too, so an acknowledged change always has its event.
+    std::promise<void> written;
+    int partition = storage::partition_for(id.device_id, hub_events_.partition_count());
+    std::vector<storage::event_record> batch;
+    batch.push_back(std::move(e));
+    hub_events_.append(partition, std::move(batch),
+                       [&written](result<std::vector<std::uint64_t>>) { written.set_value(); });
+    written.get_future().wait();
+}
+
+namespace {
+
+// A section change as the twin-change event shows it: the patch plus its metadata and version.
+json::object section_event(const json::object& patch, const json::object& meta,
+                           std::uint64_t version) {
+    json::object s = patch;
+    s["$metadata"] = meta;
+    s["$version"] = version;
+    return s;
+}
+
+result<void> check_size(const json::object& doc, section s, const twin_limits& limits) {
+    auto n = size_of(doc);
+    if (n > limits.bytes_for(s))
+        return error(errc::argument_invalid,
+                     "The twin's " + std::string(name_of(s)) + " would be " + std::to_string(n) +
+                         " bytes, over the limit of " + std::to_string(limits.bytes_for(s)) + ".");
+    return {};
+}
+
+bool etag_holds(const registry::if_match& condition, std::uint64_t etag_version) {
+    if (condition.what != registry::if_match::kind::etag) return true;
+    auto v = registry::version_from_etag(condition.etag);
+    return v && *v == etag_version;
+}
+
+error stale_etag() {
+    return error(errc::precondition_failed,
+                 "The twin's ETag does not match the If-Match precondition.");
+}
+
+}  // namespace
+
+result<json::object> twin_service::update(std::string_view device_id, std::string_view module_id,
+                                          const json::value& body,
+                                          const registry::if_match& condition) {
+    auto patch = parse_service_body(body, limits_);
+    if (!patch) return patch.error();
+    std::lock_guard lock(lock_for(twin_key(device_id, module_id)));
+    auto id = identity_of(device_id, module_id);
+    if (!id) return id.error();
+    auto before = load(*id);
+    if (!before) return before.error();
+    if (!etag_holds(condition, before->etag_version)) return stale_etag();
+    if (!patch->tags && !patch->desired) return service_view(*id, *before);
+
+    stored after = before->doc;
+    const auto when = format_iso8601(now());
+    json::object event;
+    if (patch->tags) {
+        json::object ignored_meta;
+        apply_patch(after.tags, ignored_meta, *patch->tags, when, std::nullopt);
+        if (auto r = check_size(after.tags, section::tags, limits_); !r) return r.error();
+        event["tags"] = *patch->tags;
+    }
+    if (patch->desired) {
+        ++after.desired_version;
+        apply_patch(after.desired, after.desired_meta, *patch->desired, when,
+                    after.desired_version);
+        if (auto r = check_size(after.desired, section::desired, limits_); !r) return r.error();
+        event["properties"] = json::object{
+            {"desired",
+             section_event(*patch->desired, after.desired_meta, after.desired_version)}};
+    }
+    ++after.version;
+    auto committed =
+        commit(*id, std::move(*before), std::move(after), "updateTwin", std::move(event),
+               patch->desired);
+    if (!committed) return committed.error();
+    return service_view(*id, *committed);
+}
+
+result<json::object> twin_service::replace(std::string_view device_id, std::string_view module_id,
+                                           const json::value& body,
+                                           const registry::if_match& condition) {
+    auto patch = parse_service_body(body, limits_);
+    if (!patch) return patch.error();
+    std::lock_guard lock(lock_for(twin_key(device_id, module_id)));
+    auto id = identity_of(device_id, module_id);
+    if (!id) return id.error();
+    auto before = load(*id);
+    if (!before) return before.error();
+    if (!etag_holds(condition, before->etag_version)) return stale_etag();
+
+    stored after = before->doc;
+    const auto when = format_iso8601(now());
+    after.tags = {};
+    json::object ignored_meta;
+    apply_patch(after.tags, ignored_meta, patch->tags.value_or(json::object{}), when,
+                std::nullopt);
+    if (auto r = check_size(after.tags, section::tags, limits_); !r) return r.error();
+    ++after.desired_version;
+    after.desired = {};
+    after.desired_meta = {};
+    apply_patch(after.desired, after.desired_meta, patch->desired.value_or(json::object{}), when,
+                after.desired_version);
+    if (auto r = check_size(after.desired, section::desired, limits_); !r) return r.error();
+    ++after.version;
+
+    // The device hears the difference, so merging it into what it had gives the new document.
+    auto desired_diff = diff(before->doc.desired, after.desired);
+    json::object event{
+        {"tags", after.tags},
+        {"properties",
+         json::object{{"desired", section_event(after.desired, after.desired_meta,
+                                                after.desired_version)}}}};
+    auto committed = commit(*id, std::move(*before), std::move(after), "replaceTwin",
+                            std::move(event), std::move(desired_diff));
+    if (!committed) return committed.error();
+    return service_view(*id, *committed);
+}
+
+result<json::object> twin_service::device_view(std::string_view device_id,
+                                               std::string_view module_id) {
+    auto id = identity_of(device_id, module_id);
+    if (!id) return id.error();
+    auto twin = load(*id);
+    if (!twin) return twin.error();
+    json::object desired = twin->doc.desired, reported = twin->doc.reported;
+    desired["$version"] = twin->doc.desired_version;
+    reported["$version"] = twin->doc.reported_version;
+    return json::object{{"desired", std::move(desired)}, {"reported", std::move(reported)}};
+}
+
+result<std::uint64_t> twin_service::update_reported(std::string_view device_id,
+                                                    std::string_view module_id,
+                                                    const json::value& body,
+                                                    std::optional<std::uint64_t> if_version) {
+    if (!body.is_object()) return not_an_object("A reported-properties patch");
+    auto patch = strip_reserved(body.get_object());
+    if (auto r = check_patch(patch, section::reported, limits_); !r) return r.error();
+    std::lock_guard lock(lock_for(twin_key(device_id, module_id)));
+    auto id = identity_of(device_id, module_id);
+    if (!id) return id.error();
+    auto before = load(*id);
+    if (!before) return before.error();
+    if (if_version && *if_version != before->doc.reported_version)
+        return error(errc::precondition_failed,
+                     "The reported properties are at version " +
+                         std::to_string(before->doc.reported_version) + ", not " +
+                         std::to_string(*if_version) + ".");
+    stored after = before->doc;
+    ++after.reported_version;
+    apply_patch(after.reported, after.reported_meta, patch, format_iso8601(now()), std::nullopt);
+    if (auto r = check_size(after.reported, section::reported, limits_); !r) return r.error();
+    ++after.version;
+    json::object event{
+        {"properties",
+         json::object{{"reported", section_event(patch, after.reported_meta,
+                                                 after.reported_version)}}}};
+    auto committed = commit(*id, std::move(*before), std::move(after), "updateTwin",
+                            std::move(event), std::nullopt);
+    if (!committed) return committed.error();
+    return committed->doc.reported_version;
+}
+
+result<void> twin_service::set_model_id(std::string_view device_id, std::string_view module_id,
+                                        std::string_view model_id) {
+    std::lock_guard lock(lock_for(twin_key(device_id, module_id)));
+    auto id = identity_of(device_id, module_id);
+    if (!id) return id.error();
+    auto before = load(*id);
+    if (!before) return before.error();
+    if (before->doc.model_id == model_id) return {};
+    stored after = before->doc;
+    after.model_id = model_id;
+    auto condition = before->record_version
+                         ? storage::precondition::version(*before->record_version)
+                         : storage::precondition::absent();
+    auto v = kv_.put(twin_key(device_id, module_id), after.encode(), condition);
+    if (!v) return v.error();
+    return {};
+}
+
+result<twin_page> twin_service::scan(bool modules, std::string_view start_after,
+                                     std::size_t limit) {
+    auto ids = registry_.scan(modules, start_after, limit);
+    if (!ids) return ids.error();
+    twin_page page;
+    page.last_key = ids->last_key;
+    page.done = ids->done;
+    page.twins.reserve(ids->identities.size());
+    for (const auto& id : ids->identities) {
+        auto twin = load(id);
+        if (!twin) return twin.error();
+        page.twins.push_back(service_view(id, *twin));
+    }
+    return page;
+}
+
+void twin_service::forget(const identity& deleted) {
+    auto key = twin_key(deleted.device_id, deleted.module_id);
+    std::lock_guard lock(lock_for(key));
+    auto got = kv_.get(key);
+    if (!got || !*got) return;
+    auto doc = stored::decode((*got)->value);
+    // Only the deleted incarnation's twin: a re-created identity may have written a new one.
+    if (doc && doc->generation != deleted.generation_id) return;
+    (void)kv_.remove(key, storage::precondition::version((*got)->version));
+}
+
+}  // namespace iothub::twin
