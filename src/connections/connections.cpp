@@ -6,11 +6,12 @@ namespace iothub::connections {
 
 std::shared_ptr<connection_table::entry> connection_table::attach(
     std::string device_id, std::string module_id, std::function<void(const std::string&)> close,
-    sys_time now) {
+    sys_time now, std::weak_ptr<device_channel> channel) {
     auto e = std::make_shared<entry>();
     e->device_id = std::move(device_id);
     e->module_id = std::move(module_id);
     e->close = std::move(close);
+    e->channel = std::move(channel);
     e->touch(now);
     std::shared_ptr<entry> previous;
     {
@@ -59,6 +60,12 @@ std::shared_ptr<connection_table::entry> connection_table::find(
     std::lock_guard lock(mutex_);
     auto it = identities_.find(key(device_id, module_id));
     return it == identities_.end() ? nullptr : it->second.current;
+}
+
+std::shared_ptr<device_channel> connection_table::channel(const std::string& device_id,
+                                                         const std::string& module_id) const {
+    auto e = find(device_id, module_id);
+    return e ? e->channel.lock() : nullptr;
 }
 
 registry::live_state connection_table::live(const registry::identity& id) const {

@@ -20,12 +20,29 @@
 
 namespace iothub::connections {
 
+// What the hub pushes to a device over its live connection, whatever the protocol. Calls come
+// from any thread; an implementation posts to its connection's own shard and drops what it cannot
+// deliver (the connection closed meanwhile).
+class device_channel {
+  public:
+    virtual ~device_channel() = default;
+    // Whether the device listens for desired-property notifications (MQTT: subscribed).
+    virtual bool wants_desired_updates() const = 0;
+    // `patch` is the JSON text, `$version` included.
+    virtual void send_desired_update(std::string patch, std::uint64_t version) = 0;
+    // Whether the device accepts direct method calls (MQTT: subscribed).
+    virtual bool accepts_methods() const = 0;
+    virtual void send_method_request(std::string name, std::string request_id,
+                                     std::string payload) = 0;
+};
+
 class connection_table {
   public:
     struct entry {
         std::string device_id;
         std::string module_id;
         std::function<void(const std::string& reason)> close;
+        std::weak_ptr<device_channel> channel;  // empty for connections that push nothing
         std::atomic<std::int64_t> last_activity_ns{0};
 
         // Cheap enough for every message: one relaxed store.
@@ -36,7 +53,8 @@ class connection_table {
 
     // Registers a live connection and closes the identity's previous one, if any.
     std::shared_ptr<entry> attach(std::string device_id, std::string module_id,
-                                  std::function<void(const std::string&)> close, sys_time now);
+                                  std::function<void(const std::string&)> close, sys_time now,
+                                  std::weak_ptr<device_channel> channel = {});
     // Forgets a connection that ended; a no-op if a newer one has replaced it.
     void detach(const std::shared_ptr<entry>& e, sys_time now);
 
@@ -45,6 +63,9 @@ class connection_table {
                const std::string& reason, bool with_modules);
 
     std::shared_ptr<entry> find(const std::string& device_id, const std::string& module_id) const;
+    // The live connection's channel, if it is connected and has one.
+    std::shared_ptr<device_channel> channel(const std::string& device_id,
+                                            const std::string& module_id) const;
     registry::live_state live(const registry::identity& id) const;
     std::size_t connected_devices() const;
 

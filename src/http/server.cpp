@@ -206,6 +206,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
                 req.path = std::move(t->path);
                 req.segments = std::move(t->segments);
                 req.query = std::move(t->query);
+                // A handler may rightly take minutes (a direct method waits for the device), so
+                // no I/O deadline runs while it works.
+                beast::get_lowest_layer(stream).expires_never();
                 res = co_await dispatch(req);
             }
             spdlog::debug("https: {} {} {} -> {}", peer, req.method, req.target, res.status);

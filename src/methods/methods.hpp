@@ -1,0 +1,99 @@
+// Direct methods: the back end calls a named method on a device (or module) and waits for the
+// device's answer. This module owns the calls in flight: it validates a call, delivers it over the
+// identity's live connection (any protocol, through connections::device_channel), correlates the
+// answer by request id, and ends every call exactly once: with the device's answer, DeviceNotOnline
+// (404103) when no connection takes methods within connectTimeoutInSeconds, or GatewayTimeout
+// (504101) when the answer does not come within responseTimeoutInSeconds.
+//
+// Calls to one device run concurrently; each has its own request id (`$rid` on MQTT).
+//
+// Thread safety: every method may be called from any thread. Completions run on the timer
+// executor or on the thread that delivered the answer; they must only post work elsewhere.
+#pragma once
+
+#include "common/error.hpp"
+#include "connections/connections.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/json/value.hpp>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace iothub::methods {
+
+struct method_limits {
+    std::size_t max_payload_bytes = 128 * 1024;  // request and response, as JSON text
+    std::chrono::seconds min_response_timeout{5};
+    std::chrono::seconds max_response_timeout{300};
+    std::chrono::seconds max_connect_timeout{300};
+};
+
+struct method_call {
+    std::string device_id;
+    std::string module_id;
+    std::string name;
+    std::string payload = "null";  // JSON text
+    std::chrono::seconds response_timeout{30};
+    std::chrono::seconds connect_timeout{0};
+};
+
+struct method_result {
+    int status = 0;
+    boost::json::value payload;  // the device's JSON; null when it sent nothing
+};
+
+// Reads a `POST /twins/{id}[/modules/{mid}]/methods` body: methodName (required), payload (any
+// JSON), responseTimeoutInSeconds (5-300, default 30), connectTimeoutInSeconds (0-300, default 0).
+result<method_call> parse_call(const boost::json::value& body, std::string device_id,
+                               std::string module_id, const method_limits& limits = {});
+
+// The `{"status":..,"payload":..}` body of a successful invocation.
+boost::json::object to_json(const method_result& r);
+
+class method_service {
+  public:
+    using completion = std::function<void(result<method_result>)>;
+
+    method_service(connections::connection_table& connections, boost::asio::any_io_executor timers,
+                   method_limits limits = {});
+    ~method_service();
+
+    void invoke(method_call call, completion done);
+
+    // A device's answer to request `request_id`; `payload` is the raw body. False when no such
+    // call is in flight for this identity (late, unknown, or another identity's).
+    bool respond(std::string_view device_id, std::string_view module_id,
+                 std::string_view request_id, int status, std::string_view payload);
+
+    // A connection of this identity now accepts methods: calls waiting for it are delivered.
+    void device_ready(const std::string& device_id, const std::string& module_id);
+
+    // Ends every call in flight with ServiceUnavailable (the hub is stopping).
+    void stop();
+
+    std::size_t in_flight() const;
+    const method_limits& limits() const { return limits_; }
+
+  private:
+    struct call_state;
+    void deliver(const std::shared_ptr<call_state>& c,
+                 const std::shared_ptr<connections::device_channel>& channel);
+    void arm(const std::shared_ptr<call_state>& c, std::chrono::seconds after);
+    void finish(const std::shared_ptr<call_state>& c, result<method_result> r);
+
+    connections::connection_table& connections_;
+    boost::asio::any_io_executor timers_;
+    method_limits limits_;
+    mutable std::mutex mutex_;
+    std::map<std::string, std::shared_ptr<call_state>, std::less<>> delivered_;  // by request id
+    std::multimap<std::string, std::shared_ptr<call_state>> waiting_;  // by identity, offline
+    std::uint64_t next_id_ = 1;
+    bool stopped_ = false;
+};
+
+}  // namespace iothub::methods
