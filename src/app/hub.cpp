@@ -6,16 +6,19 @@
 #include "device_auth/device_auth.hpp"
 #include "http/server.hpp"
 #include "instance/instance.hpp"
+#include "methods/methods.hpp"
 #include "mqtt/server.hpp"
 #include "registry/registry.hpp"
 #include "runtime/shards.hpp"
 #include "service_api/certificates_api.hpp"
 #include "service_api/service_api.hpp"
 #include "service_api/telemetry_api.hpp"
+#include "service_api/twins_api.hpp"
 #include "storage/engine.hpp"
 #include "telemetry/telemetry.hpp"
 #include "tls/context.hpp"
 #include "tls/dev_ca.hpp"
+#include "twin/twin.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -128,6 +131,8 @@ struct hub::impl {
     std::unique_ptr<connections::connection_table> connections;
     std::unique_ptr<certificates::ca_store> cas;
     std::unique_ptr<device_auth::device_authenticator> authenticator;
+    std::unique_ptr<twin::twin_service> twins;
+    std::unique_ptr<methods::method_service> methods;
     http::router routes;
     std::unique_ptr<http::server> https;
     std::unique_ptr<mqtt::server> mqtt;
@@ -173,6 +178,30 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         *im->registry, *im->policies, *im->hosts,
         [cas = im->cas.get()](const auth::client_certificate& c) { return cas->verify_chain(c); });
 
+    twin::twin_limits twin_limits;
+    twin_limits.tags_bytes = s.twin_tags_bytes;
+    twin_limits.desired_bytes = s.twin_desired_bytes;
+    twin_limits.reported_bytes = s.twin_reported_bytes;
+    twin_limits.depth = s.twin_depth;
+    im->twins = std::make_unique<twin::twin_service>(im->storage->kv(), *im->registry,
+                                                     im->storage->hub_events(),
+                                                     im->paths.identity.hostname, twin_limits);
+    im->twins->set_live(
+        [conns = im->connections.get()](const registry::identity& id) { return conns->live(id); });
+    // A connected device hears about desired changes over whatever protocol it uses.
+    im->twins->on_desired([conns = im->connections.get()](const twin::desired_change& c) {
+        auto channel = conns->channel(c.device_id, c.module_id);
+        if (channel && channel->wants_desired_updates())
+            channel->send_desired_update(boost::json::serialize(c.patch), c.version);
+    });
+    im->registry->on_change(
+        [twins = im->twins.get(), pool = im->blocking.get()](const registry::identity_change& c) {
+            if (c.before && !c.after)
+                pool->post([twins, gone = *c.before] { twins->forget(gone); });
+        });
+    im->methods = std::make_unique<methods::method_service>(*im->connections,
+                                                            im->shards->at(0).get_executor());
+
     // Revoking access ends live connections at once: deleted, disabled, new credentials.
     im->registry->on_change([conns = im->connections.get()](const registry::identity_change& c) {
         if (!device_auth::ends_connections(c)) return;
@@ -196,6 +225,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     };
     api.connected_devices = [conns = im->connections.get()] { return conns->connected_devices(); };
     service_api::add_routes(im->routes, std::move(api));
+    service_api::add_twin_routes(im->routes, {*im->policies, *im->hosts, *im->twins, *im->methods});
     service_api::add_certificate_routes(im->routes, {*im->policies, *im->hosts, *im->cas});
     auto& timers = im->shards->at(0);
     service_api::add_telemetry_routes(
@@ -210,7 +240,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     im->mqtt = std::make_unique<mqtt::server>(
         *im->shards,
         mqtt::services{*im->authenticator, *im->connections, *im->telemetry, im->storage->kv(),
-                       *im->blocking},
+                       *im->blocking, *im->twins, *im->methods},
         mqtt::server_settings{});
 
     http::server_settings hs;
@@ -238,7 +268,8 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     // Retention runs off the shards, every tenth of the retention period (100 ms to 1 min).
     boost::asio::co_spawn(
         timers,
-        [events = &im->storage->events(), pool = im->blocking.get(), &timers,
+        [events = &im->storage->events(), hub_events = &im->storage->hub_events(),
+         pool = im->blocking.get(), &timers,
          interval = std::clamp<std::chrono::milliseconds>(
              std::chrono::duration_cast<std::chrono::milliseconds>(s.retention) / 10,
              std::chrono::milliseconds(100),
@@ -249,7 +280,10 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
                 auto [ec] =
                     co_await t.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
                 if (ec) co_return;
-                pool->post([events] { events->enforce_retention(now()); });
+                pool->post([events, hub_events] {
+                    events->enforce_retention(now());
+                    hub_events->enforce_retention(now());
+                });
             }
         },
         boost::asio::detached);
@@ -295,6 +329,7 @@ void hub::stop() {
     im.ready = false;
     im.https->begin_stop();
     im.mqtt->begin_stop();
+    im.methods->stop();  // calls waiting for devices end now rather than hold the shutdown
     // Requests in flight get the grace period to finish; idle connections are already closed.
     auto open = [&] { return im.https->active_connections() + im.mqtt->active_connections(); };
     auto deadline = std::chrono::steady_clock::now() + im.settings.shutdown_grace;

@@ -164,6 +164,18 @@ const std::vector<setting_def>& table() {
         {{"limits.max_modules_per_device", "IOTHUB_MAX_MODULES_PER_DEVICE",
           "--max-modules-per-device", "Modules a device may have"},
          unsigned_number(&settings::max_modules_per_device, 1000)},
+        {{"limits.twin_tags_bytes", "IOTHUB_TWIN_TAGS_BYTES", "--twin-tags-bytes",
+          "Largest twin tags section in bytes"},
+         unsigned_number(&settings::twin_tags_bytes, 16ull << 20)},
+        {{"limits.twin_desired_bytes", "IOTHUB_TWIN_DESIRED_BYTES", "--twin-desired-bytes",
+          "Largest desired-properties section in bytes"},
+         unsigned_number(&settings::twin_desired_bytes, 16ull << 20)},
+        {{"limits.twin_reported_bytes", "IOTHUB_TWIN_REPORTED_BYTES", "--twin-reported-bytes",
+          "Largest reported-properties section in bytes"},
+         unsigned_number(&settings::twin_reported_bytes, 16ull << 20)},
+        {{"limits.twin_depth", "IOTHUB_TWIN_DEPTH", "--twin-depth",
+          "Deepest nesting of objects in a twin section"},
+         unsigned_number(&settings::twin_depth, 64)},
     };
     return defs;
 }

@@ -45,6 +45,11 @@ struct settings {
 
     std::size_t max_request_body = 1024 * 1024;
     std::size_t max_modules_per_device = 50;
+    // Twin limits (Azure's defaults): section sizes in bytes as Azure counts them, nesting depth.
+    std::size_t twin_tags_bytes = 8 * 1024;
+    std::size_t twin_desired_bytes = 32 * 1024;
+    std::size_t twin_reported_bytes = 32 * 1024;
+    std::size_t twin_depth = 10;
     std::chrono::seconds shutdown_grace{10};
 };
 

@@ -63,7 +63,7 @@ std::shared_ptr<connection_table::entry> connection_table::find(
 }
 
 std::shared_ptr<device_channel> connection_table::channel(const std::string& device_id,
-                                                         const std::string& module_id) const {
+                                                          const std::string& module_id) const {
     auto e = find(device_id, module_id);
     return e ? e->channel.lock() : nullptr;
 }

@@ -22,8 +22,8 @@ std::string describe(std::string_view d, std::string_view m) {
 }
 
 result<std::chrono::seconds> seconds_field(const json::object& o, std::string_view name,
-                                           std::chrono::seconds fallback,
-                                           std::chrono::seconds min, std::chrono::seconds max) {
+                                           std::chrono::seconds fallback, std::chrono::seconds min,
+                                           std::chrono::seconds max) {
     const auto* v = o.if_contains(name);
     if (!v || v->is_null()) return fallback;
     std::int64_t n = 0;
@@ -31,8 +31,8 @@ result<std::chrono::seconds> seconds_field(const json::object& o, std::string_vi
         n = v->get_int64();
     } else if (v->is_uint64() && v->get_uint64() < 1'000'000) {
         n = static_cast<std::int64_t>(v->get_uint64());
-    } else if (v->is_double() && v->get_double() == static_cast<double>(static_cast<std::int64_t>(
-                                                         v->get_double()))) {
+    } else if (v->is_double() &&
+               v->get_double() == static_cast<double>(static_cast<std::int64_t>(v->get_double()))) {
         n = static_cast<std::int64_t>(v->get_double());
     } else {
         return error(errc::argument_invalid, std::string(name) + " must be a whole number.");
@@ -64,10 +64,10 @@ result<method_call> parse_call(const json::value& body, std::string device_id,
                      "methodName must be at most 1024 characters, without '/', '?' or '#'.");
     if (const auto* p = o.if_contains("payload")) c.payload = json::serialize(*p);
     if (c.payload.size() > limits.max_payload_bytes)
-        return error(errc::message_too_large,
-                     "The method payload is " + std::to_string(c.payload.size()) +
-                         " bytes, over the limit of " + std::to_string(limits.max_payload_bytes) +
-                         ".");
+        return error(errc::message_too_large, "The method payload is " +
+                                                  std::to_string(c.payload.size()) +
+                                                  " bytes, over the limit of " +
+                                                  std::to_string(limits.max_payload_bytes) + ".");
     auto response = seconds_field(o, "responseTimeoutInSeconds", std::chrono::seconds(30),
                                   limits.min_response_timeout, limits.max_response_timeout);
     if (!response) return response.error();

@@ -11,6 +11,8 @@
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
+#include <deque>
 #include <map>
 #include <mutex>
 
@@ -61,7 +63,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
 
 namespace {
 
-class connection final : public std::enable_shared_from_this<connection>, public session_handler {
+class connection final : public std::enable_shared_from_this<connection>,
+                         public session_handler,
+                         public connections::device_channel {
   public:
     connection(std::shared_ptr<server::impl> srv, std::unique_ptr<transport> t,
                asio::any_io_executor ex)
@@ -104,6 +108,34 @@ class connection final : public std::enable_shared_from_this<connection>, public
         });
     }
 
+    // device_channel (any thread) ------------------------------------------------------------
+
+    bool wants_desired_updates() const override { return desired_qos_.load() >= 0; }
+    bool accepts_methods() const override { return methods_qos_.load() >= 0; }
+
+    void send_desired_update(std::string patch, std::uint64_t version) override {
+        asio::post(ex_, [self = shared_from_this(), patch = std::move(patch), version] {
+            auto qos = self->desired_qos_.load();
+            if (qos < 0 || self->session_.closed()) return;
+            self->session_.publish(
+                "$iothub/twin/PATCH/properties/desired/?$version=" + std::to_string(version), patch,
+                static_cast<std::uint8_t>(qos));
+            self->pump();
+        });
+    }
+
+    void send_method_request(std::string name, std::string rid, std::string payload) override {
+        asio::post(ex_, [self = shared_from_this(), name = std::move(name), rid = std::move(rid),
+                         payload = std::move(payload)] {
+            auto qos = self->methods_qos_.load();
+            if (qos < 0 || self->session_.closed()) return;
+            // `$rid` last: the C and C# SDKs take everything after "?$rid=" as the id.
+            self->session_.publish("$iothub/methods/POST/" + name + "/?$rid=" + rid, payload,
+                                   static_cast<std::uint8_t>(qos));
+            self->pump();
+        });
+    }
+
   private:
     // session_handler --------------------------------------------------------------------
 
@@ -129,6 +161,7 @@ class connection final : public std::enable_shared_from_this<connection>, public
         }
         client_id_ = c.client_id;
         clean_session_ = c.clean_session;
+        model_id_ = user->model_id;
         device_auth::device_credentials creds{user->device_id, user->module_id, c.password,
                                               transport_->client_certificate()};
         srv_->svc.blocking.post([self = shared_from_this(), creds = std::move(creds),
@@ -167,10 +200,16 @@ class connection final : public std::enable_shared_from_this<connection>, public
             case topic_info::kind::other_identity:
                 return session_.close("published to another identity's topic '" + p.topic + "'");
             case topic_info::kind::twin_get:
+                return twin_request(std::move(t), {});
             case topic_info::kind::twin_patch_reported:
+                return twin_request(std::move(t), std::move(p.payload));
             case topic_info::kind::method_response:
-                return session_.close("twin and direct-method topics are not served yet ('" +
-                                      p.topic + "')");
+                // A late or unknown answer is dropped, as Azure does; the device cannot tell.
+                if (!srv_->svc.methods.respond(principal_->device_id, principal_->module_id, t.rid,
+                                               t.status, p.payload))
+                    spdlog::debug("{} {}: method answer for unknown request '{}' dropped",
+                                  transport_->kind(), transport_->peer(), t.rid);
+                return;
             case topic_info::kind::unknown:
                 return session_.close("published to an unknown topic '" + p.topic + "'");
         }
@@ -182,11 +221,97 @@ class connection final : public std::enable_shared_from_this<connection>, public
             return suback_failure;
         subscriptions_[s.filter] = s.qos;
         subscriptions_changed_ = true;
+        subscriptions_updated();
         return s.qos;
     }
 
     void on_unsubscribe(const std::string& filter) override {
         subscriptions_changed_ |= subscriptions_.erase(filter) > 0;
+        subscriptions_updated();
+    }
+
+    // Publishes what the device side of the twin and methods needs at the QoS granted for it
+    // (-1: not subscribed), and wakes method calls waiting for this device to be reachable.
+    void subscriptions_updated() {
+        int twin = -1, desired = -1, methods = -1;
+        for (const auto& [f, q] : subscriptions_) {
+            switch (classify_filter(f, principal_->device_id, principal_->module_id)) {
+                case filter_kind::twin_responses:
+                    twin = q;
+                    break;
+                case filter_kind::twin_desired:
+                    desired = q;
+                    break;
+                case filter_kind::methods:
+                    methods = q;
+                    break;
+                default:
+                    break;
+            }
+        }
+        twin_qos_ = twin;
+        desired_qos_.store(desired);
+        const bool methods_before = methods_qos_.exchange(methods) >= 0;
+        if (methods >= 0 && !methods_before)
+            srv_->svc.methods.device_ready(principal_->device_id, principal_->module_id);
+    }
+
+    // Twin requests of one connection run one at a time, in arrival order, so two reported
+    // patches in a row apply in that order.
+    void twin_request(topic_info t, std::optional<std::string> patch) {
+        twin_queue_.push_back({std::move(t), std::move(patch)});
+        if (twin_queue_.size() == 1) run_twin_request();
+    }
+
+    void run_twin_request() {
+        if (twin_queue_.empty() || session_.closed()) return;
+        srv_->svc.blocking.post([self = shared_from_this(), req = twin_queue_.front(),
+                                 who = *principal_] {
+            auto& twins = self->srv_->svc.twins;
+            std::string topic, body;
+            if (!req.patch) {
+                auto view = twins.device_view(who.device_id, who.module_id);
+                if (view) {
+                    topic = "$iothub/twin/res/200/?$rid=" + req.topic.rid;
+                    body = boost::json::serialize(*view);
+                } else {
+                    std::tie(topic, body) = twin_error(view.error(), req.topic.rid);
+                }
+            } else {
+                boost::system::error_code ec;
+                auto patch = boost::json::parse(*req.patch, ec);
+                result<std::uint64_t> v =
+                    ec ? result<std::uint64_t>(error(
+                             errc::format_error,
+                             "The reported-properties patch is not JSON: " + ec.message() + "."))
+                       : twins.update_reported(who.device_id, who.module_id, patch,
+                                               req.topic.version);
+                if (v) {
+                    topic = "$iothub/twin/res/204/?$rid=" + req.topic.rid +
+                            "&$version=" + std::to_string(*v);
+                } else {
+                    std::tie(topic, body) = twin_error(v.error(), req.topic.rid);
+                }
+            }
+            asio::post(self->ex_, [self, topic = std::move(topic), body = std::move(body)] {
+                self->twin_queue_.pop_front();
+                if (self->twin_qos_ >= 0)
+                    self->session_.publish(topic, body, static_cast<std::uint8_t>(self->twin_qos_));
+                self->run_twin_request();
+                self->pump();
+            });
+        });
+    }
+
+    // Node's twin client fails a request only when the body has `errorCode`; C and C# read the
+    // status in the topic. Both get what they look for.
+    static std::pair<std::string, std::string> twin_error(const error& e, const std::string& rid) {
+        const auto& d = e.descriptor();
+        boost::json::object body{{"errorCode", d.code},
+                                 {"message", e.message()},
+                                 {"timestampUtc", format_iso8601(now())}};
+        return {"$iothub/twin/res/" + std::to_string(d.http_status) + "/?$rid=" + rid,
+                boost::json::serialize(body)};
     }
 
     void on_delivered(std::uint16_t) override {}
@@ -212,8 +337,18 @@ class connection final : public std::enable_shared_from_this<connection>, public
             [weak = weak_from_this()](const std::string& reason) {
                 if (auto self = weak.lock()) self->kick(reason);
             },
-            now());
+            now(), weak_from_this());
         if (record) restore(*record);
+        subscriptions_updated();
+        if (!model_id_.empty())
+            srv_->svc.blocking.post([self = shared_from_this()] {
+                auto& p = *self->principal_;
+                if (auto r = self->srv_->svc.twins.set_model_id(p.device_id, p.module_id,
+                                                                self->model_id_);
+                    !r)
+                    spdlog::warn("mqtt: cannot record the model id of {}: {}", p.key(),
+                                 r.error().message());
+            });
         session_.accept(record.has_value());
         spdlog::debug("{} {}: {} connected{}", transport_->kind(), transport_->peer(),
                       principal_->key(), record ? " (session restored)" : "");
@@ -388,6 +523,17 @@ class connection final : public std::enable_shared_from_this<connection>, public
     bool clean_session_ = true;
     std::map<std::string, std::uint8_t> subscriptions_;
     bool subscriptions_changed_ = false;
+    std::string model_id_;
+    // QoS granted per device-side twin and method filter, -1 when not subscribed. The atomics are
+    // read by other threads through device_channel.
+    int twin_qos_ = -1;
+    std::atomic<int> desired_qos_{-1};
+    std::atomic<int> methods_qos_{-1};
+    struct twin_op {
+        topic_info topic;
+        std::optional<std::string> patch;  // empty for GET
+    };
+    std::deque<twin_op> twin_queue_;
     std::shared_ptr<const storage::property_list> stamp_;          // who sent it, for every message
     std::vector<storage::event_record> received_;                  // telemetry of the current read
     std::vector<std::uint16_t> received_ids_;                      // its QoS 1 packet ids, in order

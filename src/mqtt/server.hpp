@@ -1,7 +1,8 @@
 // The MQTT device endpoint: MQTT 3.1.1 over TLS (8883), over WebSockets on the HTTPS port
 // (`/$iothub/websocket`, subprotocol mqtt), and optionally plain TCP for local tools and
 // benchmarks. Each connection is an Azure device or module connection: authenticated at CONNECT,
-// one per identity, with its telemetry appended durably before the PUBACK.
+// one per identity, with its telemetry appended durably before the PUBACK; it serves the device's
+// twin (GET, reported PATCH, desired notifications) and its direct methods.
 //
 // Connections live on the shard that accepted them. Blocking work (authentication, session
 // records) runs on the blocking pool and its results are posted back.
@@ -9,10 +10,12 @@
 
 #include "connections/connections.hpp"
 #include "device_auth/device_auth.hpp"
+#include "methods/methods.hpp"
 #include "mqtt/session.hpp"
 #include "runtime/shards.hpp"
 #include "storage/kv_store.hpp"
 #include "telemetry/telemetry.hpp"
+#include "twin/twin.hpp"
 
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -30,6 +33,8 @@ struct services {
     telemetry::telemetry_service& telemetry;
     storage::kv_store& sessions;  // clean-session=0 subscriptions, by client id
     runtime::blocking_pool& blocking;
+    twin::twin_service& twins;
+    methods::method_service& methods;
 };
 
 struct server_settings {

@@ -254,8 +254,8 @@ result<std::vector<identity>> device_registry::list_devices(std::size_t top) {
 }
 
 result<device_registry::identity_page> device_registry::scan(bool modules,
-                                                              std::string_view start_after,
-                                                              std::size_t limit) {
+                                                             std::string_view start_after,
+                                                             std::size_t limit) {
     auto page = kv_.scan(modules ? "m/" : "d/", start_after, std::max<std::size_t>(limit, 1));
     if (!page) return page.error();
     identity_page out;

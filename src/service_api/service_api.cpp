@@ -3,6 +3,7 @@
 #include "common/encoding.hpp"
 #include "common/time.hpp"
 #include "service_api/detail/guard.hpp"
+#include "service_api/detail/requests.hpp"
 
 #include <boost/json.hpp>
 
@@ -15,37 +16,15 @@ using http::responder;
 using http::response;
 
 namespace {
-
-constexpr http::route_options storage_bound{true};
-
-// Parses a JSON request body; empty bodies and non-JSON content types are rejected up front.
-result<json::value> json_body(const request& req) {
-    if (req.body.empty()) return error(errc::argument_null, "The request body is empty.");
-    auto type = req.header("content-type");
-    if (!type.empty() && to_lower(type).find("json") == std::string::npos)
-        return error(errc::unsupported_media_type,
-                     "Content-Type must be application/json, not '" + std::string(type) + "'.");
-    boost::system::error_code ec;
-    auto v = json::parse(req.body, ec);
-    if (ec) return error(errc::format_error, "The request body is not valid JSON: " + ec.message());
-    return v;
-}
+using detail::check_path_ids;
+using detail::if_match_of;
+using detail::json_body;
+using detail::storage_bound;
 
 response identity_response(const context& ctx, const registry::identity& id) {
     auto r = response::json(200, registry::to_json(id, ctx.live(id)));
     r.with_header("ETag", "\"" + registry::etag_for(id.version) + "\"");
     return r;
-}
-
-registry::if_match if_match_of(const request& req) {
-    return registry::if_match::parse(req.header("if-match"));
-}
-
-result<void> check_path_ids(const request& req) {
-    if (auto r = registry::validate_id(req.param("id"), "deviceId"); !r) return r;
-    if (!req.param("mid").empty())
-        if (auto r = registry::validate_id(req.param("mid"), "moduleId"); !r) return r;
-    return {};
 }
 
 result<std::size_t> top_of(const request& req, std::size_t fallback) {

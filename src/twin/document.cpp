@@ -41,10 +41,10 @@ result<void> check_key(std::string_view key, const std::string& path, const twin
                                                  std::to_string(limits.key_bytes) + " bytes.");
     for (std::size_t i = 0; i < key.size(); ++i) {
         auto c = static_cast<unsigned char>(key[i]);
-        bool control = c < 0x20 || c == 0x7F ||
-                       (c == 0xC2 && i + 1 < key.size() &&
-                        static_cast<unsigned char>(key[i + 1]) >= 0x80 &&
-                        static_cast<unsigned char>(key[i + 1]) <= 0x9F);
+        bool control =
+            c < 0x20 || c == 0x7F ||
+            (c == 0xC2 && i + 1 < key.size() && static_cast<unsigned char>(key[i + 1]) >= 0x80 &&
+             static_cast<unsigned char>(key[i + 1]) <= 0x9F);
         if (control || c == '.' || c == '$' || c == ' ')
             return error(errc::argument_invalid,
                          "Property name '" + std::string(key) + "' at " + quoted_path(path) +
@@ -59,11 +59,12 @@ result<void> check_value(const json::value& v, const std::string& path, std::siz
     switch (v.kind()) {
         case json::kind::object: {
             if (depth > limits.depth)
-                return error(errc::argument_invalid,
-                             "Twin properties nest deeper than " + std::to_string(limits.depth) +
-                                 " levels at " + quoted_path(path) + ".");
+                return error(errc::argument_invalid, "Twin properties nest deeper than " +
+                                                         std::to_string(limits.depth) +
+                                                         " levels at " + quoted_path(path) + ".");
             for (const auto& [k, child] : v.get_object()) {
-                std::string child_path = path.empty() ? std::string(k) : path + "." + std::string(k);
+                std::string child_path =
+                    path.empty() ? std::string(k) : path + "." + std::string(k);
                 if (auto r = check_key(k, path, limits); !r) return r;
                 if (auto r = check_value(child, child_path, depth + 1, limits); !r) return r;
             }
@@ -71,14 +72,14 @@ result<void> check_value(const json::value& v, const std::string& path, std::siz
         }
         case json::kind::array: {
             if (depth > limits.depth)
-                return error(errc::argument_invalid,
-                             "Twin properties nest deeper than " + std::to_string(limits.depth) +
-                                 " levels at " + quoted_path(path) + ".");
+                return error(errc::argument_invalid, "Twin properties nest deeper than " +
+                                                         std::to_string(limits.depth) +
+                                                         " levels at " + quoted_path(path) + ".");
             std::size_t i = 0;
             for (const auto& child : v.get_array()) {
                 if (child.is_null())
-                    return error(errc::argument_invalid,
-                                 "Arrays in twins cannot hold null (at " + quoted_path(path) + ").");
+                    return error(errc::argument_invalid, "Arrays in twins cannot hold null (at " +
+                                                             quoted_path(path) + ").");
                 if (auto r = check_value(child, path + "[" + std::to_string(i++) + "]", depth + 1,
                                          limits);
                     !r)
@@ -111,16 +112,21 @@ result<void> check_value(const json::value& v, const std::string& path, std::siz
 
 std::size_t size_of_value(const json::value& v) {
     switch (v.kind()) {
-        case json::kind::object: return size_of(v.get_object());
+        case json::kind::object:
+            return size_of(v.get_object());
         case json::kind::array: {
             std::size_t n = 0;
             for (const auto& e : v.get_array()) n += size_of_value(e);
             return n;
         }
-        case json::kind::string: return counted_chars(v.get_string());
-        case json::kind::bool_: return 4;
-        case json::kind::null: return 0;
-        default: return 8;
+        case json::kind::string:
+            return counted_chars(v.get_string());
+        case json::kind::bool_:
+            return 4;
+        case json::kind::null:
+            return 0;
+        default:
+            return 8;
     }
 }
 
@@ -154,9 +160,12 @@ json::object fresh_meta(const json::value& v, std::string_view when,
 
 std::string_view name_of(section s) {
     switch (s) {
-        case section::tags: return "tags";
-        case section::desired: return "desired properties";
-        case section::reported: return "reported properties";
+        case section::tags:
+            return "tags";
+        case section::desired:
+            return "desired properties";
+        case section::reported:
+            return "reported properties";
     }
     return "?";
 }

@@ -32,7 +32,7 @@ struct twin_limits {
     std::size_t string_value_bytes = 4 * 1024;
 
     std::size_t bytes_for(section s) const {
-        return s == section::tags ? tags_bytes
+        return s == section::tags      ? tags_bytes
                : s == section::desired ? desired_bytes
                                        : reported_bytes;
     }

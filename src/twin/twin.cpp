@@ -29,10 +29,14 @@ std::uint64_t number_at(const json::object& o, std::string_view key, std::uint64
 
 std::string_view auth_type_name(registry::auth_kind k) {
     switch (k) {
-        case registry::auth_kind::sas: return "sas";
-        case registry::auth_kind::self_signed: return "selfSigned";
-        case registry::auth_kind::certificate_authority: return "certificateAuthority";
-        case registry::auth_kind::none: return "none";
+        case registry::auth_kind::sas:
+            return "sas";
+        case registry::auth_kind::self_signed:
+            return "selfSigned";
+        case registry::auth_kind::certificate_authority:
+            return "certificateAuthority";
+        case registry::auth_kind::none:
+            return "none";
     }
     return "none";
 }
@@ -145,8 +149,7 @@ std::string twin_key(std::string_view device_id, std::string_view module_id) {
 }
 
 twin_service::twin_service(storage::kv_store& kv, registry::device_registry& registry,
-                           storage::event_log& hub_events, std::string hub_name,
-                           twin_limits limits)
+                           storage::event_log& hub_events, std::string hub_name, twin_limits limits)
     : kv_(kv),
       registry_(registry),
       hub_events_(hub_events),
@@ -157,8 +160,7 @@ std::mutex& twin_service::lock_for(std::string_view key) {
     return locks_[std::hash<std::string_view>{}(key) % locks_.size()];
 }
 
-result<identity> twin_service::identity_of(std::string_view device_id,
-                                           std::string_view module_id) {
+result<identity> twin_service::identity_of(std::string_view device_id, std::string_view module_id) {
     return module_id.empty() ? registry_.get_device(device_id)
                              : registry_.get_module(device_id, module_id);
 }
@@ -199,8 +201,9 @@ json::object twin_service::service_view(const identity& id, const loaded& twin) 
     o["lastActivityTime"] = time_or_never(live.last_activity);
     o["cloudToDeviceMessageCount"] = live.cloud_to_device_message_count;
     o["authenticationType"] = auth_type_name(id.auth.kind);
-    o["x509Thumbprint"] = json::object{{"primaryThumbprint", string_or_null(id.auth.primary_thumbprint)},
-                                       {"secondaryThumbprint", string_or_null(id.auth.secondary_thumbprint)}};
+    o["x509Thumbprint"] =
+        json::object{{"primaryThumbprint", string_or_null(id.auth.primary_thumbprint)},
+                     {"secondaryThumbprint", string_or_null(id.auth.secondary_thumbprint)}};
     o["modelId"] = d.model_id;
     o["version"] = d.version;
     if (!id.is_module()) {
@@ -278,7 +281,8 @@ void twin_service::record_event(const identity& id, std::string_view op, json::o
                            {"content-encoding", "utf-8"},
                            {"iothub-connection-device-id", id.device_id},
                            {"iothub-message-source", "twinChangeEvents"}};
-    if (id.is_module()) e.system_properties.emplace_back("iothub-connection-module-id", id.module_id);
+    if (id.is_module())
+        e.system_properties.emplace_back("iothub-connection-module-id", id.module_id);
     // The change is committed already; the event follows it, and the caller's answer waits for
     // it to be durable too, so an acknowledged change always has its event.
     std::promise<void> written;
@@ -351,13 +355,11 @@ result<json::object> twin_service::update(std::string_view device_id, std::strin
                     after.desired_version);
         if (auto r = check_size(after.desired, section::desired, limits_); !r) return r.error();
         event["properties"] = json::object{
-            {"desired",
-             section_event(*patch->desired, after.desired_meta, after.desired_version)}};
+            {"desired", section_event(*patch->desired, after.desired_meta, after.desired_version)}};
     }
     ++after.version;
-    auto committed =
-        commit(*id, std::move(*before), std::move(after), "updateTwin", std::move(event),
-               patch->desired);
+    auto committed = commit(*id, std::move(*before), std::move(after), "updateTwin",
+                            std::move(event), patch->desired);
     if (!committed) return committed.error();
     return service_view(*id, *committed);
 }
@@ -378,8 +380,7 @@ result<json::object> twin_service::replace(std::string_view device_id, std::stri
     const auto when = format_iso8601(now());
     after.tags = {};
     json::object ignored_meta;
-    apply_patch(after.tags, ignored_meta, patch->tags.value_or(json::object{}), when,
-                std::nullopt);
+    apply_patch(after.tags, ignored_meta, patch->tags.value_or(json::object{}), when, std::nullopt);
     if (auto r = check_size(after.tags, section::tags, limits_); !r) return r.error();
     ++after.desired_version;
     after.desired = {};
@@ -393,9 +394,8 @@ result<json::object> twin_service::replace(std::string_view device_id, std::stri
     auto desired_diff = diff(before->doc.desired, after.desired);
     json::object event{
         {"tags", after.tags},
-        {"properties",
-         json::object{{"desired", section_event(after.desired, after.desired_meta,
-                                                after.desired_version)}}}};
+        {"properties", json::object{{"desired", section_event(after.desired, after.desired_meta,
+                                                              after.desired_version)}}}};
     auto committed = commit(*id, std::move(*before), std::move(after), "replaceTwin",
                             std::move(event), std::move(desired_diff));
     if (!committed) return committed.error();
@@ -427,19 +427,17 @@ result<std::uint64_t> twin_service::update_reported(std::string_view device_id,
     auto before = load(*id);
     if (!before) return before.error();
     if (if_version && *if_version != before->doc.reported_version)
-        return error(errc::precondition_failed,
-                     "The reported properties are at version " +
-                         std::to_string(before->doc.reported_version) + ", not " +
-                         std::to_string(*if_version) + ".");
+        return error(errc::precondition_failed, "The reported properties are at version " +
+                                                    std::to_string(before->doc.reported_version) +
+                                                    ", not " + std::to_string(*if_version) + ".");
     stored after = before->doc;
     ++after.reported_version;
     apply_patch(after.reported, after.reported_meta, patch, format_iso8601(now()), std::nullopt);
     if (auto r = check_size(after.reported, section::reported, limits_); !r) return r.error();
     ++after.version;
     json::object event{
-        {"properties",
-         json::object{{"reported", section_event(patch, after.reported_meta,
-                                                 after.reported_version)}}}};
+        {"properties", json::object{{"reported", section_event(patch, after.reported_meta,
+                                                               after.reported_version)}}}};
     auto committed = commit(*id, std::move(*before), std::move(after), "updateTwin",
                             std::move(event), std::nullopt);
     if (!committed) return committed.error();

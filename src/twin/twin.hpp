@@ -69,8 +69,7 @@ class twin_service {
 
     // --- the device --------------------------------------------------------------------------
     // `{"desired":{...,"$version":n},"reported":{...,"$version":m}}`.
-    result<boost::json::object> device_view(std::string_view device_id,
-                                            std::string_view module_id);
+    result<boost::json::object> device_view(std::string_view device_id, std::string_view module_id);
     // Merges a reported-properties patch; returns the new reported version. With `if_version`,
     // the patch applies only if the reported version is still that (else PreconditionFailed).
     result<std::uint64_t> update_reported(std::string_view device_id, std::string_view module_id,
@@ -98,8 +97,7 @@ class twin_service {
     result<loaded> commit(const registry::identity& id, loaded before, stored after,
                           std::string_view op, boost::json::object event_body,
                           std::optional<boost::json::object> desired_patch);
-    void record_event(const registry::identity& id, std::string_view op,
-                      boost::json::object body);
+    void record_event(const registry::identity& id, std::string_view op, boost::json::object body);
     std::mutex& lock_for(std::string_view key);
 
     storage::kv_store& kv_;

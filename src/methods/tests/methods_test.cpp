@@ -54,7 +54,8 @@ class Methods : public ::testing::Test {
         thread_.join();
     }
     void connect(const std::string& device, const std::string& module = "") {
-        entry_ = table_.attach(device, module, [](const std::string&) {}, now(), channel_);
+        entry_ = table_.attach(
+            device, module, [](const std::string&) {}, now(), channel_);
     }
     std::future<result<method_result>> call(std::string device, std::string name,
                                             std::string payload = "null",
@@ -62,9 +63,10 @@ class Methods : public ::testing::Test {
                                             std::chrono::seconds connect = 0s) {
         auto p = std::make_shared<std::promise<result<method_result>>>();
         auto f = p->get_future();
-        method_call c{std::move(device), "", std::move(name), std::move(payload), response,
-                      connect};
-        service_->invoke(std::move(c), [p](result<method_result> r) { p->set_value(std::move(r)); });
+        method_call c{std::move(device),  "",       std::move(name),
+                      std::move(payload), response, connect};
+        service_->invoke(std::move(c),
+                         [p](result<method_result> r) { p->set_value(std::move(r)); });
         return f;
     }
 
@@ -90,17 +92,18 @@ TEST(ParseCall, DefaultsAndRanges) {
     ASSERT_TRUE(c);
     EXPECT_EQ(c->payload, "null");
     c = parse_call(
-        json::parse(R"({"methodName":"m","responseTimeoutInSeconds":300,"connectTimeoutInSeconds":300})"),
+        json::parse(
+            R"({"methodName":"m","responseTimeoutInSeconds":300,"connectTimeoutInSeconds":300})"),
         "d", "");
     ASSERT_TRUE(c);
     EXPECT_EQ(c->response_timeout, 300s);
-    for (auto bad : {R"({})", R"({"methodName":""})", R"({"methodName":5})", R"([1])",
-                     R"({"methodName":"m","responseTimeoutInSeconds":4})",
-                     R"({"methodName":"m","responseTimeoutInSeconds":301})",
-                     R"({"methodName":"m","connectTimeoutInSeconds":-1})",
-                     R"({"methodName":"m","connectTimeoutInSeconds":301})",
-                     R"({"methodName":"m","responseTimeoutInSeconds":"10"})",
-                     R"({"methodName":"a/b"})"}) {
+    for (auto bad :
+         {R"({})", R"({"methodName":""})", R"({"methodName":5})", R"([1])",
+          R"({"methodName":"m","responseTimeoutInSeconds":4})",
+          R"({"methodName":"m","responseTimeoutInSeconds":301})",
+          R"({"methodName":"m","connectTimeoutInSeconds":-1})",
+          R"({"methodName":"m","connectTimeoutInSeconds":301})",
+          R"({"methodName":"m","responseTimeoutInSeconds":"10"})", R"({"methodName":"a/b"})"}) {
         auto r = parse_call(json::parse(bad), "d", "");
         ASSERT_FALSE(r) << bad;
         EXPECT_EQ(r.error().code(), errc::argument_invalid) << bad;
@@ -195,8 +198,8 @@ TEST_F(Methods, OversizedAnswerFailsTheCall) {
     connect("dev1");
     auto f = call("dev1", "m");
     auto req = channel_->next();
-    EXPECT_TRUE(service_->respond("dev1", "", req.rid, 200,
-                                  "\"" + std::string(128 * 1024, 'x') + "\""));
+    EXPECT_TRUE(
+        service_->respond("dev1", "", req.rid, 200, "\"" + std::string(128 * 1024, 'x') + "\""));
     auto r = f.get();
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code(), errc::message_too_large);

@@ -25,4 +25,18 @@ http::router::handler guarded(
     };
 }
 
+// The same for a route that answers later (a direct method waits for the device): `body` gets
+// the responder and must call it exactly once, from any thread.
+template <class Context>
+http::router::handler guarded_async(
+    std::shared_ptr<Context> ctx, auth::rights needed,
+    std::function<void(Context&, http::request&, http::responder)> body) {
+    return [ctx, needed, body = std::move(body)](http::request& req, http::responder done) {
+        auto who = ctx->policies.authenticate(req.header("authorization"), ctx->hosts,
+                                              req.decoded_path(), needed, now());
+        if (!who) return done(http::error_response(who.error()));
+        body(*ctx, req, std::move(done));
+    };
+}
+
 }  // namespace iothub::service_api::detail

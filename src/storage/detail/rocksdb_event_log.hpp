@@ -18,8 +18,9 @@ class rocksdb_event_log final : public event_log_core {
   public:
     // `name` prefixes the log's column families and meta keys, so one database holds several logs.
     static result<std::unique_ptr<rocksdb_event_log>> open(
-        const std::string& name, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> partitions,
-        rocksdb::ColumnFamilyHandle* meta, const event_log_settings& settings, bool sync);
+        const std::string& name, rocksdb::DB* db,
+        std::vector<rocksdb::ColumnFamilyHandle*> partitions, rocksdb::ColumnFamilyHandle* meta,
+        const event_log_settings& settings, bool sync);
     ~rocksdb_event_log() override;
 
     void append(int partition, std::vector<event_record> events, append_callback done) override;
@@ -34,7 +35,8 @@ class rocksdb_event_log final : public event_log_core {
     result<sys_time> enqueued_time_of(int partition, std::uint64_t sequence) override;
 
   private:
-    rocksdb_event_log(std::string name, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> partitions,
+    rocksdb_event_log(std::string name, rocksdb::DB* db,
+                      std::vector<rocksdb::ColumnFamilyHandle*> partitions,
                       rocksdb::ColumnFamilyHandle* meta, const event_log_settings& settings,
                       bool sync);
     void run_writer();

@@ -90,8 +90,8 @@ TEST(Limits, ValuesAndIntegers) {
     EXPECT_TRUE(check_patch(p, section::reported, l));
     p["s"] = std::string(4097, 'v');
     EXPECT_FALSE(check_patch(p, section::reported, l));
-    EXPECT_TRUE(check_patch(obj(R"({"i":4503599627370495,"j":-4503599627370496})"),
-                            section::reported, l));
+    EXPECT_TRUE(
+        check_patch(obj(R"({"i":4503599627370495,"j":-4503599627370496})"), section::reported, l));
     EXPECT_FALSE(check_patch(obj(R"({"i":4503599627370496})"), section::reported, l));
     EXPECT_FALSE(check_patch(obj(R"({"i":-4503599627370497})"), section::reported, l));
     EXPECT_FALSE(check_patch(obj(R"({"a":[1,null]})"), section::reported, l));

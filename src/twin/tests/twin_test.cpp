@@ -56,8 +56,8 @@ class Twins : public ::testing::Test {
         return all;
     }
 
-    std::filesystem::path dir_ = std::filesystem::temp_directory_path() /
-                                 ("iothub-twin-test-" + std::to_string(::getpid()));
+    std::filesystem::path dir_ =
+        std::filesystem::temp_directory_path() / ("iothub-twin-test-" + std::to_string(::getpid()));
     std::unique_ptr<storage::engine> engine_;
     std::unique_ptr<registry::device_registry> registry_;
     std::unique_ptr<twin_service> twins_;
@@ -87,8 +87,8 @@ TEST_F(Twins, UnknownDeviceIsDeviceNotFound) {
 
 TEST_F(Twins, ServicePatchMergesTagsAndDesiredAndNotifies) {
     auto r = twins_->update(
-        "dev1", "", parse(R"({"tags":{"loc":{"region":"eu"}},"properties":{"desired":{"rate":5}}})"),
-        {});
+        "dev1", "",
+        parse(R"({"tags":{"loc":{"region":"eu"}},"properties":{"desired":{"rate":5}}})"), {});
     ASSERT_TRUE(r) << r.error().message();
     EXPECT_EQ(r->at("tags"), parse(R"({"loc":{"region":"eu"}})"));
     EXPECT_EQ(r->at("properties").at("desired").at("rate"), 5);
@@ -129,9 +129,8 @@ TEST_F(Twins, EtagPreconditions) {
 }
 
 TEST_F(Twins, ReplaceSetsTagsAndDesiredAndNotifiesTheDifference) {
-    ASSERT_TRUE(twins_->update("dev1", "",
-                               parse(R"({"tags":{"x":1},"properties":{"desired":{"a":1,"b":2}}})"),
-                               {}));
+    ASSERT_TRUE(twins_->update(
+        "dev1", "", parse(R"({"tags":{"x":1},"properties":{"desired":{"a":1,"b":2}}})"), {}));
     auto r = twins_->replace("dev1", "",
                              parse(R"({"tags":{"y":2},"properties":{"desired":{"b":3}}})"), {});
     ASSERT_TRUE(r) << r.error().message();
@@ -168,10 +167,13 @@ TEST_F(Twins, ViolatingPatchesAreRejectedWhole) {
     twins_ = std::make_unique<twin_service>(engine_->kv(), *registry_, engine_->hub_events(),
                                             "hub.example", limits_);
     ASSERT_TRUE(twins_->update_reported("dev1", "", parse(R"({"a":"0123456789"})")));
-    auto too_big = twins_->update_reported("dev1", "", parse(R"({"b":"0123456789012345678901234567890123456789012345678901234567890"})"));
+    auto too_big = twins_->update_reported(
+        "dev1", "",
+        parse(R"({"b":"0123456789012345678901234567890123456789012345678901234567890"})"));
     ASSERT_FALSE(too_big);
     EXPECT_EQ(too_big.error().code(), errc::argument_invalid);
-    auto bad_key = twins_->update("dev1", "", parse(R"({"tags":{"ok":1},"properties":{"desired":{"a.b":1}}})"), {});
+    auto bad_key = twins_->update(
+        "dev1", "", parse(R"({"tags":{"ok":1},"properties":{"desired":{"a.b":1}}})"), {});
     ASSERT_FALSE(bad_key);
     auto t = twin();
     EXPECT_EQ(t.at("tags"), json::object{}) << "the valid half of a rejected patch is not applied";

@@ -1,0 +1,78 @@
+#include "service_api/twins_api.hpp"
+
+#include "service_api/detail/guard.hpp"
+#include "service_api/detail/requests.hpp"
+
+#include <boost/json.hpp>
+
+namespace iothub::service_api {
+namespace json = boost::json;
+using http::request;
+using http::responder;
+using http::response;
+
+namespace {
+
+response twin_response(const json::object& twin) {
+    auto r = response::json(200, twin);
+    if (const auto* etag = twin.if_contains("etag"); etag && etag->is_string())
+        r.with_header("ETag", "\"" + std::string(etag->get_string()) + "\"");
+    return r;
+}
+
+}  // namespace
+
+void add_twin_routes(http::router& routes, twins_context ctx) {
+    auto shared = std::make_shared<twins_context>(std::move(ctx));
+    using auth::right;
+    using detail::storage_bound;
+
+    // One handler per verb serves device and module twins: `mid` is empty for a device.
+    auto get = detail::guarded<twins_context>(
+        shared, right::service_connect, [](twins_context& c, request& req) -> result<response> {
+            if (auto ok = detail::check_path_ids(req); !ok) return ok.error();
+            auto t = c.twins.get(req.param("id"), req.param("mid"));
+            if (!t) return t.error();
+            return twin_response(*t);
+        });
+    auto write = [shared](bool replace) {
+        return detail::guarded<twins_context>(
+            shared, right::service_connect,
+            [replace](twins_context& c, request& req) -> result<response> {
+                if (auto ok = detail::check_path_ids(req); !ok) return ok.error();
+                auto body = detail::json_body(req);
+                if (!body) return body.error();
+                auto t = replace ? c.twins.replace(req.param("id"), req.param("mid"), *body,
+                                                   detail::if_match_of(req))
+                                 : c.twins.update(req.param("id"), req.param("mid"), *body,
+                                                  detail::if_match_of(req));
+                if (!t) return t.error();
+                return twin_response(*t);
+            });
+    };
+    for (auto path : {"/twins/{id}", "/twins/{id}/modules/{mid}"}) {
+        routes.add("GET", path, get, storage_bound);
+        routes.add("PATCH", path, write(false), storage_bound);
+        routes.add("PUT", path, write(true), storage_bound);
+    }
+
+    // Waits for the device without holding a thread: the answer completes the responder.
+    auto invoke = detail::guarded_async<twins_context>(
+        shared, right::service_connect, [](twins_context& c, request& req, responder done) {
+            if (auto ok = detail::check_path_ids(req); !ok)
+                return done(http::error_response(ok.error()));
+            auto body = detail::json_body(req);
+            if (!body) return done(http::error_response(body.error()));
+            auto call =
+                methods::parse_call(*body, req.param("id"), req.param("mid"), c.methods.limits());
+            if (!call) return done(http::error_response(call.error()));
+            c.methods.invoke(std::move(*call), [done](result<methods::method_result> r) {
+                done(r ? response::json(200, methods::to_json(*r))
+                       : http::error_response(r.error()));
+            });
+        });
+    routes.add("POST", "/twins/{id}/methods", invoke);
+    routes.add("POST", "/twins/{id}/modules/{mid}/methods", invoke);
+}
+
+}  // namespace iothub::service_api
