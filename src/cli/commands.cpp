@@ -290,6 +290,148 @@ void add_certificate_commands(CLI::App& app, const std::shared_ptr<invocation>& 
     });
 }
 
+// Reads a JSON argument given inline or as @file.
+json::value json_argument(const std::string& text, const std::string& what) {
+    std::string content = text;
+    if (!text.empty() && text.front() == '@') {
+        std::ifstream in(text.substr(1));
+        if (!in) throw failure{"Cannot read " + text.substr(1) + "."};
+        content.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    boost::system::error_code ec;
+    auto v = json::parse(content, ec);
+    if (ec) throw failure{what + " is not valid JSON: " + ec.message()};
+    return v;
+}
+
+std::string twin_path(const invocation& inv, std::string_view action = {}) {
+    std::string p = "/twins/" + percent_encode(inv.device_id);
+    if (!inv.module_id.empty()) p += "/modules/" + percent_encode(inv.module_id);
+    return p + std::string(action) + "?api-version=2021-04-12";
+}
+
+std::vector<std::pair<std::string, std::string>> if_match(const invocation& inv) {
+    return {{"If-Match", inv.etag.empty() ? "*" : "\"" + inv.etag + "\""}};
+}
+
+void add_twin_commands(CLI::App& app, const std::shared_ptr<invocation>& inv, const runner& run) {
+    struct twin_options {
+        std::string tags, desired, json_body;
+    };
+    auto o = std::make_shared<twin_options>();
+    auto* group = app.add_subcommand("twin", "Device and module twins");
+    group->require_subcommand(1);
+    auto ids = [&](CLI::App* c) {
+        c->add_option("-d,--device-id", inv->device_id, "Device id")->required();
+        c->add_option("-m,--module-id", inv->module_id, "Module id (for a module twin)");
+        return c;
+    };
+    auto* show = ids(group->add_subcommand("show", "Show a twin"));
+    show->final_callback(
+        [=] { run([=] { print(request_json(connect(*inv), "GET", twin_path(*inv))); }); });
+
+    // update merges; replace sets tags and desired properties to exactly what is given.
+    for (bool replace : {false, true}) {
+        auto* c = ids(group->add_subcommand(
+            replace ? "replace" : "update",
+            replace ? "Replace a twin's tags and desired properties"
+                    : "Merge tags and desired properties into a twin (null deletes)"));
+        c->add_option("--tags", o->tags, "Tags as JSON (or @file)");
+        c->add_option("--desired", o->desired, "Desired properties as JSON (or @file)");
+        c->add_option(
+            "--json", o->json_body,
+            "A whole twin patch {\"tags\":..,\"properties\":{\"desired\":..}} (or @file)");
+        c->add_option("--etag", inv->etag, "Only if the twin's ETag is still this");
+        c->final_callback([=] {
+            run([=] {
+                json::object body;
+                if (!o->json_body.empty()) {
+                    auto whole = json_argument(o->json_body, "--json");
+                    if (!whole.is_object()) throw failure{"--json must be a JSON object."};
+                    body = whole.get_object();
+                }
+                if (!o->tags.empty()) body["tags"] = json_argument(o->tags, "--tags");
+                if (!o->desired.empty())
+                    body["properties"] =
+                        json::object{{"desired", json_argument(o->desired, "--desired")}};
+                if (body.empty()) throw failure{"Give --tags, --desired or --json."};
+                print(request_json(connect(*inv), replace ? "PUT" : "PATCH", twin_path(*inv),
+                                   json::serialize(body), if_match(*inv)));
+            });
+        });
+    }
+}
+
+void add_method_commands(CLI::App& app, const std::shared_ptr<invocation>& inv, const runner& run) {
+    struct method_options {
+        std::string name, payload = "null";
+        int response_timeout = 30, connect_timeout = 0;
+    };
+    auto o = std::make_shared<method_options>();
+    auto* group = app.add_subcommand("method", "Direct methods");
+    group->require_subcommand(1);
+    auto* invoke = group->add_subcommand("invoke", "Call a direct method and print the answer");
+    invoke->add_option("-d,--device-id", inv->device_id, "Device id")->required();
+    invoke->add_option("-m,--module-id", inv->module_id, "Module id (for a module's method)");
+    invoke->add_option("-n,--name,--method-name", o->name, "Method name")->required();
+    invoke->add_option("-p,--payload,--method-payload", o->payload, "JSON payload (or @file)");
+    invoke->add_option("--timeout,--response-timeout", o->response_timeout,
+                       "Seconds to wait for the answer (5-300)");
+    invoke->add_option("--connect-timeout", o->connect_timeout,
+                       "Seconds to wait for an offline device to connect (0-300)");
+    invoke->final_callback([=] {
+        run([=] {
+            json::object body{{"methodName", o->name},
+                              {"payload", json_argument(o->payload, "--payload")},
+                              {"responseTimeoutInSeconds", o->response_timeout},
+                              {"connectTimeoutInSeconds", o->connect_timeout}};
+            print(request_json(connect(*inv), "POST", twin_path(*inv, "/methods"),
+                               json::serialize(body)));
+        });
+    });
+}
+
+void add_query_command(CLI::App& app, const std::shared_ptr<invocation>& inv, const runner& run) {
+    struct query_options {
+        std::string text;
+        std::size_t top = 0, page = 100;
+    };
+    auto o = std::make_shared<query_options>();
+    auto* q = app.add_subcommand("query", "Query twins: SELECT ... FROM devices [WHERE ...]");
+    q->add_option("query,-q,--query", o->text, "The query")->required();
+    q->add_option("--top", o->top, "Stop after this many rows (default: all)");
+    q->add_option("--page-size", o->page, "Rows per request (1-1000)")->check(CLI::Range(1, 1000));
+    q->final_callback([=] {
+        run([=] {
+            auto hub = connect(*inv);
+            hub_connection conn(hub);
+            json::array rows;
+            std::string continuation;
+            // Follows x-ms-continuation until the hub stops sending one.
+            for (;;) {
+                std::vector<std::pair<std::string, std::string>> headers{
+                    {"x-ms-max-item-count", std::to_string(o->page)}};
+                if (!continuation.empty()) headers.emplace_back("x-ms-continuation", continuation);
+                auto r = conn.call("POST", "/devices/query?api-version=2021-04-12",
+                                   json::serialize(json::object{{"query", o->text}}), headers);
+                if (!r) throw failure{r.error().message()};
+                if (r->status >= 300) throw failure{describe_failure(*r)};
+                boost::system::error_code ec;
+                auto page = json::parse(r->body, ec);
+                if (ec || !page.is_array()) throw failure{"The hub answered a query without rows."};
+                for (auto& row : page.get_array()) {
+                    if (o->top && rows.size() >= o->top) break;
+                    rows.push_back(std::move(row));
+                }
+                auto next = r->headers.find("x-ms-continuation");
+                if (next == r->headers.end() || (o->top && rows.size() >= o->top)) break;
+                continuation = next->second;
+            }
+            print(rows);
+        });
+    });
+}
+
 }  // namespace
 
 std::string pretty_json(const std::string& compact) {
@@ -354,6 +496,9 @@ void add_commands(CLI::App& app, int& exit_code) {
 
     add_monitor_command(app, inv, run);
     add_certificate_commands(app, inv, run);
+    add_twin_commands(app, inv, run);
+    add_method_commands(app, inv, run);
+    add_query_command(app, inv, run);
 
     auto* stats = app.add_subcommand("stats", "Registry and connection statistics");
     stats->final_callback([=] {

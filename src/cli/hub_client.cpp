@@ -180,7 +180,9 @@ result<reply> hub_connection::call(
     req.prepare_payload();
     auto& stream = *st.stream;
     boost::system::error_code ec;
-    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(330));
+    // Long enough for the slowest legitimate answer: a direct method may wait 300 s for the
+    // device to connect and 300 s more for its answer.
+    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(620));
     bhttp::write(stream, req, ec);
     bhttp::response_parser<bhttp::string_body> parser;
     parser.body_limit(64 * 1024 * 1024);
