@@ -124,3 +124,73 @@ describe('tokens and connection strings', () => {
     assert.notEqual(usage.code, 0);
   });
 });
+
+describe('iothub twin, method and query commands', () => {
+  it('twin show, update (merge, ETag), replace', () => {
+    assert.equal(local('device', 'create', 'cli-twin').code, 0);
+    const shown = local('twin', 'show', '-d', 'cli-twin');
+    assert.equal(shown.code, 0, shown.err);
+    const t = shown.json();
+    assert.equal(t.properties.desired.$version, 1);
+
+    const u = local('twin', 'update', '-d', 'cli-twin', '--tags', '{"floor":3}', '--desired', '{"rate":5}');
+    assert.equal(u.code, 0, u.err);
+    assert.equal(u.json().tags.floor, 3);
+    assert.equal(u.json().properties.desired.rate, 5);
+
+    const stale = local('twin', 'update', '-d', 'cli-twin', '--tags', '{"floor":4}', '--etag', t.etag);
+    assert.equal(stale.code, 1);
+    assert.match(stale.err, /PreconditionFailed/);
+
+    const r = local('twin', 'replace', '-d', 'cli-twin', '--json', '{"tags":{"only":true}}');
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(r.json().tags, { only: true });
+    assert.equal(r.json().properties.desired.rate, undefined);
+
+    const bad = local('twin', 'update', '-d', 'cli-twin', '--tags', '{"a.b":1}');
+    assert.equal(bad.code, 1);
+    assert.match(bad.err, /ArgumentInvalid/);
+  });
+
+  it('query follows continuation pages and reports bad queries', () => {
+    for (let i = 0; i < 5; i++) assert.equal(local('device', 'create', `cli-q${i}`).code, 0);
+    for (let i = 0; i < 5; i++)
+      assert.equal(local('twin', 'update', '-d', `cli-q${i}`, '--tags', `{"batch":"q","i":${i}}`).code, 0);
+    const q = local('query', "SELECT deviceId, tags.i AS i FROM devices WHERE tags.batch = 'q'", '--page-size', '2');
+    assert.equal(q.code, 0, q.err);
+    assert.deepEqual(q.json(), [0, 1, 2, 3, 4].map((i) => ({ deviceId: `cli-q${i}`, i })));
+    const top = local('query', "SELECT * FROM devices WHERE tags.batch = 'q'", '--top', '3', '--page-size', '2');
+    assert.equal(top.json().length, 3);
+    const count = local('query', "SELECT COUNT() AS n FROM devices WHERE tags.batch = 'q'");
+    assert.deepEqual(count.json(), [{ n: 5 }]);
+    const bad = local('query', 'SELECT * FROM devices WHERE');
+    assert.equal(bad.code, 1);
+    assert.match(bad.err, /ArgumentInvalid.*position/);
+  });
+
+  it('method invoke reaches a connected device', async () => {
+    const { Client } = require('azure-iot-device');
+    const { Mqtt } = require('azure-iot-device-mqtt');
+    const d = local('device', 'create', 'cli-meth').json();
+    const client = Client.fromConnectionString(
+      `HostName=localhost;DeviceId=cli-meth;SharedAccessKey=${d.authentication.symmetricKey.primaryKey}`, Mqtt);
+    await client.open();
+    client.onDeviceMethod('blink', (req, res) => res.send(202, { times: req.payload.times }, () => {}));
+    await new Promise((r) => setTimeout(r, 200));
+    const { spawn } = require('node:child_process');
+    const run = (...args) => new Promise((resolve) => {
+      const p = spawn(bin, [...args, '--data-dir', dataDir], { env: { ...process.env, IOTHUB_CONNECTION_STRING: '' } });
+      let out = '', err = '';
+      p.stdout.on('data', (b) => { out += b; });
+      p.stderr.on('data', (b) => { err += b; });
+      p.on('close', (code) => resolve({ code, out, err }));
+    });
+    const r = await run('method', 'invoke', '-d', 'cli-meth', '-n', 'blink', '-p', '{"times":3}', '--timeout', '10');
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(JSON.parse(r.out), { status: 202, payload: { times: 3 } });
+    await client.close();
+    const off = await run('method', 'invoke', '-d', 'cli-meth', '-n', 'blink');
+    assert.equal(off.code, 1);
+    assert.match(off.err, /DeviceNotOnline/);
+  });
+});

@@ -250,3 +250,53 @@ describe('direct methods', () => {
     assert.equal(big.status, 413);
   });
 });
+
+describe('queries from the service SDK', () => {
+  it('query by tag with paging over more than one page', async () => {
+    for (let i = 0; i < 12; i++) {
+      await device(`q-${String(i).padStart(2, '0')}`);
+      await registry.updateTwin(`q-${String(i).padStart(2, '0')}`,
+        { tags: { fleet: i % 3 === 0 ? 'alpha' : 'beta', n: i } }, '*');
+    }
+    const query = registry.createQuery("SELECT * FROM devices WHERE tags.fleet = 'beta'", 3);
+    const seen = [];
+    let pages = 0;
+    while (query.hasMoreResults) {
+      const { result } = await query.nextAsTwin();
+      pages++;
+      for (const t of result) seen.push(t.deviceId);
+      assert.ok(pages < 10, 'paging ends');
+    }
+    assert.equal(pages, 3);
+    assert.deepEqual(seen, ['q-01', 'q-02', 'q-04', 'q-05', 'q-07', 'q-08', 'q-10', 'q-11']);
+
+    const agg = registry.createQuery('SELECT tags.fleet, COUNT() AS n FROM devices WHERE STARTSWITH(deviceId, \'q-\') GROUP BY tags.fleet');
+    const { result: groups } = await agg.next();
+    assert.deepEqual(groups.sort((a, b) => a.fleet.localeCompare(b.fleet)), [{ fleet: 'alpha', n: 4 }, { fleet: 'beta', n: 8 }]);
+
+    const proj = await serviceRequest({ method: 'POST', path: '/devices/query?api-version=2021-04-12',
+      json: { query: 'SELECT deviceId, tags.n FROM devices WHERE tags.n IN [1, 2] AND NOT IS_DEFINED(tags.missing)' } });
+    assert.equal(proj.status, 200);
+    assert.equal(proj.headers['x-ms-item-type'], 'Raw');
+    assert.equal(proj.headers['x-ms-continuation'], undefined);
+    assert.deepEqual(proj.json, [{ deviceId: 'q-01', n: 1 }, { deviceId: 'q-02', n: 2 }]);
+  });
+
+  it('query on reported properties, modules, and a bad query', async () => {
+    await device('q-mod');
+    const m = (await registry.addModule({ deviceId: 'q-mod', moduleId: 'sensor' })).responseBody;
+    const mc = ModuleClient.fromConnectionString(
+      `HostName=localhost;DeviceId=q-mod;ModuleId=sensor;SharedAccessKey=${m.authentication.symmetricKey.primaryKey}`, Mqtt);
+    await mc.open();
+    open.push(mc);
+    const twin = await mc.getTwin();
+    await call((cb) => twin.properties.reported.update({ temperature: 31 }, cb));
+    const { result } = await registry.createQuery('SELECT * FROM devices.modules WHERE properties.reported.temperature > 30').nextAsTwin();
+    assert.equal(result.length, 1);
+    assert.equal(result[0].moduleId, 'sensor');
+    const bad = await serviceRequest({ method: 'POST', path: '/devices/query?api-version=2021-04-12',
+      json: { query: 'SELECT * FROM devices WHERE tags.x = ' } });
+    assert.equal(bad.status, 400);
+    assert.match(bad.json.Message, /^ErrorCode:ArgumentInvalid;.*position/);
+  });
+});
