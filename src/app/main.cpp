@@ -1,6 +1,7 @@
 // `iothub`: one binary for the hub (`serve`, `init`) and its command-line client.
 #include "app/hub.hpp"
 #include "bench/load_generator.hpp"
+#include "bench/twin_bench.hpp"
 #include "cli/commands.hpp"
 #include "config/settings.hpp"
 
@@ -91,6 +92,7 @@ int main(int argc, char** argv) {
 
     iothub::cli::add_commands(app, exit_code);
     iothub::bench::add_command(app, exit_code);
+    iothub::bench::add_twin_command(app, exit_code);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

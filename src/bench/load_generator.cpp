@@ -1,6 +1,7 @@
 #include "bench/load_generator.hpp"
 
 #include "auth/sas.hpp"
+#include "bench/detail/support.hpp"
 #include "cli/hub_client.hpp"
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
@@ -34,6 +35,7 @@ using tcp = asio::ip::tcp;
 using steady = std::chrono::steady_clock;
 
 namespace {
+using detail::latency_json;
 
 struct options {
     std::string data_dir, connection_string, ca_file;
@@ -296,21 +298,6 @@ cpu_sample sample_cpu(int pid) {
     return s;
 }
 
-double percentile(std::vector<std::uint32_t>& v, double p) {
-    if (v.empty()) return 0;
-    auto k = static_cast<std::size_t>(std::min<double>(v.size() - 1, p / 100.0 * v.size()));
-    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
-    return v[k] / 1000.0;  // ms
-}
-
-json::object latency_json(std::vector<std::uint32_t>& v) {
-    json::object o{{"samples", v.size()}};
-    for (auto [name, p] :
-         {std::pair{"p50", 50.0}, {"p90", 90.0}, {"p99", 99.0}, {"p999", 99.9}, {"max", 100.0}})
-        o[name] = percentile(v, p);
-    return o;
-}
-
 // Reads messages back to time publish -> visible: from the hub's telemetry stream, or from an
 // MQTT subscription on a plain broker.
 class visibility_reader {
@@ -429,25 +416,7 @@ target prepare(const options& o) {
     }
     if (o.port) t.port = o.port;
     if (!t.port) t.port = o.plain ? 1883 : 8883;
-    for (std::size_t i = 0; i < o.devices; i += 100) {
-        json::array batch;
-        for (std::size_t j = i; j < std::min(o.devices, i + 100); ++j) {
-            t.keys.push_back(generate_key());
-            batch.push_back(json::object{
-                {"id", o.prefix + std::to_string(j)},
-                {"importMode", "createOrUpdate"},
-                {"status", "enabled"},
-                {"authentication",
-                 json::object{{"type", "sas"},
-                              {"symmetricKey", json::object{{"primaryKey", t.keys.back()},
-                                                            {"secondaryKey", t.keys.back()}}}}}});
-        }
-        auto r =
-            cli::call(*access, "POST", "/devices?api-version=2021-04-12", json::serialize(batch));
-        if (!r || r->status != 200)
-            throw std::runtime_error("Creating the bench devices failed: " +
-                                     (r ? cli::describe_failure(*r) : r.error().message()));
-    }
+    t.keys = detail::create_devices(*access, o.prefix, o.devices);
     return t;
 }
 
