@@ -116,6 +116,27 @@ describe('twins over MQTT with the device SDK', () => {
 });
 
 describe('twins from the service SDK', () => {
+  it('the model id a device announces and the live fields show in its twin; a re-created device starts fresh', async () => {
+    await device('twin-pnp');
+    const c = Client.fromConnectionString(`HostName=localhost;DeviceId=twin-pnp;SharedAccessKey=${keys['twin-pnp']}`, Mqtt);
+    await c.setOptions({ modelId: 'dtmi:com:example:Thermostat;1' });
+    await c.open();
+    open.push(c);
+    await eventually(async () => (await registry.getTwin('twin-pnp')).responseBody.modelId === 'dtmi:com:example:Thermostat;1',
+      5000, 'modelId recorded');
+    const { responseBody: live } = await registry.getTwin('twin-pnp');
+    assert.equal(live.connectionState, 'Connected');
+    await registry.updateTwin('twin-pnp', { tags: { keep: false } }, '*');
+    await c.close();
+    await registry.delete('twin-pnp');
+    await assert.rejects(registry.getTwin('twin-pnp'), (err) => err.response.statusCode === 404);
+    await registry.create({ deviceId: 'twin-pnp' });
+    const { responseBody: fresh } = await registry.getTwin('twin-pnp');
+    assert.deepEqual(fresh.tags, {});
+    assert.equal(fresh.modelId, '');
+    assert.equal(fresh.version, 1);
+  });
+
   it('tags and desired merge; a stale ETag is refused with 412', async () => {
     await device('twin-svc');
     const { responseBody: twin } = await registry.getTwin('twin-svc');
