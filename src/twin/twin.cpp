@@ -330,43 +330,20 @@ error stale_etag() {
 result<json::object> twin_service::update(std::string_view device_id, std::string_view module_id,
                                           const json::value& body,
                                           const registry::if_match& condition) {
-    auto patch = parse_service_body(body, limits_);
-    if (!patch) return patch.error();
-    std::lock_guard lock(lock_for(twin_key(device_id, module_id)));
-    auto id = identity_of(device_id, module_id);
-    if (!id) return id.error();
-    auto before = load(*id);
-    if (!before) return before.error();
-    if (!etag_holds(condition, before->etag_version)) return stale_etag();
-    if (!patch->tags && !patch->desired) return service_view(*id, *before);
-
-    stored after = before->doc;
-    const auto when = format_iso8601(now());
-    json::object event;
-    if (patch->tags) {
-        json::object ignored_meta;
-        apply_patch(after.tags, ignored_meta, *patch->tags, when, std::nullopt);
-        if (auto r = check_size(after.tags, section::tags, limits_); !r) return r.error();
-        event["tags"] = *patch->tags;
-    }
-    if (patch->desired) {
-        ++after.desired_version;
-        apply_patch(after.desired, after.desired_meta, *patch->desired, when,
-                    after.desired_version);
-        if (auto r = check_size(after.desired, section::desired, limits_); !r) return r.error();
-        event["properties"] = json::object{
-            {"desired", section_event(*patch->desired, after.desired_meta, after.desired_version)}};
-    }
-    ++after.version;
-    auto committed = commit(*id, std::move(*before), std::move(after), "updateTwin",
-                            std::move(event), patch->desired);
-    if (!committed) return committed.error();
-    return service_view(*id, *committed);
+    return service_write(device_id, module_id, body, condition, false);
 }
 
 result<json::object> twin_service::replace(std::string_view device_id, std::string_view module_id,
                                            const json::value& body,
                                            const registry::if_match& condition) {
+    return service_write(device_id, module_id, body, condition, true);
+}
+
+result<json::object> twin_service::service_write(std::string_view device_id,
+                                                 std::string_view module_id,
+                                                 const json::value& body,
+                                                 const registry::if_match& condition,
+                                                 bool replace) {
     auto patch = parse_service_body(body, limits_);
     if (!patch) return patch.error();
     std::lock_guard lock(lock_for(twin_key(device_id, module_id)));
@@ -375,29 +352,42 @@ result<json::object> twin_service::replace(std::string_view device_id, std::stri
     auto before = load(*id);
     if (!before) return before.error();
     if (!etag_holds(condition, before->etag_version)) return stale_etag();
+    if (!replace && !patch->tags && !patch->desired) return service_view(*id, *before);
 
     stored after = before->doc;
     const auto when = format_iso8601(now());
-    after.tags = {};
-    json::object ignored_meta;
-    apply_patch(after.tags, ignored_meta, patch->tags.value_or(json::object{}), when, std::nullopt);
-    if (auto r = check_size(after.tags, section::tags, limits_); !r) return r.error();
-    ++after.desired_version;
-    after.desired = {};
-    after.desired_meta = {};
-    apply_patch(after.desired, after.desired_meta, patch->desired.value_or(json::object{}), when,
-                after.desired_version);
-    if (auto r = check_size(after.desired, section::desired, limits_); !r) return r.error();
+    json::object event;
+    // A replacement is a patch over empty sections: the same merge, metadata and limits.
+    if (replace) {
+        after.tags = {};
+        after.desired = {};
+        after.desired_meta = {};
+        if (!patch->tags) patch->tags.emplace();
+        if (!patch->desired) patch->desired.emplace();
+    }
+    if (patch->tags) {
+        json::object ignored_meta;
+        apply_patch(after.tags, ignored_meta, *patch->tags, when, std::nullopt);
+        if (auto r = check_size(after.tags, section::tags, limits_); !r) return r.error();
+        event["tags"] = replace ? after.tags : *patch->tags;
+    }
+    std::optional<json::object> notification;
+    if (patch->desired) {
+        ++after.desired_version;
+        apply_patch(after.desired, after.desired_meta, *patch->desired, when,
+                    after.desired_version);
+        if (auto r = check_size(after.desired, section::desired, limits_); !r) return r.error();
+        event["properties"] =
+            json::object{{"desired", section_event(replace ? after.desired : *patch->desired,
+                                                   after.desired_meta, after.desired_version)}};
+        // After a replacement the device hears the difference, so merging it into what it had
+        // gives the new document.
+        notification = replace ? diff(before->doc.desired, after.desired) : *patch->desired;
+    }
     ++after.version;
-
-    // The device hears the difference, so merging it into what it had gives the new document.
-    auto desired_diff = diff(before->doc.desired, after.desired);
-    json::object event{
-        {"tags", after.tags},
-        {"properties", json::object{{"desired", section_event(after.desired, after.desired_meta,
-                                                              after.desired_version)}}}};
-    auto committed = commit(*id, std::move(*before), std::move(after), "replaceTwin",
-                            std::move(event), std::move(desired_diff));
+    auto committed =
+        commit(*id, std::move(*before), std::move(after), replace ? "replaceTwin" : "updateTwin",
+               std::move(event), std::move(notification));
     if (!committed) return committed.error();
     return service_view(*id, *committed);
 }

@@ -93,6 +93,10 @@ class twin_service {
     result<loaded> load(const registry::identity& id);
     result<registry::identity> identity_of(std::string_view device_id, std::string_view module_id);
     boost::json::object service_view(const registry::identity& id, const loaded& twin) const;
+    result<boost::json::object> service_write(std::string_view device_id,
+                                              std::string_view module_id,
+                                              const boost::json::value& body,
+                                              const registry::if_match& condition, bool replace);
     // Commits `after` over `before`, tells observers, records the change event.
     result<loaded> commit(const registry::identity& id, loaded before, stored after,
                           std::string_view op, boost::json::object event_body,
