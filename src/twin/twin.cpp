@@ -3,6 +3,7 @@
 #include "common/crypto.hpp"
 
 #include <boost/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <future>
 
@@ -290,7 +291,13 @@ void twin_service::record_event(const identity& id, std::string_view op, json::o
     std::vector<storage::event_record> batch;
     batch.push_back(std::move(e));
     hub_events_.append(partition, std::move(batch),
-                       [&written](result<std::vector<std::uint64_t>>) { written.set_value(); });
+                       [&written, &id](result<std::vector<std::uint64_t>> r) {
+                           // The change itself is committed; only its event is lost.
+                           if (!r)
+                               spdlog::error("twin change event for {} not recorded: {}",
+                                             id.device_id, r.error().message());
+                           written.set_value();
+                       });
     written.get_future().wait();
 }
 
