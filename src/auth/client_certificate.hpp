@@ -8,8 +8,8 @@
 namespace iothub::auth {
 
 struct client_certificate {
-    std::string sha1_hex;    // upper-case hex of the leaf's DER SHA-1
-    std::string sha256_hex;  // upper-case hex of the leaf's DER SHA-256
+    std::string sha1_hex;                // upper-case hex of the leaf's DER SHA-1
+    std::string sha256_hex;              // upper-case hex of the leaf's DER SHA-256
     std::vector<std::string> chain_der;  // leaf first, then what the client sent with it
 };
 

@@ -5,7 +5,9 @@
 namespace iothub::device_auth {
 namespace {
 
-error denied(std::string why) { return error(errc::unauthorized, std::move(why)); }
+error denied(std::string why) {
+    return error(errc::unauthorized, std::move(why));
+}
 
 std::string identity_path(const device_credentials& c) {
     std::string p = "/devices/" + c.device_id;
@@ -22,8 +24,10 @@ std::string who(const device_credentials& c) {
 
 std::string device_principal::auth_method() const {
     switch (how) {
-        case method::device_key: return R"({"scope":"device","type":"sas","issuer":"iothub"})";
-        case method::policy_key: return R"({"scope":"hub","type":"sas","issuer":"iothub"})";
+        case method::device_key:
+            return R"({"scope":"device","type":"sas","issuer":"iothub"})";
+        case method::policy_key:
+            return R"({"scope":"hub","type":"sas","issuer":"iothub"})";
         case method::x509_thumbprint:
             return R"({"scope":"device","type":"x509Certificate","issuer":"iothub"})";
         case method::x509_ca:
@@ -74,8 +78,8 @@ result<device_principal> device_authenticator::authenticate(const device_credent
                 return denied("Policy '" + policy->name + "' lacks DeviceConnect.");
             if (!auth::signature_matches(*token, policy->primary_key) &&
                 !auth::signature_matches(*token, policy->secondary_key))
-                return denied("The shared access signature does not match policy '" +
-                              policy->name + "'.");
+                return denied("The shared access signature does not match policy '" + policy->name +
+                              "'.");
             p.how = device_principal::method::policy_key;
             return p;
         }
@@ -97,7 +101,8 @@ result<device_principal> device_authenticator::authenticate(const device_credent
                     return p;
                 }
             }
-            return denied("The client certificate's thumbprint is not registered for " + who(c) + ".");
+            return denied("The client certificate's thumbprint is not registered for " + who(c) +
+                          ".");
         }
         if (id.auth.kind == registry::auth_kind::certificate_authority) {
             if (!verify_ca_) return denied("No CA certificates are registered with the hub.");

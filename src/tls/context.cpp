@@ -31,7 +31,8 @@ result<std::shared_ptr<ssl::context>> make_server_context(const std::filesystem:
     // such as Node resume sessions on new connections. A resumed session keeps the client's
     // certificate, so X.509 authentication still sees it.
     static constexpr unsigned char session_context[] = "iothub";
-    SSL_CTX_set_session_id_context(ctx->native_handle(), session_context, sizeof session_context - 1);
+    SSL_CTX_set_session_id_context(ctx->native_handle(), session_context,
+                                   sizeof session_context - 1);
     // Ask for a client certificate without demanding one or judging it here: the device's
     // registry entry decides whether it is acceptable (thumbprint or CA chain).
     SSL_CTX_set_verify(ctx->native_handle(), SSL_VERIFY_PEER,

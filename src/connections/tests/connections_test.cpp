@@ -17,9 +17,11 @@ registry::identity identity(std::string d, std::string m = {}) {
 TEST(Connections, ANewConnectionReplacesTheOld) {
     connection_table t;
     std::vector<std::string> closed;
-    auto first = t.attach("d", "", [&](const std::string& r) { closed.push_back("first:" + r); }, t0);
+    auto first = t.attach(
+        "d", "", [&](const std::string& r) { closed.push_back("first:" + r); }, t0);
     EXPECT_EQ(t.connected_devices(), 1u);
-    auto second = t.attach("d", "", [&](const std::string& r) { closed.push_back("second:" + r); }, t0);
+    auto second = t.attach(
+        "d", "", [&](const std::string& r) { closed.push_back("second:" + r); }, t0);
     ASSERT_EQ(closed.size(), 1u);
     EXPECT_EQ(closed[0].rfind("first:", 0), 0u);
     EXPECT_EQ(t.connected_devices(), 1u);
@@ -34,7 +36,8 @@ TEST(Connections, ANewConnectionReplacesTheOld) {
 
 TEST(Connections, LastActivityFollowsTouches) {
     connection_table t;
-    auto e = t.attach("d", "", [](const std::string&) {}, t0);
+    auto e = t.attach(
+        "d", "", [](const std::string&) {}, t0);
     e->touch(t0 + std::chrono::seconds(3));
     EXPECT_EQ(t.live(identity("d")).last_activity, t0 + std::chrono::seconds(3));
     t.detach(e, t0 + std::chrono::seconds(9));
@@ -45,7 +48,9 @@ TEST(Connections, LastActivityFollowsTouches) {
 TEST(Connections, ClosingADeviceCanTakeItsModules) {
     connection_table t;
     std::vector<std::string> closed;
-    auto note = [&](std::string who) { return [&, who](const std::string&) { closed.push_back(who); }; };
+    auto note = [&](std::string who) {
+        return [&, who](const std::string&) { closed.push_back(who); };
+    };
     auto d = t.attach("d", "", note("d"), t0);
     auto m = t.attach("d", "m", note("d/m"), t0);
     auto other = t.attach("dx", "", note("dx"), t0);

@@ -1,21 +1,26 @@
 #include "device_auth/device_auth.hpp"
 
+#include "storage/engine.hpp"
+
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
-
-#include "storage/engine.hpp"
 
 namespace iothub::device_auth {
 namespace {
 
 class DeviceAuth : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         dev_ = *registry_.put_device(*registry::parse_device(boost::json::parse("{}"), "dev1"), {});
-        mod_ = *registry_.put_module(*registry::parse_module(boost::json::parse("{}"), "dev1", "mod1"), {});
+        mod_ = *registry_.put_module(
+            *registry::parse_module(boost::json::parse("{}"), "dev1", "mod1"), {});
         std::string print(40, 'A');
-        registry_.put_device(*registry::parse_device(boost::json::parse(
-            R"({"authentication":{"x509Thumbprint":{"primaryThumbprint":")" + print + R"("}}})"), "x509dev"), {});
+        registry_.put_device(
+            *registry::parse_device(
+                boost::json::parse(R"({"authentication":{"x509Thumbprint":{"primaryThumbprint":")" +
+                                   print + R"("}}})"),
+                "x509dev"),
+            {});
     }
     result<device_principal> sas(std::string device, std::string module, std::string token) {
         return auth_.authenticate({device, module, token, {}}, t0_);
@@ -46,10 +51,12 @@ TEST_F(DeviceAuth, DeviceKeysPrimaryAndSecondary) {
 }
 
 TEST_F(DeviceAuth, ModulesUseTheirOwnKeys) {
-    auto p = sas("dev1", "mod1", token("hub.example/devices/dev1/modules/mod1", mod_.auth.primary_key));
+    auto p =
+        sas("dev1", "mod1", token("hub.example/devices/dev1/modules/mod1", mod_.auth.primary_key));
     ASSERT_TRUE(p) << p.error().message();
     EXPECT_EQ(p->key(), "dev1/mod1");
-    EXPECT_FALSE(sas("dev1", "mod1", token("hub.example/devices/dev1/modules/mod1", dev_.auth.primary_key)));
+    EXPECT_FALSE(
+        sas("dev1", "mod1", token("hub.example/devices/dev1/modules/mod1", dev_.auth.primary_key)));
     EXPECT_FALSE(sas("dev1", "", token("hub.example/devices/dev1", mod_.auth.primary_key)))
         << "a module key does not open its device";
 }
@@ -83,15 +90,18 @@ TEST_F(DeviceAuth, EveryFailureSaysWhy) {
           errc::unauthorized, "does not grant");
     fails(sas("dev1", "", "garbage"), errc::unauthorized, "SharedAccessSignature");
     fails(sas("dev1", "", ""), errc::unauthorized, "No credentials");
-    fails(sas("dev1", "ghost", token("hub.example/devices/dev1/modules/ghost", dev_.auth.primary_key)),
+    fails(sas("dev1", "ghost",
+              token("hub.example/devices/dev1/modules/ghost", dev_.auth.primary_key)),
           errc::unauthorized, "Module 'ghost'");
-    registry_.put_device(*registry::parse_device(boost::json::parse(R"({"status":"disabled"})"), "dev1"),
-                         registry::if_match::parse("*"));
+    registry_.put_device(
+        *registry::parse_device(boost::json::parse(R"({"status":"disabled"})"), "dev1"),
+        registry::if_match::parse("*"));
     fails(sas("dev1", "", token("hub.example/devices/dev1", dev_.auth.primary_key)),
           errc::device_disabled, "disabled");
     // A disabled device's modules are refused too.
-    fails(sas("dev1", "mod1", token("hub.example/devices/dev1/modules/mod1", mod_.auth.primary_key)),
-          errc::device_disabled, "disabled");
+    fails(
+        sas("dev1", "mod1", token("hub.example/devices/dev1/modules/mod1", mod_.auth.primary_key)),
+        errc::device_disabled, "disabled");
 }
 
 TEST_F(DeviceAuth, X509ThumbprintsMatchEitherDigestInAnyCase) {
@@ -102,8 +112,10 @@ TEST_F(DeviceAuth, X509ThumbprintsMatchEitherDigestInAnyCase) {
     EXPECT_FALSE(p->expires);
     client_certificate other{std::string(40, 'C'), std::string(64, 'D'), {}};
     EXPECT_FALSE(auth_.authenticate({"x509dev", "", {}, other}, t0_));
-    EXPECT_FALSE(auth_.authenticate({"dev1", "", {}, cert}, t0_)) << "a sas device has no thumbprint";
-    EXPECT_FALSE(auth_.authenticate({"x509dev", "", token("hub.example/devices/x509dev", dev_.auth.primary_key), {}}, t0_));
+    EXPECT_FALSE(auth_.authenticate({"dev1", "", {}, cert}, t0_))
+        << "a sas device has no thumbprint";
+    EXPECT_FALSE(auth_.authenticate(
+        {"x509dev", "", token("hub.example/devices/x509dev", dev_.auth.primary_key), {}}, t0_));
 }
 
 TEST(EndsConnections, DeletionDisablingAndCredentialChanges) {

@@ -1,12 +1,12 @@
 // libFuzzer target: arbitrary bytes through the MQTT decoder and the session state machine.
 // Properties checked: nothing crashes or hangs, and every packet that decodes re-encodes to
 // bytes that decode to the same packet.
+#include "mqtt/codec.hpp"
+#include "mqtt/session.hpp"
+
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
-
-#include "mqtt/codec.hpp"
-#include "mqtt/session.hpp"
 
 namespace {
 
@@ -25,7 +25,8 @@ void check_round_trip(const packet& p) {
     decoder again(1 << 20);
     again.feed(encode(p));
     auto r = again.next();
-    if (!std::holds_alternative<packet>(r) || encode(std::get<packet>(r)) != encode(p)) std::abort();
+    if (!std::holds_alternative<packet>(r) || encode(std::get<packet>(r)) != encode(p))
+        std::abort();
 }
 
 }  // namespace

@@ -1,10 +1,10 @@
 // libFuzzer target: Azure's MQTT conventions on arbitrary text. The property-bag parser and
 // encoder must round-trip; the username and topic parsers must not crash.
+#include "mqtt/topics.hpp"
+
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
-
-#include "mqtt/topics.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     using namespace iothub::mqtt;

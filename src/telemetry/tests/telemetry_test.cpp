@@ -1,8 +1,8 @@
 #include "telemetry/telemetry.hpp"
 
-#include <gtest/gtest.h>
-
 #include "storage/engine.hpp"
+
+#include <gtest/gtest.h>
 
 namespace iothub::telemetry {
 namespace {
@@ -29,7 +29,8 @@ TEST(Telemetry, StampsTheSenderAndLandsInTheDevicesPartition) {
     EXPECT_EQ(sys(e, "iothub-connection-device-id"), "dev1") << "the device cannot spoof it";
     EXPECT_EQ(sys(e, "iothub-connection-module-id"), "mod1");
     EXPECT_EQ(sys(e, "iothub-connection-auth-generation-id"), "gen-7");
-    EXPECT_EQ(sys(e, "iothub-connection-auth-method"), R"({"scope":"device","type":"sas","issuer":"iothub"})");
+    EXPECT_EQ(sys(e, "iothub-connection-auth-method"),
+              R"({"scope":"device","type":"sas","issuer":"iothub"})");
     EXPECT_EQ(sys(e, "iothub-message-source"), "Telemetry");
     EXPECT_EQ(sys(e, "message-id"), "m1");
 }
