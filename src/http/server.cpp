@@ -1,12 +1,12 @@
 #include "http/server.hpp"
 
 #include "common/encoding.hpp"
+#include "runtime/listener.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -75,27 +75,16 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
          const router& r, server_settings st)
         : shards(s), blocking(b), tls(std::move(t)), routes(r), settings(st) {}
 
-    awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor) {
-        for (;;) {
-            auto& shard = shards.next();
-            auto [ec, socket] = co_await acceptor->async_accept(shard, as_tuple);
-            if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
-            if (ec) {
-                // Out of descriptors and the like: back off instead of spinning.
-                spdlog::warn("https: accept failed: {}", ec.message());
-                asio::steady_timer t(acceptor->get_executor(), std::chrono::milliseconds(100));
-                co_await t.async_wait(as_tuple);
-                continue;
-            }
-            socket.set_option(tcp::no_delay(true), ec);
-            auto conn = std::make_shared<connection>(std::move(socket), *tls);
-            {
-                std::lock_guard lock(mutex);
-                if (stopping) continue;
-                connections.insert(conn);
-            }
-            asio::co_spawn(shard, serve(conn), asio::detached);
+    // A connection accepted onto its shard: kept for shutdown, then served there.
+    void start(tcp::socket socket) {
+        auto ex = socket.get_executor();
+        auto conn = std::make_shared<connection>(std::move(socket), *tls);
+        {
+            std::lock_guard lock(mutex);
+            if (stopping) return;
+            connections.insert(conn);
         }
+        asio::co_spawn(ex, serve(conn), asio::detached);
     }
 
     awaitable<response> dispatch(request& req) {
@@ -284,40 +273,20 @@ void server::add_websocket_protocol(std::string name, websocket_handler handler)
 }
 
 result<std::uint16_t> server::listen(const std::string& address, std::uint16_t port) {
-    boost::system::error_code ec;
-    auto addr = asio::ip::make_address(address, ec);
-    if (ec) return error(errc::argument_invalid, "Invalid listen address '" + address + "'.");
     auto& ctx = impl_->shards.at(0);
-    auto acceptor = std::make_shared<tcp::acceptor>(ctx);
-    tcp::endpoint ep(addr, port);
-    acceptor->open(ep.protocol(), ec);
-    if (ec && addr.is_v6() && addr.is_unspecified()) {
-        // No IPv6 on this host: serve IPv4 instead of failing.
-        ep = tcp::endpoint(asio::ip::address_v4::any(), port);
-        acceptor->open(ep.protocol(), ec);
-    }
-    if (ec) return error(errc::server_error, "Cannot open a socket: " + ec.message());
-    if (ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(false), ec);
-    acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-    acceptor->bind(ep, ec);
-    if (ec) {
-        std::string hint;
-        if (ec == asio::error::access_denied)
-            hint =
-                " Ports below 1024 need root or CAP_NET_BIND_SERVICE (setcap "
-                "cap_net_bind_service=+ep on the binary), or choose another port.";
-        if (ec == asio::error::address_in_use) hint = " Another process is using it.";
-        return error(errc::server_error, "Cannot listen on port " + std::to_string(port) + ": " +
-                                             ec.message() + "." + hint);
-    }
-    acceptor->listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) return error(errc::server_error, "Cannot listen: " + ec.message());
-    auto bound = acceptor->local_endpoint(ec).port();
+    auto acceptor = runtime::open_acceptor(ctx, address, port);
+    if (!acceptor) return acceptor.error();
+    boost::system::error_code ec;
+    auto bound = (*acceptor)->local_endpoint(ec).port();
     {
         std::lock_guard lock(impl_->mutex);
-        impl_->acceptors.push_back(acceptor);
+        impl_->acceptors.push_back(*acceptor);
     }
-    asio::co_spawn(ctx, impl_->accept_loop(acceptor), asio::detached);
+    asio::co_spawn(ctx,
+                   runtime::accept_connections(
+                       *acceptor, impl_->shards, "https",
+                       [impl = impl_](tcp::socket socket) { impl->start(std::move(socket)); }),
+                   asio::detached);
     return bound;
 }
 

@@ -2,10 +2,10 @@
 
 #include "mqtt/detail/transport.hpp"
 #include "mqtt/topics.hpp"
+#include "runtime/listener.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
@@ -57,8 +57,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     }
     result<std::uint16_t> listen(const std::string& address, std::uint16_t port,
                                  std::shared_ptr<asio::ssl::context> tls);
-    asio::awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor,
-                                      std::shared_ptr<asio::ssl::context> tls);
+    // A socket accepted onto its shard: TLS handshake (with a deadline) when `tls`, then a
+    // connection.
+    void start_accepted(tcp::socket socket, std::shared_ptr<asio::ssl::context> tls);
 };
 
 namespace {
@@ -554,74 +555,47 @@ void server::impl::start(std::unique_ptr<transport> t, asio::any_io_executor ex)
         ex, [c]() -> asio::awaitable<void> { co_await c->run(); }, asio::detached);
 }
 
-asio::awaitable<void> server::impl::accept_loop(std::shared_ptr<tcp::acceptor> acceptor,
-                                                std::shared_ptr<asio::ssl::context> tls) {
-    auto self = shared_from_this();
-    for (;;) {
-        auto& shard = shards.next();
-        auto [ec, socket] = co_await acceptor->async_accept(shard, as_tuple);
-        if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
-        if (ec) {
-            spdlog::warn("mqtt: accept failed: {}", ec.message());
-            asio::steady_timer t(acceptor->get_executor(), std::chrono::milliseconds(100));
-            co_await t.async_wait(as_tuple);
-            continue;
-        }
-        socket.set_option(tcp::no_delay(true), ec);
-        auto ex = socket.get_executor();
-        if (!tls) {
-            start(std::make_unique<detail::tcp_transport>(std::move(socket)), ex);
-            continue;
-        }
-        asio::co_spawn(
-            ex,
-            [self, tls, socket = std::move(socket), ex]() mutable -> asio::awaitable<void> {
-                auto t = std::make_unique<detail::tls_transport>(std::move(socket), *tls);
-                asio::steady_timer guard(ex, self->settings.tls_handshake_timeout);
-                auto* raw = t.get();
-                guard.async_wait([raw](error_code e) {
-                    if (!e) raw->abort();
-                });
-                auto hec = co_await t->handshake();
-                guard.cancel();
-                if (hec) {
-                    spdlog::debug("mqtts {}: TLS handshake failed: {}", t->peer(), hec.message());
-                    co_return;
-                }
-                self->start(std::move(t), ex);
-            },
-            asio::detached);
-    }
+void server::impl::start_accepted(tcp::socket socket, std::shared_ptr<asio::ssl::context> tls) {
+    auto ex = socket.get_executor();
+    if (!tls) return start(std::make_unique<detail::tcp_transport>(std::move(socket)), ex);
+    asio::co_spawn(
+        ex,
+        [self = shared_from_this(), tls, socket = std::move(socket),
+         ex]() mutable -> asio::awaitable<void> {
+            auto t = std::make_unique<detail::tls_transport>(std::move(socket), *tls);
+            asio::steady_timer guard(ex, self->settings.tls_handshake_timeout);
+            auto* raw = t.get();
+            guard.async_wait([raw](error_code e) {
+                if (!e) raw->abort();
+            });
+            auto hec = co_await t->handshake();
+            guard.cancel();
+            if (hec) {
+                spdlog::debug("mqtts {}: TLS handshake failed: {}", t->peer(), hec.message());
+                co_return;
+            }
+            self->start(std::move(t), ex);
+        },
+        asio::detached);
 }
 
 result<std::uint16_t> server::impl::listen(const std::string& address, std::uint16_t port,
                                            std::shared_ptr<asio::ssl::context> tls) {
-    error_code ec;
-    auto addr = asio::ip::make_address(address, ec);
-    if (ec) return error(errc::argument_invalid, "Invalid listen address '" + address + "'.");
     auto& ctx = shards.at(0);
-    auto acceptor = std::make_shared<tcp::acceptor>(ctx);
-    tcp::endpoint ep(addr, port);
-    acceptor->open(ep.protocol(), ec);
-    if (ec && addr.is_v6() && addr.is_unspecified()) {
-        ep = tcp::endpoint(asio::ip::address_v4::any(), port);
-        acceptor->open(ep.protocol(), ec);
-    }
-    if (ec) return error(errc::server_error, "Cannot open a socket: " + ec.message());
-    if (ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(false), ec);
-    acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-    acceptor->bind(ep, ec);
-    if (ec)
-        return error(errc::server_error,
-                     "Cannot listen on port " + std::to_string(port) + ": " + ec.message() + ".");
-    acceptor->listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) return error(errc::server_error, "Cannot listen: " + ec.message());
-    auto bound = acceptor->local_endpoint(ec).port();
+    auto acceptor = runtime::open_acceptor(ctx, address, port);
+    if (!acceptor) return acceptor.error();
+    error_code ec;
+    auto bound = (*acceptor)->local_endpoint(ec).port();
     {
         std::lock_guard lock(mutex);
-        acceptors.push_back(acceptor);
+        acceptors.push_back(*acceptor);
     }
-    asio::co_spawn(ctx, accept_loop(acceptor, std::move(tls)), asio::detached);
+    asio::co_spawn(ctx,
+                   runtime::accept_connections(*acceptor, shards, tls ? "mqtts" : "mqtt",
+                                               [self = shared_from_this(), tls](tcp::socket s) {
+                                                   self->start_accepted(std::move(s), tls);
+                                               }),
+                   asio::detached);
     return bound;
 }
 

@@ -1,6 +1,5 @@
 #include "service_api/twins_api.hpp"
 
-#include "common/time.hpp"
 #include "service_api/detail/guard.hpp"
 #include "service_api/detail/requests.hpp"
 #include "twin/twin_query.hpp"
@@ -79,41 +78,35 @@ void add_twin_routes(http::router& routes, twins_context ctx) {
     routes.add("POST", "/twins/{id}/modules/{mid}/methods", invoke);
 
     // Queries read the registry, so RegistryRead serves as well as ServiceConnect.
-    routes.add(
-        "POST", "/devices/query",
-        [shared](request& req, responder done) {
-            auto& c = *shared;
-            auto auth = [&](auth::rights needed) {
-                return c.policies.authenticate(req.header("authorization"), c.hosts,
-                                               req.decoded_path(), needed, now());
-            };
-            if (auto who = auth(right::registry_read); !who)
-                if (auto as_service = auth(right::service_connect); !as_service)
-                    return done(http::error_response(who.error()));
-            auto body = detail::json_body(req);
-            if (!body) return done(http::error_response(body.error()));
-            const auto* text =
-                body->is_object() ? body->get_object().if_contains("query") : nullptr;
-            if (!text || !text->is_string())
-                return done(http::error_response(
-                    error(errc::argument_invalid, "The body must be {\"query\":\"SELECT ...\"}.")));
-            std::size_t page_size = 0;
-            if (auto h = req.header("x-ms-max-item-count"); !h.empty()) {
-                auto [p, ec] = std::from_chars(h.data(), h.data() + h.size(), page_size);
-                if (ec != std::errc{} || p != h.data() + h.size() || page_size == 0)
-                    return done(http::error_response(
-                        error(errc::argument_invalid,
-                              "x-ms-max-item-count must be a positive integer.")));
-            }
-            auto page = twin::run_query(c.twins, text->get_string(), page_size,
-                                        req.header("x-ms-continuation"));
-            if (!page) return done(http::error_response(page.error()));
-            auto r = response::json(200, page->rows);
-            r.with_header("x-ms-item-type", page->item_type);
-            if (page->continuation) r.with_header("x-ms-continuation", *page->continuation);
-            done(std::move(r));
-        },
-        storage_bound);
+    routes.add("POST", "/devices/query",
+               detail::guarded<twins_context>(
+                   shared, right::registry_read,
+                   [](twins_context& c, request& req) -> result<response> {
+                       auto body = detail::json_body(req);
+                       if (!body) return body.error();
+                       const auto* text =
+                           body->is_object() ? body->get_object().if_contains("query") : nullptr;
+                       if (!text || !text->is_string())
+                           return error(errc::argument_invalid,
+                                        "The body must be {\"query\":\"SELECT ...\"}.");
+                       std::size_t page_size = 0;
+                       if (auto h = req.header("x-ms-max-item-count"); !h.empty()) {
+                           auto [p, ec] = std::from_chars(h.data(), h.data() + h.size(), page_size);
+                           if (ec != std::errc{} || p != h.data() + h.size() || page_size == 0)
+                               return error(errc::argument_invalid,
+                                            "x-ms-max-item-count must be a positive integer.");
+                       }
+                       auto page = twin::run_query(c.twins, text->get_string(), page_size,
+                                                   req.header("x-ms-continuation"));
+                       if (!page) return page.error();
+                       auto r = response::json(200, page->rows);
+                       r.with_header("x-ms-item-type", page->item_type);
+                       if (page->continuation)
+                           r.with_header("x-ms-continuation", *page->continuation);
+                       return r;
+                   },
+                   right::service_connect),
+               storage_bound);
 }
 
 }  // namespace iothub::service_api

@@ -88,10 +88,6 @@ result<service_patch> parse_service_body(const json::value& body, const twin_lim
     return p;
 }
 
-std::string uuid() {
-    return random_uuid();
-}
-
 }  // namespace
 
 struct twin_service::stored {
@@ -277,7 +273,7 @@ void twin_service::record_event(const identity& id, std::string_view op, json::o
                                 {"iothub-message-schema", "twinChangeNotification"},
                                 {"opType", std::string(op)}};
     if (id.is_module()) e.application_properties.emplace_back("moduleId", id.module_id);
-    e.system_properties = {{"message-id", uuid()},
+    e.system_properties = {{"message-id", random_uuid()},
                            {"content-type", "application/json"},
                            {"content-encoding", "utf-8"},
                            {"iothub-connection-device-id", id.device_id},

@@ -176,7 +176,6 @@ describe('iothub twin, method and query commands', () => {
       `HostName=localhost;DeviceId=cli-meth;SharedAccessKey=${d.authentication.symmetricKey.primaryKey}`, Mqtt);
     await client.open();
     client.onDeviceMethod('blink', (req, res) => res.send(202, { times: req.payload.times }, () => {}));
-    await new Promise((r) => setTimeout(r, 200));
     const { spawn } = require('node:child_process');
     const run = (...args) => new Promise((resolve) => {
       const p = spawn(bin, [...args, '--data-dir', dataDir], { env: { ...process.env, IOTHUB_CONNECTION_STRING: '' } });
@@ -185,7 +184,8 @@ describe('iothub twin, method and query commands', () => {
       p.stderr.on('data', (b) => { err += b; });
       p.on('close', (code) => resolve({ code, out, err }));
     });
-    const r = await run('method', 'invoke', '-d', 'cli-meth', '-n', 'blink', '-p', '{"times":3}', '--timeout', '10');
+    // The connect timeout covers the SDK subscribing after the handler is registered.
+    const r = await run('method', 'invoke', '-d', 'cli-meth', '-n', 'blink', '-p', '{"times":3}', '--timeout', '10', '--connect-timeout', '10');
     assert.equal(r.code, 0, r.err);
     assert.deepEqual(JSON.parse(r.out), { status: 202, payload: { times: 3 } });
     await client.close();

@@ -218,8 +218,8 @@ describe('direct methods', () => {
     client.onDeviceMethod('slow', (req, res) => {
       setTimeout(() => res.send(200, { n: req.payload.n }, () => {}), 200 - req.payload.n * 20);
     });
-    await sleep(200);  // the SDK subscribes when the first handler is registered
-    const r = await service.invokeDeviceMethod('meth', { methodName: 'reboot', payload: { delay: 3 }, responseTimeoutInSeconds: 10 });
+    // The SDK subscribes when the first handler is registered; the connect timeout covers that.
+    const r = await service.invokeDeviceMethod('meth', { methodName: 'reboot', payload: { delay: 3 }, responseTimeoutInSeconds: 10, connectTimeoutInSeconds: 10 });
     assert.equal(r.result.status, 201);
     assert.deepEqual(r.result.payload, { echoed: { delay: 3 }, name: 'reboot' });
     const all = await Promise.all([0, 1, 2, 3, 4].map((n) =>
@@ -233,9 +233,8 @@ describe('direct methods', () => {
       (err) => err.response.statusCode === 404 && /DeviceNotOnline/.test(err.responseBody));
     const client = await deviceClient('meth-off');
     client.onDeviceMethod('ignored', () => {});
-    await sleep(200);
     const started = Date.now();
-    await assert.rejects(service.invokeDeviceMethod('meth-off', { methodName: 'ignored', responseTimeoutInSeconds: 5 }),
+    await assert.rejects(service.invokeDeviceMethod('meth-off', { methodName: 'ignored', responseTimeoutInSeconds: 5, connectTimeoutInSeconds: 10 }),
       (err) => err.response.statusCode === 504 && /GatewayTimeout/.test(err.responseBody));
     assert.ok(Date.now() - started >= 4500, 'waited for the response timeout');
   });
@@ -259,8 +258,7 @@ describe('direct methods', () => {
     await mc.open();
     open.push(mc);
     mc.onMethod('ping', (req, res) => res.send(200, { pong: true }, () => {}));
-    await sleep(200);
-    const r = await service.invokeDeviceMethod('meth-mod', 'm1', { methodName: 'ping', responseTimeoutInSeconds: 5 });
+    const r = await service.invokeDeviceMethod('meth-mod', 'm1', { methodName: 'ping', responseTimeoutInSeconds: 5, connectTimeoutInSeconds: 10 });
     assert.deepEqual(r.result, { status: 200, payload: { pong: true } });
     for (const body of [{}, { methodName: 'x', responseTimeoutInSeconds: 1 }, { methodName: 'x', connectTimeoutInSeconds: 301 }]) {
       const res = await serviceRequest({ method: 'POST', path: '/twins/meth-mod/modules/m1/methods?api-version=2021-04-12', json: body });
@@ -301,6 +299,12 @@ describe('queries from the service SDK', () => {
     assert.equal(proj.headers['x-ms-item-type'], 'Raw');
     assert.equal(proj.headers['x-ms-continuation'], undefined);
     assert.deepEqual(proj.json, [{ deviceId: 'q-01', n: 1 }, { deviceId: 'q-02', n: 2 }]);
+    // RegistryRead or ServiceConnect may query; DeviceConnect alone may not.
+    for (const [policy, status] of [['registryRead', 200], ['service', 200], ['device', 401]]) {
+      const res = await serviceRequest({ method: 'POST', path: '/devices/query?api-version=2021-04-12', policy,
+        json: { query: 'SELECT COUNT() AS n FROM devices' } });
+      assert.equal(res.status, status, policy);
+    }
   });
 
   it('query on reported properties, modules, and a bad query', async () => {
