@@ -34,6 +34,9 @@ class device_channel {
     virtual bool accepts_methods() const = 0;
     virtual void send_method_request(std::string name, std::string request_id,
                                      std::string payload) = 0;
+    // A cloud-to-device message became available for this device (sent, abandoned, or its lock
+    // timed out): a connection that takes C2D messages pulls them with c2d_service::receive.
+    virtual void c2d_available() {}
 };
 
 class connection_table {
