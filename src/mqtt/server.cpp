@@ -1,8 +1,7 @@
 #include "mqtt/server.hpp"
 
-#include "mqtt/detail/transport.hpp"
 #include "mqtt/topics.hpp"
-#include "runtime/listener.hpp"
+#include "net/stream_listeners.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -19,10 +18,10 @@
 namespace iothub::mqtt {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-using detail::as_tuple;
-using detail::error_code;
-using detail::tcp;
-using detail::transport;
+using net::as_tuple;
+using net::error_code;
+using net::tcp;
+using net::transport;
 
 namespace {
 
@@ -42,9 +41,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     runtime::shard_set& shards;
     services svc;
     server_settings settings;
+    std::unique_ptr<net::stream_listeners> listeners;
 
     mutable std::mutex mutex;
-    std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
     std::map<connection*, std::weak_ptr<connection>> live;
     bool stopping = false;
 
@@ -55,11 +54,6 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         std::lock_guard lock(mutex);
         live.erase(c);
     }
-    result<std::uint16_t> listen(const std::string& address, std::uint16_t port,
-                                 std::shared_ptr<asio::ssl::context> tls);
-    // A socket accepted onto its shard: TLS handshake (with a deadline) when `tls`, then a
-    // connection.
-    void start_accepted(tcp::socket socket, std::shared_ptr<asio::ssl::context> tls);
 };
 
 namespace {
@@ -555,52 +549,15 @@ void server::impl::start(std::unique_ptr<transport> t, asio::any_io_executor ex)
         ex, [c]() -> asio::awaitable<void> { co_await c->run(); }, asio::detached);
 }
 
-void server::impl::start_accepted(tcp::socket socket, std::shared_ptr<asio::ssl::context> tls) {
-    auto ex = socket.get_executor();
-    if (!tls) return start(std::make_unique<detail::tcp_transport>(std::move(socket)), ex);
-    asio::co_spawn(
-        ex,
-        [self = shared_from_this(), tls, socket = std::move(socket),
-         ex]() mutable -> asio::awaitable<void> {
-            auto t = std::make_unique<detail::tls_transport>(std::move(socket), *tls);
-            asio::steady_timer guard(ex, self->settings.tls_handshake_timeout);
-            auto* raw = t.get();
-            guard.async_wait([raw](error_code e) {
-                if (!e) raw->abort();
-            });
-            auto hec = co_await t->handshake();
-            guard.cancel();
-            if (hec) {
-                spdlog::debug("mqtts {}: TLS handshake failed: {}", t->peer(), hec.message());
-                co_return;
-            }
-            self->start(std::move(t), ex);
-        },
-        asio::detached);
-}
-
-result<std::uint16_t> server::impl::listen(const std::string& address, std::uint16_t port,
-                                           std::shared_ptr<asio::ssl::context> tls) {
-    auto& ctx = shards.at(0);
-    auto acceptor = runtime::open_acceptor(ctx, address, port);
-    if (!acceptor) return acceptor.error();
-    error_code ec;
-    auto bound = (*acceptor)->local_endpoint(ec).port();
-    {
-        std::lock_guard lock(mutex);
-        acceptors.push_back(*acceptor);
-    }
-    asio::co_spawn(ctx,
-                   runtime::accept_connections(*acceptor, shards, tls ? "mqtts" : "mqtt",
-                                               [self = shared_from_this(), tls](tcp::socket s) {
-                                                   self->start_accepted(std::move(s), tls);
-                                               }),
-                   asio::detached);
-    return bound;
-}
-
 server::server(runtime::shard_set& shards, services svc, server_settings settings)
-    : impl_(std::make_shared<impl>(shards, svc, settings)) {}
+    : impl_(std::make_shared<impl>(shards, svc, settings)) {
+    impl_->listeners = std::make_unique<net::stream_listeners>(
+        shards, "mqtt", settings.tls_handshake_timeout,
+        [weak = std::weak_ptr<impl>(impl_)](std::unique_ptr<transport> t,
+                                            asio::any_io_executor ex) {
+            if (auto self = weak.lock()) self->start(std::move(t), ex);
+        });
+}
 
 server::~server() {
     begin_stop();
@@ -608,58 +565,30 @@ server::~server() {
 
 result<std::uint16_t> server::listen_tls(const std::string& address, std::uint16_t port,
                                          std::shared_ptr<asio::ssl::context> tls) {
-    return impl_->listen(address, port, std::move(tls));
+    return impl_->listeners->listen(address, port, std::move(tls));
 }
 
 result<std::uint16_t> server::listen_plain(const std::string& address, std::uint16_t port) {
-    return impl_->listen(address, port, nullptr);
+    return impl_->listeners->listen(address, port, nullptr);
 }
 
 void server::accept_websocket(beast::ssl_stream<beast::tcp_stream> stream,
                               beast::http::request<beast::http::string_body> request,
                               std::string subprotocol) {
-    auto ex = stream.get_executor();
-    auto peer = detail::endpoint_text(beast::get_lowest_layer(stream).socket());
-    asio::co_spawn(
-        ex,
-        [impl = impl_, stream = std::move(stream), request = std::move(request),
-         subprotocol = std::move(subprotocol), peer = std::move(peer),
-         ex]() mutable -> asio::awaitable<void> {
-            namespace ws = beast::websocket;
-            detail::websocket_transport::ws_stream socket(std::move(stream));
-            beast::get_lowest_layer(socket).expires_never();
-            socket.set_option(
-                ws::stream_base::timeout{std::chrono::seconds(10), ws::stream_base::none(), false});
-            socket.set_option(ws::stream_base::decorator([subprotocol](ws::response_type& res) {
-                res.set(beast::http::field::sec_websocket_protocol, subprotocol);
-                res.set(beast::http::field::server, "iothub");
-            }));
-            auto [ec] = co_await socket.async_accept(request, as_tuple);
-            if (ec) {
-                spdlog::debug("mqtt-ws {}: upgrade failed: {}", peer, ec.message());
-                co_return;
-            }
-            impl->start(std::make_unique<detail::websocket_transport>(std::move(socket), peer), ex);
-        },
-        asio::detached);
+    impl_->listeners->accept_websocket(std::move(stream), std::move(request),
+                                       std::move(subprotocol));
 }
 
 void server::begin_stop() {
-    std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
     std::vector<std::shared_ptr<connection>> conns;
     {
         std::lock_guard lock(impl_->mutex);
         if (impl_->stopping) return;
         impl_->stopping = true;
-        acceptors = impl_->acceptors;
         for (auto& [raw, weak] : impl_->live)
             if (auto c = weak.lock()) conns.push_back(std::move(c));
     }
-    for (auto& a : acceptors)
-        asio::post(a->get_executor(), [a] {
-            error_code ec;
-            a->close(ec);
-        });
+    impl_->listeners->close();
     for (auto& c : conns) c->kick("the hub is shutting down");
 }
 

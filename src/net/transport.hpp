@@ -1,6 +1,7 @@
-// The byte streams an MQTT connection can run over: TCP, TLS, and WebSocket (binary frames) over
-// TLS. The connection logic is written once against this interface; each read or write is one
-// virtual call, negligible next to the system call behind it.
+// The byte streams a device-facing protocol (MQTT, AMQP) runs over: TCP, TLS, and WebSocket
+// (binary frames) over TLS. Connection logic is written once against this interface; each read or
+// write is one virtual call, negligible next to the system call behind it. `kind` names protocol
+// and stream for logs: "mqtt", "mqtts", "mqtt-ws", "amqps", "amqp-ws".
 #pragma once
 
 #include "auth/client_certificate.hpp"
@@ -20,7 +21,7 @@
 #include <optional>
 #include <string>
 
-namespace iothub::mqtt::detail {
+namespace iothub::net {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
@@ -50,7 +51,8 @@ inline std::string endpoint_text(const tcp::socket& s) {
 
 class tcp_transport final : public transport {
   public:
-    explicit tcp_transport(tcp::socket s) : socket_(std::move(s)), peer_(endpoint_text(socket_)) {}
+    tcp_transport(tcp::socket s, std::string kind)
+        : socket_(std::move(s)), peer_(endpoint_text(socket_)), kind_(std::move(kind)) {}
     asio::awaitable<std::tuple<error_code, std::size_t>> read_some(
         asio::mutable_buffer b) override {
         co_return co_await socket_.async_read_some(b, as_tuple);
@@ -71,17 +73,18 @@ class tcp_transport final : public transport {
     }
     std::optional<auth::client_certificate> client_certificate() override { return std::nullopt; }
     std::string peer() const override { return peer_; }
-    std::string_view kind() const override { return "mqtt"; }
+    std::string_view kind() const override { return kind_; }
 
   private:
     tcp::socket socket_;
     std::string peer_;
+    std::string kind_;
 };
 
 class tls_transport final : public transport {
   public:
-    tls_transport(tcp::socket s, asio::ssl::context& ctx)
-        : peer_(endpoint_text(s)), stream_(std::move(s), ctx) {}
+    tls_transport(tcp::socket s, asio::ssl::context& ctx, std::string kind)
+        : peer_(endpoint_text(s)), kind_(std::move(kind)), stream_(std::move(s), ctx) {}
     asio::awaitable<error_code> handshake() {
         auto [ec] = co_await stream_.async_handshake(asio::ssl::stream_base::server, as_tuple);
         co_return ec;
@@ -107,11 +110,12 @@ class tls_transport final : public transport {
         return tls::peer_certificate(stream_.native_handle());
     }
     std::string peer() const override { return peer_; }
-    std::string_view kind() const override { return "mqtts"; }
+    std::string_view kind() const override { return kind_; }
     tcp::socket& socket() { return stream_.next_layer(); }
 
   private:
     std::string peer_;
+    std::string kind_;
     asio::ssl::stream<tcp::socket> stream_;
 };
 
@@ -119,8 +123,8 @@ class websocket_transport final : public transport {
   public:
     using ws_stream =
         boost::beast::websocket::stream<boost::beast::ssl_stream<boost::beast::tcp_stream>>;
-    websocket_transport(ws_stream ws, std::string peer)
-        : ws_(std::move(ws)), peer_(std::move(peer)) {
+    websocket_transport(ws_stream ws, std::string peer, std::string kind)
+        : ws_(std::move(ws)), peer_(std::move(peer)), kind_(std::move(kind)) {
         ws_.binary(true);
     }
     asio::awaitable<std::tuple<error_code, std::size_t>> read_some(
@@ -140,11 +144,12 @@ class websocket_transport final : public transport {
         return tls::peer_certificate(ws_.next_layer().native_handle());
     }
     std::string peer() const override { return peer_; }
-    std::string_view kind() const override { return "mqtt-ws"; }
+    std::string_view kind() const override { return kind_; }
 
   private:
     ws_stream ws_;
     std::string peer_;
+    std::string kind_;
 };
 
-}  // namespace iothub::mqtt::detail
+}  // namespace iothub::net

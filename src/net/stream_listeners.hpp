@@ -1,0 +1,50 @@
+// How device-facing streams come to exist: listening sockets (plain or TLS, with a handshake
+// deadline) and WebSocket upgrades handed over by the HTTPS server. MQTT and AMQP share it; each
+// protocol server gets finished streams on the shard that owns them and never sees a handshake.
+#pragma once
+
+#include "common/error.hpp"
+#include "net/transport.hpp"
+#include "runtime/shards.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace iothub::net {
+
+// Receives each established stream on its shard's executor.
+using stream_handler =
+    std::function<void(std::unique_ptr<transport>, boost::asio::any_io_executor)>;
+
+class stream_listeners {
+  public:
+    // `protocol` names the streams' kind ("mqtt" gives "mqtt", "mqtts", "mqtt-ws").
+    stream_listeners(runtime::shard_set& shards, std::string protocol,
+                     std::chrono::seconds tls_handshake_timeout, stream_handler on_stream);
+    ~stream_listeners();
+
+    // `tls` null: plain TCP. Returns the bound port.
+    result<std::uint16_t> listen(const std::string& address, std::uint16_t port,
+                                 std::shared_ptr<boost::asio::ssl::context> tls);
+
+    // Completes the WebSocket handshake of a request the HTTPS server routed here, answering
+    // with `subprotocol`.
+    void accept_websocket(boost::beast::ssl_stream<boost::beast::tcp_stream> stream,
+                          boost::beast::http::request<boost::beast::http::string_body> request,
+                          std::string subprotocol);
+
+    // Closes the listening sockets; streams already handed over are the protocol's to end.
+    void close();
+
+  private:
+    struct state;
+    std::shared_ptr<state> state_;
+};
+
+}  // namespace iothub::net
