@@ -7,6 +7,13 @@ find_package(CLI11 REQUIRED)
 find_package(Threads REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(TOMLPP REQUIRED IMPORTED_TARGET tomlplusplus)
+# AMQP 1.0 framing, sessions and links (the C connection driver; the hub does its own I/O).
+# Debian's libqpid-proton.pc points at a wrong prefix, so the library is found directly.
+find_path(PROTON_INCLUDE_DIR proton/connection_driver.h REQUIRED)
+find_library(PROTON_LIBRARY NAMES qpid-proton REQUIRED)
+add_library(proton::proton UNKNOWN IMPORTED)
+set_target_properties(proton::proton PROPERTIES IMPORTED_LOCATION ${PROTON_LIBRARY}
+  INTERFACE_INCLUDE_DIRECTORIES ${PROTON_INCLUDE_DIR})
 if(IOTHUB_WITH_JEMALLOC)
   pkg_check_modules(JEMALLOC REQUIRED IMPORTED_TARGET jemalloc)
 endif()

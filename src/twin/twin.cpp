@@ -482,4 +482,33 @@ void twin_service::forget(const identity& deleted) {
     (void)kv_.remove(key, storage::precondition::version((*got)->version));
 }
 
+namespace {
+device_answer failure(const error& e) {
+    const auto& d = e.descriptor();
+    boost::json::object body{
+        {"errorCode", d.code}, {"message", e.message()}, {"timestampUtc", format_iso8601(now())}};
+    return {d.http_status, boost::json::serialize(body), std::nullopt};
+}
+}  // namespace
+
+device_answer answer_get(twin_service& twins, std::string_view device_id,
+                         std::string_view module_id) {
+    auto view = twins.device_view(device_id, module_id);
+    if (!view) return failure(view.error());
+    return {200, boost::json::serialize(*view), std::nullopt};
+}
+
+device_answer answer_reported_patch(twin_service& twins, std::string_view device_id,
+                                    std::string_view module_id, std::string_view patch_text,
+                                    std::optional<std::uint64_t> if_version) {
+    boost::system::error_code ec;
+    auto patch = boost::json::parse(patch_text, ec);
+    if (ec)
+        return failure(error(errc::format_error,
+                             "The reported-properties patch is not JSON: " + ec.message() + "."));
+    auto v = twins.update_reported(device_id, module_id, patch, if_version);
+    if (!v) return failure(v.error());
+    return {204, std::string(), *v};
+}
+
 }  // namespace iothub::twin

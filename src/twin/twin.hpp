@@ -116,4 +116,19 @@ class twin_service {
 
 std::string twin_key(std::string_view device_id, std::string_view module_id);
 
+// A device's own twin request, answered the way every protocol carries it: the status (200 with
+// the twin for a GET, 204 with the new version for a reported patch, else the error's HTTP
+// status) and a body that has `errorCode` on failure, which is what the Node SDK looks for while
+// C and C# read the status.
+struct device_answer {
+    int status = 200;
+    std::string body;
+    std::optional<std::uint64_t> version;
+};
+device_answer answer_get(twin_service& twins, std::string_view device_id,
+                         std::string_view module_id);
+device_answer answer_reported_patch(twin_service& twins, std::string_view device_id,
+                                    std::string_view module_id, std::string_view patch_text,
+                                    std::optional<std::uint64_t> if_version = {});
+
 }  // namespace iothub::twin

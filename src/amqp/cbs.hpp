@@ -1,0 +1,41 @@
+// Claims-based security: what a `$cbs` put-token (or a SASL PLAIN password) grants on one AMQP
+// connection. A device or module token grants that identity's links; a shared access policy token
+// scoped to the hub grants the service links its rights allow. A grant lasts until the token's
+// expiry; a later put-token for the same principal renews it.
+#pragma once
+
+#include "auth/policy.hpp"
+#include "device_auth/device_auth.hpp"
+
+#include <optional>
+#include <string>
+
+namespace iothub::amqp {
+
+struct grant {
+    std::optional<device_auth::device_principal> device;  // set for device and module tokens
+    std::string policy;                                   // set for service tokens
+    auth::rights rights;                                  // what a service token allows
+    std::optional<sys_time> expires;
+
+    // "d", "d/m" for devices; "$service/<policy>" for service tokens.
+    std::string key() const { return device ? device->key() : "$service/" + policy; }
+};
+
+// The parts of a put-token request the hub reads.
+struct put_token_request {
+    std::string operation;  // "put-token"
+    std::string type;       // "servicebus.windows.net:sastoken" (or "azure-devices.net:sastoken")
+    std::string audience;   // `name`: the resource the token is for
+    std::string token;      // the body
+};
+
+// Checks the request's shape, then the token against the registry and the policies. Blocks (the
+// registry). errc::unauthorized with a precise message for every failure; errc::argument_invalid
+// for a request that is not a SAS put-token.
+result<grant> authorize_put_token(const put_token_request& request,
+                                  device_auth::device_authenticator& devices,
+                                  const auth::policy_set& policies, const auth::host_names& hosts,
+                                  sys_time now);
+
+}  // namespace iothub::amqp

@@ -1,0 +1,76 @@
+// The AMQP 1.0 endpoint: devices (telemetry, cloud-to-device, twin and method links, many
+// identities multiplexed on one connection by gateways) and the service side (sending C2D
+// messages, receiving delivery feedback), over TLS on 5671 and over WebSockets on the HTTPS port
+// (`/$iothub/websocket`, subprotocol AMQPWSB10).
+//
+// Qpid Proton's connection driver does framing, sessions, links and flow control; the hub owns
+// the socket and moves bytes between its own stream and the driver, so AMQP runs on the same
+// shards and I/O model as MQTT. Security: a bare AMQP header, SASL ANONYMOUS, MSSBCBS or PLAIN,
+// then `$cbs` put-tokens that authorize links per address (or a TLS client certificate for
+// X.509 devices). Links carry the same core calls as every other protocol.
+#pragma once
+
+#include "auth/policy.hpp"
+#include "c2d/c2d.hpp"
+#include "connections/connections.hpp"
+#include "device_auth/device_auth.hpp"
+#include "methods/methods.hpp"
+#include "runtime/shards.hpp"
+#include "telemetry/telemetry.hpp"
+#include "twin/twin.hpp"
+
+#include <boost/asio/ssl/context.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include <memory>
+
+namespace iothub::amqp {
+
+struct services {
+    device_auth::device_authenticator& authenticator;
+    const auth::policy_set& policies;
+    const auth::host_names& hosts;
+    connections::connection_table& connections;
+    telemetry::telemetry_service& telemetry;
+    twin::twin_service& twins;
+    methods::method_service& methods;
+    c2d::c2d_service& c2d;
+    runtime::blocking_pool& blocking;
+    std::string hub_name;  // the hub's host name, as feedback's user-id carries it
+};
+
+struct server_settings {
+    std::chrono::seconds tls_handshake_timeout{10};
+    std::chrono::seconds idle_timeout{240};  // advertised; the peer's silence beyond it ends it
+    std::uint32_t max_frame_size = 256 * 1024;
+    std::uint32_t link_credit = 100;  // messages a client may have in flight per link
+    std::size_t max_links_per_connection = 4096;
+};
+
+class server {
+  public:
+    server(runtime::shard_set& shards, services svc, server_settings settings = {});
+    ~server();
+
+    result<std::uint16_t> listen_tls(const std::string& address, std::uint16_t port,
+                                     std::shared_ptr<boost::asio::ssl::context> tls);
+    // Plain TCP, for local tools and benchmarks only.
+    result<std::uint16_t> listen_plain(const std::string& address, std::uint16_t port);
+
+    void accept_websocket(boost::beast::ssl_stream<boost::beast::tcp_stream> stream,
+                          boost::beast::http::request<boost::beast::http::string_body> request,
+                          std::string subprotocol);
+
+    void begin_stop();
+    std::size_t active_connections() const;
+
+    struct impl;
+
+  private:
+    std::shared_ptr<impl> impl_;
+};
+
+}  // namespace iothub::amqp
