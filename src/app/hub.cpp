@@ -1,6 +1,8 @@
 #include "app/hub.hpp"
 
 #include "auth/connection_string.hpp"
+#include "amqp/server.hpp"
+#include "c2d/c2d.hpp"
 #include "certificates/ca_store.hpp"
 #include "connections/connections.hpp"
 #include "device_auth/device_auth.hpp"
@@ -10,6 +12,7 @@
 #include "mqtt/server.hpp"
 #include "registry/registry.hpp"
 #include "runtime/shards.hpp"
+#include "service_api/c2d_api.hpp"
 #include "service_api/certificates_api.hpp"
 #include "service_api/service_api.hpp"
 #include "service_api/telemetry_api.hpp"
@@ -93,7 +96,8 @@ void print_banner(const prepared& p, const config::settings& s, const bound_port
         << "  host name       " << p.identity.hostname << "\n"
         << "  HTTPS           " << ports.https
         << "  (service and device REST, MQTT over WebSockets, /health)\n"
-        << "  MQTT over TLS   " << ports.mqtt << "\n";
+        << "  MQTT over TLS   " << ports.mqtt << "\n"
+        << "  AMQP over TLS   " << ports.amqp << "  (devices, service C2D and feedback)\n";
     if (ports.mqtt_plain)
         out << "  MQTT (plain)    " << ports.mqtt_plain << "  (no TLS: local use only)\n";
     out << "  data directory  " << std::filesystem::absolute(s.data_dir).string() << "\n"
@@ -132,10 +136,12 @@ struct hub::impl {
     std::unique_ptr<certificates::ca_store> cas;
     std::unique_ptr<device_auth::device_authenticator> authenticator;
     std::unique_ptr<twin::twin_service> twins;
+    std::unique_ptr<c2d::c2d_service> c2d;
     std::unique_ptr<methods::method_service> methods;
     http::router routes;
     std::unique_ptr<http::server> https;
     std::unique_ptr<mqtt::server> mqtt;
+    std::unique_ptr<amqp::server> amqp;
     bound_ports ports;
     std::atomic<bool> ready{false};
     bool stopped = false;
@@ -178,6 +184,24 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         *im->registry, *im->policies, *im->hosts,
         [cas = im->cas.get()](const auth::client_certificate& c) { return cas->verify_chain(c); });
 
+    c2d::c2d_limits c2d_limits;
+    c2d_limits.max_depth = s.c2d_max_depth;
+    c2d_limits.max_delivery_count = s.c2d_max_delivery_count;
+    c2d_limits.lock_timeout = s.c2d_lock_timeout;
+    c2d_limits.default_ttl = s.c2d_default_ttl;
+    c2d_limits.max_ttl = s.c2d_max_ttl;
+    c2d_limits.max_message_bytes = s.c2d_max_message_bytes;
+    im->c2d = std::make_unique<c2d::c2d_service>(im->storage->kv(), *im->registry, *im->connections,
+                                                 c2d_limits);
+    if (auto r = im->c2d->load(); !r)
+        return error(r.error().code(), "C2D queues: " + r.error().message());
+    // The registry and twins show a device's queue depth as cloudToDeviceMessageCount.
+    auto live = [conns = im->connections.get(), c2d = im->c2d.get()](const registry::identity& id) {
+        auto state = conns->live(id);
+        if (!id.is_module()) state.cloud_to_device_message_count = c2d->depth(id.device_id);
+        return state;
+    };
+
     twin::twin_limits twin_limits;
     twin_limits.tags_bytes = s.twin_tags_bytes;
     twin_limits.desired_bytes = s.twin_desired_bytes;
@@ -186,19 +210,21 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     im->twins = std::make_unique<twin::twin_service>(im->storage->kv(), *im->registry,
                                                      im->storage->hub_events(),
                                                      im->paths.identity.hostname, twin_limits);
-    im->twins->set_live(
-        [conns = im->connections.get()](const registry::identity& id) { return conns->live(id); });
+    im->twins->set_live(live);
     // A connected device hears about desired changes over whatever protocol it uses.
     im->twins->on_desired([conns = im->connections.get()](const twin::desired_change& c) {
         auto channel = conns->channel(c.device_id, c.module_id);
         if (channel && channel->wants_desired_updates())
             channel->send_desired_update(boost::json::serialize(c.patch), c.version);
     });
-    im->registry->on_change(
-        [twins = im->twins.get(), pool = im->blocking.get()](const registry::identity_change& c) {
-            if (c.before && !c.after)
-                pool->post([twins, gone = *c.before] { twins->forget(gone); });
-        });
+    im->registry->on_change([twins = im->twins.get(), c2d = im->c2d.get(),
+                             pool = im->blocking.get()](const registry::identity_change& c) {
+        if (c.before && !c.after) {
+            pool->post([twins, gone = *c.before] { twins->forget(gone); });
+            if (!c.before->is_module())
+                pool->post([c2d, id = c.before->device_id] { c2d->forget(id); });
+        }
+    });
     im->methods = std::make_unique<methods::method_service>(*im->connections,
                                                             im->shards->at(0).get_executor());
 
@@ -220,12 +246,11 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         done(http::error_response(error(errc::service_unavailable, "The hub is starting.")));
     });
     service_api::context api{*im->registry, *im->policies, *im->hosts};
-    api.live = [conns = im->connections.get()](const registry::identity& id) {
-        return conns->live(id);
-    };
+    api.live = live;
     api.connected_devices = [conns = im->connections.get()] { return conns->connected_devices(); };
     service_api::add_routes(im->routes, std::move(api));
     service_api::add_twin_routes(im->routes, {*im->policies, *im->hosts, *im->twins, *im->methods});
+    service_api::add_c2d_routes(im->routes, {*im->policies, *im->hosts, *im->c2d});
     service_api::add_certificate_routes(im->routes, {*im->policies, *im->hosts, *im->cas});
     auto& timers = im->shards->at(0);
     service_api::add_telemetry_routes(
@@ -240,8 +265,14 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     im->mqtt = std::make_unique<mqtt::server>(
         *im->shards,
         mqtt::services{*im->authenticator, *im->connections, *im->telemetry, im->storage->kv(),
-                       *im->blocking, *im->twins, *im->methods},
+                       *im->blocking, *im->twins, *im->methods, *im->c2d},
         mqtt::server_settings{});
+
+    im->amqp = std::make_unique<amqp::server>(
+        *im->shards,
+        amqp::services{*im->authenticator, *im->policies, *im->hosts, *im->connections,
+                       *im->telemetry, *im->twins, *im->methods, *im->c2d, *im->blocking,
+                       im->paths.identity.hostname});
 
     http::server_settings hs;
     hs.max_body = s.max_request_body;
@@ -251,6 +282,10 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         "mqtt", [m = im->mqtt.get()](auto stream, auto request, std::string subprotocol) {
             m->accept_websocket(std::move(stream), std::move(request), std::move(subprotocol));
         });
+    im->https->add_websocket_protocol(
+        "AMQPWSB10", [a = im->amqp.get()](auto stream, auto request, std::string subprotocol) {
+            a->accept_websocket(std::move(stream), std::move(request), std::move(subprotocol));
+        });
     auto https_port = im->https->listen(s.bind_address, s.https_port);
     if (!https_port)
         return error(https_port.error().code(), "HTTPS: " + https_port.error().message());
@@ -258,6 +293,9 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     auto mqtt_port = im->mqtt->listen_tls(s.bind_address, s.mqtt_port, *tls_ctx);
     if (!mqtt_port) return error(mqtt_port.error().code(), "MQTT: " + mqtt_port.error().message());
     im->ports.mqtt = *mqtt_port;
+    auto amqp_port = im->amqp->listen_tls(s.bind_address, s.amqp_port, *tls_ctx);
+    if (!amqp_port) return error(amqp_port.error().code(), "AMQP: " + amqp_port.error().message());
+    im->ports.amqp = *amqp_port;
     if (s.mqtt_plain_enabled) {
         auto plain =
             im->mqtt->listen_plain(s.bind_address, s.mqtt_plain_port ? s.mqtt_plain_port : 1883);
@@ -288,11 +326,28 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         },
         boost::asio::detached);
 
+    // C2D locks time out and messages expire on the second, as near as Azure shows.
+    boost::asio::co_spawn(
+        timers,
+        [c2d = im->c2d.get(), pool = im->blocking.get(),
+         &timers]() -> boost::asio::awaitable<void> {
+            boost::asio::steady_timer t(timers);
+            for (;;) {
+                t.expires_after(std::chrono::seconds(1));
+                auto [ec] =
+                    co_await t.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+                if (ec) co_return;
+                pool->post([c2d] { c2d->sweep(now()); });
+            }
+        },
+        boost::asio::detached);
+
     im->shards->start();
     instance::runtime_info running;
     running.hostname = im->paths.identity.hostname;
     running.https_port = im->ports.https;
     running.mqtt_port = im->ports.mqtt;
+    running.amqp_port = im->ports.amqp;
     running.mqtt_plain_port = im->ports.mqtt_plain;
     running.pid = static_cast<long>(::getpid());
     if (auto r = instance::write_runtime(im->paths.where, running); !r)
@@ -329,9 +384,13 @@ void hub::stop() {
     im.ready = false;
     im.https->begin_stop();
     im.mqtt->begin_stop();
+    im.amqp->begin_stop();
     im.methods->stop();  // calls waiting for devices end now rather than hold the shutdown
     // Requests in flight get the grace period to finish; idle connections are already closed.
-    auto open = [&] { return im.https->active_connections() + im.mqtt->active_connections(); };
+    auto open = [&] {
+        return im.https->active_connections() + im.mqtt->active_connections() +
+               im.amqp->active_connections();
+    };
     auto deadline = std::chrono::steady_clock::now() + im.settings.shutdown_grace;
     while (open() > 0 && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -341,6 +400,8 @@ void hub::stop() {
     im.blocking->stop();
     im.https.reset();
     im.mqtt.reset();
+    im.amqp.reset();
+    im.c2d.reset();  // before the storage it writes to
     if (auto r = im.storage->flush(); !r)
         spdlog::error("storage flush failed: {}", r.error().message());
     im.registry.reset();

@@ -17,6 +17,7 @@ namespace iothub::app {
 struct bound_ports {
     std::uint16_t https = 0;
     std::uint16_t mqtt = 0;
+    std::uint16_t amqp = 0;
     std::uint16_t mqtt_plain = 0;  // 0 when off
 };
 

@@ -81,7 +81,7 @@ struct delivery {
     std::string lock_token;  // a GUID's text form; AMQP sends its 16 bytes as the delivery tag
     std::uint64_t sequence_number = 0;
     sys_time enqueued_time;
-    sys_time expiry_time;           // the effective one (default TTL, capped by max TTL)
+    sys_time expiry_time;              // the effective one (default TTL, capped by max TTL)
     std::uint32_t delivery_count = 0;  // including this delivery
     std::shared_ptr<const message> content;
 };

@@ -314,6 +314,20 @@ std::vector<std::pair<std::string, std::string>> if_match(const invocation& inv)
     return {{"If-Match", inv.etag.empty() ? "*" : "\"" + inv.etag + "\""}};
 }
 
+void add_c2d_commands(CLI::App& app, const std::shared_ptr<invocation>& inv, const runner& run) {
+    auto* group = app.add_subcommand("c2d", "Cloud-to-device message queues");
+    group->require_subcommand(1);
+    auto* purge = group->add_subcommand("purge", "Remove every message queued for a device");
+    purge->add_option("-d,--device,--device-id", inv->device_id, "Device id")->required();
+    purge->final_callback([=] {
+        run([=] {
+            print(request_json(
+                connect(*inv), "DELETE",
+                "/devices/" + percent_encode(inv->device_id) + "/commands?api-version=2021-04-12"));
+        });
+    });
+}
+
 void add_twin_commands(CLI::App& app, const std::shared_ptr<invocation>& inv, const runner& run) {
     struct twin_options {
         std::string tags, desired, json_body;
@@ -497,6 +511,7 @@ void add_commands(CLI::App& app, int& exit_code) {
     add_monitor_command(app, inv, run);
     add_certificate_commands(app, inv, run);
     add_twin_commands(app, inv, run);
+    add_c2d_commands(app, inv, run);
     add_method_commands(app, inv, run);
     add_query_command(app, inv, run);
 

@@ -30,6 +30,29 @@ setter unsigned_number(T settings::*field, std::uint64_t max) {
     };
 }
 
+template <class T>
+setter number_in(T settings::*field, std::uint64_t min, std::uint64_t max) {
+    return [field, min, max](settings& s, const std::string& v) -> std::optional<std::string> {
+        std::uint64_t n = 0;
+        auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+        if (ec != std::errc{} || p != v.data() + v.size() || n < min || n > max)
+            return "an integer from " + std::to_string(min) + " to " + std::to_string(max);
+        s.*field = static_cast<T>(n);
+        return std::nullopt;
+    };
+}
+
+setter seconds_in(std::chrono::seconds settings::*field, std::uint64_t min, std::uint64_t max) {
+    return [field, min, max](settings& s, const std::string& v) -> std::optional<std::string> {
+        std::uint64_t n = 0;
+        auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+        if (ec != std::errc{} || p != v.data() + v.size() || n < min || n > max)
+            return "a number of seconds from " + std::to_string(min) + " to " + std::to_string(max);
+        s.*field = std::chrono::seconds(n);
+        return std::nullopt;
+    };
+}
+
 setter boolean(bool settings::*field) {
     return [field](settings& s, const std::string& v) -> std::optional<std::string> {
         if (iequals(v, "true") || v == "1" || iequals(v, "yes") || iequals(v, "on")) {
@@ -176,6 +199,25 @@ const std::vector<setting_def>& table() {
         {{"limits.twin_depth", "IOTHUB_TWIN_DEPTH", "--twin-depth",
           "Deepest nesting of objects in a twin section"},
          unsigned_number(&settings::twin_depth, 64)},
+        {{"c2d.max_depth", "IOTHUB_C2D_MAX_DEPTH", "--c2d-max-depth",
+          "Cloud-to-device messages a device's queue holds, 1 to 5000"},
+         number_in(&settings::c2d_max_depth, 1, 5000)},
+        {{"c2d.max_delivery_count", "IOTHUB_C2D_MAX_DELIVERY_COUNT", "--c2d-max-delivery-count",
+          "Deliveries of a cloud-to-device message before it is dead-lettered, 1 to 100"},
+         number_in(&settings::c2d_max_delivery_count, 1, 100)},
+        {{"c2d.lock_timeout_seconds", "IOTHUB_C2D_LOCK_TIMEOUT_SECONDS",
+          "--c2d-lock-timeout-seconds",
+          "Seconds a delivered cloud-to-device message waits for its settlement, 5 to 3600"},
+         seconds_in(&settings::c2d_lock_timeout, 5, 3600)},
+        {{"c2d.default_ttl_seconds", "IOTHUB_C2D_DEFAULT_TTL_SECONDS", "--c2d-default-ttl-seconds",
+          "Lifetime of a cloud-to-device message without an expiry time, 60 to 172800"},
+         seconds_in(&settings::c2d_default_ttl, 60, 172800)},
+        {{"c2d.max_ttl_seconds", "IOTHUB_C2D_MAX_TTL_SECONDS", "--c2d-max-ttl-seconds",
+          "Longest lifetime a sender's expiry time may give, 60 to 172800"},
+         seconds_in(&settings::c2d_max_ttl, 60, 172800)},
+        {{"c2d.max_message_bytes", "IOTHUB_C2D_MAX_MESSAGE_BYTES", "--c2d-max-message-bytes",
+          "Largest cloud-to-device message (body and properties), 1 to 1048576 bytes"},
+         number_in(&settings::c2d_max_message_bytes, 1, 1024 * 1024)},
     };
     return defs;
 }
@@ -289,6 +331,9 @@ result<settings> load(const std::optional<std::filesystem::path>& config_file,
     }
     if (s.tls_cert.empty() != s.tls_key.empty())
         return error(errc::argument_invalid, "tls.cert and tls.key must be given together.");
+    if (s.c2d_default_ttl > s.c2d_max_ttl)
+        return error(errc::argument_invalid,
+                     "c2d.default_ttl_seconds must not exceed c2d.max_ttl_seconds.");
     return s;
 }
 

@@ -50,6 +50,13 @@ struct settings {
     std::size_t twin_desired_bytes = 32 * 1024;
     std::size_t twin_reported_bytes = 32 * 1024;
     std::size_t twin_depth = 10;
+    // Cloud-to-device queues (Azure's defaults; its ranges where it has them).
+    std::size_t c2d_max_depth = 50;
+    std::uint32_t c2d_max_delivery_count = 10;
+    std::chrono::seconds c2d_lock_timeout{60};
+    std::chrono::seconds c2d_default_ttl{std::chrono::hours(1)};
+    std::chrono::seconds c2d_max_ttl{std::chrono::hours(48)};
+    std::size_t c2d_max_message_bytes = 64 * 1024;
     std::chrono::seconds shutdown_grace{10};
 };
 

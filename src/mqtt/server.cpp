@@ -1,5 +1,6 @@
 #include "mqtt/server.hpp"
 
+#include "common/encoding.hpp"
 #include "mqtt/topics.hpp"
 #include "net/stream_listeners.hpp"
 
@@ -27,6 +28,34 @@ namespace {
 
 std::string session_key(const std::string& client_id) {
     return "mqtt/session/" + client_id;
+}
+
+// A device connection keeps up to this many C2D messages PUBLISHed and not yet PUBACKed. Several
+// in flight are safe because each PUBACK names its packet id, which maps to exactly one lock
+// token, so an acknowledgement can only complete the message it belongs to; and clients PUBACK in
+// the order they received (MQTT-4.6.0-2), which is queue order, so the application sees and
+// settles messages in the order they were sent. A message the device never acknowledges (the C
+// SDK's ABANDONED sends nothing) holds only its own lock: it times out and comes back with DUP
+// while the rest keep flowing. One at a time would cost a round trip per message.
+constexpr std::size_t c2d_window = 16;
+
+// `devices/{id}/messages/devicebound/{bag}`. The bag is never empty (`$.to` is always there):
+// the C# SDK fails on an empty one, and the C SDK only recognises the `%24.` spelling of system
+// names, which encode_property_bag produces.
+std::string c2d_topic(const std::string& device_id, const c2d::message& m) {
+    storage::property_list bag;
+    auto add = [&](std::string_view name, const std::string& value) {
+        if (!value.empty()) bag.emplace_back(name, value);
+    };
+    add("$.mid", m.message_id);
+    // As the service's `to`: the device id percent-encoded (encodeURIComponent in the Node SDK).
+    bag.emplace_back("$.to", "/devices/" + percent_encode(device_id) + "/messages/devicebound");
+    add("$.cid", m.correlation_id);
+    add("$.uid", m.user_id);
+    add("$.ct", m.content_type);
+    add("$.ce", m.content_encoding);
+    bag.insert(bag.end(), m.properties.begin(), m.properties.end());
+    return "devices/" + device_id + "/messages/devicebound/" + encode_property_bag(bag);
 }
 
 clock::time_point steady_from(sys_time t) {
@@ -131,6 +160,13 @@ class connection final : public std::enable_shared_from_this<connection>,
         });
     }
 
+    void c2d_available() override {
+        asio::post(ex_, [self = shared_from_this()] {
+            self->pull_c2d();
+            self->pump();
+        });
+    }
+
   private:
     // session_handler --------------------------------------------------------------------
 
@@ -217,6 +253,8 @@ class connection final : public std::enable_shared_from_this<connection>,
         subscriptions_[s.filter] = s.qos;
         subscriptions_changed_ = true;
         subscriptions_updated();
+        // After the SUBACK this call is about to produce: some clients want it first.
+        if (c2d_qos_ >= 0) c2d_available();
         return s.qos;
     }
 
@@ -228,7 +266,7 @@ class connection final : public std::enable_shared_from_this<connection>,
     // Publishes what the device side of the twin and methods needs at the QoS granted for it
     // (-1: not subscribed), and wakes method calls waiting for this device to be reachable.
     void subscriptions_updated() {
-        int twin = -1, desired = -1, methods = -1;
+        int twin = -1, desired = -1, methods = -1, c2d = -1;
         for (const auto& [f, q] : subscriptions_) {
             switch (classify_filter(f, principal_->device_id, principal_->module_id)) {
                 case filter_kind::twin_responses:
@@ -240,11 +278,15 @@ class connection final : public std::enable_shared_from_this<connection>,
                 case filter_kind::methods:
                     methods = q;
                     break;
+                case filter_kind::c2d:
+                    c2d = q;
+                    break;
                 default:
                     break;
             }
         }
         twin_qos_ = twin;
+        c2d_qos_ = c2d;
         desired_qos_.store(desired);
         const bool methods_before = methods_qos_.exchange(methods) >= 0;
         if (methods >= 0 && !methods_before)
@@ -309,7 +351,43 @@ class connection final : public std::enable_shared_from_this<connection>,
                 boost::json::serialize(body)};
     }
 
-    void on_delivered(std::uint16_t) override {}
+    void on_delivered(std::uint16_t packet_id) override {
+        auto it = c2d_inflight_.find(packet_id);
+        if (it == c2d_inflight_.end()) return;  // a twin or method PUBLISH
+        complete_c2d(std::move(it->second));
+        c2d_inflight_.erase(it);
+        pull_c2d();
+    }
+
+    // Takes C2D messages while the device is subscribed and the window has room. Locking a
+    // message is a memory operation, so this runs on the shard.
+    void pull_c2d() {
+        if (c2d_qos_ < 0 || !principal_ || session_.closed() ||
+            session_.current() != session::state::connected)
+            return;
+        auto& c2d = srv_->svc.c2d;
+        while (c2d_inflight_.size() < c2d_window && session_.can_publish()) {
+            auto d = c2d.receive(principal_->device_id, now());
+            if (!d) return;
+            auto id =
+                session_.publish(c2d_topic(principal_->device_id, *d->content), d->content->body,
+                                 static_cast<std::uint8_t>(c2d_qos_), d->delivery_count > 1);
+            if (c2d_qos_ == 0)
+                complete_c2d(std::move(d->lock_token));  // at most once: written is delivered
+            else
+                c2d_inflight_.emplace(id, std::move(d->lock_token));
+        }
+    }
+
+    void complete_c2d(std::string lock_token) {
+        srv_->svc.blocking.post([self = shared_from_this(), device = principal_->device_id,
+                                 token = std::move(lock_token)] {
+            // Lock lost: it timed out and the message went out again, which that copy settles.
+            if (auto r = self->srv_->svc.c2d.complete(device, token, now()); !r)
+                spdlog::debug("mqtt: C2D completion for {} not applied: {}", device,
+                              r.error().message());
+        });
+    }
 
     // ----------------------------------------------------------------------------------------
 
@@ -345,6 +423,7 @@ class connection final : public std::enable_shared_from_this<connection>,
                                  r.error().message());
             });
         session_.accept(record.has_value());
+        pull_c2d();  // a restored session's C2D subscription delivers at once
         spdlog::debug("{} {}: {} connected{}", transport_->kind(), transport_->peer(),
                       principal_->key(), record ? " (session restored)" : "");
         timer_.cancel();  // deadlines changed: keep-alive and token expiry now apply
@@ -476,6 +555,19 @@ class connection final : public std::enable_shared_from_this<connection>,
         timer_.cancel();
         resume_.cancel();
         if (entry_) srv_->svc.connections.detach(entry_, now());
+        if (!c2d_inflight_.empty()) {
+            // The messages this connection holds count as abandoned. Only its own locks: a newer
+            // connection of the same device may already hold others, which release_all would
+            // take from it.
+            std::vector<std::string> tokens;
+            for (auto& [id, token] : c2d_inflight_) tokens.push_back(std::move(token));
+            c2d_inflight_.clear();
+            srv_->svc.blocking.post([self = shared_from_this(), device = principal_->device_id,
+                                     tokens = std::move(tokens)] {
+                for (const auto& token : tokens)
+                    (void)self->srv_->svc.c2d.abandon(device, token, now());
+            });
+        }
         if (principal_ && will_ && !session_.graceful()) {
             // The will goes out as telemetry when a device vanishes without DISCONNECT.
             auto t = classify_publish(will_->topic, principal_->device_id, principal_->module_id);
@@ -522,6 +614,8 @@ class connection final : public std::enable_shared_from_this<connection>,
     // QoS granted per device-side twin and method filter, -1 when not subscribed. The atomics are
     // read by other threads through device_channel.
     int twin_qos_ = -1;
+    int c2d_qos_ = -1;
+    std::map<std::uint16_t, std::string> c2d_inflight_;  // packet id -> lock token, QoS 1
     std::atomic<int> desired_qos_{-1};
     std::atomic<int> methods_qos_{-1};
     struct twin_op {

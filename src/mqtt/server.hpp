@@ -2,12 +2,14 @@
 // (`/$iothub/websocket`, subprotocol mqtt), and optionally plain TCP for local tools and
 // benchmarks. Each connection is an Azure device or module connection: authenticated at CONNECT,
 // one per identity, with its telemetry appended durably before the PUBACK; it serves the device's
-// twin (GET, reported PATCH, desired notifications) and its direct methods.
+// twin (GET, reported PATCH, desired notifications), its direct methods and its cloud-to-device
+// messages (PUBACK completes).
 //
 // Connections live on the shard that accepted them. Blocking work (authentication, session
 // records) runs on the blocking pool and its results are posted back.
 #pragma once
 
+#include "c2d/c2d.hpp"
 #include "connections/connections.hpp"
 #include "device_auth/device_auth.hpp"
 #include "methods/methods.hpp"
@@ -35,6 +37,7 @@ struct services {
     runtime::blocking_pool& blocking;
     twin::twin_service& twins;
     methods::method_service& methods;
+    c2d::c2d_service& c2d;
 };
 
 struct server_settings {

@@ -78,6 +78,32 @@ TEST_F(Settings, RetentionTakesDurationsWithUnits) {
             << bad;
 }
 
+TEST_F(Settings, C2dLimitsComeFromTheC2dTable) {
+    write("c2d.toml", "[c2d]\nmax_depth = 200\nlock_timeout_seconds = 30\n");
+    auto s = load(dir_ / "c2d.toml", {{"data_dir", dir_.string()}},
+                  env({{"IOTHUB_C2D_MAX_DELIVERY_COUNT", "3"}}));
+    ASSERT_TRUE(s) << s.error().message();
+    EXPECT_EQ(s->c2d_max_depth, 200u);
+    EXPECT_EQ(s->c2d_lock_timeout.count(), 30);
+    EXPECT_EQ(s->c2d_max_delivery_count, 3u);
+    EXPECT_EQ(s->c2d_default_ttl.count(), 3600);
+    EXPECT_EQ(s->c2d_max_message_bytes, 65536u);
+    for (auto [key, bad] : {std::pair{"c2d.max_depth", "0"},
+                            {"c2d.max_depth", "5001"},
+                            {"c2d.max_delivery_count", "101"},
+                            {"c2d.default_ttl_seconds", "59"},
+                            {"c2d.max_message_bytes", "0"}})
+        EXPECT_FALSE(load(std::nullopt, {{"data_dir", dir_.string()}, {key, bad}}, env({})))
+            << key << " = " << bad;
+    auto inverted = load(std::nullopt,
+                         {{"data_dir", dir_.string()},
+                          {"c2d.default_ttl_seconds", "7200"},
+                          {"c2d.max_ttl_seconds", "3600"}},
+                         env({}));
+    ASSERT_FALSE(inverted);
+    EXPECT_NE(inverted.error().message().find("max_ttl"), std::string::npos);
+}
+
 TEST_F(Settings, ReadsTheDataDirectorysFileWhenNoneIsNamed) {
     write("iothub.toml", "hostname = \"dir.example\"\n");
     auto s = load(std::nullopt, {{"data_dir", dir_.string()}}, env({}));

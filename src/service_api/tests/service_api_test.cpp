@@ -1,5 +1,6 @@
 #include "service_api/service_api.hpp"
 
+#include "service_api/c2d_api.hpp"
 #include "storage/engine.hpp"
 
 #include <boost/json.hpp>
@@ -11,7 +12,10 @@ namespace json = boost::json;
 
 class ServiceApi : public ::testing::Test {
   protected:
-    void SetUp() override { add_routes(routes_, context{registry_, policies_, hosts_}); }
+    void SetUp() override {
+        add_routes(routes_, context{registry_, policies_, hosts_});
+        add_c2d_routes(routes_, c2d_context{policies_, hosts_, c2d_});
+    }
 
     std::string token(std::string_view policy) {
         const auto* p = policies_.find(policy);
@@ -48,6 +52,8 @@ class ServiceApi : public ::testing::Test {
     registry::device_registry registry_{engine_->kv()};
     auth::policy_set policies_{auth::default_policies()};
     auth::host_names hosts_{{"hub.example"}};
+    connections::connection_table connections_;
+    c2d::c2d_service c2d_{engine_->kv(), registry_, connections_};
     http::router routes_;
 };
 
@@ -111,6 +117,26 @@ TEST_F(ServiceApi, ModulesRoundTrip) {
     EXPECT_EQ(json::parse(call("GET", "/devices/d1/modules").body).as_array().size(), 1u);
     EXPECT_EQ(call("DELETE", "/devices/d1/modules/m1", "", {{"if-match", "\"*\""}}).status, 204);
     EXPECT_EQ(header(call("GET", "/devices/d1/modules/m1"), "iothub-errorcode"), "ModuleNotFound");
+}
+
+TEST_F(ServiceApi, PurgeEmptiesTheDevicesQueue) {
+    ASSERT_EQ(call("PUT", "/devices/d%231", "{}").status, 200);
+    for (auto body : {"a", "b"}) {
+        c2d::message m;
+        m.body = body;
+        ASSERT_TRUE(c2d_.send("d#1", m, now()));
+    }
+    auto purged = call("DELETE", "/devices/d%231/commands?api-version=2021-04-12");
+    ASSERT_EQ(purged.status, 200) << purged.body;
+    EXPECT_EQ(json::parse(purged.body),
+              json::parse(R"({"deviceId":"d#1","totalMessagesPurged":2})"));
+    EXPECT_EQ(c2d_.depth("d#1"), 0u);
+
+    auto missing = call("DELETE", "/devices/nobody/commands");
+    EXPECT_EQ(missing.status, 404);
+    EXPECT_EQ(header(missing, "iothub-errorcode"), "DeviceNotFound");
+    EXPECT_EQ(call("DELETE", "/devices/d%231/commands", "", {}, "registryReadWrite").status, 401);
+    EXPECT_EQ(call("DELETE", "/devices/d%231/commands", "", {}, "service").status, 200);
 }
 
 }  // namespace
