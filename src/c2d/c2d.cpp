@@ -551,20 +551,27 @@ result<std::size_t> c2d_service::purge(const std::string& device_id, sys_time no
 
 void c2d_service::forget(const std::string& device_id) {
     auto& im = *impl_;
+    // Runs after the deletion, on the blocking pool: the id may already name a new device, whose
+    // messages stay.
+    std::string current;
+    if (auto device = im.registry.get_device(device_id)) current = device->generation_id;
     std::lock_guard lock(im.mutex);
     auto it = im.queues.find(device_id);
     if (it == im.queues.end()) return;
-    std::vector<storage::kv_write> writes;
-    for (const auto& q : it->second)
-        writes.push_back({storage::kv_write::op::remove,
-                          detail::message_key(device_id, q.sequence),
-                          {},
-                          storage::precondition::none()});
-    // The queue goes from memory either way: load() drops records of deleted devices.
-    if (auto r = im.commit(writes); !r)
+    impl::change c;
+    for (const auto& q : it->second) {
+        if (q.generation == current) continue;
+        c.writes.push_back({storage::kv_write::op::remove,
+                            detail::message_key(device_id, q.sequence),
+                            {},
+                            storage::precondition::none()});
+        c.removed.emplace_back(device_id, q.sequence);
+    }
+    // Gone from memory either way: load() and send() drop records of an earlier incarnation.
+    if (auto r = im.commit(c.writes); !r)
         spdlog::warn("C2D: cannot drop the queue of deleted device {}: {}", device_id,
                      r.error().message());
-    im.queues.erase(it);
+    im.mirror(c);
 }
 
 std::size_t c2d_service::depth(const std::string& device_id) const {

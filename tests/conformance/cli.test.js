@@ -152,6 +152,16 @@ describe('iothub twin, method and query commands', () => {
     assert.match(bad.err, /ArgumentInvalid/);
   });
 
+  it('c2d purge empties a queue and names unknown devices', () => {
+    assert.equal(local('device', 'create', 'cli-c2d').code, 0);
+    const p = local('c2d', 'purge', '--device', 'cli-c2d');
+    assert.equal(p.code, 0, p.err);
+    assert.deepEqual(p.json(), { deviceId: 'cli-c2d', totalMessagesPurged: 0 });
+    const missing = local('c2d', 'purge', '--device', 'cli-nobody');
+    assert.equal(missing.code, 1);
+    assert.match(missing.err, /DeviceNotFound/);
+  });
+
   it('query follows continuation pages and reports bad queries', () => {
     for (let i = 0; i < 5; i++) assert.equal(local('device', 'create', `cli-q${i}`).code, 0);
     for (let i = 0; i < 5; i++)

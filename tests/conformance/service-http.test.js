@@ -154,6 +154,22 @@ describe('bulk and statistics', () => {
   });
 });
 
+describe('cloud-to-device queue purge', () => {
+  // Only the empty queue here: sending needs the AMQP service endpoint. The unit tests cover counts.
+  it('DELETE /devices/{id}/commands answers the purged count; unknown devices are 404', async () => {
+    assert.equal((await serviceRequest({ method: 'PUT', path: '/devices/c2d%231', json: {} })).status, 200);
+    const r = await serviceRequest({ method: 'DELETE', path: '/devices/c2d%231/commands', policy: 'service' });
+    assert.equal(r.status, 200, r.body);
+    assert.deepEqual(r.json, { deviceId: 'c2d#1', totalMessagesPurged: 0 });
+    const device = await serviceRequest({ path: '/devices/c2d%231' });
+    assert.equal(device.json.cloudToDeviceMessageCount, 0);
+    assertAzureError(await serviceRequest({ method: 'DELETE', path: '/devices/no-such-device/commands' }),
+      404, 'DeviceNotFound');
+    assertAzureError(await serviceRequest({ method: 'DELETE', path: '/devices/c2d%231/commands', policy: 'registryReadWrite' }),
+      401, 'IotHubUnauthorizedAccess');
+  });
+});
+
 describe('durability', () => {
   it('an acknowledged registry write survives kill -9', async () => {
     const created = await serviceRequest({ method: 'PUT', path: '/devices/survivor', json: {} });

@@ -377,12 +377,23 @@ TEST_F(C2d, PurgeRemovesAllWithFeedback) {
 TEST_F(C2d, ForgetDropsWithoutFeedbackAndSurvivesRestart) {
     send("dev1", text("a", ack_mode::full));
     send("dev2", text("b", ack_mode::full));
+    ASSERT_TRUE(registry_->delete_device("dev1", {}));
     service_->forget("dev1");
     EXPECT_EQ(service_->depth("dev1"), 0u);
     EXPECT_EQ(outcomes(), std::vector<outcome>{});
     restart();
     EXPECT_EQ(service_->depth("dev1"), 0u);
     EXPECT_EQ(service_->depth("dev2"), 1u);
+}
+
+TEST_F(C2d, ALateForgetSparesARecreatedDevicesMessages) {
+    send("dev1", text("old"));
+    ASSERT_TRUE(registry_->delete_device("dev1", {}));
+    create("dev1");
+    send("dev1", text("new"));  // also drops "old": another incarnation's
+    send("dev1", text("newer"));
+    service_->forget("dev1");  // the deletion's clean-up, arriving late
+    EXPECT_EQ(drain("dev1"), (std::vector<std::string>{"new", "newer"}));
 }
 
 TEST_F(C2d, ARecreatedDeviceDoesNotInheritTheOldQueue) {
