@@ -13,13 +13,13 @@ namespace iothub::amqp {
 
 struct node_address {
     enum class kind {
-        cbs,                       // $cbs
-        device_events,             // /devices/{d}[/modules/{m}]/messages/events
-        device_c2d,                // /devices/{d}/messages/devicebound
-        device_methods,            // /devices/{d}[/modules/{m}]/methods/devicebound
-        device_twin,               // /devices/{d}[/modules/{m}]/twin
-        service_c2d,               // /messages/devicebound
-        service_feedback,          // /messages/serviceBound/feedback
+        cbs,                         // $cbs
+        device_events,               // /devices/{d}[/modules/{m}]/messages/events
+        device_c2d,                  // /devices/{d}/messages/devicebound
+        device_methods,              // /devices/{d}[/modules/{m}]/methods/devicebound
+        device_twin,                 // /devices/{d}[/modules/{m}]/twin
+        service_c2d,                 // /messages/devicebound
+        service_feedback,            // /messages/serviceBound/feedback
         service_file_notifications,  // /messages/serviceBound/filenotifications
         unknown,
     };

@@ -21,25 +21,42 @@ std::string uuid_text(const pn_uuid_t& u) {
 // The current pn_data scalar as text; nullopt for compound values and nulls.
 std::optional<std::string> scalar_text(pn_data_t* d) {
     switch (pn_data_type(d)) {
-        case PN_STRING: return bytes_of(pn_data_get_string(d));
-        case PN_SYMBOL: return bytes_of(pn_data_get_symbol(d));
-        case PN_BINARY: return bytes_of(pn_data_get_binary(d));
-        case PN_BOOL: return std::string(pn_data_get_bool(d) ? "true" : "false");
-        case PN_UBYTE: return std::to_string(pn_data_get_ubyte(d));
-        case PN_BYTE: return std::to_string(pn_data_get_byte(d));
-        case PN_USHORT: return std::to_string(pn_data_get_ushort(d));
-        case PN_SHORT: return std::to_string(pn_data_get_short(d));
-        case PN_UINT: return std::to_string(pn_data_get_uint(d));
-        case PN_INT: return std::to_string(pn_data_get_int(d));
-        case PN_ULONG: return std::to_string(pn_data_get_ulong(d));
-        case PN_LONG: return std::to_string(pn_data_get_long(d));
-        case PN_FLOAT: return std::to_string(pn_data_get_float(d));
-        case PN_DOUBLE: return std::to_string(pn_data_get_double(d));
-        case PN_CHAR: return std::to_string(pn_data_get_char(d));
-        case PN_UUID: return uuid_text(pn_data_get_uuid(d));
+        case PN_STRING:
+            return bytes_of(pn_data_get_string(d));
+        case PN_SYMBOL:
+            return bytes_of(pn_data_get_symbol(d));
+        case PN_BINARY:
+            return bytes_of(pn_data_get_binary(d));
+        case PN_BOOL:
+            return std::string(pn_data_get_bool(d) ? "true" : "false");
+        case PN_UBYTE:
+            return std::to_string(pn_data_get_ubyte(d));
+        case PN_BYTE:
+            return std::to_string(pn_data_get_byte(d));
+        case PN_USHORT:
+            return std::to_string(pn_data_get_ushort(d));
+        case PN_SHORT:
+            return std::to_string(pn_data_get_short(d));
+        case PN_UINT:
+            return std::to_string(pn_data_get_uint(d));
+        case PN_INT:
+            return std::to_string(pn_data_get_int(d));
+        case PN_ULONG:
+            return std::to_string(pn_data_get_ulong(d));
+        case PN_LONG:
+            return std::to_string(pn_data_get_long(d));
+        case PN_FLOAT:
+            return std::to_string(pn_data_get_float(d));
+        case PN_DOUBLE:
+            return std::to_string(pn_data_get_double(d));
+        case PN_CHAR:
+            return std::to_string(pn_data_get_char(d));
+        case PN_UUID:
+            return uuid_text(pn_data_get_uuid(d));
         case PN_TIMESTAMP:
             return format_iso8601(sys_time(std::chrono::milliseconds(pn_data_get_timestamp(d))));
-        default: return std::nullopt;
+        default:
+            return std::nullopt;
     }
 }
 
@@ -100,11 +117,16 @@ void put_key(pn_data_t* d, std::string_view key, bool symbol) {
 
 std::string id_text(pn_atom_t id) {
     switch (id.type) {
-        case PN_STRING: return bytes_of(id.u.as_bytes);
-        case PN_BINARY: return bytes_of(id.u.as_bytes);
-        case PN_UUID: return uuid_text(id.u.as_uuid);
-        case PN_ULONG: return std::to_string(id.u.as_ulong);
-        default: return {};
+        case PN_STRING:
+            return bytes_of(id.u.as_bytes);
+        case PN_BINARY:
+            return bytes_of(id.u.as_bytes);
+        case PN_UUID:
+            return uuid_text(id.u.as_uuid);
+        case PN_ULONG:
+            return std::to_string(id.u.as_ulong);
+        default:
+            return {};
     }
 }
 
@@ -147,10 +169,14 @@ std::optional<std::string> body_bytes(pn_message_t* m) {
     pn_data_rewind(body);
     if (!pn_data_next(body)) return std::string();
     switch (pn_data_type(body)) {
-        case PN_BINARY: return bytes_of(pn_data_get_binary(body));
-        case PN_STRING: return bytes_of(pn_data_get_string(body));
-        case PN_NULL: return std::string();
-        default: return std::nullopt;
+        case PN_BINARY:
+            return bytes_of(pn_data_get_binary(body));
+        case PN_STRING:
+            return bytes_of(pn_data_get_string(body));
+        case PN_NULL:
+            return std::string();
+        default:
+            return std::nullopt;
     }
 }
 
@@ -275,15 +301,15 @@ void fill_delivery(pn_message_t* out, const c2d::delivery& d, std::string_view d
     pn_data_put_ulong(ann, d.sequence_number);
     put_key(ann, "iothub-deliverycount", true);
     // C# reads the count as a ubyte; it stays below the maximum delivery count.
-    pn_data_put_ubyte(ann, static_cast<std::uint8_t>(std::min<std::uint32_t>(d.delivery_count, 255)));
+    pn_data_put_ubyte(ann,
+                      static_cast<std::uint8_t>(std::min<std::uint32_t>(d.delivery_count, 255)));
     put_key(ann, "x-opt-lock-token", true);
     pn_data_put_string(ann, pn_bytes(d.lock_token.size(), d.lock_token.data()));
     pn_data_exit(ann);
     set_data_body(out, c.body);
 }
 
-void fill_feedback(pn_message_t* out, const c2d::feedback_batch& batch,
-                   std::string_view hub_name) {
+void fill_feedback(pn_message_t* out, const c2d::feedback_batch& batch, std::string_view hub_name) {
     pn_message_clear(out);
     auto id = random_uuid();
     pn_atom_t a;

@@ -54,8 +54,7 @@ result<c2d::message> to_c2d_message(pn_message_t* m);
 void fill_delivery(pn_message_t* out, const c2d::delivery& d, std::string_view device_id);
 
 // A batch of feedback records for the service (protocol.md 3.10).
-void fill_feedback(pn_message_t* out, const c2d::feedback_batch& batch,
-                   std::string_view hub_name);
+void fill_feedback(pn_message_t* out, const c2d::feedback_batch& batch, std::string_view hub_name);
 
 // Writers for the small maps request/response messages carry. `value` is a string unless the
 // writer says otherwise.

@@ -68,23 +68,34 @@ const char* condition_for(errc code) {
     switch (code) {
         case errc::device_not_found:
         case errc::module_not_found:
-        case errc::not_found: return "amqp:not-found";
+        case errc::not_found:
+            return "amqp:not-found";
         case errc::queue_depth_exceeded:
-        case errc::quota_exceeded: return "amqp:resource-limit-exceeded";
+        case errc::quota_exceeded:
+            return "amqp:resource-limit-exceeded";
         case errc::message_too_large:
-        case errc::request_too_large: return "amqp:link:message-size-exceeded";
+        case errc::request_too_large:
+            return "amqp:link:message-size-exceeded";
         case errc::unauthorized:
-        case errc::device_disabled: return "amqp:unauthorized-access";
-        case errc::throttled: return "com.microsoft:device-container-throttled";
-        case errc::message_lock_lost: return "com.microsoft:message-lock-lost";
-        case errc::precondition_failed: return "com.microsoft:precondition-failed";
-        case errc::device_already_exists: return "com.microsoft:device-already-exists";
+        case errc::device_disabled:
+            return "amqp:unauthorized-access";
+        case errc::throttled:
+            return "com.microsoft:device-container-throttled";
+        case errc::message_lock_lost:
+            return "com.microsoft:message-lock-lost";
+        case errc::precondition_failed:
+            return "com.microsoft:precondition-failed";
+        case errc::device_already_exists:
+            return "com.microsoft:device-already-exists";
         case errc::bad_request:
         case errc::argument_invalid:
         case errc::argument_null:
-        case errc::format_error: return "com.microsoft:argument-error";
-        case errc::gateway_timeout: return "com.microsoft:timeout";
-        default: return "amqp:internal-error";
+        case errc::format_error:
+            return "com.microsoft:argument-error";
+        case errc::gateway_timeout:
+            return "com.microsoft:timeout";
+        default:
+            return "amqp:internal-error";
     }
 }
 
@@ -359,7 +370,8 @@ class connection final : public std::enable_shared_from_this<connection> {
         }
         writing_ = true;
         asio::co_spawn(
-            ex_, [self = shared_from_this()]() -> asio::awaitable<void> { co_await self->write_loop(); },
+            ex_,
+            [self = shared_from_this()]() -> asio::awaitable<void> { co_await self->write_loop(); },
             asio::detached);
     }
 
@@ -401,14 +413,13 @@ class connection final : public std::enable_shared_from_this<connection> {
 
     // Proton's timers (idle timeout, heartbeats) and token expiry share one timer.
     void schedule_tick() {
-        auto now_ms = static_cast<pn_timestamp_t>(
-            std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now().time_since_epoch())
-                .count());
+        auto now_ms =
+            static_cast<pn_timestamp_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            std::chrono::steady_clock::now().time_since_epoch())
+                                            .count());
         auto next = pn_transport_tick(driver_.transport, now_ms);
         auto deadline = std::chrono::steady_clock::time_point::max();
-        if (next)
-            deadline = std::chrono::steady_clock::time_point(std::chrono::milliseconds(next));
+        if (next) deadline = std::chrono::steady_clock::time_point(std::chrono::milliseconds(next));
         if (auto e = earliest_expiry()) {
             auto until = *e - iothub::now();
             deadline = std::min(deadline,
@@ -443,17 +454,19 @@ class connection final : public std::enable_shared_from_this<connection> {
             id.channel->methods = false;
             id.channel->desired = false;
         }
-        bool had_c2d = false;
-        std::vector<std::string> c2d_devices;
+        // Only what this connection holds goes back: a newer connection of the same device may
+        // hold locks of its own already.
+        std::vector<std::pair<std::string, std::string>> c2d_locks;  // device, token
         std::vector<std::string> feedback_locks;
         for (auto& [l, ls] : links_) {
-            if (ls->what == role::c2d_out) c2d_devices.push_back(ls->device_id), had_c2d = true;
+            if (ls->what == role::c2d_out)
+                for (auto& [d, token] : ls->locks) c2d_locks.emplace_back(ls->device_id, token);
             if (ls->what == role::feedback_out)
                 for (auto& [d, token] : ls->locks) feedback_locks.push_back(token);
         }
-        if (had_c2d || !feedback_locks.empty())
-            svc_.blocking.post([&c2d = svc_.c2d, c2d_devices, feedback_locks, t] {
-                for (const auto& d : c2d_devices) c2d.release_all(d, t);
+        if (!c2d_locks.empty() || !feedback_locks.empty())
+            svc_.blocking.post([&c2d = svc_.c2d, c2d_locks, feedback_locks, t] {
+                for (const auto& [device, token] : c2d_locks) (void)c2d.abandon(device, token, t);
                 for (const auto& token : feedback_locks) (void)c2d.abandon_feedback(token);
             });
         if (feedback_watch_) svc_.c2d.unwatch_feedback(feedback_watch_);
@@ -468,15 +481,23 @@ class connection final : public std::enable_shared_from_this<connection> {
     // --- proton events --------------------------------------------------------------------------
     void handle(pn_event_t* e) {
         switch (pn_event_type(e)) {
-            case PN_CONNECTION_REMOTE_OPEN: on_open(); break;
-            case PN_CONNECTION_REMOTE_CLOSE: pn_connection_close(pn_event_connection(e)); break;
+            case PN_CONNECTION_REMOTE_OPEN:
+                on_open();
+                break;
+            case PN_CONNECTION_REMOTE_CLOSE:
+                pn_connection_close(pn_event_connection(e));
+                break;
             case PN_SESSION_REMOTE_OPEN: {
                 auto* s = pn_event_session(e);
                 if (pn_session_state(s) & PN_LOCAL_UNINIT) pn_session_open(s);
                 break;
             }
-            case PN_SESSION_REMOTE_CLOSE: pn_session_close(pn_event_session(e)); break;
-            case PN_LINK_REMOTE_OPEN: on_attach(pn_event_link(e)); break;
+            case PN_SESSION_REMOTE_CLOSE:
+                pn_session_close(pn_event_session(e));
+                break;
+            case PN_LINK_REMOTE_OPEN:
+                on_attach(pn_event_link(e));
+                break;
             case PN_LINK_REMOTE_CLOSE:
             case PN_LINK_REMOTE_DETACH: {
                 auto* l = pn_event_link(e);
@@ -484,17 +505,22 @@ class connection final : public std::enable_shared_from_this<connection> {
                 if (!(pn_link_state(l) & PN_LOCAL_CLOSED)) pn_link_close(l);
                 break;
             }
-            case PN_LINK_FLOW: on_flow(pn_event_link(e)); break;
-            case PN_DELIVERY: on_delivery(pn_event_delivery(e)); break;
+            case PN_LINK_FLOW:
+                on_flow(pn_event_link(e));
+                break;
+            case PN_DELIVERY:
+                on_delivery(pn_event_delivery(e));
+                break;
             case PN_TRANSPORT_ERROR: {
                 auto* c = pn_transport_condition(pn_event_transport(e));
-                spdlog::debug("{} {}: {}: {}", transport_->kind(), transport_->peer(),
-                              pn_condition_get_name(c) ? pn_condition_get_name(c) : "error",
-                              pn_condition_get_description(c) ? pn_condition_get_description(c)
-                                                               : "");
+                spdlog::debug(
+                    "{} {}: {}: {}", transport_->kind(), transport_->peer(),
+                    pn_condition_get_name(c) ? pn_condition_get_name(c) : "error",
+                    pn_condition_get_description(c) ? pn_condition_get_description(c) : "");
                 break;
             }
-            default: break;
+            default:
+                break;
         }
     }
 
@@ -537,15 +563,21 @@ class connection final : public std::enable_shared_from_this<connection> {
         using k = node_address::kind;
         std::optional<role> r;
         switch (a.what) {
-            case k::cbs: r = hub_sends ? role::cbs_out : role::cbs_in; break;
+            case k::cbs:
+                r = hub_sends ? role::cbs_out : role::cbs_in;
+                break;
             case k::device_events:
                 if (!hub_sends) r = role::d2c;
                 break;
             case k::device_c2d:
                 if (hub_sends) r = role::c2d_out;
                 break;
-            case k::device_methods: r = hub_sends ? role::methods_out : role::methods_in; break;
-            case k::device_twin: r = hub_sends ? role::twin_out : role::twin_in; break;
+            case k::device_methods:
+                r = hub_sends ? role::methods_out : role::methods_in;
+                break;
+            case k::device_twin:
+                r = hub_sends ? role::twin_out : role::twin_in;
+                break;
             case k::service_c2d:
                 if (!hub_sends) r = role::service_c2d;
                 break;
@@ -555,14 +587,15 @@ class connection final : public std::enable_shared_from_this<connection> {
             case k::service_file_notifications:
                 if (hub_sends) r = role::file_notifications_out;
                 break;
-            case k::unknown: break;
+            case k::unknown:
+                break;
         }
         if (!r) {
             if (a.what == k::unknown)
                 return refuse(l, "amqp:not-found", "Unknown address '" + address + "'.");
             return refuse(l, "amqp:not-allowed",
-                          std::string("The hub does not ") + (hub_sends ? "send from" : "receive on") +
-                              " '" + address + "'.");
+                          std::string("The hub does not ") +
+                              (hub_sends ? "send from" : "receive on") + " '" + address + "'.");
         }
         auto ls = std::make_unique<link_state>();
         ls->id = next_link_id_++;
@@ -592,8 +625,9 @@ class connection final : public std::enable_shared_from_this<connection> {
         pn_link_set_snd_settle_mode(l, pn_link_remote_snd_settle_mode(l));
         pn_link_set_rcv_settle_mode(l, pn_link_remote_rcv_settle_mode(l));
         if (!hub_sends) {
-            const std::uint64_t limit = *r == role::service_c2d ? svc_.c2d.limits().max_message_bytes
-                                                                : svc_.telemetry.max_message_size();
+            const std::uint64_t limit = *r == role::service_c2d
+                                            ? svc_.c2d.limits().max_message_bytes
+                                            : svc_.telemetry.max_message_size();
             pn_link_set_max_message_size(l, limit + 16 * 1024);  // properties and framing
         }
         pn_link_open(l);
@@ -615,18 +649,20 @@ class connection final : public std::enable_shared_from_this<connection> {
                     svc_.methods.device_ready(ls.device_id, ls.module_id);
                 break;
             }
-            case role::c2d_out: pump_c2d(ls); break;
+            case role::c2d_out:
+                pump_c2d(ls);
+                break;
             case role::feedback_out:
                 if (!feedback_watch_)
-                    feedback_watch_ = svc_.c2d.watch_feedback(
-                        [weak = weak_from_this(), ex = ex_] {
-                            asio::post(ex, [weak] {
-                                if (auto self = weak.lock()) self->pump_all_feedback();
-                            });
+                    feedback_watch_ = svc_.c2d.watch_feedback([weak = weak_from_this(), ex = ex_] {
+                        asio::post(ex, [weak] {
+                            if (auto self = weak.lock()) self->pump_all_feedback();
                         });
+                    });
                 pump_feedback(ls);
                 break;
-            default: break;
+            default:
+                break;
         }
     }
 
@@ -637,8 +673,13 @@ class connection final : public std::enable_shared_from_this<connection> {
         links_.erase(it);
         by_id_.erase(ls->id);
         const auto t = iothub::now();
-        if (ls->what == role::c2d_out && !ls->locks.empty())
-            svc_.blocking.post([&c2d = svc_.c2d, d = ls->device_id, t] { c2d.release_all(d, t); });
+        if (ls->what == role::c2d_out && !ls->locks.empty()) {
+            std::vector<std::string> tokens;
+            for (auto& [d, token] : ls->locks) tokens.push_back(token);
+            svc_.blocking.post([&c2d = svc_.c2d, d = ls->device_id, tokens, t] {
+                for (const auto& token : tokens) (void)c2d.abandon(d, token, t);
+            });
+        }
         if (ls->what == role::feedback_out && !ls->locks.empty()) {
             std::vector<std::string> tokens;
             for (auto& [d, token] : ls->locks) tokens.push_back(token);
@@ -715,8 +756,8 @@ class connection final : public std::enable_shared_from_this<connection> {
         if (auto it = grants_.find(key); it != grants_.end()) return &it->second;
         // X.509 devices authenticate with the TLS client certificate instead of CBS.
         if (auto cert = transport_->client_certificate()) {
-            auto who = svc_.authenticator.authenticate(
-                {device_id, module_id, std::nullopt, *cert}, iothub::now());
+            auto who = svc_.authenticator.authenticate({device_id, module_id, std::nullopt, *cert},
+                                                       iothub::now());
             if (!who) return nullptr;
             grant g;
             g.device = std::move(*who);
@@ -849,12 +890,24 @@ class connection final : public std::enable_shared_from_this<connection> {
         }
         ++ls.unsettled;
         switch (ls.what) {
-            case role::cbs_in: on_cbs_request(ls, d, m); break;
-            case role::d2c: on_telemetry(ls, d, m); break;
-            case role::service_c2d: on_service_send(ls, d, m); break;
-            case role::twin_in: on_twin_request(ls, d, m); break;
-            case role::methods_in: on_method_response(ls, d, m); break;
-            default: settle(ls, d, PN_ACCEPTED); break;
+            case role::cbs_in:
+                on_cbs_request(ls, d, m);
+                break;
+            case role::d2c:
+                on_telemetry(ls, d, m);
+                break;
+            case role::service_c2d:
+                on_service_send(ls, d, m);
+                break;
+            case role::twin_in:
+                on_twin_request(ls, d, m);
+                break;
+            case role::methods_in:
+                on_method_response(ls, d, m);
+                break;
+            default:
+                settle(ls, d, PN_ACCEPTED);
+                break;
         }
     }
 
@@ -894,13 +947,14 @@ class connection final : public std::enable_shared_from_this<connection> {
         svc_.blocking.post([self = shared_from_this(), link_id, work = std::move(work),
                             then = std::move(then)]() mutable {
             auto r = work();
-            asio::post(self->ex_, [self, link_id, r = std::move(r), then = std::move(then)]() mutable {
-                if (self->closed_) return;
-                auto it = self->by_id_.find(link_id);
-                if (it == self->by_id_.end()) return;
-                then(*it->second, std::move(r));
-                self->process();
-            });
+            asio::post(self->ex_,
+                       [self, link_id, r = std::move(r), then = std::move(then)]() mutable {
+                           if (self->closed_) return;
+                           auto it = self->by_id_.find(link_id);
+                           if (it == self->by_id_.end()) return;
+                           then(*it->second, std::move(r));
+                           self->process();
+                       });
         });
     }
 
@@ -981,28 +1035,28 @@ class connection final : public std::enable_shared_from_this<connection> {
             ls.batch_deliveries.clear();
             auto batch = std::move(ls.batch);
             ls.batch.clear();
-            svc_.telemetry.ingest(
-                id->second.principal, id->second.stamp, std::move(batch),
-                [self = shared_from_this(), link_id = ls.id,
-                 deliveries = std::move(deliveries)](result<void> r) mutable {
-                    asio::post(self->ex_, [self, link_id, r = std::move(r),
-                                           deliveries = std::move(deliveries)] {
-                        if (self->closed_) return;
-                        auto it = self->by_id_.find(link_id);
-                        if (it == self->by_id_.end()) return;
-                        for (auto* d : deliveries) {
-                            if (r)
-                                self->settle(*it->second, d, PN_ACCEPTED);
-                            else
-                                self->settle_error(*it->second, d, r.error());
-                        }
-                        if (!r)
-                            spdlog::error("{} {}: telemetry not stored: {}",
-                                          self->transport_->kind(), self->transport_->peer(),
-                                          r.error().message());
-                        self->process();
-                    });
-                });
+            svc_.telemetry.ingest(id->second.principal, id->second.stamp, std::move(batch),
+                                  [self = shared_from_this(), link_id = ls.id,
+                                   deliveries = std::move(deliveries)](result<void> r) mutable {
+                                      asio::post(self->ex_, [self, link_id, r = std::move(r),
+                                                             deliveries = std::move(deliveries)] {
+                                          if (self->closed_) return;
+                                          auto it = self->by_id_.find(link_id);
+                                          if (it == self->by_id_.end()) return;
+                                          for (auto* d : deliveries) {
+                                              if (r)
+                                                  self->settle(*it->second, d, PN_ACCEPTED);
+                                              else
+                                                  self->settle_error(*it->second, d, r.error());
+                                          }
+                                          if (!r)
+                                              spdlog::error("{} {}: telemetry not stored: {}",
+                                                            self->transport_->kind(),
+                                                            self->transport_->peer(),
+                                                            r.error().message());
+                                          self->process();
+                                      });
+                                  });
         }
     }
 
@@ -1035,8 +1089,9 @@ class connection final : public std::enable_shared_from_this<connection> {
             [&c2d = svc_.c2d, work] {
                 std::vector<result<void>> out;
                 for (auto& s : *work)
-                    out.push_back(s.message ? c2d.send(s.device_id, std::move(*s.message), iothub::now())
-                                            : result<void>(s.message.error()));
+                    out.push_back(s.message
+                                      ? c2d.send(s.device_id, std::move(*s.message), iothub::now())
+                                      : result<void>(s.message.error()));
                 return out;
             },
             [this, work](link_state& ls, std::vector<result<void>> results) {
@@ -1161,11 +1216,10 @@ class connection final : public std::enable_shared_from_this<connection> {
             return twin_done(key);
         }
         svc_.blocking.post([self = shared_from_this(), key, op, who = id.principal] {
-            auto answer =
-                op.operation == "GET"
-                    ? twin::answer_get(self->svc_.twins, who.device_id, who.module_id)
-                    : twin::answer_reported_patch(self->svc_.twins, who.device_id, who.module_id,
-                                                  op.body);
+            auto answer = op.operation == "GET"
+                              ? twin::answer_get(self->svc_.twins, who.device_id, who.module_id)
+                              : twin::answer_reported_patch(self->svc_.twins, who.device_id,
+                                                            who.module_id, op.body);
             asio::post(self->ex_, [self, key, op, answer = std::move(answer)] {
                 if (self->closed_) return;
                 self->twin_reply(key, op, answer);
@@ -1209,8 +1263,8 @@ class connection final : public std::enable_shared_from_this<connection> {
         auto rid = uuid_text_to_rid(id_text(pn_message_get_correlation_id(m)));
         auto status_text = application_property(m, "IoThub-status").value_or("");
         int status = 0;
-        auto [p, ec] = std::from_chars(status_text.data(), status_text.data() + status_text.size(),
-                                       status);
+        auto [p, ec] =
+            std::from_chars(status_text.data(), status_text.data() + status_text.size(), status);
         auto body = body_bytes(m).value_or("");
         if (ec != std::errc{} || rid.empty()) {
             reject(d, "com.microsoft:argument-error",

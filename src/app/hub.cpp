@@ -1,7 +1,7 @@
 #include "app/hub.hpp"
 
-#include "auth/connection_string.hpp"
 #include "amqp/server.hpp"
+#include "auth/connection_string.hpp"
 #include "c2d/c2d.hpp"
 #include "certificates/ca_store.hpp"
 #include "connections/connections.hpp"
@@ -269,10 +269,9 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         mqtt::server_settings{});
 
     im->amqp = std::make_unique<amqp::server>(
-        *im->shards,
-        amqp::services{*im->authenticator, *im->policies, *im->hosts, *im->connections,
-                       *im->telemetry, *im->twins, *im->methods, *im->c2d, *im->blocking,
-                       im->paths.identity.hostname});
+        *im->shards, amqp::services{*im->authenticator, *im->policies, *im->hosts, *im->connections,
+                                    *im->telemetry, *im->twins, *im->methods, *im->c2d,
+                                    *im->blocking, im->paths.identity.hostname});
 
     http::server_settings hs;
     hs.max_body = s.max_request_body;

@@ -66,9 +66,20 @@ ssize_t decode(pn_transport_t*, pn_bytes_t, pn_bytes_t*) {
 }
 
 const pnx_sasl_implementation hub_sasl = {
-    no_free,          list_mechanisms,  init_server,    init_client,       prepare_write,
-    process_init,     process_response, process_mechanisms, process_challenge, process_outcome,
-    can_encrypt,      max_encrypt_size, encode,         decode,
+    no_free,
+    list_mechanisms,
+    init_server,
+    init_client,
+    prepare_write,
+    process_init,
+    process_response,
+    process_mechanisms,
+    process_challenge,
+    process_outcome,
+    can_encrypt,
+    max_encrypt_size,
+    encode,
+    decode,
 };
 
 }  // namespace
