@@ -3,6 +3,7 @@
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace iothub::amqp {
@@ -10,6 +11,13 @@ namespace {
 
 std::string bytes_of(pn_bytes_t b) {
     return b.start ? std::string(b.start, b.size) : std::string();
+}
+
+// AMQP timestamps are any int64 of milliseconds, while the hub's times are int64 nanoseconds
+// (years 1678 to 2261); a timestamp is clamped well inside that range before conversion.
+sys_time time_of(pn_timestamp_t ms) {
+    constexpr pn_timestamp_t limit = 9'000'000'000'000;  // about 285 years either side of 1970
+    return sys_time(std::chrono::milliseconds(std::clamp(ms, -limit, limit)));
 }
 
 std::string uuid_text(const pn_uuid_t& u) {
@@ -54,7 +62,7 @@ std::optional<std::string> scalar_text(pn_data_t* d) {
         case PN_UUID:
             return uuid_text(pn_data_get_uuid(d));
         case PN_TIMESTAMP:
-            return format_iso8601(sys_time(std::chrono::milliseconds(pn_data_get_timestamp(d))));
+            return format_iso8601(time_of(pn_data_get_timestamp(d)));
         default:
             return std::nullopt;
     }
@@ -235,7 +243,7 @@ result<storage::event_record> to_event(pn_message_t* m) {
     if (auto* v = pn_message_get_content_type(m)) sys("content-type", v);
     if (auto* v = pn_message_get_content_encoding(m)) sys("content-encoding", v);
     if (auto t = pn_message_get_expiry_time(m); t > 0)
-        sys("absolute-expiry-time", format_iso8601(sys_time(std::chrono::milliseconds(t))));
+        sys("absolute-expiry-time", format_iso8601(time_of(t)));
     // Annotations the hub knows travel as system properties; the rest are the device's own.
     for (auto& [k, v] : annotations(m))
         if (k == "iothub-interface-id" || k == "dt-subject" || k == "dt-dataschema" ||
@@ -255,8 +263,7 @@ result<c2d::message> to_c2d_message(pn_message_t* m) {
     out.user_id = bytes_of(pn_message_get_user_id(m));
     if (auto* v = pn_message_get_content_type(m)) out.content_type = v;
     if (auto* v = pn_message_get_content_encoding(m)) out.content_encoding = v;
-    if (auto t = pn_message_get_expiry_time(m); t > 0)
-        out.expiry = sys_time(std::chrono::milliseconds(t));
+    if (auto t = pn_message_get_expiry_time(m); t > 0) out.expiry = time_of(t);
     for (auto& [k, v] : application_properties(m)) {
         if (k == "iothub-ack") {
             auto ack = c2d::parse_ack(v);

@@ -883,7 +883,8 @@ class connection final : public std::enable_shared_from_this<connection> {
         pn_link_advance(l);
         auto* m = scratch_.get();
         pn_message_clear(m);
-        if (pn_message_decode(m, bytes.data(), bytes.size()) != 0) {
+        // Proton asserts (aborts the process) on an empty input instead of failing.
+        if (bytes.empty() || pn_message_decode(m, bytes.data(), bytes.size()) != 0) {
             reject(d, "amqp:decode-error", "The message could not be decoded.");
             top_up(ls);
             return;

@@ -1,0 +1,166 @@
+#include "amqp/addresses.hpp"
+#include "amqp/message_codec.hpp"
+
+#include <gtest/gtest.h>
+
+namespace iothub::amqp {
+namespace {
+
+using k = node_address::kind;
+
+TEST(Addresses, EverySpellingOfADeviceAddressIsRecognised) {
+    for (auto a :
+         {"/devices/d1/messages/devicebound", "amqps://hub.local/devices/d1/messages/deviceBound",
+          "amqps://hub.local:5671/devices/d1/messages/devicebound",
+          "devices/d1/messages/DeviceBound"}) {
+        auto n = classify_address(a);
+        EXPECT_EQ(n.what, k::device_c2d) << a;
+        EXPECT_EQ(n.device_id, "d1") << a;
+    }
+    auto events = classify_address("/devices/d1/modules/m1/messages/events");
+    EXPECT_EQ(events.what, k::device_events);
+    EXPECT_EQ(events.module_id, "m1");
+    EXPECT_EQ(classify_address("/devices/d1/methods/devicebound").what, k::device_methods);
+    EXPECT_EQ(classify_address("/devices/d1/modules/m/methods/deviceBound").what,
+              k::device_methods);
+    EXPECT_EQ(classify_address("/devices/d1/twin").what, k::device_twin);
+    EXPECT_EQ(classify_address("$cbs").what, k::cbs);
+    EXPECT_EQ(classify_address("/messages/devicebound").what, k::service_c2d);
+    EXPECT_EQ(classify_address("/messages/serviceBound/feedback").what, k::service_feedback);
+    EXPECT_EQ(classify_address("/messages/servicebound/filenotifications").what,
+              k::service_file_notifications);
+}
+
+TEST(Addresses, IdsKeepTheirCharactersAndEncodedIdsAreDecoded) {
+    EXPECT_EQ(classify_address("/devices/dev 1:x/messages/events").device_id, "dev 1:x");
+    EXPECT_EQ(classify_address("/devices/dev%201%2Fx/messages/events").device_id, "dev 1/x");
+    // A '%' that does not decode is part of the id.
+    EXPECT_EQ(classify_address("/devices/50%zz/messages/events").device_id, "50%zz");
+    EXPECT_EQ(c2d_target_device("/devices/dev%201/messages/devicebound"), "dev 1");
+}
+
+TEST(Addresses, AnythingElseIsUnknown) {
+    for (auto a : {"", "/", "/foo", "/devices", "/devices//messages/events", "/devices/d/messages",
+                   "/devices/d/messages/events/extra", "/devices/d/modules/m/messages/devicebound",
+                   "/messages/serviceBound/other", "amqps://host"}) {
+        auto n = classify_address(a);
+        EXPECT_EQ(n.what, k::unknown) << a;
+        EXPECT_TRUE(n.device_id.empty()) << a;
+    }
+    EXPECT_FALSE(c2d_target_device("/devices/d/messages/events"));
+}
+
+TEST(MessageCodec, TelemetryKeepsSystemAndApplicationProperties) {
+    auto m = make_message();
+    pn_uuid_t u;
+    auto id = uuid_atom("0f8fad5b-d9cb-469f-a165-70867728950e", u);
+    ASSERT_TRUE(id);
+    pn_message_set_id(m.get(), *id);
+    pn_message_set_content_type(m.get(), "application/json");
+    pn_message_set_expiry_time(m.get(), 1700000000000);
+    put_string_property(pn_message_properties(m.get()), "alert", "true");
+    put_int_property(pn_message_properties(m.get()), "level", 3);
+    put_string_property(pn_message_annotations(m.get()), "iothub-interface-id", "dtmi:x;1", true);
+    set_data_body(m.get(), "{\"t\":1}");
+
+    // Round trip through the wire form, as a device would send it.
+    pn_rwbytes_t buf{0, nullptr};
+    auto n = pn_message_encode2(m.get(), &buf);
+    ASSERT_GT(n, 0);
+    auto back = make_message();
+    ASSERT_EQ(pn_message_decode(back.get(), buf.start, static_cast<std::size_t>(n)), 0);
+    std::free(buf.start);
+
+    auto e = to_event(back.get());
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->body, "{\"t\":1}");
+    auto sys = [&](std::string_view name) -> std::string {
+        for (auto& [k2, v] : e->system_properties)
+            if (k2 == name) return v;
+        return "<none>";
+    };
+    EXPECT_EQ(sys("message-id"), "0f8fad5b-d9cb-469f-a165-70867728950e");
+    EXPECT_EQ(sys("content-type"), "application/json");
+    EXPECT_EQ(sys("absolute-expiry-time"), "2023-11-14T22:13:20.0000000Z");
+    EXPECT_EQ(sys("iothub-interface-id"), "dtmi:x;1");
+    ASSERT_EQ(e->application_properties.size(), 2u);
+    EXPECT_EQ(e->application_properties[0], (std::pair<std::string, std::string>{"alert", "true"}));
+    EXPECT_EQ(e->application_properties[1], (std::pair<std::string, std::string>{"level", "3"}));
+}
+
+TEST(MessageCodec, ServiceMessagesParseTheirAckAndRefuseBadOnes) {
+    auto m = make_message();
+    put_string_property(pn_message_properties(m.get()), "iothub-ack", "full");
+    put_string_property(pn_message_properties(m.get()), "k", "v");
+    set_data_body(m.get(), "x");
+    auto c = to_c2d_message(m.get());
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->ack, c2d::ack_mode::full);
+    ASSERT_EQ(c->properties.size(), 1u);  // iothub-ack is not a user property
+    EXPECT_EQ(c->properties[0].first, "k");
+
+    auto bad = make_message();
+    put_string_property(pn_message_properties(bad.get()), "iothub-ack", "sometimes");
+    set_data_body(bad.get(), "x");
+    EXPECT_FALSE(to_c2d_message(bad.get()));
+
+    auto list_body = make_message();
+    pn_data_put_list(pn_message_body(list_body.get()));
+    EXPECT_FALSE(to_c2d_message(list_body.get()));
+}
+
+TEST(MessageCodec, DeliveriesCarryWhatTheDeviceSdksRead) {
+    auto content = std::make_shared<c2d::message>();
+    content->message_id = "m1";
+    content->body = "hello";
+    content->properties = {{"k", "v"}};
+    content->ack = c2d::ack_mode::positive;
+    c2d::delivery d;
+    d.lock_token = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    d.sequence_number = 7;
+    d.delivery_count = 2;
+    d.enqueued_time = sys_time(std::chrono::seconds(1700000000));
+    d.expiry_time = d.enqueued_time + std::chrono::hours(1);
+    d.content = content;
+    auto m = make_message();
+    fill_delivery(m.get(), d, "dev 1");
+    EXPECT_STREQ(pn_message_get_address(m.get()), "/devices/dev%201/messages/devicebound");
+    EXPECT_EQ(id_text(pn_message_get_id(m.get())), "m1");
+    EXPECT_EQ(body_bytes(m.get()), "hello");
+    EXPECT_EQ(application_property(m.get(), "k"), "v");
+    EXPECT_EQ(application_property(m.get(), "iothub-ack"), "positive");
+    EXPECT_EQ(annotation(m.get(), "x-opt-sequence-number"), "7");
+    EXPECT_EQ(annotation(m.get(), "iothub-deliverycount"), "2");
+    EXPECT_EQ(annotation(m.get(), "x-opt-lock-token"), d.lock_token);
+    EXPECT_EQ(pn_message_get_expiry_time(m.get()), 1700003600000);
+}
+
+TEST(MessageCodec, FeedbackIsAJsonArrayWithTheContentTypeCSharpChecks) {
+    c2d::feedback_batch b;
+    b.lock_token = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    b.enqueued_time = sys_time(std::chrono::seconds(1700000000));
+    b.records.push_back({"m1", "d1", "123", b.enqueued_time, c2d::outcome::rejected});
+    auto m = make_message();
+    fill_feedback(m.get(), b, "hub.local");
+    EXPECT_STREQ(pn_message_get_content_type(m.get()),
+                 "application/vnd.microsoft.iothub.feedback.json");
+    auto user = pn_message_get_user_id(m.get());
+    EXPECT_EQ(std::string(user.start, user.size), "hub.local");
+    auto body = body_bytes(m.get());
+    ASSERT_TRUE(body);
+    EXPECT_EQ(body->front(), '[');
+    EXPECT_NE(body->find("\"statusCode\":\"Rejected\""), std::string::npos);
+    EXPECT_TRUE(annotation(m.get(), "iothub-enqueuedtime"));
+}
+
+TEST(MessageCodec, GuidBytesNeedAGuid) {
+    auto b = guid_bytes("0f8fad5b-d9cb-469f-a165-70867728950e");
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->size(), 16u);
+    EXPECT_EQ(static_cast<unsigned char>((*b)[0]), 0x0f);
+    EXPECT_FALSE(guid_bytes("not-a-guid"));
+    EXPECT_FALSE(guid_bytes("0f8fad5b-d9cb-469f-a165-70867728950g"));
+}
+
+}  // namespace
+}  // namespace iothub::amqp
