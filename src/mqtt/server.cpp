@@ -305,31 +305,16 @@ class connection final : public std::enable_shared_from_this<connection>,
         srv_->svc.blocking.post([self = shared_from_this(), req = twin_queue_.front(),
                                  who = *principal_] {
             auto& twins = self->srv_->svc.twins;
-            std::string topic, body;
-            if (!req.patch) {
-                auto view = twins.device_view(who.device_id, who.module_id);
-                if (view) {
-                    topic = "$iothub/twin/res/200/?$rid=" + req.topic.rid;
-                    body = boost::json::serialize(*view);
-                } else {
-                    std::tie(topic, body) = twin_error(view.error(), req.topic.rid);
-                }
-            } else {
-                boost::system::error_code ec;
-                auto patch = boost::json::parse(*req.patch, ec);
-                result<std::uint64_t> v =
-                    ec ? result<std::uint64_t>(error(
-                             errc::format_error,
-                             "The reported-properties patch is not JSON: " + ec.message() + "."))
-                       : twins.update_reported(who.device_id, who.module_id, patch,
-                                               req.topic.version);
-                if (v) {
-                    topic = "$iothub/twin/res/204/?$rid=" + req.topic.rid +
-                            "&$version=" + std::to_string(*v);
-                } else {
-                    std::tie(topic, body) = twin_error(v.error(), req.topic.rid);
-                }
-            }
+            auto answer = req.patch
+                              ? twin::answer_reported_patch(twins, who.device_id, who.module_id,
+                                                            *req.patch, req.topic.version)
+                              : twin::answer_get(twins, who.device_id, who.module_id);
+            // The status travels in the topic (C and C# read it there); failures also carry
+            // `errorCode` in the body, which is what Node's twin client looks for.
+            std::string topic =
+                "$iothub/twin/res/" + std::to_string(answer.status) + "/?$rid=" + req.topic.rid;
+            if (answer.version) topic += "&$version=" + std::to_string(*answer.version);
+            std::string body = std::move(answer.body);
             asio::post(self->ex_, [self, topic = std::move(topic), body = std::move(body)] {
                 self->twin_queue_.pop_front();
                 if (self->twin_qos_ >= 0)
@@ -338,17 +323,6 @@ class connection final : public std::enable_shared_from_this<connection>,
                 self->pump();
             });
         });
-    }
-
-    // Node's twin client fails a request only when the body has `errorCode`; C and C# read the
-    // status in the topic. Both get what they look for.
-    static std::pair<std::string, std::string> twin_error(const error& e, const std::string& rid) {
-        const auto& d = e.descriptor();
-        boost::json::object body{{"errorCode", d.code},
-                                 {"message", e.message()},
-                                 {"timestampUtc", format_iso8601(now())}};
-        return {"$iothub/twin/res/" + std::to_string(d.http_status) + "/?$rid=" + rid,
-                boost::json::serialize(body)};
     }
 
     void on_delivered(std::uint16_t packet_id) override {
