@@ -48,7 +48,19 @@ node_address classify_address(std::string_view address) {
         out.what = k::cbs;
         return out;
     }
+    if (path == "$management" || path == "/$management") {
+        out.what = k::eh_management;
+        return out;
+    }
     auto s = segments(path);
+    if (s.size() == 5 && iequals(s[1], "consumergroups") && iequals(s[3], "partitions") &&
+        !s[0].empty() && !s[2].empty() && !s[4].empty()) {
+        out.what = k::eh_partition;
+        out.entity = std::string(s[0]);
+        out.consumer_group = std::string(s[2]);
+        out.partition = std::string(s[4]);
+        return out;
+    }
     if (s.size() == 2 && iequals(s[0], "messages") && iequals(s[1], "devicebound")) {
         out.what = k::service_c2d;
         return out;

@@ -21,11 +21,16 @@ struct node_address {
         service_c2d,                 // /messages/devicebound
         service_feedback,            // /messages/serviceBound/feedback
         service_file_notifications,  // /messages/serviceBound/filenotifications
+        eh_management,               // $management (Event Hubs)
+        eh_partition,                // {entity}/ConsumerGroups/{cg}/Partitions/{n} (Event Hubs)
         unknown,
     };
     kind what = kind::unknown;
     std::string device_id;
     std::string module_id;
+    std::string entity;          // eh_partition: the event hub's name as the client wrote it
+    std::string consumer_group;  // eh_partition
+    std::string partition;       // eh_partition: the id as text, unchecked
 
     bool is_device() const {
         return what == kind::device_events || what == kind::device_c2d ||

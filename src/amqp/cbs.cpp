@@ -29,7 +29,7 @@ std::optional<std::pair<std::string, std::string>> identity_of(std::string_view 
 result<grant> authorize_put_token(const put_token_request& request,
                                   device_auth::device_authenticator& devices,
                                   const auth::policy_set& policies, const auth::host_names& hosts,
-                                  sys_time now) {
+                                  std::string_view event_hub, sys_time now) {
     if (request.operation != "put-token")
         return error(errc::argument_invalid,
                      "Unsupported $cbs operation '" + request.operation + "'; use put-token.");
@@ -52,6 +52,8 @@ result<grant> authorize_put_token(const put_token_request& request,
             g.expires = expires;
             return g;
         }
+        if (auth::path_covers("/" + to_lower(event_hub), to_lower(scope.path)))
+            return authorize_event_hubs_token(request.token, policies, hosts, event_hub, now);
         auto id = identity_of(scope.path);
         if (!id) continue;
         auto who = devices.authenticate({id->first, id->second, request.token, std::nullopt}, now);
@@ -63,6 +65,46 @@ result<grant> authorize_put_token(const put_token_request& request,
     }
     return error(errc::unauthorized, "The token's resource '" + token->resource +
                                          "' is neither this hub nor one of its devices.");
+}
+
+result<grant> authorize_event_hubs_token(std::string_view text, const auth::policy_set& policies,
+                                         const auth::host_names& hosts, std::string_view event_hub,
+                                         sys_time now) {
+    auto token = auth::parse_sas_token(text);
+    if (!token) return token.error();
+    // The token names the entity or something inside it (`sb://host/{hub}/$management`,
+    // `.../ConsumerGroups/{cg}/Partitions/{n}`); names compare case-insensitively.
+    bool ours = false;
+    for (const auto& scope : auth::token_scopes(token->resource))
+        ours = ours || (hosts.contains(scope.host) &&
+                        auth::path_covers("/" + to_lower(event_hub), to_lower(scope.path)));
+    if (!ours)
+        return error(errc::unauthorized, "The token's resource '" + token->resource +
+                                             "' is not this hub's event hub '" +
+                                             std::string(event_hub) + "'.");
+    const auto expires = sys_time(std::chrono::seconds(token->expiry));
+    if (expires <= now) return error(errc::unauthorized, "The token has expired.");
+    if (token->key_name.empty())
+        return error(errc::unauthorized, "An Event Hubs token must name a policy (skn).");
+    const auto* policy = policies.find(token->key_name);
+    if (!policy)
+        return error(errc::unauthorized, "Unknown shared access policy '" + token->key_name + "'.");
+    using enc = auth::key_encoding;
+    bool ok = false;
+    for (const auto& key : {policy->primary_key, policy->secondary_key})
+        ok = ok || auth::signature_matches(*token, key, enc::text) ||
+             auth::signature_matches(*token, key, enc::base64);
+    if (!ok)
+        return error(errc::unauthorized,
+                     "The shared access signature does not match policy '" + policy->name + "'.");
+    if (!policy->granted.has(auth::right::service_connect))
+        return error(errc::unauthorized, "Policy '" + policy->name +
+                                             "' lacks ServiceConnect, which reading events needs.");
+    grant g;
+    g.policy = policy->name;
+    g.rights = policy->granted;
+    g.expires = expires;
+    return g;
 }
 
 }  // namespace iothub::amqp

@@ -32,10 +32,17 @@ struct put_token_request {
 
 // Checks the request's shape, then the token against the registry and the policies. Blocks (the
 // registry). errc::unauthorized with a precise message for every failure; errc::argument_invalid
-// for a request that is not a SAS put-token.
+// for a request that is not a SAS put-token. Tokens for `sb://host/{event_hub}[/...]` are Event
+// Hubs tokens, whose policy key signs as text rather than as the bytes it encodes.
 result<grant> authorize_put_token(const put_token_request& request,
                                   device_auth::device_authenticator& devices,
                                   const auth::policy_set& policies, const auth::host_names& hosts,
-                                  sys_time now);
+                                  std::string_view event_hub, sys_time now);
+
+// An Event Hubs token (`security_token` of a $management request, or a put-token body) for the
+// hub's event hub entity, signed with a policy key used as text (or, leniently, as IoT Hub signs).
+result<grant> authorize_event_hubs_token(std::string_view token, const auth::policy_set& policies,
+                                         const auth::host_names& hosts, std::string_view event_hub,
+                                         sys_time now);
 
 }  // namespace iothub::amqp

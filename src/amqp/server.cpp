@@ -3,7 +3,9 @@
 #include "amqp/addresses.hpp"
 #include "amqp/cbs.hpp"
 #include "amqp/detail/sasl.hpp"
+#include "amqp/event_hubs.hpp"
 #include "amqp/message_codec.hpp"
+#include "common/encoding.hpp"
 #include "net/stream_listeners.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -51,6 +53,16 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     mutable std::mutex mutex;
     std::map<connection*, std::weak_ptr<connection>> live;
     bool stopping = false;
+
+    // Event Hubs epoch receivers: per consumer group and partition, the highest epoch attached and
+    // the link that holds it. A higher epoch takes over; a lower one, or a receiver without an
+    // epoch while one is held, is refused.
+    struct epoch_owner {
+        std::int64_t epoch = 0;
+        std::weak_ptr<connection> conn;
+        std::uint64_t link_id = 0;
+    };
+    std::map<std::string, epoch_owner> epochs;
 
     impl(runtime::shard_set& s, services v, server_settings st) : shards(s), svc(v), settings(st) {}
 
@@ -170,6 +182,9 @@ enum class role {
     service_c2d,
     feedback_out,
     file_notifications_out,
+    management_in,
+    management_out,
+    event_hub_partition,
 };
 
 struct link_state {
@@ -195,6 +210,13 @@ struct link_state {
     std::map<pn_delivery_t*, std::string> locks;
     // Senders: encoded replies waiting for credit.
     std::deque<std::string> outbox;
+    // Event Hubs partition receivers.
+    int partition = 0;
+    std::optional<storage::read_position> start;  // until resolved by the first read
+    std::uint64_t next_sequence = 0;
+    bool reading = false;
+    std::uint64_t watch = 0;
+    std::string epoch_key;  // set when it holds an epoch
 };
 
 class connection;
@@ -470,6 +492,8 @@ class connection final : public std::enable_shared_from_this<connection> {
                 for (const auto& token : feedback_locks) (void)c2d.abandon_feedback(token);
             });
         if (feedback_watch_) svc_.c2d.unwatch_feedback(feedback_watch_);
+        for (auto& [l, ls] : links_)
+            if (ls->what == role::event_hub_partition) close_partition(*ls);
         links_.clear();
         by_id_.clear();
         identities_.clear();
@@ -531,7 +555,7 @@ class connection final : public std::enable_shared_from_this<connection> {
             put_token_request r{"put-token", "servicebus.windows.net:sastoken", sasl_.username,
                                 sasl_.password};
             auto g = authorize_put_token(r, svc_.authenticator, svc_.policies, svc_.hosts,
-                                         iothub::now());
+                                         svc_.event_hub, iothub::now());
             if (!g) {
                 set_condition(pn_connection_condition(c), "amqp:unauthorized-access",
                               g.error().message());
@@ -587,6 +611,12 @@ class connection final : public std::enable_shared_from_this<connection> {
             case k::service_file_notifications:
                 if (hub_sends) r = role::file_notifications_out;
                 break;
+            case k::eh_management:
+                r = hub_sends ? role::management_out : role::management_in;
+                break;
+            case k::eh_partition:
+                if (hub_sends) r = role::event_hub_partition;
+                break;
             case k::unknown:
                 break;
         }
@@ -612,7 +642,16 @@ class connection final : public std::enable_shared_from_this<connection> {
                                   "' on this connection: put one on $cbs first.");
             ls->grant_key = g->key();
             join_identity(*ls, *g->device);
-        } else if (*r != role::cbs_in && *r != role::cbs_out) {
+        } else if (*r == role::event_hub_partition) {
+            auto* g = service_grant();
+            if (!g)
+                return refuse(l, "amqp:unauthorized-access",
+                              "Reading events needs a token of a policy with ServiceConnect.");
+            ls->grant_key = g->key();
+            if (auto refused = open_partition(*ls, a))
+                return refuse(l, refused->first, refused->second);
+        } else if (*r != role::cbs_in && *r != role::cbs_out && *r != role::management_in &&
+                   *r != role::management_out) {
             auto* g = service_grant();
             if (!g)
                 return refuse(l, "amqp:unauthorized-access",
@@ -652,6 +691,9 @@ class connection final : public std::enable_shared_from_this<connection> {
             case role::c2d_out:
                 pump_c2d(ls);
                 break;
+            case role::event_hub_partition:
+                pump_events(ls);
+                break;
             case role::feedback_out:
                 if (!feedback_watch_)
                     feedback_watch_ = svc_.c2d.watch_feedback([weak = weak_from_this(), ex = ex_] {
@@ -672,6 +714,7 @@ class connection final : public std::enable_shared_from_this<connection> {
         auto ls = std::move(it->second);
         links_.erase(it);
         by_id_.erase(ls->id);
+        if (ls->what == role::event_hub_partition) close_partition(*ls);
         const auto t = iothub::now();
         if (ls->what == role::c2d_out && !ls->locks.empty()) {
             std::vector<std::string> tokens;
@@ -817,6 +860,7 @@ class connection final : public std::enable_shared_from_this<connection> {
         drain_outbox(ls);
         if (ls.what == role::c2d_out) pump_c2d(ls);
         if (ls.what == role::feedback_out) pump_feedback(ls);
+        if (ls.what == role::event_hub_partition) pump_events(ls);
     }
 
     // Sends `m` (or queues it for credit). Replies and notifications are small and few.
@@ -906,6 +950,9 @@ class connection final : public std::enable_shared_from_this<connection> {
             case role::methods_in:
                 on_method_response(ls, d, m);
                 break;
+            case role::management_in:
+                on_management_request(ls, d, m);
+                break;
             default:
                 settle(ls, d, PN_ACCEPTED);
                 break;
@@ -972,7 +1019,7 @@ class connection final : public std::enable_shared_from_this<connection> {
         settle(ls, d, PN_ACCEPTED);
         svc_.blocking.post([self = shared_from_this(), r = std::move(r), id, reply] {
             auto g = authorize_put_token(r, self->svc_.authenticator, self->svc_.policies,
-                                         self->svc_.hosts, iothub::now());
+                                         self->svc_.hosts, self->svc_.event_hub, iothub::now());
             asio::post(self->ex_, [self, g = std::move(g), id, reply]() mutable {
                 if (self->closed_) return;
                 self->cbs_answer(std::move(g), id, reply);
@@ -1278,6 +1325,221 @@ class connection final : public std::enable_shared_from_this<connection> {
             spdlog::debug("{} {}: method response for unknown request {}", transport_->kind(),
                           transport_->peer(), rid);
         settle(ls, d, PN_ACCEPTED);
+    }
+
+    // --- Event Hubs-compatible endpoint --------------------------------------------------------
+    // Checks a partition receiver's address, consumer group, filter and epoch; the refusal's
+    // condition and description when it cannot attach.
+    std::optional<std::pair<std::string, std::string>> open_partition(link_state& ls,
+                                                                      const node_address& a) {
+        if (!iequals(a.entity, svc_.event_hub))
+            return std::pair{std::string("amqp:not-found"),
+                             "The event hub is '" + svc_.event_hub + "', not '" + a.entity + "'."};
+        int partition = -1;
+        auto [p, ec] =
+            std::from_chars(a.partition.data(), a.partition.data() + a.partition.size(), partition);
+        if (ec != std::errc{} || p != a.partition.data() + a.partition.size() || partition < 0 ||
+            partition >= svc_.events.partition_count())
+            return std::pair{std::string("amqp:not-found"),
+                             "Partition '" + a.partition + "' does not exist; there are " +
+                                 std::to_string(svc_.events.partition_count()) + "."};
+        auto group = to_lower(a.consumer_group);
+        if (group != "$default") {
+            auto found = svc_.kv.get("cg/" + group);
+            if (!found || !*found)
+                return std::pair{std::string("amqp:not-found"),
+                                 "Consumer group '" + a.consumer_group + "' does not exist."};
+        }
+        auto selector = selector_of(pn_terminus_filter(pn_link_remote_source(ls.link)));
+        if (!selector)
+            return std::pair{std::string(condition_for(selector.error().code())),
+                             selector.error().message()};
+        ls.partition = partition;
+        ls.start = selector->value_or(storage::read_position::latest());
+
+        // Exclusive (epoch) receivers, per consumer group and partition, hub-wide.
+        std::optional<std::int64_t> epoch;
+        if (auto* props = pn_link_remote_properties(ls.link)) {
+            pn_data_rewind(props);
+            if (pn_data_next(props) && pn_data_type(props) == PN_MAP) {
+                pn_data_enter(props);
+                while (pn_data_next(props)) {
+                    bool is_epoch = false;
+                    if (pn_data_type(props) == PN_SYMBOL) {
+                        auto b = pn_data_get_symbol(props);
+                        is_epoch = std::string_view(b.start, b.size) == "com.microsoft:epoch";
+                    }
+                    if (!pn_data_next(props)) break;
+                    if (is_epoch && pn_data_type(props) == PN_LONG) epoch = pn_data_get_long(props);
+                }
+                pn_data_exit(props);
+            }
+        }
+        auto key = group + "/" + std::to_string(partition);
+        std::shared_ptr<connection> displaced;
+        std::uint64_t displaced_link = 0;
+        {
+            std::lock_guard lock(srv_->mutex);
+            auto it = srv_->epochs.find(key);
+            bool held = it != srv_->epochs.end() && !it->second.conn.expired();
+            if (held && (!epoch || *epoch < it->second.epoch))
+                return std::pair{std::string("amqp:link:stolen"),
+                                 "A receiver with epoch " + std::to_string(it->second.epoch) +
+                                     " owns partition " + std::to_string(partition) +
+                                     " of consumer group '" + a.consumer_group + "'."};
+            if (epoch) {
+                if (held) {
+                    displaced = it->second.conn.lock();
+                    displaced_link = it->second.link_id;
+                }
+                srv_->epochs[key] = {*epoch, weak_from_this(), ls.id};
+                ls.epoch_key = key;
+            }
+        }
+        if (displaced) {
+            auto reason = "A receiver with a higher epoch (" + std::to_string(*epoch) +
+                          ") took over partition " + std::to_string(partition) + ".";
+            asio::post(displaced->ex_, [displaced, displaced_link, reason] {
+                displaced->close_link(displaced_link, "amqp:link:stolen", reason);
+            });
+        }
+        return std::nullopt;
+    }
+
+    void close_link(std::uint64_t link_id, std::string_view condition, std::string_view why) {
+        auto it = by_id_.find(link_id);
+        if (it == by_id_.end() || closed_) return;
+        auto* l = it->second->link;
+        set_condition(pn_link_condition(l), condition, why);
+        forget_link(l);
+        pn_link_close(l);
+        process();
+    }
+
+    void close_partition(link_state& ls) {
+        if (ls.watch) svc_.events.unwatch(ls.watch);
+        ls.watch = 0;
+        if (ls.epoch_key.empty()) return;
+        std::lock_guard lock(srv_->mutex);
+        auto it = srv_->epochs.find(ls.epoch_key);
+        if (it != srv_->epochs.end() && it->second.link_id == ls.id &&
+            it->second.conn.lock().get() == this)
+            srv_->epochs.erase(it);
+    }
+
+    // Reads as many events as the receiver has credit for (off the shard), sends them, and when
+    // it has caught up waits for the partition to grow.
+    void pump_events(link_state& ls) {
+        if (ls.reading || closed_) return;
+        const int credit = pn_link_credit(ls.link);
+        if (credit <= 0) return;
+        ls.reading = true;
+        const auto max = static_cast<std::size_t>(std::min(credit, 256));
+        off_shard(
+            ls.id,
+            [&events = svc_.events, partition = ls.partition, start = ls.start,
+             next = ls.next_sequence, max]() {
+                auto from = start ? events.resolve(partition, *start) : next;
+                auto got = events.read(partition, from, max);
+                return std::pair{from, std::move(got)};
+            },
+            [this, max](link_state& ls, auto r) {
+                ls.reading = false;
+                ls.start.reset();
+                ls.next_sequence = r.first;
+                if (!r.second) {
+                    spdlog::error("{} {}: reading partition {} failed: {}", transport_->kind(),
+                                  transport_->peer(), ls.partition, r.second.error().message());
+                    return;
+                }
+                for (const auto& e : *r.second) {
+                    fill_event(scratch_.get(), e);
+                    send_now(ls, scratch_.get(), {});
+                    ls.next_sequence = e.sequence_number + 1;
+                }
+                if (r.second->size() == max) return pump_events(ls);
+                if (ls.watch) svc_.events.unwatch(ls.watch);
+                ls.watch = svc_.events.watch(ls.partition, ls.next_sequence,
+                                             [weak = weak_from_this(), ex = ex_, id = ls.id] {
+                                                 asio::post(ex, [weak, id] {
+                                                     auto self = weak.lock();
+                                                     if (!self || self->closed_) return;
+                                                     auto it = self->by_id_.find(id);
+                                                     if (it == self->by_id_.end()) return;
+                                                     it->second->watch = 0;
+                                                     self->pump_events(*it->second);
+                                                     self->process();
+                                                 });
+                                             });
+            });
+    }
+
+    // `$management` READ for the event hub or one partition (protocol.md 8).
+    void on_management_request(link_state& ls, pn_delivery_t* d, pn_message_t* m) {
+        auto operation = application_property(m, "operation").value_or("");
+        auto type = application_property(m, "type").value_or("");
+        auto name = application_property(m, "name").value_or("");
+        auto partition_text = application_property(m, "partition").value_or("");
+        auto security_token = application_property(m, "security_token");
+        auto id = saved_id::of(pn_message_get_id(m));
+        const char* reply_to_c = pn_message_get_reply_to(m);
+        std::string reply_to(reply_to_c ? reply_to_c : "");
+        settle(ls, d, PN_ACCEPTED);
+
+        int status = 200;
+        std::string description = "OK";
+        auto* out = scratch_.get();
+        pn_message_clear(out);
+        bool allowed = service_grant() != nullptr;
+        if (!allowed && security_token) {
+            auto g = authorize_event_hubs_token(*security_token, svc_.policies, svc_.hosts,
+                                                svc_.event_hub, iothub::now());
+            allowed = g.has_value();
+            if (!g) description = g.error().message();
+        }
+        if (!allowed) {
+            status = 401;
+            if (description == "OK") description = "Put a token of a policy with ServiceConnect.";
+        } else if (operation != "READ") {
+            status = 400;
+            description = "Unsupported operation '" + operation + "'.";
+        } else if (!iequals(name, svc_.event_hub)) {
+            status = 404;
+            description = "The event hub is '" + svc_.event_hub + "'.";
+        } else if (type == "com.microsoft:eventhub") {
+            fill_eventhub_info(out, svc_.event_hub, svc_.created, svc_.events.partition_count());
+        } else if (type == "com.microsoft:partition") {
+            int p = -1;
+            auto [end, ec] = std::from_chars(partition_text.data(),
+                                             partition_text.data() + partition_text.size(), p);
+            if (ec != std::errc{} || p < 0 || p >= svc_.events.partition_count()) {
+                status = 404;
+                description = "Partition '" + partition_text + "' does not exist.";
+            } else {
+                fill_partition_info(out, svc_.event_hub, p, svc_.events.info(p));
+            }
+        } else {
+            status = 400;
+            description = "Unsupported type '" + type + "'.";
+        }
+        if (status != 200) pn_message_clear(out);
+        if (id.type != PN_NULL) pn_message_set_correlation_id(out, id.atom());
+        auto* props = pn_message_properties(out);
+        put_int_property(props, "status-code", status);
+        put_string_property(props, "status-description", description);
+        // Answer on the link the client named in reply-to (its receiver's name or target), else
+        // on any $management receiver: Debian's Python client sends no reply-to.
+        link_state* target = nullptr;
+        for (auto& [l, o] : links_) {
+            if (o->what != role::management_out) continue;
+            if (!target) target = o.get();
+            if (reply_to == pn_link_name(l) ||
+                reply_to == terminus_address(pn_link_remote_target(l))) {
+                target = o.get();
+                break;
+            }
+        }
+        if (target) send(*target, out);
     }
 
     std::shared_ptr<server::impl> srv_;

@@ -16,6 +16,7 @@
 #include "device_auth/device_auth.hpp"
 #include "methods/methods.hpp"
 #include "runtime/shards.hpp"
+#include "storage/kv_store.hpp"
 #include "telemetry/telemetry.hpp"
 #include "twin/twin.hpp"
 
@@ -40,6 +41,12 @@ struct services {
     c2d::c2d_service& c2d;
     runtime::blocking_pool& blocking;
     std::string hub_name;  // the hub's host name, as feedback's user-id carries it
+    // The Event Hubs-compatible endpoint: the telemetry stream, the consumer groups (kv keys
+    // "cg/<name>"), and the entity's name and creation time as `$management` reports them.
+    storage::event_log& events;
+    storage::kv_store& kv;
+    std::string event_hub;
+    sys_time created;
 };
 
 struct server_settings {

@@ -122,6 +122,15 @@ void print_banner(const prepared& p, const config::settings& s, const bound_port
 
 }  // namespace
 
+// When the hub's data directory came to be, which Event Hubs clients see as the entity's
+// creation time.
+sys_time created_time(const instance::layout& where) {
+    std::error_code ec;
+    auto t = std::filesystem::last_write_time(where.identity_file, ec);
+    if (ec) return now();
+    return std::chrono::time_point_cast<sys_time::duration>(std::chrono::file_clock::to_sys(t));
+}
+
 struct hub::impl {
     config::settings settings;
     prepared paths;
@@ -269,9 +278,12 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         mqtt::server_settings{});
 
     im->amqp = std::make_unique<amqp::server>(
-        *im->shards, amqp::services{*im->authenticator, *im->policies, *im->hosts, *im->connections,
-                                    *im->telemetry, *im->twins, *im->methods, *im->c2d,
-                                    *im->blocking, im->paths.identity.hostname});
+        *im->shards,
+        amqp::services{*im->authenticator, *im->policies, *im->hosts, *im->connections,
+                       *im->telemetry, *im->twins, *im->methods, *im->c2d, *im->blocking,
+                       im->paths.identity.hostname, im->storage->events(), im->storage->kv(),
+                       auth::event_hub_name(im->paths.identity.hostname),
+                       created_time(im->paths.where)});
 
     http::server_settings hs;
     hs.max_body = s.max_request_body;

@@ -59,6 +59,16 @@ std::string service_connection_string(std::string_view host, std::string_view po
            ";SharedAccessKey=" + std::string(key);
 }
 
+std::string event_hub_name(std::string_view host) {
+    return std::string(host.substr(0, host.find('.')));
+}
+
+std::string event_hubs_connection_string(std::string_view host, std::string_view policy,
+                                         std::string_view key) {
+    return "Endpoint=sb://" + std::string(host) + "/;SharedAccessKeyName=" + std::string(policy) +
+           ";SharedAccessKey=" + std::string(key) + ";EntityPath=" + event_hub_name(host);
+}
+
 std::string device_connection_string(std::string_view host, std::string_view device_id,
                                      std::string_view key) {
     return "HostName=" + std::string(host) + ";DeviceId=" + std::string(device_id) +

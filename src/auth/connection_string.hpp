@@ -31,6 +31,12 @@ std::string service_connection_string(std::string_view host, std::string_view po
                                       std::string_view key);
 std::string device_connection_string(std::string_view host, std::string_view device_id,
                                      std::string_view key);
+
+// The hub's Event Hubs-compatible entity is named after the first label of its host name
+// ("myhub.example" -> "myhub"), and clients reach it with an Event Hubs connection string.
+std::string event_hub_name(std::string_view host);
+std::string event_hubs_connection_string(std::string_view host, std::string_view policy,
+                                         std::string_view key);
 std::string module_connection_string(std::string_view host, std::string_view device_id,
                                      std::string_view module_id, std::string_view key);
 

@@ -494,15 +494,19 @@ void add_commands(CLI::App& app, int& exit_code) {
                                   "Print a policy's service connection string (works offline)");
     cs->add_option("--key-type", inv->key_type, "primary or secondary")
         ->check(CLI::IsMember({"primary", "secondary"}));
+    auto event_hubs = std::make_shared<bool>(false);
+    cs->add_flag("--event-hubs", *event_hubs,
+                 "Print the Event Hubs-compatible connection string (Endpoint=sb://...) instead");
     cs->final_callback([=] {
         run([=] {
             auto hub = connect(*inv, false);
             if (!hub.local) throw failure{"connection-string reads a data directory (--data-dir)."};
             for (const auto& p : hub.local->policies) {
                 if (p.name != hub.policy) continue;
-                std::cout << auth::service_connection_string(
-                                 hub.hostname, p.name,
-                                 inv->key_type == "secondary" ? p.secondary_key : p.primary_key)
+                const auto& key = inv->key_type == "secondary" ? p.secondary_key : p.primary_key;
+                std::cout << (*event_hubs
+                                  ? auth::event_hubs_connection_string(hub.hostname, p.name, key)
+                                  : auth::service_connection_string(hub.hostname, p.name, key))
                           << "\n";
             }
         });

@@ -149,7 +149,7 @@ async function eventually(predicate, timeoutMs = 5000, what = 'condition') {
     if (await predicate()) return;
     await sleep(20);
   }
-  throw new Error(`timed out waiting for ${what}`);
+  throw new Error(`timed out waiting for ${typeof what === 'function' ? what() : what}`);
 }
 
 module.exports = { Hub, runToExit, readTelemetry, eventually, bin, dataDir, rawRequest, serviceRequest, serviceToken, connectionString, policyKey, sleep };

@@ -1,0 +1,209 @@
+// The Event Hubs-compatible endpoint with the unmodified @azure/event-hubs EventHubConsumerClient:
+// partition metadata, reading from earliest, latest and a time, across partitions, consumer
+// groups, checkpoint-and-resume, and exclusive (epoch) receivers.
+'use strict';
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
+const { EventHubConsumerClient, earliestEventPosition, latestEventPosition } = require('@azure/event-hubs');
+const { Registry } = require('azure-iothub');
+const { Client, Message } = require('azure-iot-device');
+const { Mqtt } = require('azure-iot-device-mqtt');
+const { Hub, bin, dataDir, connectionString, eventually, serviceRequest, sleep } = require('./lib/hub');
+
+let hub;
+let registry;
+let ehConnectionString;
+const clients = [];
+const devices = {};
+
+async function device(id) {
+  const d = (await registry.create({ deviceId: id })).responseBody;
+  const c = Client.fromConnectionString(
+    `HostName=localhost;DeviceId=${id};SharedAccessKey=${d.authentication.symmetricKey.primaryKey}`, Mqtt);
+  await c.open();
+  devices[id] = c;
+  return c;
+}
+async function send(id, body, props = {}) {
+  const m = new Message(JSON.stringify(body));
+  m.contentType = 'application/json';
+  m.contentEncoding = 'utf-8';
+  for (const [k, v] of Object.entries(props)) m.properties.add(k, v);
+  await devices[id].sendEvent(m);
+}
+function consumer(group = '$Default') {
+  const c = new EventHubConsumerClient(group, ehConnectionString);
+  clients.push(c);
+  return c;
+}
+// Subscribes and collects events (and errors) until closed.
+function collect(client, options, partitionId) {
+  const events = [];
+  const errors = [];
+  const handlers = {
+    processEvents: async (batch, context) => {
+      for (const e of batch) events.push({ ...e, partitionId: context.partitionId, context });
+    },
+    processError: async (err) => { errors.push(err); },
+  };
+  const sub = partitionId === undefined
+    ? client.subscribe(handlers, { maxWaitTimeInSeconds: 1, ...options })
+    : client.subscribe(partitionId, handlers, { maxWaitTimeInSeconds: 1, ...options });
+  return { events, errors, sub };
+}
+const bodiesOf = (events, id) => events
+  .filter((e) => e.systemProperties['iothub-connection-device-id'] === id)
+  .map((e) => e.body.n);
+
+before(async () => {
+  hub = await Hub.start();
+  registry = Registry.fromConnectionString(connectionString());
+  ehConnectionString = execFileSync(bin, ['connection-string', '--data-dir', dataDir, '--policy', 'service', '--event-hubs'])
+    .toString().trim();
+});
+after(async () => {
+  for (const c of clients) await c.close().catch(() => {});
+  for (const c of Object.values(devices)) await c.close().catch(() => {});
+  await hub.stop();
+});
+
+describe('Event Hubs-compatible endpoint', () => {
+  it('prints an Event Hubs connection string and reports the partitions', async () => {
+    assert.match(ehConnectionString, /^Endpoint=sb:\/\/localhost\/;SharedAccessKeyName=service;SharedAccessKey=[^;]+;EntityPath=localhost$/);
+    const c = consumer();
+    assert.deepEqual(await c.getPartitionIds(), ['0', '1', '2', '3']);
+    const props = await c.getEventHubProperties();
+    assert.equal(props.name, 'localhost');
+    assert.ok(props.createdOn instanceof Date);
+    const p = await c.getPartitionProperties('0');
+    assert.equal(p.partitionId, '0');
+    assert.equal(typeof p.isEmpty, 'boolean');
+  });
+
+  it('reads from earliest across partitions, with properties and IoT Hub annotations', async () => {
+    const ids = ['eh-a', 'eh-b', 'eh-c', 'eh-d', 'eh-e', 'eh-f'];
+    for (const id of ids) await device(id);
+    for (const id of ids) for (let n = 0; n < 3; n++) await send(id, { n }, { seq: String(n) });
+    const c = consumer();
+    const { events, errors, sub } = collect(c, { startPosition: earliestEventPosition });
+    await eventually(() => ids.every((id) => bodiesOf(events, id).length === 3), 15000, 'every event');
+    await sub.close();
+    assert.deepEqual(errors, []);
+    for (const id of ids) assert.deepEqual(bodiesOf(events, id), [0, 1, 2], `${id} in order`);
+    const e = events.find((x) => x.systemProperties['iothub-connection-device-id'] === 'eh-a');
+    assert.equal(e.properties.seq, '0');
+    assert.equal(e.contentType, 'application/json');
+    assert.equal(e.systemProperties['iothub-message-source'], 'Telemetry');
+    assert.ok(e.enqueuedTimeUtc instanceof Date);
+    assert.equal(typeof e.sequenceNumber, 'number');
+    assert.ok(new Set(events.map((x) => x.partitionId)).size > 1, 'more than one partition');
+  });
+
+  it('reads only new events from latest, and from an enqueued time', async () => {
+    await device('eh-latest');
+    await send('eh-latest', { n: 0 });
+    await sleep(50);
+    const since = new Date();
+    await sleep(50);
+    const c = consumer();
+    const latest = collect(c, { startPosition: latestEventPosition });
+    await sleep(1500);  // the receivers attach
+    await send('eh-latest', { n: 1 });
+    await eventually(() => bodiesOf(latest.events, 'eh-latest').length === 1, 10000, 'the new event');
+    await latest.sub.close();
+    assert.deepEqual(bodiesOf(latest.events, 'eh-latest'), [1]);
+
+    const c2 = consumer();
+    const fromTime = collect(c2, { startPosition: { enqueuedOn: since } });
+    await eventually(() => bodiesOf(fromTime.events, 'eh-latest').length === 1, 10000, 'events after the time');
+    await sleep(500);
+    await fromTime.sub.close();
+    assert.deepEqual(bodiesOf(fromTime.events, 'eh-latest'), [1]);
+  });
+
+  it('resumes after a checkpoint', async () => {
+    await device('eh-ckpt');
+    for (let n = 0; n < 3; n++) await send('eh-ckpt', { n });
+    // An in-memory checkpoint store, as a user would plug in blob storage.
+    const checkpoints = new Map();
+    const owners = new Map();
+    const store = {
+      listOwnership: async () => [...owners.values()],
+      claimOwnership: async (list) => list.map((o) => {
+        const claimed = { ...o, etag: String(Date.now()), lastModifiedTimeInMs: Date.now() };
+        owners.set(o.partitionId, claimed);
+        return claimed;
+      }),
+      listCheckpoints: async () => [...checkpoints.values()],
+      updateCheckpoint: async (cp) => { checkpoints.set(cp.partitionId, cp); },
+    };
+    const balancing = { loadBalancingOptions: { strategy: 'greedy', updateIntervalInMs: 500 } };
+    const c = new EventHubConsumerClient('$Default', ehConnectionString, store);
+    clients.push(c);
+    const first = [];
+    const failures = [];
+    let sub = c.subscribe({
+      processEvents: async (batch, ctx) => {
+        for (const e of batch) {
+          if (e.systemProperties['iothub-connection-device-id'] !== 'eh-ckpt') continue;
+          first.push(e.body.n);
+          await ctx.updateCheckpoint(e);
+        }
+      },
+      processError: async (err) => { failures.push(String(err)); },
+    }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1, ...balancing });
+    await eventually(() => first.length === 3, 10000, () => `the first three (${first}; ${failures})`);
+    await sub.close();
+
+    for (let n = 3; n < 5; n++) await send('eh-ckpt', { n });
+    const second = [];
+    sub = c.subscribe({
+      processEvents: async (batch) => {
+        for (const e of batch) if (e.systemProperties['iothub-connection-device-id'] === 'eh-ckpt') second.push(e.body.n);
+      },
+      processError: async (err) => { failures.push(String(err)); },
+    }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1, ...balancing });
+    await eventually(() => second.length === 2, 10000,
+      () => `the events after the checkpoint (${second}; ${failures}; ${JSON.stringify([...checkpoints.values()])})`);
+    await sleep(500);
+    await sub.close();
+    assert.deepEqual(first, [0, 1, 2]);
+    assert.deepEqual(second, [3, 4]);
+  });
+
+  it('consumer groups must exist; created ones work', async () => {
+    const missing = consumer('nosuchgroup');
+    const bad = collect(missing, { startPosition: earliestEventPosition }, '0');
+    await eventually(() => bad.errors.length > 0, 10000, 'an error for the unknown group');
+    await bad.sub.close();
+    assert.match(String(bad.errors[0].message), /Consumer group/);
+
+    assert.ok([200, 201].includes((await serviceRequest({ method: 'PUT', path: '/telemetry/consumergroups/analytics' })).status));
+    await device('eh-cg');
+    await send('eh-cg', { n: 7 });
+    const c = consumer('analytics');
+    const { events, sub } = collect(c, { startPosition: earliestEventPosition });
+    await eventually(() => bodiesOf(events, 'eh-cg').length === 1, 10000, 'the event in the new group');
+    await sub.close();
+  });
+
+  it('a receiver with a higher owner level takes a partition over', async () => {
+    const low = consumer();
+    const a = collect(low, { startPosition: latestEventPosition, ownerLevel: 1 }, '0');
+    await sleep(1500);
+    const high = consumer();
+    const b = collect(high, { startPosition: latestEventPosition, ownerLevel: 2 }, '0');
+    await eventually(() => a.errors.length > 0, 10000, 'the lower owner level disconnected');
+    assert.equal(b.errors.length, 0);
+    await a.sub.close();
+    await b.sub.close();
+  });
+
+  it('a token signed with a wrong key is refused', async () => {
+    const wrong = ehConnectionString.replace(/SharedAccessKey=[^;]+/, `SharedAccessKey=${Buffer.alloc(32, 1).toString('base64')}`);
+    const c = new EventHubConsumerClient('$Default', wrong, { retryOptions: { maxRetries: 0, timeoutInMs: 5000 } });
+    clients.push(c);
+    await assert.rejects(c.getPartitionIds(), /nauthori|401|signature/i);
+  });
+});
