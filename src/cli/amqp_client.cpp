@@ -44,6 +44,9 @@ struct delivery_of : proton::tracker {
     pn_delivery_t* get() const { return pn_object(); }
 };
 
+// The condition of a send that failed with its connection, not by the hub's decision.
+const std::string connection_failed = "amqp:connection:failed";
+
 std::string text_of(const proton::value& v) {
     if (v.type() == proton::BINARY) {
         auto b = proton::get<proton::binary>(v);
@@ -86,7 +89,7 @@ struct amqp_service_client::impl : proton::messaging_handler {
             if (error.empty()) error = why;
         }
         changed.notify_all();
-        const send_outcome lost{false, "amqp:connection:failed", why};
+        const send_outcome lost{false, connection_failed, why};
         for (auto& [m, done] : pending) done(lost);
         pending.clear();
         for (auto& [t, done] : unsettled) done(lost);
@@ -163,6 +166,9 @@ struct amqp_service_client::impl : proton::messaging_handler {
 
     void on_sender_open(proton::sender& s) override {
         if (s != c2d_out) return;
+        // A refused link is attached and at once detached with the reason; when both came in
+        // together, that is a failure to open, not a connection that fails on first use.
+        if (!s.error().empty()) return fail(s.error().what());
         {
             std::lock_guard lock(mutex);
             ready = true;
@@ -286,7 +292,7 @@ void amqp_service_client::send_async(c2d_message c, send_callback done) {
     if (!i.work || !i.work->add(std::move(job))) {
         auto why = i.error.empty() ? std::string("The connection to the hub is closed.") : i.error;
         lock.unlock();
-        done({false, "amqp:connection:failed", why});
+        done({false, connection_failed, why});
     }
 }
 
@@ -317,6 +323,7 @@ std::string amqp_service_client::failure() const {
 }
 
 std::string describe_rejection(const send_outcome& o) {
+    if (o.condition == connection_failed) return o.description;
     std::string name = o.condition == "amqp:not-found" ? "DeviceNotFound"
                        : o.condition == "amqp:resource-limit-exceeded"
                            ? "DeviceMaximumQueueDepthExceeded"
