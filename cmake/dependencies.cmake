@@ -14,6 +14,12 @@ find_library(PROTON_LIBRARY NAMES qpid-proton REQUIRED)
 add_library(proton::proton UNKNOWN IMPORTED)
 set_target_properties(proton::proton PROPERTIES IMPORTED_LOCATION ${PROTON_LIBRARY}
   INTERFACE_INCLUDE_DIRECTORIES ${PROTON_INCLUDE_DIR})
+# The C++ binding, for the command-line client's AMQP service connection only: a client wants a
+# ready-made event loop (the container) rather than driving the C engine through the hub's I/O.
+find_library(PROTON_CPP_LIBRARY NAMES qpid-proton-cpp REQUIRED)
+add_library(proton::cpp UNKNOWN IMPORTED)
+set_target_properties(proton::cpp PROPERTIES IMPORTED_LOCATION ${PROTON_CPP_LIBRARY}
+  INTERFACE_INCLUDE_DIRECTORIES ${PROTON_INCLUDE_DIR})
 if(IOTHUB_WITH_JEMALLOC)
   pkg_check_modules(JEMALLOC REQUIRED IMPORTED_TARGET jemalloc)
 endif()

@@ -277,20 +277,7 @@ struct cpu_sample {
 
 cpu_sample sample_cpu(int pid) {
     cpu_sample s;
-    if (pid > 0) {
-        std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-        std::string text((std::istreambuf_iterator<char>(in)), {});
-        auto close = text.rfind(')');
-        if (close != std::string::npos) {
-            std::istringstream fields(text.substr(close + 2));
-            std::string f;
-            std::vector<std::string> v;
-            while (fields >> f) v.push_back(f);
-            // After "pid (comm) ": state is field 3; utime and stime are fields 14 and 15.
-            if (v.size() > 12)
-                s.server = (std::stod(v[11]) + std::stod(v[12])) / sysconf(_SC_CLK_TCK);
-        }
-    }
+    s.server = detail::process_cpu_seconds(pid);
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
     s.client =

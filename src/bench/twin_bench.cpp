@@ -1,7 +1,7 @@
 #include "bench/twin_bench.hpp"
 
-#include "auth/sas.hpp"
 #include "bench/detail/support.hpp"
+#include "bench/detail/sync_device.hpp"
 #include "cli/commands.hpp"
 #include "cli/hub_client.hpp"
 #include "common/encoding.hpp"
@@ -9,10 +9,7 @@
 #include "mqtt/codec.hpp"
 #include "tls/context.hpp"
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
-#include <boost/asio/write.hpp>
 #include <boost/json.hpp>
 
 #include <atomic>
@@ -23,7 +20,6 @@
 namespace iothub::bench {
 namespace asio = boost::asio;
 namespace json = boost::json;
-using tcp = asio::ip::tcp;
 using steady = std::chrono::steady_clock;
 
 namespace {
@@ -46,70 +42,7 @@ std::uint32_t micros_since(steady::time_point t) {
         std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - t).count());
 }
 
-// A device on a blocking MQTT-over-TLS connection, for benchmarks where the hub's work, not the
-// client's, dominates.
-class sync_device {
-  public:
-    sync_device(asio::ssl::context& tls, const cli::hub_access& hub, std::uint16_t port,
-                const std::string& id, const std::string& key)
-        : stream_(io_, tls), decoder_(1 << 20) {
-        tcp::resolver resolver(io_);
-        asio::connect(stream_.next_layer(),
-                      resolver.resolve(hub.connect_host, std::to_string(port)));
-        stream_.next_layer().set_option(tcp::no_delay(true));
-        SSL_set_tlsext_host_name(stream_.native_handle(), hub.verify_name.c_str());
-        stream_.set_verify_callback(asio::ssl::host_name_verification(hub.verify_name));
-        stream_.handshake(asio::ssl::stream_base::client);
-        mqtt::connect_packet c{
-            "MQTT",
-            4,
-            true,
-            0,
-            id,
-            hub.hostname + "/" + id + "/?api-version=2021-04-12",
-            auth::make_sas_token(hub.hostname + "/devices/" + id, key, unix_seconds(now()) + 3600),
-            {}};
-        send(c);
-        auto ack = read();
-        if (!std::holds_alternative<mqtt::connack_packet>(ack) ||
-            std::get<mqtt::connack_packet>(ack).code != mqtt::connack_code::accepted)
-            throw std::runtime_error("device " + id + " was refused");
-    }
-
-    void subscribe(std::vector<std::string> filters) {
-        mqtt::subscribe_packet s{1, {}};
-        for (auto& f : filters) s.subscriptions.push_back({std::move(f), 0});
-        send(s);
-        while (!std::holds_alternative<mqtt::suback_packet>(read())) {
-        }
-    }
-    void publish(std::string topic, std::string payload) {
-        send(mqtt::publish_packet{std::move(topic), std::move(payload), 0, false, false, 0});
-    }
-    void send(const mqtt::packet& p) { asio::write(stream_, asio::buffer(mqtt::encode(p))); }
-
-    mqtt::packet read() {
-        for (;;) {
-            auto next = decoder_.next();
-            if (auto* p = std::get_if<mqtt::packet>(&next)) return std::move(*p);
-            if (std::holds_alternative<mqtt::decode_error>(next))
-                throw std::runtime_error("undecodable packet from the hub");
-            char buf[16 * 1024];
-            auto n = stream_.read_some(asio::buffer(buf));
-            decoder_.feed(std::string_view(buf, n));
-        }
-    }
-    // Unblocks a read() on another thread.
-    void close() {
-        boost::system::error_code ec;
-        stream_.next_layer().shutdown(tcp::socket::shutdown_both, ec);
-    }
-
-  private:
-    asio::io_context io_;
-    asio::ssl::stream<tcp::socket> stream_;
-    mqtt::decoder decoder_;
-};
+using detail::sync_device;
 
 struct fixture {
     cli::hub_access hub;
@@ -157,7 +90,7 @@ json::object run_reported(const twin_options& o) {
     std::vector<std::unique_ptr<sync_device>> devs;
     for (std::size_t i = 0; i < o.devices; ++i) {
         devs.push_back(
-            std::make_unique<sync_device>(*f.tls, f.hub, f.mqtt_port, id_of(o, i), f.keys[i]));
+            std::make_unique<sync_device>(f.tls.get(), f.hub, f.mqtt_port, id_of(o, i), f.keys[i]));
         devs.back()->subscribe({"$iothub/twin/res/#"});
     }
     std::vector<std::vector<std::uint32_t>> latencies(o.devices);
@@ -213,7 +146,7 @@ json::object run_desired(const twin_options& o) {
     listeners l;
     for (std::size_t i = 0; i < o.devices; ++i) {
         l.devices.push_back(
-            std::make_unique<sync_device>(*f.tls, f.hub, f.mqtt_port, id_of(o, i), f.keys[i]));
+            std::make_unique<sync_device>(f.tls.get(), f.hub, f.mqtt_port, id_of(o, i), f.keys[i]));
         l.devices.back()->subscribe({"$iothub/twin/PATCH/properties/desired/#"});
     }
     for (auto& d : l.devices)
@@ -265,7 +198,7 @@ json::object run_method(const twin_options& o) {
     listeners l;
     for (std::size_t i = 0; i < o.devices; ++i) {
         l.devices.push_back(
-            std::make_unique<sync_device>(*f.tls, f.hub, f.mqtt_port, id_of(o, i), f.keys[i]));
+            std::make_unique<sync_device>(f.tls.get(), f.hub, f.mqtt_port, id_of(o, i), f.keys[i]));
         l.devices.back()->subscribe({"$iothub/methods/POST/#"});
     }
     for (auto& d : l.devices)

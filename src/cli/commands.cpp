@@ -2,6 +2,7 @@
 
 #include "auth/connection_string.hpp"
 #include "auth/sas.hpp"
+#include "cli/amqp_client.hpp"
 #include "cli/detail/command_support.hpp"
 #include "cli/hub_client.hpp"
 #include "common/crypto.hpp"
@@ -10,8 +11,10 @@
 
 #include <boost/json.hpp>
 
+#include <condition_variable>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 
 namespace iothub::cli {
 namespace json = boost::json;
@@ -314,9 +317,111 @@ std::vector<std::pair<std::string, std::string>> if_match(const invocation& inv)
     return {{"If-Match", inv.etag.empty() ? "*" : "\"" + inv.etag + "\""}};
 }
 
+std::unique_ptr<amqp_service_client> open_amqp(const invocation& inv) {
+    auto client = amqp_service_client::open(connect(inv), std::chrono::seconds(15));
+    if (!client) throw failure{client.error().message()};
+    return std::move(*client);
+}
+
+struct c2d_options {
+    c2d_message message;
+    std::string body_file;
+    std::vector<std::string> properties;
+    std::int64_t expiry = 0;
+    int timeout = 30;
+    std::size_t count = 0;
+};
+
+void c2d_send(const invocation& inv, c2d_options o) {
+    auto& m = o.message;
+    m.device_id = inv.device_id;
+    if (!o.body_file.empty()) {
+        std::ifstream in(o.body_file, std::ios::binary);
+        if (!in) throw failure{"Cannot read " + o.body_file + "."};
+        m.body.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    for (const auto& p : o.properties) {
+        auto eq = p.find('=');
+        if (eq == 0 || eq == std::string::npos)
+            throw failure{"--property takes key=value, not '" + p + "'."};
+        m.properties.emplace_back(p.substr(0, eq), p.substr(eq + 1));
+    }
+    if (o.expiry < 0) throw failure{"--expiry must not be negative."};
+    if (o.expiry) m.expiry_ms = (unix_seconds(now()) + o.expiry) * 1000;
+    // The hub correlates feedback by message id, so every message gets one.
+    if (m.message_id.empty()) m.message_id = random_uuid();
+    auto client = open_amqp(inv);
+    auto outcome = client->send(m, std::chrono::seconds(o.timeout));
+    if (!outcome) throw failure{outcome.error().message()};
+    if (!outcome->accepted) throw failure{describe_rejection(*outcome)};
+    std::cout << m.message_id << "\n";
+}
+
+// Prints feedback records as JSON lines until `count` of them (0: no limit) or the timeout.
+void c2d_feedback(const invocation& inv, const c2d_options& o) {
+    auto client = open_amqp(inv);
+    struct progress {
+        std::mutex mutex;
+        std::condition_variable more;
+        std::size_t printed = 0;
+        std::string bad;
+    };
+    auto p = std::make_shared<progress>();
+    const std::size_t wanted = o.count;
+    client->receive_feedback([p, wanted](const std::string& body) {
+        boost::system::error_code ec;
+        auto records = json::parse(body, ec);
+        std::lock_guard lock(p->mutex);
+        if (ec || !records.is_array()) {
+            p->bad = "The hub sent a feedback message that is not a JSON array: " + body;
+        } else {
+            // A batch is printed whole: it is accepted, hence gone from the hub, once this returns.
+            for (const auto& r : records.get_array()) std::cout << json::serialize(r) << "\n";
+            std::cout.flush();
+            p->printed += records.get_array().size();
+        }
+        p->more.notify_all();
+        return p->bad.empty() && (wanted == 0 || p->printed < wanted);
+    });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(o.timeout);
+    std::unique_lock lock(p->mutex);
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (!p->bad.empty()) throw failure{p->bad};
+        if (wanted && p->printed >= wanted) return;
+        if (auto why = client->failure(); !why.empty()) throw failure{why};
+        p->more.wait_for(lock, std::chrono::milliseconds(100));
+    }
+}
+
 void add_c2d_commands(CLI::App& app, const std::shared_ptr<invocation>& inv, const runner& run) {
     auto* group = app.add_subcommand("c2d", "Cloud-to-device message queues");
     group->require_subcommand(1);
+    auto o = std::make_shared<c2d_options>();
+    auto& m = o->message;
+
+    auto* send = group->add_subcommand(
+        "send", "Send one message to a device's queue (AMQP) and print its message id");
+    send->add_option("-d,--device,--device-id", inv->device_id, "Device id")->required();
+    auto* body = send->add_option("--body", m.body, "Message body text");
+    send->add_option("--body-file", o->body_file, "Read the body from this file")->excludes(body);
+    send->add_option("--property", o->properties, "Application property key=value (repeatable)");
+    send->add_option("--ack", m.ack, "Feedback wanted: none, positive, negative or full")
+        ->check(CLI::IsMember({"none", "positive", "negative", "full"}));
+    send->add_option("--message-id", m.message_id, "Message id (default: a random UUID)");
+    send->add_option("--correlation-id", m.correlation_id, "Correlation id");
+    send->add_option("--content-type", m.content_type, "Content type, e.g. application/json");
+    send->add_option("--expiry", o->expiry, "Expire after this many seconds (default: the hub's)");
+    send->add_option("--timeout", o->timeout, "Seconds to wait for the hub (default 30)")
+        ->check(CLI::PositiveNumber);
+    send->final_callback([=] { run([=] { c2d_send(*inv, *o); }); });
+
+    auto* feedback = group->add_subcommand(
+        "feedback", "Receive delivery feedback records and print each as a JSON line");
+    feedback->add_option("-n,--count", o->count, "Stop after this many records (default: none)");
+    feedback->add_option("-t,--timeout", o->timeout, "Stop after this many seconds (default 30)")
+        ->check(CLI::PositiveNumber);
+    feedback->final_callback([=] { run([=] { c2d_feedback(*inv, *o); }); });
+
     auto* purge = group->add_subcommand("purge", "Remove every message queued for a device");
     purge->add_option("-d,--device,--device-id", inv->device_id, "Device id")->required();
     purge->final_callback([=] {

@@ -55,6 +55,8 @@ result<hub_access> resolve_access(const access_options& options, bool need_runni
             colon != std::string::npos && host->find(']') == std::string::npos) {
             hub.connect_host = host->substr(0, colon);
             hub.port = static_cast<std::uint16_t>(std::atoi(host->c_str() + colon + 1));
+            // The Node service SDK dials an explicit HostName port for AMQP too.
+            hub.amqp_port = hub.port;
         }
         hub.verify_name = hub.connect_host;
         hub.policy = *name;
@@ -94,6 +96,7 @@ result<hub_access> resolve_access(const access_options& options, bool need_runni
                              "`iothub serve --data-dir " +
                              dir + "`.");
         hub.port = running->https_port;
+        if (running->amqp_port) hub.amqp_port = running->amqp_port;
     }
     return hub;
 }

@@ -31,8 +31,9 @@ struct hub_access {
     std::string hostname;      // the hub's name: SAS resources and connection strings
     std::string connect_host;  // where to dial
     std::uint16_t port = 443;
-    std::string verify_name;   // the name the server certificate must carry
-    std::filesystem::path ca;  // empty: the system trust store
+    std::uint16_t amqp_port = 5671;  // service AMQP (C2D send, feedback)
+    std::string verify_name;         // the name the server certificate must carry
+    std::filesystem::path ca;        // empty: the system trust store
     std::string policy;
     std::string key;
     std::optional<instance::hub_identity> local;  // all policies, when read from a data directory

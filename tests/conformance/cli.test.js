@@ -204,3 +204,68 @@ describe('iothub twin, method and query commands', () => {
     assert.match(off.err, /DeviceNotOnline/);
   });
 });
+
+describe('iothub c2d send and feedback', () => {
+  const { spawn } = require('node:child_process');
+  const run = (...args) => new Promise((resolve) => {
+    const p = spawn(bin, [...args, '--data-dir', dataDir], { env: { ...process.env, IOTHUB_CONNECTION_STRING: '' } });
+    let out = '', err = '';
+    p.stdout.on('data', (b) => { out += b; });
+    p.stderr.on('data', (b) => { err += b; });
+    p.on('close', (code) => resolve({ code, out, err }));
+  });
+
+  it('send reaches an MQTT device with its properties, and feedback prints the Success record', async () => {
+    const { Client } = require('azure-iot-device');
+    const { Mqtt } = require('azure-iot-device-mqtt');
+    const d = local('device', 'create', 'cli-c2d-mqtt').json();
+    const client = Client.fromConnectionString(
+      `HostName=localhost;DeviceId=cli-c2d-mqtt;SharedAccessKey=${d.authentication.symmetricKey.primaryKey}`, Mqtt);
+    await client.open();
+    const received = new Promise((resolve) => client.on('message', (m) => { client.complete(m, () => {}); resolve(m); }));
+    const sent = await run('c2d', 'send', '--device', 'cli-c2d-mqtt', '--body', '{"led":"on"}',
+      '--property', 'colour=red & blue', '--property', 'n=1', '--ack', 'full', '--message-id', 'cli-mid-1',
+      '--correlation-id', 'cli-corr-1', '--content-type', 'application/json', '--expiry', '600');
+    assert.equal(sent.code, 0, sent.err);
+    assert.equal(sent.out.trim(), 'cli-mid-1');
+    const m = await received;
+    assert.equal(m.data.toString(), '{"led":"on"}');
+    assert.equal(m.messageId, 'cli-mid-1');
+    assert.equal(m.correlationId, 'cli-corr-1');
+    assert.equal(m.properties.getValue('colour'), 'red & blue');
+    assert.equal(m.properties.getValue('n'), '1');
+    await client.close();
+
+    const fb = await run('c2d', 'feedback', '--count', '1', '--timeout', '30');
+    assert.equal(fb.code, 0, fb.err);
+    const records = fb.out.trim().split('\n').map((line) => JSON.parse(line));
+    const mine = records.filter((r) => r.originalMessageId === 'cli-mid-1');
+    assert.equal(mine.length, 1, fb.out);
+    assert.equal(mine[0].statusCode, 'Success');
+    assert.equal(mine[0].deviceId, 'cli-c2d-mqtt');
+  });
+
+  it('a generated message id, and a clear failure for an unknown device', async () => {
+    assert.equal(local('device', 'create', 'cli-c2d-id').code, 0);
+    const sent = await run('c2d', 'send', '-d', 'cli-c2d-id', '--body', 'x');
+    assert.equal(sent.code, 0, sent.err);
+    assert.match(sent.out.trim(), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    // A service connection string reaches the AMQP endpoint on 5671 with the service policy.
+    const viaCs = iothub('c2d', 'send', '-d', 'cli-c2d-id', '--body', 'y', '--message-id', 'cs-1',
+      '--connection-string', connectionString('service'), '--ca-file', `${dataDir}/tls/ca.pem`);
+    assert.equal(viaCs.code, 0, viaCs.err);
+    assert.equal(viaCs.out.trim(), 'cs-1');
+    const denied = iothub('c2d', 'send', '-d', 'cli-c2d-id', '--body', 'z',
+      '--connection-string', connectionString('registryRead'), '--ca-file', `${dataDir}/tls/ca.pem`);
+    assert.equal(denied.code, 1);
+    assert.match(denied.err, /^error: .*unauthorized-access.*ServiceConnect/);
+    assert.equal(local('c2d', 'purge', '--device', 'cli-c2d-id').json().totalMessagesPurged, 2);
+
+    const missing = await run('c2d', 'send', '--device', 'cli-c2d-nobody', '--body', 'x');
+    assert.equal(missing.code, 1);
+    assert.equal(missing.out, '');
+    assert.match(missing.err, /^error: DeviceNotFound: .*cli-c2d-nobody.*\(amqp:not-found\)/);
+    const usage = await run('c2d', 'send', '--device', 'd', '--ack', 'sometimes');
+    assert.notEqual(usage.code, 0);
+  });
+});

@@ -5,7 +5,10 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
+#include <unistd.h>
 
 namespace iothub::bench::detail {
 namespace json = boost::json;
@@ -34,6 +37,21 @@ std::vector<std::string> create_devices(const cli::hub_access& hub, const std::s
                                      (r ? cli::describe_failure(*r) : r.error().message()));
     }
     return keys;
+}
+
+double process_cpu_seconds(int pid) {
+    if (pid <= 0) return 0;
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    auto close = text.rfind(')');
+    if (close == std::string::npos) return 0;
+    std::istringstream fields(text.substr(close + 2));
+    std::string f;
+    std::vector<std::string> v;
+    while (fields >> f) v.push_back(f);
+    // After "pid (comm) ": state is field 3; utime and stime are fields 14 and 15.
+    if (v.size() <= 12) return 0;
+    return (std::stod(v[11]) + std::stod(v[12])) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 double percentile(std::vector<std::uint32_t>& v, double p) {

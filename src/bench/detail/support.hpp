@@ -16,6 +16,10 @@ namespace iothub::bench::detail {
 std::vector<std::string> create_devices(const cli::hub_access& hub, const std::string& prefix,
                                         std::size_t count);
 
+// User plus system CPU seconds of process `pid` so far, from /proc/PID/stat; 0 if pid <= 0 or
+// the process is gone.
+double process_cpu_seconds(int pid);
+
 // The p-th percentile of microsecond samples, in milliseconds (reorders `v`).
 double percentile(std::vector<std::uint32_t>& v, double p);
 
