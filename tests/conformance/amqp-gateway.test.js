@@ -9,6 +9,7 @@ const crypto = require('node:crypto');
 const { Registry, Client: ServiceClient } = require('azure-iothub');
 const { Client, Message } = require('azure-iot-device');
 const { Amqp } = require('azure-iot-device-amqp');
+const { Mqtt } = require('azure-iot-device-mqtt');
 const { Hub, connectionString, eventually, readTelemetry, serviceToken, sleep } = require('./lib/hub');
 const { RawAmqp, deviceToken, deviceAudience, data } = require('./lib/raw-amqp');
 
@@ -111,6 +112,61 @@ describe('a gateway: many devices on one connection', () => {
     await eventually(async () => (await registry.list()).responseBody
       .filter((d) => d.deviceId.startsWith('gw-')).every((d) => d.connectionState === 'Disconnected'),
     5000, 'every gateway device disconnected');
+  });
+});
+
+describe('a gateway: identities come and go', () => {
+  it("revoking a device ends its links and its token's grant; the other devices carry on", async () => {
+    for (const id of ['rev-del', 'rev-dis', 'rev-key', 'rev-keep']) await device(id);
+    const gw = await connect();
+    const links = {};
+    for (const id of ['rev-del', 'rev-dis', 'rev-key', 'rev-keep']) {
+      assert.equal(await gw.putToken(deviceAudience(id), deviceToken(id, keys[id])), 200);
+      links[id] = gw.sender(`/devices/${id}/messages/events`);
+      assert.equal((await links[id].send({ body: data(`${id} before`) })).outcome, 'accepted');
+    }
+    await registry.delete('rev-del');
+    const dis = (await registry.get('rev-dis')).responseBody;
+    await registry.update({ deviceId: 'rev-dis', status: 'disabled', etag: dis.etag });
+    const rk = (await registry.get('rev-key')).responseBody;
+    const newKey = crypto.randomBytes(32).toString('base64');
+    await registry.update({ deviceId: 'rev-key', etag: rk.etag, authentication: { symmetricKey: { primaryKey: newKey, secondaryKey: newKey } } });
+    for (const id of ['rev-del', 'rev-dis', 'rev-key']) {
+      assert.ok(await links[id].detached(), `${id}: detached with an error`);
+      // The token put before the change no longer authorizes anything on this connection.
+      const again = gw.sender(`/devices/${id}/messages/events`);
+      assert.equal((await again.detached())?.condition, 'amqp:unauthorized-access', id);
+    }
+    assert.notEqual(await gw.putToken(deviceAudience('rev-dis'), deviceToken('rev-dis', keys['rev-dis'])), 200);
+    assert.notEqual(await gw.putToken(deviceAudience('rev-key'), deviceToken('rev-key', keys['rev-key'])), 200);
+    assert.equal(await gw.putToken(deviceAudience('rev-key'), deviceToken('rev-key', newKey)), 200);
+    assert.equal((await gw.sender('/devices/rev-key/messages/events').send({ body: data('rev-key after') })).outcome, 'accepted');
+    assert.equal(links['rev-keep'].closed, false);
+    assert.equal((await links['rev-keep'].send({ body: data('rev-keep after') })).outcome, 'accepted');
+    const events = await readTelemetry({ until: (e) => e.some((x) => x.body === 'rev-keep after') && e.some((x) => x.body === 'rev-key after') });
+    const late = events.filter((e) => / after$/.test(e.body)).map((e) => e.body).sort();
+    assert.deepEqual(late, ['rev-keep after', 'rev-key after']);
+  });
+
+  it("a device connecting elsewhere takes its identity off the gateway; the others stay", async () => {
+    for (const id of ['tk-1', 'tk-2']) await device(id);
+    const gw = await connect();
+    const links = {};
+    for (const id of ['tk-1', 'tk-2']) {
+      assert.equal(await gw.putToken(deviceAudience(id), deviceToken(id, keys[id])), 200);
+      links[id] = gw.sender(`/devices/${id}/messages/events`);
+      await links[id].settled();
+    }
+    const direct = Client.fromConnectionString(`HostName=localhost;DeviceId=tk-1;SharedAccessKey=${keys['tk-1']}`, Mqtt);
+    await direct.open();
+    try {
+      assert.equal((await links['tk-1'].detached())?.condition, 'amqp:link:detach-forced');
+      assert.equal((await links['tk-2'].send({ body: data('tk-2 still here') })).outcome, 'accepted');
+      assert.equal((await registry.get('tk-1')).responseBody.connectionState, 'Connected');
+      await direct.sendEvent(new Message('tk-1 direct'));
+    } finally {
+      await direct.close().catch(() => {});
+    }
   });
 });
 
