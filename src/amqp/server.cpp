@@ -733,8 +733,12 @@ class connection final : public std::enable_shared_from_this<connection> {
         spdlog::debug("{} {}: {} attached", transport_->kind(), transport_->peer(), ls.identity);
     }
 
-    // Another connection took the identity over, or its access was revoked.
+    // Another connection took the identity over, or its access was revoked. The token that
+    // authorized it goes too: after a revocation (deleted, disabled, new keys) it must not attach
+    // the identity's links again, and after a takeover the client puts a token again if it wants
+    // the identity back.
     void close_identity(const std::string& key, const std::string& reason) {
+        grants_.erase(key);
         auto id = identities_.find(key);
         if (id == identities_.end()) return;
         std::vector<pn_link_t*> doomed;
