@@ -206,6 +206,9 @@ struct link_state {
     };
     std::deque<pending_send> sends;  // service C2D messages waiting to be enqueued, in order
     bool sending = false;
+    // Receivers: the oversized delivery being read and dropped, and its bytes so far.
+    pn_delivery_t* discarding = nullptr;
+    std::uint64_t discarded = 0;
     // Senders: lock tokens of unsettled C2D or feedback deliveries.
     std::map<pn_delivery_t*, std::string> locks;
     // Senders: encoded replies waiting for credit.
@@ -773,8 +776,12 @@ class connection final : public std::enable_shared_from_this<connection> {
         spdlog::debug("{} {}: {} attached", transport_->kind(), transport_->peer(), ls.identity);
     }
 
-    // Another connection took the identity over, or its access was revoked.
+    // Another connection took the identity over, or its access was revoked. The token that
+    // authorized it goes too: after a revocation (deleted, disabled, new keys) it must not attach
+    // the identity's links again, and after a takeover the client puts a token again if it wants
+    // the identity back.
     void close_identity(const std::string& key, const std::string& reason) {
+        grants_.erase(key);
         auto id = identities_.find(key);
         if (id == identities_.end()) return;
         std::vector<pn_link_t*> doomed;
@@ -917,11 +924,10 @@ class connection final : public std::enable_shared_from_this<connection> {
         auto& ls = *it->second;
         if (pn_link_is_sender(l)) return on_outcome(ls, d);
         if (!pn_delivery_readable(d)) return;
-        if (pn_delivery_partial(d)) {
-            if (pn_delivery_pending(d) > pn_link_max_message_size(l) && pn_link_max_message_size(l))
-                too_large(ls, d);
-            return;
-        }
+        const auto limit = pn_link_max_message_size(l);
+        if (ls.discarding == d || (limit && pn_delivery_pending(d) > limit))
+            return discard(ls, d);
+        if (pn_delivery_partial(d)) return;
         std::string bytes(pn_delivery_pending(d), '\0');
         pn_link_recv(l, bytes.data(), bytes.size());
         pn_link_advance(l);
@@ -957,6 +963,36 @@ class connection final : public std::enable_shared_from_this<connection> {
                 settle(ls, d, PN_ACCEPTED);
                 break;
         }
+    }
+
+    // A message over the link's size limit is read and dropped as it arrives, then rejected
+    // with amqp:link:message-size-exceeded: the link stays up, as it does on Azure (the SDKs
+    // report MessageTooLargeError and carry on; a detach makes the service SDK drop its
+    // connection). Only a sender that keeps going far beyond the limit loses the link.
+    void discard(link_state& ls, pn_delivery_t* d) {
+        auto* l = ls.link;
+        if (ls.discarding != d) {
+            ls.discarding = d;
+            ls.discarded = 0;
+        }
+        char sink[16 * 1024];
+        for (;;) {
+            auto n = pn_link_recv(l, sink, sizeof sink);
+            if (n <= 0) break;
+            ls.discarded += static_cast<std::uint64_t>(n);
+        }
+        if (ls.discarded > srv_->settings.max_discarded_message_bytes) {
+            ls.discarding = nullptr;
+            return too_large(ls, d);
+        }
+        if (pn_delivery_partial(d)) return;
+        pn_link_advance(l);
+        ls.discarding = nullptr;
+        reject(d, "amqp:link:message-size-exceeded",
+               "The message is " + std::to_string(ls.discarded) +
+                   " bytes encoded; the maximum is " + std::to_string(pn_link_max_message_size(l)) +
+                   ".");
+        top_up(ls);
     }
 
     void too_large(link_state& ls, pn_delivery_t* d) {

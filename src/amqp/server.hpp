@@ -55,6 +55,9 @@ struct server_settings {
     std::uint32_t max_frame_size = 256 * 1024;
     std::uint32_t link_credit = 100;  // messages a client may have in flight per link
     std::size_t max_links_per_connection = 4096;
+    // An oversized message is read, dropped and rejected; one that goes on beyond this detaches
+    // its link instead.
+    std::uint64_t max_discarded_message_bytes = 64 * 1024 * 1024;
 };
 
 class server {

@@ -38,15 +38,26 @@ function c2d(body, { messageId, ack, props = {}, expiryTimeUtc } = {}) {
 // Every feedback record any receiver got: receivers on several connections compete for the
 // hub's one feedback stream, as on Azure.
 const allFeedback = [];
-// Collects feedback records from the service's feedback receiver.
+// Collects feedback records from the service's feedback receiver. The SDK hands out one receiver
+// per client however often it is asked, so each client gets one listener, which feeds every
+// collector made for that client (and allFeedback once per record).
+const sinks = new Map();  // client -> the record arrays of its collectors
 async function feedbackCollector(client) {
   const records = [];
-  const { result: receiver } = await client.getFeedbackReceiver();
-  receiver.on('message', (msg) => {
-    assert.equal(msg.contentType, 'application/vnd.microsoft.iothub.feedback.json');
-    for (const r of JSON.parse(msg.data.toString())) records.push(r), allFeedback.push(r);
-    receiver.complete(msg, () => {});
-  });
+  if (!sinks.has(client)) {
+    const mine = [];
+    sinks.set(client, mine);
+    const { result: receiver } = await client.getFeedbackReceiver();
+    receiver.on('message', (msg) => {
+      assert.equal(msg.contentType, 'application/vnd.microsoft.iothub.feedback.json');
+      for (const r of JSON.parse(msg.data.toString())) {
+        allFeedback.push(r);
+        for (const sink of mine) sink.push(r);
+      }
+      receiver.complete(msg, () => {});
+    });
+  }
+  sinks.get(client).push(records);
   return records;
 }
 const feedbackFor = (records, messageId) => records.filter((r) => r.originalMessageId === messageId);
