@@ -5,6 +5,7 @@
 #include "c2d/c2d.hpp"
 #include "certificates/ca_store.hpp"
 #include "connections/connections.hpp"
+#include "device_api/device_api.hpp"
 #include "device_auth/device_auth.hpp"
 #include "http/server.hpp"
 #include "instance/instance.hpp"
@@ -261,6 +262,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     service_api::add_twin_routes(im->routes, {*im->policies, *im->hosts, *im->twins, *im->methods});
     service_api::add_c2d_routes(im->routes, {*im->policies, *im->hosts, *im->c2d});
     service_api::add_certificate_routes(im->routes, {*im->policies, *im->hosts, *im->cas});
+    device_api::add_routes(im->routes, {*im->authenticator, *im->telemetry, *im->c2d});
     auto& timers = im->shards->at(0);
     service_api::add_telemetry_routes(
         im->routes,

@@ -2,6 +2,7 @@
 // types, so handlers compile quickly and are tested without sockets.
 #pragma once
 
+#include "auth/client_certificate.hpp"
 #include "common/error.hpp"
 
 #include <boost/json/fwd.hpp>
@@ -27,6 +28,9 @@ struct request {
     std::map<std::string, std::string, std::less<>> params;    // from the route pattern
     std::string body;
     std::string remote_address;
+    // The certificate the client presented in the TLS handshake, shared by every request of the
+    // connection; null when it sent none. X.509 devices authenticate with it.
+    std::shared_ptr<const auth::client_certificate> client_certificate;
 
     std::string_view header(std::string_view lower_name) const;
     std::optional<std::string_view> query_value(std::string_view name) const;

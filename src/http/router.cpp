@@ -1,5 +1,7 @@
 #include "http/router.hpp"
 
+#include "common/encoding.hpp"
+
 namespace iothub::http {
 
 void router::add(std::string method, std::string_view pattern, handler fn, options opts) {
@@ -28,7 +30,7 @@ result<const router::route*> router::match(request& req) const {
                 else
                     captured[p.substr(1, p.size() - 2)] = req.segments[i];
             } else {
-                ok = p == req.segments[i];
+                ok = r.opts.fold_case ? iequals(p, req.segments[i]) : p == req.segments[i];
             }
         }
         if (!ok) continue;

@@ -13,6 +13,9 @@ namespace iothub::http {
 
 struct route_options {
     bool blocking = false;  // run on the blocking pool: the handler touches storage
+    // Literal segments match in any letter case: the device SDKs disagree on spellings such as
+    // "devicebound" (Node, C) and "deviceBound" (C#).
+    bool fold_case = false;
 };
 
 class router {

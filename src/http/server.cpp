@@ -2,6 +2,7 @@
 
 #include "common/encoding.hpp"
 #include "runtime/listener.hpp"
+#include "tls/context.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -118,6 +119,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
             finish(conn);
             co_return;
         }
+        std::shared_ptr<const auth::client_certificate> client_certificate;
+        if (auto cert = tls::peer_certificate(stream.native_handle()))
+            client_certificate = std::make_shared<const auth::client_certificate>(std::move(*cert));
         beast::flat_buffer buffer;
         bool clean_close = true;
         for (;;) {
@@ -181,6 +185,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
             req.method = std::string(raw.method_string());
             req.target = std::string(raw.target());
             req.remote_address = peer;
+            req.client_certificate = client_certificate;
             for (const auto& f : raw) {
                 std::string name(f.name_string());
                 for (auto& c : name)

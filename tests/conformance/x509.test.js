@@ -12,6 +12,7 @@ const mqtt = require('mqtt');
 const { Registry } = require('azure-iothub');
 const { Client, Message } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
+const { Http } = require('azure-iot-device-http');
 const { NoRetry, errors } = require('azure-iot-common');
 const { Hub, connectionString, readTelemetry, bin, dataDir } = require('./lib/hub');
 
@@ -41,7 +42,9 @@ const cli = (...args) => spawnSync(bin, [...args, '--data-dir', dataDir], { enco
 async function x509Client(deviceId, name, transport = Mqtt) {
   const client = Client.fromConnectionString(`HostName=localhost;DeviceId=${deviceId};x509=true`, transport);
   client.setRetryPolicy(new NoRetry());
-  await client.setOptions({ cert: fs.readFileSync(file(`${name}.pem`), 'utf8'), key: fs.readFileSync(file(`${name}.key`), 'utf8') });
+  // The Http transport's setOptions calls back only when the object has http.receivePolicy.
+  const http = transport === Http ? { http: { receivePolicy: { interval: 1 } } } : {};
+  await client.setOptions({ cert: fs.readFileSync(file(`${name}.pem`), 'utf8'), key: fs.readFileSync(file(`${name}.key`), 'utf8'), ...http });
   return client;
 }
 
@@ -66,7 +69,7 @@ describe('self-signed certificates (thumbprint)', () => {
     await registry.create({ deviceId: 'x509-self', authentication: { x509Thumbprint: { primaryThumbprint: thumbprint('self') } } });
   });
 
-  for (const transport of [Mqtt, MqttWs]) {
+  for (const transport of [Mqtt, MqttWs, Http]) {
     it(`${transport.name}: the registered certificate connects and sends`, async () => {
       const client = await x509Client('x509-self', 'self', transport);
       await client.open();

@@ -25,6 +25,8 @@ class Router : public ::testing::Test {
         routes.add("GET", "/devices/{id}", tag("get"));
         routes.add("PUT", "/devices/{id}", tag("put"));
         routes.add("GET", "/devices/{id}/modules/{mid}", tag("module"));
+        routes.add("GET", "/devices/{id}/messages/devicebound", tag("poll"),
+                   route_options{.fold_case = true});
     }
     router routes;
     std::string hit;
@@ -53,6 +55,17 @@ TEST_F(Router, DistinguishesNotFoundFromMethodNotAllowed) {
     EXPECT_EQ(u.error().code(), errc::not_found);
     auto empty_capture = make("GET", "/devices//modules/m");
     EXPECT_FALSE(routes.match(empty_capture));
+}
+
+TEST_F(Router, FoldCaseRoutesMatchLiteralsInAnyCase) {
+    auto req = make("GET", "/devices/Dev1/messages/deviceBound");
+    auto m = routes.match(req);
+    ASSERT_TRUE(m);
+    (*m)->fn(req, responder([](response) {}));
+    EXPECT_EQ(hit, "poll");
+    EXPECT_EQ(req.param("id"), "Dev1") << "captures keep their case";
+    auto exact = make("GET", "/Devices/d1");
+    EXPECT_FALSE(routes.match(exact)) << "other routes stay case-sensitive";
 }
 
 }  // namespace

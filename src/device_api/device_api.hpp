@@ -1,0 +1,32 @@
+// The HTTPS device API (what `azure-iot-device-http` and the C and C# SDKs' HTTP transports
+// call), on the same port as the service API:
+//
+//   POST   /devices/{id}[/modules/{mid}]/messages/events         telemetry, one message or a batch
+//   GET    /devices/{id}/messages/devicebound                    C2D poll: 204 empty, 200 a message
+//   DELETE /devices/{id}/messages/devicebound/{lock}[?reject]    complete (or reject)
+//   POST   /devices/{id}/messages/devicebound/{lock}/abandon     abandon
+//
+// Each request authenticates on its own, as the identity in its path: a SAS token in
+// `Authorization` (the device's or module's key, or a policy with DeviceConnect), or the TLS
+// client certificate. Handlers translate only; limits and lifecycles live in telemetry and c2d.
+#pragma once
+
+#include "c2d/c2d.hpp"
+#include "device_auth/device_auth.hpp"
+#include "http/router.hpp"
+#include "telemetry/telemetry.hpp"
+
+namespace iothub::device_api {
+
+inline constexpr std::size_t default_max_batch_bytes = 256 * 1024;
+
+struct context {
+    device_auth::device_authenticator& authenticator;
+    telemetry::telemetry_service& telemetry;
+    c2d::c2d_service& c2d;
+    std::size_t max_batch_bytes = default_max_batch_bytes;
+};
+
+void add_routes(http::router& routes, context ctx);
+
+}  // namespace iothub::device_api
