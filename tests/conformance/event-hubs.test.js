@@ -62,10 +62,15 @@ before(async () => {
   ehConnectionString = execFileSync(bin, ['connection-string', '--data-dir', dataDir, '--policy', 'service', '--event-hubs'])
     .toString().trim();
 });
+// A client whose connection the hub refused may never settle its close; none may hold the run.
+const bounded = (p) => Promise.race([p.catch(() => {}), sleep(3000)]);
 after(async () => {
-  for (const c of clients) await c.close().catch(() => {});
-  for (const c of Object.values(devices)) await c.close().catch(() => {});
+  for (const c of clients) await bounded(c.close());
+  for (const c of Object.values(devices)) await bounded(c.close());
   await hub.stop();
+  // Together, the suite's Event Hubs clients leave a handle open after close() (each test alone
+  // exits cleanly); end the process once the results are out rather than wait out the timeout.
+  setTimeout(() => process.exit(), 2000).unref();
 });
 
 describe('Event Hubs-compatible endpoint', () => {
@@ -125,6 +130,12 @@ describe('Event Hubs-compatible endpoint', () => {
   it('resumes after a checkpoint', async () => {
     await device('eh-ckpt');
     for (let n = 0; n < 3; n++) await send('eh-ckpt', { n });
+    // Which partition the device's events went to.
+    const probe = collect(consumer(), { startPosition: earliestEventPosition });
+    await eventually(() => bodiesOf(probe.events, 'eh-ckpt').length === 3, 10000, 'the events');
+    await probe.sub.close();
+    const partition = probe.events.find((e) => e.systemProperties['iothub-connection-device-id'] === 'eh-ckpt').partitionId;
+
     // An in-memory checkpoint store, as a user would plug in blob storage.
     const checkpoints = new Map();
     const owners = new Map();
@@ -138,38 +149,34 @@ describe('Event Hubs-compatible endpoint', () => {
       listCheckpoints: async () => [...checkpoints.values()],
       updateCheckpoint: async (cp) => { checkpoints.set(cp.partitionId, cp); },
     };
-    const balancing = { loadBalancingOptions: { strategy: 'greedy', updateIntervalInMs: 500 } };
-    const c = new EventHubConsumerClient('$Default', ehConnectionString, store);
-    clients.push(c);
-    const first = [];
-    const failures = [];
-    let sub = c.subscribe({
-      processEvents: async (batch, ctx) => {
-        for (const e of batch) {
-          if (e.systemProperties['iothub-connection-device-id'] !== 'eh-ckpt') continue;
-          first.push(e.body.n);
-          await ctx.updateCheckpoint(e);
-        }
-      },
-      processError: async (err) => { failures.push(String(err)); },
-    }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1, ...balancing });
-    await eventually(() => first.length === 3, 10000, () => `the first three (${first}; ${failures})`);
-    await sub.close();
+    const run = async (client, want) => {
+      const seen = [];
+      const failures = [];
+      const sub = client.subscribe(partition, {
+        processEvents: async (batch, ctx) => {
+          for (const e of batch) {
+            if (e.systemProperties['iothub-connection-device-id'] !== 'eh-ckpt') continue;
+            seen.push(e.body.n);
+            await ctx.updateCheckpoint(e);
+          }
+        },
+        processError: async (err) => { failures.push(String(err)); },
+      }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1 });
+      await eventually(() => seen.length >= want, 10000, () => `${want} events (${seen}; ${failures})`);
+      await sleep(300);
+      await sub.close();
+      return seen;
+    };
+    const first = new EventHubConsumerClient('$Default', ehConnectionString, store);
+    clients.push(first);
+    assert.deepEqual(await run(first, 3), [0, 1, 2]);
+    assert.equal(checkpoints.get(partition).sequenceNumber, probe.events.filter((e) => e.partitionId === partition).at(-1).sequenceNumber);
 
     for (let n = 3; n < 5; n++) await send('eh-ckpt', { n });
-    const second = [];
-    sub = c.subscribe({
-      processEvents: async (batch) => {
-        for (const e of batch) if (e.systemProperties['iothub-connection-device-id'] === 'eh-ckpt') second.push(e.body.n);
-      },
-      processError: async (err) => { failures.push(String(err)); },
-    }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1, ...balancing });
-    await eventually(() => second.length === 2, 10000,
-      () => `the events after the checkpoint (${second}; ${failures}; ${JSON.stringify([...checkpoints.values()])})`);
-    await sleep(500);
-    await sub.close();
-    assert.deepEqual(first, [0, 1, 2]);
-    assert.deepEqual(second, [3, 4]);
+    // A new client, as after a restart, resumes after the checkpoint.
+    const second = new EventHubConsumerClient('$Default', ehConnectionString, store);
+    clients.push(second);
+    assert.deepEqual(await run(second, 2), [3, 4]);
   });
 
   it('consumer groups must exist; created ones work', async () => {
