@@ -4,6 +4,7 @@
 // put-token (whose body is a SAS token). Nothing may crash; decoded ids must survive their text
 // round trip.
 #include "amqp/addresses.hpp"
+#include "amqp/event_hubs.hpp"
 #include "amqp/message_codec.hpp"
 #include "auth/sas.hpp"
 
@@ -19,6 +20,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     auto a = classify_address(text);
     if (a.what == node_address::kind::unknown && !a.device_id.empty()) std::abort();
     (void)c2d_target_device(text);
+    (void)parse_selector(text);
     if (auto g = guid_bytes(text); g && g->size() != 16) std::abort();
 
     if (nul == std::string_view::npos) return 0;
@@ -31,6 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     (void)application_properties(m.get());
     (void)annotations(m.get());
     (void)application_property(m.get(), "operation");
+    (void)selector_of(pn_message_properties(m.get()));
     if (auto body = body_bytes(m.get())) (void)iothub::auth::parse_sas_token(*body);
     return 0;
 }

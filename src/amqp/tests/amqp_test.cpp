@@ -164,3 +164,81 @@ TEST(MessageCodec, GuidBytesNeedAGuid) {
 
 }  // namespace
 }  // namespace iothub::amqp
+
+#include "amqp/event_hubs.hpp"
+
+namespace iothub::amqp {
+namespace {
+
+using storage::read_position;
+
+TEST(EventHubs, SelectorsMapToReadPositions) {
+    auto earliest = parse_selector("amqp.annotation.x-opt-offset > '-1'");
+    ASSERT_TRUE(earliest);
+    EXPECT_EQ(earliest->what, read_position::kind::earliest);
+    auto latest = parse_selector("amqp.annotation.x-opt-offset > '@latest'");
+    ASSERT_TRUE(latest);
+    EXPECT_EQ(latest->what, read_position::kind::latest);
+    auto after = parse_selector("amqp.annotation.x-opt-offset > '41'");
+    ASSERT_TRUE(after);
+    EXPECT_EQ(after->what, read_position::kind::sequence);
+    EXPECT_EQ(after->sequence, 41u);
+    EXPECT_FALSE(after->inclusive);
+    auto at = parse_selector("  amqp.annotation.x-opt-sequence-number >= '7' ");
+    ASSERT_TRUE(at);
+    EXPECT_TRUE(at->inclusive);
+    EXPECT_EQ(at->sequence, 7u);
+    auto time = parse_selector("amqp.annotation.x-opt-enqueued-time > '1700000000000'");
+    ASSERT_TRUE(time);
+    EXPECT_EQ(time->what, read_position::kind::enqueued_time);
+    EXPECT_EQ(unix_millis(time->time), 1700000000000);
+}
+
+TEST(EventHubs, MalformedSelectorsAreArgumentErrors) {
+    for (auto f : {"", "amqp.annotation.x-opt-offset", "amqp.annotation.x-opt-offset > 5",
+                   "amqp.annotation.x-opt-offset < '5'", "amqp.annotation.x-opt-foo > '5'",
+                   "x-opt-offset > '5'", "amqp.annotation.x-opt-sequence-number > 'abc'",
+                   "amqp.annotation.x-opt-offset > '5"}) {
+        auto p = parse_selector(f);
+        ASSERT_FALSE(p) << f;
+        EXPECT_EQ(p.error().code(), errc::argument_invalid) << f;
+    }
+}
+
+TEST(EventHubs, EventsCarryOffsetsSequenceNumbersAndIotHubAnnotations) {
+    storage::stored_event e;
+    e.sequence_number = 12;
+    e.enqueued_time = sys_time(std::chrono::seconds(1700000000));
+    e.record.body = "{\"t\":1}";
+    e.record.system_properties = {{"message-id", "m1"}, {"content-type", "application/json"}};
+    e.record.stamp = std::make_shared<storage::property_list>(storage::property_list{
+        {"iothub-connection-device-id", "d1"}, {"iothub-message-source", "Telemetry"}});
+    e.record.application_properties = {{"alert", "true"}};
+    auto m = make_message();
+    fill_event(m.get(), e);
+    EXPECT_EQ(annotation(m.get(), "x-opt-offset"), "12");
+    EXPECT_EQ(annotation(m.get(), "x-opt-sequence-number"), "12");
+    EXPECT_EQ(annotation(m.get(), "iothub-connection-device-id"), "d1");
+    EXPECT_EQ(annotation(m.get(), "iothub-message-source"), "Telemetry");
+    EXPECT_FALSE(annotation(m.get(), "message-id"));  // a property, not an annotation
+    EXPECT_EQ(id_text(pn_message_get_id(m.get())), "m1");
+    EXPECT_STREQ(pn_message_get_content_type(m.get()), "application/json");
+    EXPECT_EQ(application_property(m.get(), "alert"), "true");
+    EXPECT_EQ(body_bytes(m.get()), "{\"t\":1}");
+}
+
+TEST(EventHubs, AddressesOfPartitionsAndManagement) {
+    auto p = classify_address("amqps://localhost/myhub/ConsumerGroups/$Default/Partitions/3");
+    EXPECT_EQ(p.what, node_address::kind::eh_partition);
+    EXPECT_EQ(p.entity, "myhub");
+    EXPECT_EQ(p.consumer_group, "$Default");
+    EXPECT_EQ(p.partition, "3");
+    EXPECT_EQ(classify_address("myhub/consumergroups/cg/partitions/0").what,
+              node_address::kind::eh_partition);
+    EXPECT_EQ(classify_address("$management").what, node_address::kind::eh_management);
+    EXPECT_EQ(classify_address("myhub/ConsumerGroups/cg/Partitions").what,
+              node_address::kind::unknown);
+}
+
+}  // namespace
+}  // namespace iothub::amqp
