@@ -2,6 +2,7 @@
 
 #include "amqp/addresses.hpp"
 #include "amqp/cbs.hpp"
+#include "amqp/detail/frame_padding.hpp"
 #include "amqp/detail/sasl.hpp"
 #include "amqp/event_hubs.hpp"
 #include "amqp/message_codec.hpp"
@@ -404,8 +405,10 @@ class connection final : public std::enable_shared_from_this<connection> {
         for (;;) {
             auto b = pn_connection_driver_write_buffer(&driver_);
             if (b.size == 0) break;
-            out_.assign(b.start, b.size);
+            out_.clear();
+            padder_.feed(std::string_view(b.start, b.size), out_);
             pn_connection_driver_write_done(&driver_, b.size);
+            if (out_.empty()) continue;
             auto ec = co_await transport_->write(asio::buffer(out_));
             if (ec) {
                 pn_connection_driver_write_close(&driver_);
@@ -925,8 +928,7 @@ class connection final : public std::enable_shared_from_this<connection> {
         if (pn_link_is_sender(l)) return on_outcome(ls, d);
         if (!pn_delivery_readable(d)) return;
         const auto limit = pn_link_max_message_size(l);
-        if (ls.discarding == d || (limit && pn_delivery_pending(d) > limit))
-            return discard(ls, d);
+        if (ls.discarding == d || (limit && pn_delivery_pending(d) > limit)) return discard(ls, d);
         if (pn_delivery_partial(d)) return;
         std::string bytes(pn_delivery_pending(d), '\0');
         pn_link_recv(l, bytes.data(), bytes.size());
@@ -1586,6 +1588,7 @@ class connection final : public std::enable_shared_from_this<connection> {
     std::chrono::steady_clock::time_point tick_at_{};
     pn_connection_driver_t driver_;
     detail::sasl_outcome sasl_;
+    detail::performative_padder padder_;
     message_ptr scratch_;
     pn_rwbytes_t encode_buffer_{0, nullptr};
     std::string out_;

@@ -207,6 +207,20 @@ describe('Event Hubs-compatible endpoint', () => {
     await b.sub.close();
   });
 
+  it('Debian\'s Python azure.eventhub consumer reads the same events', async () => {
+    await device('eh-py');
+    for (let n = 0; n < 3; n++) await send('eh-py', { n }, { k: `v${n}` });
+    const { execFile } = require('node:child_process');
+    const out = await new Promise((resolve, reject) => execFile('/usr/bin/python3',
+      [`${__dirname}/python/eh_read.py`, ehConnectionString, `${dataDir}/tls/ca.pem`, 'eh-py', '3', '30'],
+      { timeout: 60000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}\n${stdout}`)) : resolve(stdout))));
+    const lines = out.trim().split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(lines[0].partitions, ['0', '1', '2', '3']);
+    const events = lines.slice(1);
+    assert.deepEqual(events.map((e) => JSON.parse(e.body).n), [0, 1, 2]);
+    assert.deepEqual(events.map((e) => e.properties.k), ['v0', 'v1', 'v2']);
+  });
+
   it('a token signed with a wrong key is refused', async () => {
     const wrong = ehConnectionString.replace(/SharedAccessKey=[^;]+/, `SharedAccessKey=${Buffer.alloc(32, 1).toString('base64')}`);
     const c = new EventHubConsumerClient('$Default', wrong, { retryOptions: { maxRetries: 0, timeoutInMs: 5000 } });

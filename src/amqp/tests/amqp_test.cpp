@@ -242,3 +242,62 @@ TEST(EventHubs, AddressesOfPartitionsAndManagement) {
 
 }  // namespace
 }  // namespace iothub::amqp
+
+#include "amqp/detail/frame_padding.hpp"
+
+namespace iothub::amqp::detail {
+namespace {
+
+std::string bytes(std::initializer_list<int> b) {
+    std::string s;
+    for (int c : b) s.push_back(static_cast<char>(c));
+    return s;
+}
+
+TEST(FramePadding, BeginGetsAllEightFieldsAndANumericHandleMax) {
+    // begin(remote-channel null, next-outgoing-id 0, incoming-window 0, outgoing-window 0)
+    auto body = bytes({0x00, 0x53, 0x11, 0xc0, 0x05, 0x04, 0x40, 0x43, 0x43, 0x43});
+    auto padded = pad_performative(body);
+    ASSERT_EQ(static_cast<unsigned char>(padded[3]), 0xd0);
+    EXPECT_EQ(padded[11], 8);  // count: the low byte of the big-endian u32
+    // handle-max (the fifth field) is uint 0xffffffff.
+    EXPECT_NE(padded.find(bytes({0x70, 0xff, 0xff, 0xff, 0xff})), std::string::npos);
+    EXPECT_EQ(pad_performative(padded), padded);  // already full: unchanged
+}
+
+TEST(FramePadding, TransferPayloadSurvivesAndFramesStayWhole) {
+    // transfer(handle 0, delivery-id 0, delivery-tag "t") followed by a payload.
+    auto perf = bytes({0x00, 0x53, 0x14, 0xc0, 0x06, 0x03, 0x43, 0x43, 0xa0, 0x01, 't'});
+    std::string payload = "PAYLOAD";
+    std::string body = perf + payload;
+    std::string frame;
+    auto size = static_cast<std::uint32_t>(8 + body.size());
+    frame += bytes({int(size >> 24), int((size >> 16) & 0xff), int((size >> 8) & 0xff),
+                    int(size & 0xff), 0x02, 0x00, 0x00, 0x01});
+    frame += body;
+    std::string header = "AMQP" + bytes({0, 1, 0, 0});
+    performative_padder p;
+    std::string out;
+    // Fed in two pieces that split the frame: nothing is written until it is whole.
+    p.feed(header + frame.substr(0, 10), out);
+    EXPECT_EQ(out, header);
+    EXPECT_EQ(p.pending(), 10u);
+    p.feed(frame.substr(10), out);
+    EXPECT_EQ(p.pending(), 0u);
+    auto written = out.substr(8);
+    std::uint32_t new_size = (std::uint8_t(written[0]) << 24) | (std::uint8_t(written[1]) << 16) |
+                             (std::uint8_t(written[2]) << 8) | std::uint8_t(written[3]);
+    EXPECT_EQ(new_size, written.size());
+    EXPECT_EQ(written.substr(written.size() - payload.size()), payload);
+    EXPECT_EQ(written[8 + 11], 11);  // eleven transfer fields
+}
+
+TEST(FramePadding, AnythingUnparseablePassesThrough) {
+    for (auto b : {std::string(), bytes({0x00}), bytes({0x00, 0x53, 0x30, 0x45}),
+                   bytes({0x00, 0x53, 0x11, 0xc0, 0x09, 0x04, 0x40})}) {
+        EXPECT_EQ(pad_performative(b), b);
+    }
+}
+
+}  // namespace
+}  // namespace iothub::amqp::detail
