@@ -951,8 +951,7 @@ class connection final : public std::enable_shared_from_this<connection> {
         if (pn_link_is_sender(l)) return on_outcome(ls, d);
         if (!pn_delivery_readable(d)) return;
         const auto limit = pn_link_max_message_size(l);
-        if (ls.discarding == d || (limit && pn_delivery_pending(d) > limit))
-            return discard(ls, d);
+        if (ls.discarding == d || (limit && pn_delivery_pending(d) > limit)) return discard(ls, d);
         if (pn_delivery_partial(d)) return;
         std::string bytes(pn_delivery_pending(d), '\0');
         pn_link_recv(l, bytes.data(), bytes.size());

@@ -1,6 +1,7 @@
 // The AMQP 1.0 endpoint: devices (telemetry, cloud-to-device, twin and method links, many
 // identities multiplexed on one connection by gateways) and the service side (sending C2D
-// messages, receiving delivery feedback and file notifications), over TLS on 5671 and over WebSockets on the HTTPS port
+// messages, receiving delivery feedback and file notifications), over TLS on 5671 and over
+// WebSockets on the HTTPS port
 // (`/$iothub/websocket`, subprotocol AMQPWSB10).
 //
 // Qpid Proton's connection driver does framing, sessions, links and flow control; the hub owns

@@ -464,8 +464,8 @@ void add_file_commands(CLI::App& app, const std::shared_ptr<invocation>& inv, co
             while (!rest.empty()) {
                 auto slash = rest.find('/');
                 target += "/" + percent_encode(rest.substr(0, slash));
-                rest = slash == std::string_view::npos ? std::string_view{}
-                                                       : rest.substr(slash + 1);
+                rest =
+                    slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
             }
             auto r = call(connect(*inv), "GET", target + "?api-version=2021-04-12");
             if (!r) throw failure{r.error().message()};

@@ -86,11 +86,20 @@ std::string xml_escape(std::string_view s) {
     std::string out;
     for (char c : s) {
         switch (c) {
-        case '<': out += "&lt;"; break;
-        case '>': out += "&gt;"; break;
-        case '&': out += "&amp;"; break;
-        case '"': out += "&quot;"; break;
-        default: out.push_back(c);
+            case '<':
+                out += "&lt;";
+                break;
+            case '>':
+                out += "&gt;";
+                break;
+            case '&':
+                out += "&amp;";
+                break;
+            case '"':
+                out += "&quot;";
+                break;
+            default:
+                out.push_back(c);
         }
     }
     return out;
@@ -117,7 +126,8 @@ response storage_error(int status, std::string_view code, std::string_view messa
     r.body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>" + std::string(code) +
              "</Code><Message>" + xml_escape(message) + "\nRequestId:" + request_id +
              "\nTime:" + format_iso8601(now()) + "</Message></Error>";
-    r.with_header("Content-Type", "application/xml").with_header("x-ms-error-code", std::string(code));
+    r.with_header("Content-Type", "application/xml")
+        .with_header("x-ms-error-code", std::string(code));
     storage_headers(r, req, request_id);
     return r;
 }
@@ -125,19 +135,19 @@ response storage_error(int status, std::string_view code, std::string_view messa
 // Core errors in Azure Storage's words. `invalid` names what an argument_invalid was about.
 response storage_error(const error& e, const request& req, std::string_view invalid) {
     switch (e.code()) {
-    case errc::unauthorized:
-        return storage_error(403, "AuthenticationFailed",
-                             "Server failed to authenticate the request. " + e.message(), &req);
-    case errc::request_too_large:
-        return storage_error(413, "RequestBodyTooLarge", e.message(), &req);
-    case errc::argument_invalid:
-        return storage_error(400, invalid, e.message(), &req);
-    case errc::already_exists:
-        return storage_error(409, "InvalidBlobOrBlock", e.message(), &req);
-    case errc::not_found:
-        return storage_error(404, "BlobNotFound", e.message(), &req);
-    default:
-        return storage_error(500, "InternalError", e.message(), &req);
+        case errc::unauthorized:
+            return storage_error(403, "AuthenticationFailed",
+                                 "Server failed to authenticate the request. " + e.message(), &req);
+        case errc::request_too_large:
+            return storage_error(413, "RequestBodyTooLarge", e.message(), &req);
+        case errc::argument_invalid:
+            return storage_error(400, invalid, e.message(), &req);
+        case errc::already_exists:
+            return storage_error(409, "InvalidBlobOrBlock", e.message(), &req);
+        case errc::not_found:
+            return storage_error(404, "BlobNotFound", e.message(), &req);
+        default:
+            return storage_error(500, "InternalError", e.message(), &req);
     }
 }
 
@@ -199,7 +209,8 @@ response put(file_upload::file_upload_service& files, const request& req) {
     }
     return storage_error(400, "InvalidQueryParameterValue",
                          "Value for one of the query parameters specified in the request URI is "
-                         "invalid: comp=" + std::string(*comp) + ".",
+                         "invalid: comp=" +
+                             std::string(*comp) + ".",
                          &req);
 }
 
@@ -207,9 +218,9 @@ response put(file_upload::file_upload_service& files, const request& req) {
 
 void add_file_routes(http::router& routes, device_auth::device_authenticator& auth,
                      file_upload::file_upload_service& files) {
-    auto session = [&auth, &files](result<response> (*body)(device_auth::device_authenticator&,
-                                                              file_upload::file_upload_service&,
-                                                              request&)) {
+    auto session = [&auth,
+                    &files](result<response> (*body)(device_auth::device_authenticator&,
+                                                     file_upload::file_upload_service&, request&)) {
         return [&auth, &files, body](request& req, responder done) {
             auto r = body(auth, files, req);
             done(r ? std::move(*r) : http::error_response(r.error()));
@@ -228,8 +239,9 @@ void add_file_routes(http::router& routes, device_auth::device_authenticator& au
                                      std::to_string(max) + " bytes).",
                                  nullptr);
         }};
-    routes.add("PUT", "/" + files.settings().container + "/{blob...}",
-               [&files](request& req, responder done) { done(put(files, req)); }, blob_route);
+    routes.add(
+        "PUT", "/" + files.settings().container + "/{blob...}",
+        [&files](request& req, responder done) { done(put(files, req)); }, blob_route);
 }
 
 }  // namespace iothub::device_api

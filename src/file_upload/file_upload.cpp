@@ -87,12 +87,9 @@ sys_time from_millis(std::int64_t ms) {
 }
 
 json::object to_json(const file_notification& n) {
-    return {{"deviceId", n.device_id},
-            {"blobUri", n.blob_uri},
-            {"blobName", n.blob_name},
-            {"lastUpdatedTime", format_iso8601(n.last_updated)},
-            {"blobSizeInBytes", n.size},
-            {"enqueuedTimeUtc", format_iso8601(n.enqueued_time)}};
+    return {{"deviceId", n.device_id},   {"blobUri", n.blob_uri},
+            {"blobName", n.blob_name},   {"lastUpdatedTime", format_iso8601(n.last_updated)},
+            {"blobSizeInBytes", n.size}, {"enqueuedTimeUtc", format_iso8601(n.enqueued_time)}};
 }
 
 std::optional<file_notification> notification_from(std::string_view text) {
@@ -196,8 +193,7 @@ result<void> check_sas(std::string_view secret, std::string_view container,
             if (k == name) return std::string_view(v);
         return std::nullopt;
     };
-    auto sv = value("sv"), sr = value("sr"), sig = value("sig"), se = value("se"),
-         sp = value("sp");
+    auto sv = value("sv"), sr = value("sr"), sig = value("sig"), se = value("se"), sp = value("sp");
     if (!sig || !se || !sp || !sv || !sr)
         return error(errc::unauthorized, "The request has no complete shared access signature.");
     if (*sr != "b") return error(errc::unauthorized, "The signature's resource must be a blob.");
@@ -218,8 +214,9 @@ result<std::vector<std::string>> parse_block_list(std::string_view xml) {
     // The body the Storage clients send is flat: an optional declaration, <BlockList>, then one
     // element per block. A small scanner is enough and refuses everything else.
     auto malformed = [] {
-        return error(errc::argument_invalid, "The block list is not valid XML of the form "
-                                             "<BlockList><Latest>id</Latest>...</BlockList>.");
+        return error(errc::argument_invalid,
+                     "The block list is not valid XML of the form "
+                     "<BlockList><Latest>id</Latest>...</BlockList>.");
     };
     auto open = xml.find("<BlockList>");
     auto close = xml.rfind("</BlockList>");
@@ -324,9 +321,8 @@ struct file_upload_service::impl {
         info.size = size;
         info.last_modified = now;
         info.content_md5 = std::move(md5);
-        json::object rec{{"size", size},
-                         {"lastModified", unix_millis(now)},
-                         {"contentMD5", info.content_md5}};
+        json::object rec{
+            {"size", size}, {"lastModified", unix_millis(now)}, {"contentMD5", info.content_md5}};
         auto v = kv.put(blob_key(info.device_id, info.blob_name), json::serialize(rec));
         if (!v) return v.error();
         info.etag = "\"0x" + hex16(*v) + "\"";
@@ -400,8 +396,8 @@ result<void> file_upload_service::load() {
     std::error_code ec;
     fs::create_directories(settings_.root / ".staging", ec);
     if (ec)
-        return error(errc::server_error,
-                     "Cannot create " + (settings_.root / ".staging").string() + ": " + ec.message());
+        return error(errc::server_error, "Cannot create " + (settings_.root / ".staging").string() +
+                                             ": " + ec.message());
     // Stale temporary files of a crash mid-write.
     for (const auto& e : fs::directory_iterator(settings_.root / ".staging", ec))
         if (e.path().filename().string().starts_with("tmp-")) fs::remove(e.path(), ec);
@@ -479,14 +475,14 @@ result<void> file_upload_service::notify(const std::string& device_id,
     const auto container = str(j.get_object(), "container");
 
     std::vector<storage::kv_write> writes;
-    writes.push_back({storage::kv_write::op::remove, key, {},
-                      storage::precondition::version((*got)->version)});
+    writes.push_back(
+        {storage::kv_write::op::remove, key, {}, storage::precondition::version((*got)->version)});
     std::optional<std::pair<std::uint64_t, file_notification>> note;
     if (success) {
         auto blob = im.kv.get(impl::blob_key(device_id, blob_name));
         if (!blob) return blob.error();
-        auto info = *blob ? im.blob_from(impl::blob_key(device_id, blob_name), **blob)
-                          : std::nullopt;
+        auto info =
+            *blob ? im.blob_from(impl::blob_key(device_id, blob_name), **blob) : std::nullopt;
         if (!info)
             return error(errc::argument_invalid, "The upload is reported as a success, but blob '" +
                                                      device_id + "/" + blob_name +
@@ -503,9 +499,8 @@ result<void> file_upload_service::notify(const std::string& device_id,
             std::lock_guard lock(im.mutex);
             seq = im.next_sequence++;
         }
-        writes.push_back({storage::kv_write::op::put,
-                          std::string(notification_prefix) + hex16(seq), notification_json(n),
-                          storage::precondition::absent()});
+        writes.push_back({storage::kv_write::op::put, std::string(notification_prefix) + hex16(seq),
+                          notification_json(n), storage::precondition::absent()});
         note.emplace(seq, std::move(n));
     }
     auto results = im.kv.apply(writes);
@@ -529,8 +524,8 @@ result<void> file_upload_service::authorize(
     const std::vector<std::pair<std::string, std::string>>& query, sys_time now) const {
     if (path.size() < 2) return error(errc::unauthorized, "The path names no device's blob.");
     for (const auto& s : path)
-        if (s.empty() || s == "." || s == ".." || s.find_first_of(std::string_view("/\\\0", 3)) !=
-                                                      std::string::npos)
+        if (s.empty() || s == "." || s == ".." ||
+            s.find_first_of(std::string_view("/\\\0", 3)) != std::string::npos)
             return error(errc::unauthorized, "The blob path is not one this hub issues.");
     return check_sas(impl_->secret, settings_.container, join(path), query, now);
 }
@@ -585,8 +580,9 @@ result<blob_info> file_upload_service::put_block_list(const std::vector<std::str
     std::error_code ec;
     for (const auto& id : block_ids) {
         auto size = fs::file_size(dir / hex_encode(id), ec);
-        if (ec) return error(errc::argument_invalid, "The block list names a block ('" + id +
-                                                         "') that was not staged.");
+        if (ec)
+            return error(errc::argument_invalid,
+                         "The block list names a block ('" + id + "') that was not staged.");
         total += size;
     }
     if (total > settings_.max_bytes)
@@ -618,13 +614,14 @@ result<blob_info> file_upload_service::put_block_list(const std::vector<std::str
         fs::remove(tmp, ec);
         return io_error("Cannot assemble the blob");
     }
-    auto info = impl_->commit(path, tmp, total,
-                              base64_encode(std::span<const std::uint8_t>(digest.data(), len)), now);
+    auto info = impl_->commit(
+        path, tmp, total, base64_encode(std::span<const std::uint8_t>(digest.data(), len)), now);
     if (info) fs::remove_all(dir, ec);
     return info;
 }
 
-result<std::vector<blob_info>> file_upload_service::list(std::optional<std::string> device_id) const {
+result<std::vector<blob_info>> file_upload_service::list(
+    std::optional<std::string> device_id) const {
     std::string prefix(blob_prefix);
     if (device_id) prefix.append(*device_id).append("/");
     std::vector<blob_info> out;
@@ -647,8 +644,8 @@ result<std::string> file_upload_service::read(const std::string& device_id,
     auto rec = impl_->kv.get(impl::blob_key(device_id, join(*segments)));
     if (!rec) return rec.error();
     auto missing = [&] {
-        return error(errc::not_found, "Device '" + device_id + "' has no file '" +
-                                          std::string(blob_name) + "'.");
+        return error(errc::not_found,
+                     "Device '" + device_id + "' has no file '" + std::string(blob_name) + "'.");
     };
     if (!*rec || device_id.empty() || device_id == "." || device_id == ".." ||
         device_id.find('/') != std::string::npos)
@@ -765,7 +762,8 @@ void file_upload_service::sweep(sys_time now) {
         }
         std::vector<std::uint64_t> old;
         for (const auto& [seq, p] : im.notifications)
-            if (p.lock_token.empty() && p.notification.enqueued_time + settings_.notification_ttl <= now)
+            if (p.lock_token.empty() &&
+                p.notification.enqueued_time + settings_.notification_ttl <= now)
                 old.push_back(seq);
         for (auto seq : old) im.drop(seq);
         if (freed) tell = im.watchers_copy();

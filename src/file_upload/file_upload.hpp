@@ -44,7 +44,7 @@ inline constexpr std::string_view sas_version = "2018-03-28";
 struct upload_settings {
     std::filesystem::path root;  // where blobs live, e.g. <data-dir>/files
     std::string container{default_container};
-    std::string host_name;  // what devices connect to for the blob endpoint
+    std::string host_name;                   // what devices connect to for the blob endpoint
     std::uint64_t max_bytes = 256ull << 20;  // per blob
     std::chrono::seconds sas_ttl{std::chrono::hours(1)};
     std::chrono::seconds notification_ttl{std::chrono::hours(1)};
@@ -66,8 +66,7 @@ std::string sign_sas(std::string_view secret, std::string_view container,
 // errc::unauthorized with the reason.
 result<void> check_sas(std::string_view secret, std::string_view container,
                        std::string_view blob_path,
-                       const std::vector<std::pair<std::string, std::string>>& query,
-                       sys_time now);
+                       const std::vector<std::pair<std::string, std::string>>& query, sys_time now);
 
 // Block ids of a Put Block List body (`<BlockList><Latest>id</Latest>...</BlockList>`, also
 // `Committed` and `Uncommitted`), in order. errc::argument_invalid when malformed.
@@ -127,8 +126,8 @@ class file_upload_service {
     // Ends the session; a success writes a notification for the blob as stored. errc::not_found
     // when the correlation id names no open session of this device; errc::argument_invalid
     // when a success is reported for a blob that was never stored. Blocks.
-    result<void> notify(const std::string& device_id, std::string_view correlation_id,
-                        bool success, sys_time now);
+    result<void> notify(const std::string& device_id, std::string_view correlation_id, bool success,
+                        sys_time now);
 
     // --- the blob endpoint: `path` is the blob's segments under the container, device first ---
     // errc::unauthorized for a missing, wrong or expired SAS or a path it does not name.

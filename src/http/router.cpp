@@ -22,8 +22,7 @@ result<const router::route*> router::match(request& req) const {
     bool path_matched = false;
     for (const auto& r : routes_) {
         const bool rest = !r.pattern.empty() && r.pattern.back().ends_with("...}");
-        if (rest ? req.segments.size() < r.pattern.size()
-                 : r.pattern.size() != req.segments.size())
+        if (rest ? req.segments.size() < r.pattern.size() : r.pattern.size() != req.segments.size())
             continue;
         std::map<std::string, std::string, std::less<>> captured;
         bool ok = true;

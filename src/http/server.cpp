@@ -75,7 +75,11 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
 
     impl(runtime::shard_set& s, runtime::blocking_pool& b, std::shared_ptr<asio::ssl::context> t,
          const router& r, server_settings st)
-        : shards(s), blocking(b), tls(std::move(t)), routes(r), settings(st),
+        : shards(s),
+          blocking(b),
+          tls(std::move(t)),
+          routes(r),
+          settings(st),
           largest_body(r.largest_body(st.max_body)) {}
 
     // A connection accepted onto its shard: kept for shutdown, then served there.
@@ -142,7 +146,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
             std::size_t limit = settings.max_body;
             if (!rec || rec == bhttp::error::body_limit) {
                 target_route = route_for(parser.get());
-                if (target_route && target_route->opts.max_body) limit = target_route->opts.max_body;
+                if (target_route && target_route->opts.max_body)
+                    limit = target_route->opts.max_body;
                 if (auto len = parser.content_length(); !rec && len && *len > limit)
                     rec = bhttp::error::body_limit;
                 else if (!rec)

@@ -197,6 +197,13 @@ describe('the session API and the blob endpoint', () => {
 
 describe('expiry and size limits', () => {
   before(async () => {
+    // A notification written while no receiver listens must survive the restart.
+    await service.close();
+    const g = (await deviceRequest('files-raw', 'POST', 'files', { blobName: 'durable.txt' })).json;
+    assert.equal((await putBlob(g, Buffer.from('durable'))).status, 201);
+    const ok = await deviceRequest('files-raw', 'POST', `files/notifications/${g.correlationId}`,
+      { isSuccess: true, statusCode: 201, statusDescription: null });
+    assert.equal(ok.status, 204, ok.body);
     await stopHub();
     await startHub(['--files-sas-ttl-seconds', '2', '--files-max-bytes', '1000']);
   });
@@ -221,6 +228,8 @@ describe('expiry and size limits', () => {
   });
 
   it('kept earlier uploads and the notification stream across the restart', async () => {
-    assert.deepEqual(download('files-large', 'logs/big.bin').length, 9 * 1024 * 1024 + 123);
+    assert.equal(download('files-large', 'logs/big.bin').length, 9 * 1024 * 1024 + 123);
+    const n = await notificationFor('files-raw/durable.txt');
+    assert.equal(n.blobSizeInBytes, 7);
   });
 });

@@ -33,8 +33,7 @@ std::vector<std::pair<std::string, std::string>> query_of(std::string_view sas) 
     return out;
 }
 
-void set(std::vector<std::pair<std::string, std::string>>& q, const std::string& k,
-         std::string v) {
+void set(std::vector<std::pair<std::string, std::string>>& q, const std::string& k, std::string v) {
     for (auto& [key, value] : q)
         if (key == k) value = std::move(v);
 }
@@ -46,8 +45,9 @@ TEST(SafeSegments, AcceptsNestedNames) {
 }
 
 TEST(SafeSegments, RefusesEscapes) {
-    for (const std::string& bad : std::vector<std::string>{"", "/etc/passwd", "../x", "a/../../x", "a/./b", "a//b", "a/", ".",
-                            "..", std::string("a\0b", 3), "a\\..\\b", std::string(1025, 'x')})
+    for (const std::string& bad : std::vector<std::string>{
+             "", "/etc/passwd", "../x", "a/../../x", "a/./b", "a//b", "a/", ".", "..",
+             std::string("a\0b", 3), "a\\..\\b", std::string(1025, 'x')})
         EXPECT_FALSE(safe_segments(bad)) << bad;
 }
 

@@ -70,8 +70,8 @@ TEST_F(Router, FoldCaseRoutesMatchLiteralsInAnyCase) {
 
 TEST(RouterRest, RestCaptureTakesOneOrMoreSegments) {
     router routes;
-    routes.add("PUT", "/blobs/{path...}", [](request&, responder) {},
-               route_options{.max_body = 4096});
+    routes.add(
+        "PUT", "/blobs/{path...}", [](request&, responder) {}, route_options{.max_body = 4096});
     auto one = make("PUT", "/blobs/a");
     ASSERT_TRUE(routes.match(one));
     EXPECT_EQ(one.param("path"), "a");
