@@ -334,4 +334,22 @@ void fill_feedback(pn_message_t* out, const c2d::feedback_batch& batch, std::str
     set_data_body(out, c2d::feedback_json(batch.records));
 }
 
+void fill_file_notification(pn_message_t* out, sys_time enqueued_time, std::string_view body,
+                            std::string_view hub_name) {
+    pn_message_clear(out);
+    auto id = random_uuid();
+    pn_atom_t a;
+    a.type = PN_STRING;
+    a.u.as_bytes = pn_bytes(id.size(), id.data());
+    pn_message_set_id(out, a);
+    pn_message_set_user_id(out, pn_bytes(hub_name.size(), hub_name.data()));
+    pn_message_set_content_type(out, "application/vnd.microsoft.iothub.filenotification.json");
+    auto* ann = pn_message_annotations(out);
+    enter_map_end(ann);
+    put_key(ann, "iothub-enqueuedtime", true);
+    pn_data_put_timestamp(ann, unix_millis(enqueued_time));
+    pn_data_exit(ann);
+    set_data_body(out, body);
+}
+
 }  // namespace iothub::amqp

@@ -56,6 +56,10 @@ void fill_delivery(pn_message_t* out, const c2d::delivery& d, std::string_view d
 // A batch of feedback records for the service (protocol.md 3.10).
 void fill_feedback(pn_message_t* out, const c2d::feedback_batch& batch, std::string_view hub_name);
 
+// A file-upload notification for the service (protocol.md 3.9): `body` is its JSON object.
+void fill_file_notification(pn_message_t* out, sys_time enqueued_time, std::string_view body,
+                            std::string_view hub_name);
+
 // Writers for the small maps request/response messages carry. `value` is a string unless the
 // writer says otherwise.
 void put_string_property(pn_data_t* map_data, std::string_view key, std::string_view value,

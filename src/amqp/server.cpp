@@ -486,12 +486,20 @@ class connection final : public std::enable_shared_from_this<connection> {
         // hold locks of its own already.
         std::vector<std::pair<std::string, std::string>> c2d_locks;  // device, token
         std::vector<std::string> feedback_locks;
+        std::vector<std::string> file_locks;
         for (auto& [l, ls] : links_) {
             if (ls->what == role::c2d_out)
                 for (auto& [d, token] : ls->locks) c2d_locks.emplace_back(ls->device_id, token);
             if (ls->what == role::feedback_out)
                 for (auto& [d, token] : ls->locks) feedback_locks.push_back(token);
+            if (ls->what == role::file_notifications_out)
+                for (auto& [d, token] : ls->locks) file_locks.push_back(token);
         }
+        if (!file_locks.empty())
+            svc_.blocking.post([&files = svc_.files, file_locks] {
+                for (const auto& token : file_locks) (void)files.abandon_notification(token);
+            });
+        if (file_watch_) svc_.files.unwatch_notifications(file_watch_);
         if (!c2d_locks.empty() || !feedback_locks.empty())
             svc_.blocking.post([&c2d = svc_.c2d, c2d_locks, feedback_locks, t] {
                 for (const auto& [device, token] : c2d_locks) (void)c2d.abandon(device, token, t);
@@ -709,6 +717,16 @@ class connection final : public std::enable_shared_from_this<connection> {
                     });
                 pump_feedback(ls);
                 break;
+            case role::file_notifications_out:
+                if (!file_watch_)
+                    file_watch_ =
+                        svc_.files.watch_notifications([weak = weak_from_this(), ex = ex_] {
+                            asio::post(ex, [weak] {
+                                if (auto self = weak.lock()) self->pump_all_file_notifications();
+                            });
+                        });
+                pump_file_notifications(ls);
+                break;
             default:
                 break;
         }
@@ -734,6 +752,13 @@ class connection final : public std::enable_shared_from_this<connection> {
             for (auto& [d, token] : ls->locks) tokens.push_back(token);
             svc_.blocking.post([&c2d = svc_.c2d, tokens] {
                 for (const auto& token : tokens) (void)c2d.abandon_feedback(token);
+            });
+        }
+        if (ls->what == role::file_notifications_out && !ls->locks.empty()) {
+            std::vector<std::string> tokens;
+            for (auto& [d, token] : ls->locks) tokens.push_back(token);
+            svc_.blocking.post([&files = svc_.files, tokens] {
+                for (const auto& token : tokens) (void)files.abandon_notification(token);
             });
         }
         if (ls->identity.empty()) return;
@@ -870,6 +895,7 @@ class connection final : public std::enable_shared_from_this<connection> {
         drain_outbox(ls);
         if (ls.what == role::c2d_out) pump_c2d(ls);
         if (ls.what == role::feedback_out) pump_feedback(ls);
+        if (ls.what == role::file_notifications_out) pump_file_notifications(ls);
         if (ls.what == role::event_hub_partition) pump_events(ls);
     }
 
@@ -1236,6 +1262,34 @@ class connection final : public std::enable_shared_from_this<connection> {
         process();
     }
 
+    // One notification per message, locked like a feedback batch.
+    void pump_file_notifications(link_state& ls) {
+        const auto t = iothub::now();
+        while (pn_link_credit(ls.link) > 0) {
+            auto next = svc_.files.receive_notification(t);
+            if (!next) break;
+            auto tag = guid_bytes(next->lock_token).value_or(next_tag());
+            fill_file_notification(scratch_.get(), next->notification.enqueued_time,
+                                   file_upload::notification_json(next->notification),
+                                   svc_.hub_name);
+            auto* d = send_now(ls, scratch_.get(), tag);
+            if (pn_link_snd_settle_mode(ls.link) == PN_SND_SETTLED) {
+                svc_.blocking.post([&files = svc_.files, token = next->lock_token] {
+                    (void)files.complete_notification(token);
+                });
+                continue;
+            }
+            ls.locks[d] = next->lock_token;
+        }
+    }
+
+    void pump_all_file_notifications() {
+        if (closed_) return;
+        for (auto& [l, ls] : links_)
+            if (ls->what == role::file_notifications_out) pump_file_notifications(*ls);
+        process();
+    }
+
     // A disposition from the peer on one of the hub's deliveries.
     void on_outcome(link_state& ls, pn_delivery_t* d) {
         if (!pn_delivery_updated(d)) return;
@@ -1262,6 +1316,12 @@ class connection final : public std::enable_shared_from_this<connection> {
                     (void)(state == PN_ACCEPTED   ? c2d.complete_feedback(token)
                            : state == PN_REJECTED ? c2d.reject_feedback(token)
                                                   : c2d.abandon_feedback(token));
+                });
+            } else if (ls.what == role::file_notifications_out) {
+                svc_.blocking.post([&files = svc_.files, token, state] {
+                    (void)(state == PN_ACCEPTED   ? files.complete_notification(token)
+                           : state == PN_REJECTED ? files.reject_notification(token)
+                                                  : files.abandon_notification(token));
                 });
             }
         }
@@ -1600,6 +1660,7 @@ class connection final : public std::enable_shared_from_this<connection> {
     std::uint64_t next_link_id_ = 1;
     std::uint64_t next_tag_ = 1;
     std::uint64_t feedback_watch_ = 0;
+    std::uint64_t file_watch_ = 0;
     std::unordered_map<pn_link_t*, std::unique_ptr<link_state>> links_;
     std::unordered_map<std::uint64_t, link_state*> by_id_;
     std::map<std::string, identity_state> identities_;

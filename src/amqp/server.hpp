@@ -1,6 +1,7 @@
 // The AMQP 1.0 endpoint: devices (telemetry, cloud-to-device, twin and method links, many
 // identities multiplexed on one connection by gateways) and the service side (sending C2D
-// messages, receiving delivery feedback), over TLS on 5671 and over WebSockets on the HTTPS port
+// messages, receiving delivery feedback and file notifications), over TLS on 5671 and over
+// WebSockets on the HTTPS port
 // (`/$iothub/websocket`, subprotocol AMQPWSB10).
 //
 // Qpid Proton's connection driver does framing, sessions, links and flow control; the hub owns
@@ -14,6 +15,7 @@
 #include "c2d/c2d.hpp"
 #include "connections/connections.hpp"
 #include "device_auth/device_auth.hpp"
+#include "file_upload/file_upload.hpp"
 #include "methods/methods.hpp"
 #include "runtime/shards.hpp"
 #include "storage/kv_store.hpp"
@@ -47,6 +49,8 @@ struct services {
     storage::kv_store& kv;
     std::string event_hub;
     sys_time created;
+    // File notifications for /messages/serviceBound/filenotifications.
+    file_upload::file_upload_service& files;
 };
 
 struct server_settings {

@@ -7,6 +7,7 @@
 #include "connections/connections.hpp"
 #include "device_api/device_api.hpp"
 #include "device_auth/device_auth.hpp"
+#include "file_upload/file_upload.hpp"
 #include "http/server.hpp"
 #include "instance/instance.hpp"
 #include "methods/methods.hpp"
@@ -15,6 +16,7 @@
 #include "runtime/shards.hpp"
 #include "service_api/c2d_api.hpp"
 #include "service_api/certificates_api.hpp"
+#include "service_api/files_api.hpp"
 #include "service_api/service_api.hpp"
 #include "service_api/telemetry_api.hpp"
 #include "service_api/twins_api.hpp"
@@ -147,6 +149,7 @@ struct hub::impl {
     std::unique_ptr<device_auth::device_authenticator> authenticator;
     std::unique_ptr<twin::twin_service> twins;
     std::unique_ptr<c2d::c2d_service> c2d;
+    std::unique_ptr<file_upload::file_upload_service> files;
     std::unique_ptr<methods::method_service> methods;
     http::router routes;
     std::unique_ptr<http::server> https;
@@ -205,6 +208,15 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
                                                  c2d_limits);
     if (auto r = im->c2d->load(); !r)
         return error(r.error().code(), "C2D queues: " + r.error().message());
+    file_upload::upload_settings file_settings;
+    file_settings.root = s.data_dir / "files";
+    file_settings.host_name = im->paths.identity.hostname;
+    file_settings.max_bytes = s.files_max_bytes;
+    file_settings.sas_ttl = s.files_sas_ttl;
+    im->files = std::make_unique<file_upload::file_upload_service>(im->storage->kv(),
+                                                                   std::move(file_settings));
+    if (auto r = im->files->load(); !r)
+        return error(r.error().code(), "File upload: " + r.error().message());
     // The registry and twins show a device's queue depth as cloudToDeviceMessageCount.
     auto live = [conns = im->connections.get(), c2d = im->c2d.get()](const registry::identity& id) {
         auto state = conns->live(id);
@@ -262,7 +274,9 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     service_api::add_twin_routes(im->routes, {*im->policies, *im->hosts, *im->twins, *im->methods});
     service_api::add_c2d_routes(im->routes, {*im->policies, *im->hosts, *im->c2d});
     service_api::add_certificate_routes(im->routes, {*im->policies, *im->hosts, *im->cas});
-    device_api::add_routes(im->routes, {*im->authenticator, *im->telemetry, *im->c2d});
+    device_api::add_routes(im->routes, {*im->authenticator, *im->telemetry, *im->c2d,
+                                        device_api::default_max_batch_bytes, im->files.get()});
+    service_api::add_file_routes(im->routes, {*im->policies, *im->hosts, *im->files});
     auto& timers = im->shards->at(0);
     service_api::add_telemetry_routes(
         im->routes,
@@ -285,7 +299,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
                        *im->telemetry, *im->twins, *im->methods, *im->c2d, *im->blocking,
                        im->paths.identity.hostname, im->storage->events(), im->storage->kv(),
                        auth::event_hub_name(im->paths.identity.hostname),
-                       created_time(im->paths.where)});
+                       created_time(im->paths.where), *im->files});
 
     http::server_settings hs;
     hs.max_body = s.max_request_body;
@@ -339,10 +353,11 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         },
         boost::asio::detached);
 
-    // C2D locks time out and messages expire on the second, as near as Azure shows.
+    // C2D and file-notification locks time out and messages expire on the second, as near as
+    // Azure shows.
     boost::asio::co_spawn(
         timers,
-        [c2d = im->c2d.get(), pool = im->blocking.get(),
+        [c2d = im->c2d.get(), files = im->files.get(), pool = im->blocking.get(),
          &timers]() -> boost::asio::awaitable<void> {
             boost::asio::steady_timer t(timers);
             for (;;) {
@@ -351,6 +366,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
                     co_await t.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
                 if (ec) co_return;
                 pool->post([c2d] { c2d->sweep(now()); });
+                pool->post([files] { files->sweep(now()); });
             }
         },
         boost::asio::detached);
@@ -415,6 +431,7 @@ void hub::stop() {
     im.mqtt.reset();
     im.amqp.reset();
     im.c2d.reset();  // before the storage it writes to
+    im.files.reset();
     if (auto r = im.storage->flush(); !r)
         spdlog::error("storage flush failed: {}", r.error().message());
     im.registry.reset();

@@ -433,6 +433,56 @@ void add_c2d_commands(CLI::App& app, const std::shared_ptr<invocation>& inv, con
     });
 }
 
+void add_file_commands(CLI::App& app, const std::shared_ptr<invocation>& inv, const runner& run) {
+    struct file_options {
+        std::string blob, output;
+    };
+    auto o = std::make_shared<file_options>();
+    auto* group = app.add_subcommand("file", "Files devices uploaded");
+    group->require_subcommand(1);
+
+    auto* list = group->add_subcommand(
+        "list", "List uploaded files (device, blob name, size, time) as JSON");
+    list->add_option("-d,--device,--device-id", inv->device_id, "Only this device's files");
+    list->final_callback([=] {
+        run([=] {
+            std::string target = "/files?api-version=2021-04-12";
+            if (!inv->device_id.empty()) target += "&deviceId=" + percent_encode(inv->device_id);
+            print(request_json(connect(*inv), "GET", target));
+        });
+    });
+
+    auto* download = group->add_subcommand("download", "Write an uploaded file's bytes");
+    download->add_option("-d,--device,--device-id", inv->device_id, "Device id")->required();
+    download->add_option("-b,--blob", o->blob, "Blob name as the device gave it")->required();
+    download->add_option("-o,--output", o->output, "Write to this file (default: stdout)");
+    download->final_callback([=] {
+        run([=] {
+            // Each segment is encoded on its own: the blob name's slashes stay path separators.
+            std::string target = "/files/" + percent_encode(inv->device_id);
+            std::string_view rest = o->blob;
+            while (!rest.empty()) {
+                auto slash = rest.find('/');
+                target += "/" + percent_encode(rest.substr(0, slash));
+                rest =
+                    slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
+            }
+            auto r = call(connect(*inv), "GET", target + "?api-version=2021-04-12");
+            if (!r) throw failure{r.error().message()};
+            if (r->status >= 300) throw failure{describe_failure(*r)};
+            if (o->output.empty()) {
+                std::cout.write(r->body.data(), static_cast<std::streamsize>(r->body.size()));
+                std::cout.flush();
+                return;
+            }
+            std::ofstream out(o->output, std::ios::binary | std::ios::trunc);
+            out.write(r->body.data(), static_cast<std::streamsize>(r->body.size()));
+            out.close();
+            if (!out) throw failure{"Cannot write " + o->output + "."};
+        });
+    });
+}
+
 void add_twin_commands(CLI::App& app, const std::shared_ptr<invocation>& inv, const runner& run) {
     struct twin_options {
         std::string tags, desired, json_body;
@@ -621,6 +671,7 @@ void add_commands(CLI::App& app, int& exit_code) {
     add_certificate_commands(app, inv, run);
     add_twin_commands(app, inv, run);
     add_c2d_commands(app, inv, run);
+    add_file_commands(app, inv, run);
     add_method_commands(app, inv, run);
     add_query_command(app, inv, run);
 

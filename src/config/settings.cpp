@@ -218,6 +218,12 @@ const std::vector<setting_def>& table() {
         {{"c2d.max_message_bytes", "IOTHUB_C2D_MAX_MESSAGE_BYTES", "--c2d-max-message-bytes",
           "Largest cloud-to-device message (body and properties), 1 to 1048576 bytes"},
          number_in(&settings::c2d_max_message_bytes, 1, 1024 * 1024)},
+        {{"files.max_bytes", "IOTHUB_FILES_MAX_BYTES", "--files-max-bytes",
+          "Largest uploaded file in bytes, 1 to 4294967296"},
+         number_in(&settings::files_max_bytes, 1, std::uint64_t{4} << 30)},
+        {{"files.sas_ttl_seconds", "IOTHUB_FILES_SAS_TTL_SECONDS", "--files-sas-ttl-seconds",
+          "Lifetime of a file upload's SAS, 1 to 86400 seconds"},
+         seconds_in(&settings::files_sas_ttl, 1, 86400)},
     };
     return defs;
 }

@@ -57,6 +57,10 @@ struct settings {
     std::chrono::seconds c2d_default_ttl{std::chrono::hours(1)};
     std::chrono::seconds c2d_max_ttl{std::chrono::hours(48)};
     std::size_t c2d_max_message_bytes = 64 * 1024;
+    // File upload: largest blob, lifetime of an upload's SAS (Azure: 1 to 24 hours; shorter here
+    // for tests).
+    std::uint64_t files_max_bytes = 256ull << 20;
+    std::chrono::seconds files_sas_ttl{std::chrono::hours(1)};
     std::chrono::seconds shutdown_grace{10};
 };
 

@@ -10,16 +10,11 @@ using http::request;
 using http::responder;
 using http::response;
 
-namespace {
-
-// Every route authenticates against the registry, which blocks, so all run on the blocking pool;
-// "devicebound" is matched in any case because the C# SDK writes "deviceBound".
-constexpr http::route_options device_route{.blocking = true, .fold_case = true};
-
 // The identity in the path must be the one the credentials prove. An unknown identity is
 // IotHubUnauthorizedAccess, not DeviceNotFound, as in Azure: the hub does not tell strangers
 // which ids exist.
-result<device_auth::device_principal> authenticate(context& c, const request& req) {
+result<device_auth::device_principal> authenticate(device_auth::device_authenticator& auth,
+                                                   const request& req) {
     device_auth::device_credentials cred;
     cred.device_id = req.param("id");
     cred.module_id = req.param("mid");
@@ -28,8 +23,18 @@ result<device_auth::device_principal> authenticate(context& c, const request& re
     if (!cred.sas_token && !cred.certificate)
         return error(errc::unauthorized,
                      "The request has neither an Authorization header nor a client certificate.");
-    return c.authenticator.authenticate(cred, now());
+    return auth.authenticate(cred, now());
 }
+
+namespace {
+
+result<device_auth::device_principal> authenticate(context& c, const request& req) {
+    return device_api::authenticate(c.authenticator, req);
+}
+
+// Every route authenticates against the registry, which blocks, so all run on the blocking pool;
+// "devicebound" is matched in any case because the C# SDK writes "deviceBound".
+constexpr http::route_options device_route{.blocking = true, .fold_case = true};
 
 void send_events(context& c, request& req, responder done) {
     auto who = authenticate(c, req);
@@ -99,6 +104,7 @@ result<response> modules_have_no_c2d(context&, request&) {
 }  // namespace
 
 void add_routes(http::router& routes, context ctx) {
+    if (ctx.files) add_file_routes(routes, ctx.authenticator, *ctx.files);
     auto shared = std::make_shared<context>(std::move(ctx));
     auto sync = [shared](result<response> (*body)(context&, request&)) {
         return [shared, body](request& req, responder done) {

@@ -5,6 +5,9 @@
 //   GET    /devices/{id}/messages/devicebound                    C2D poll: 204 empty, 200 a message
 //   DELETE /devices/{id}/messages/devicebound/{lock}[?reject]    complete (or reject)
 //   POST   /devices/{id}/messages/devicebound/{lock}/abandon     abandon
+//   POST   /devices/{id}/files                                   start a file upload (a blob SAS)
+//   POST   /devices/{id}/files/notifications[/{correlationId}]   report its outcome
+//   PUT    /{container}/{deviceId}/{blobName...}                 the blob endpoint (files.cpp)
 //
 // Each request authenticates on its own, as the identity in its path: a SAS token in
 // `Authorization` (the device's or module's key, or a policy with DeviceConnect), or the TLS
@@ -13,6 +16,7 @@
 
 #include "c2d/c2d.hpp"
 #include "device_auth/device_auth.hpp"
+#include "file_upload/file_upload.hpp"
 #include "http/router.hpp"
 #include "telemetry/telemetry.hpp"
 
@@ -25,8 +29,18 @@ struct context {
     telemetry::telemetry_service& telemetry;
     c2d::c2d_service& c2d;
     std::size_t max_batch_bytes = default_max_batch_bytes;
+    file_upload::file_upload_service* files = nullptr;  // null: no file upload routes
 };
 
 void add_routes(http::router& routes, context ctx);
+
+// The identity a request's credentials prove, which must be the one in its path ({id}, {mid}):
+// the rule every device route shares.
+result<device_auth::device_principal> authenticate(device_auth::device_authenticator& auth,
+                                                   const http::request& req);
+
+// File upload: the device's session calls and the blob endpoint (files.cpp).
+void add_file_routes(http::router& routes, device_auth::device_authenticator& auth,
+                     file_upload::file_upload_service& files);
 
 }  // namespace iothub::device_api

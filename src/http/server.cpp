@@ -65,6 +65,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     std::shared_ptr<asio::ssl::context> tls;
     const router& routes;
     server_settings settings;
+    std::size_t largest_body;
 
     std::mutex mutex;
     std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
@@ -74,7 +75,12 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
 
     impl(runtime::shard_set& s, runtime::blocking_pool& b, std::shared_ptr<asio::ssl::context> t,
          const router& r, server_settings st)
-        : shards(s), blocking(b), tls(std::move(t)), routes(r), settings(st) {}
+        : shards(s),
+          blocking(b),
+          tls(std::move(t)),
+          routes(r),
+          settings(st),
+          largest_body(r.largest_body(st.max_body)) {}
 
     // A connection accepted onto its shard: kept for shutdown, then served there.
     void start(tcp::socket socket) {
@@ -127,7 +133,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         for (;;) {
             if (conn->stopping) break;
             bhttp::request_parser<bhttp::string_body> parser;
-            parser.body_limit(settings.max_body);
+            // The largest limit of any route until the header names the route; then its own.
+            parser.body_limit(largest_body);
             parser.header_limit(16 * 1024);
             // Idle until a request's header arrives; from then on the request is in flight and
             // a shutdown lets it finish (its body included).
@@ -135,6 +142,17 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
             conn->busy = false;
             auto [rec, n] = co_await bhttp::async_read_header(stream, buffer, parser, as_tuple);
             conn->busy = true;
+            const router::route* target_route = nullptr;
+            std::size_t limit = settings.max_body;
+            if (!rec || rec == bhttp::error::body_limit) {
+                target_route = route_for(parser.get());
+                if (target_route && target_route->opts.max_body)
+                    limit = target_route->opts.max_body;
+                if (auto len = parser.content_length(); !rec && len && *len > limit)
+                    rec = bhttp::error::body_limit;
+                else if (!rec)
+                    parser.body_limit(limit);
+            }
             if (!rec && !parser.is_done()) {
                 beast::get_lowest_layer(stream).expires_after(settings.request_timeout);
                 std::tie(rec, n) = co_await bhttp::async_read(stream, buffer, parser, as_tuple);
@@ -143,9 +161,11 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
                 break;
             std::optional<response> early;
             if (rec == bhttp::error::body_limit) {
-                early = error_response(error(errc::request_too_large,
-                                             "The request body is larger than the limit of " +
-                                                 std::to_string(settings.max_body) + " bytes."));
+                early = target_route && target_route->opts.too_large
+                            ? target_route->opts.too_large(limit)
+                            : error_response(error(errc::request_too_large,
+                                                   "The request body is larger than the limit of " +
+                                                       std::to_string(limit) + " bytes."));
             } else if (rec == bhttp::error::header_limit) {
                 early =
                     error_response(error(errc::bad_request, "The request headers are too large."));
@@ -221,6 +241,18 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         }
         beast::get_lowest_layer(stream).close();
         finish(conn);
+    }
+
+    // The route a request's header addresses, to pick its body limit before the body is read.
+    const router::route* route_for(const bhttp::request<bhttp::string_body>& raw) const {
+        auto t = parse_target(raw.target());
+        if (!t) return nullptr;
+        request probe;
+        probe.method = std::string(raw.method_string());
+        probe.path = std::move(t->path);
+        probe.segments = std::move(t->segments);
+        auto m = routes.match(probe);
+        return m ? *m : nullptr;
     }
 
     // After answering a request whose body was refused, the client may still be sending it.

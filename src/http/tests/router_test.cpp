@@ -68,5 +68,21 @@ TEST_F(Router, FoldCaseRoutesMatchLiteralsInAnyCase) {
     EXPECT_FALSE(routes.match(exact)) << "other routes stay case-sensitive";
 }
 
+TEST(RouterRest, RestCaptureTakesOneOrMoreSegments) {
+    router routes;
+    routes.add(
+        "PUT", "/blobs/{path...}", [](request&, responder) {}, route_options{.max_body = 4096});
+    auto one = make("PUT", "/blobs/a");
+    ASSERT_TRUE(routes.match(one));
+    EXPECT_EQ(one.param("path"), "a");
+    auto many = make("PUT", "/blobs/dev1/dir/x%2Fy.txt");
+    ASSERT_TRUE(routes.match(many));
+    EXPECT_EQ(many.param("path"), "dev1/dir/x/y.txt");
+    auto none = make("PUT", "/blobs");
+    EXPECT_FALSE(routes.match(none));
+    EXPECT_EQ(routes.largest_body(1024), 4096u);
+    EXPECT_EQ(routes.largest_body(8192), 8192u);
+}
+
 }  // namespace
 }  // namespace iothub::http
