@@ -63,6 +63,9 @@ struct c2d_service::impl {
         std::shared_ptr<const message> content;
         std::string lock_token;  // empty while Enqueued
         sys_time lock_until;
+        // A write about this message is being committed without the mutex held (a new message
+        // not yet durable, or a settlement under way): nothing else may touch it meanwhile.
+        bool in_flight = false;
 
         bool locked() const { return !lock_token.empty(); }
     };
@@ -122,7 +125,7 @@ struct c2d_service::impl {
         auto it = queues.find(device_id);
         if (it == queues.end() || token.empty()) return nullptr;
         for (auto& q : it->second)
-            if (q.lock_token == token) return q.lock_until > now ? &q : nullptr;
+            if (q.lock_token == token) return q.lock_until > now && !q.in_flight ? &q : nullptr;
         return nullptr;
     }
 
@@ -179,6 +182,9 @@ struct c2d_service::impl {
     }
 
     // Called without the mutex: channels and watchers may call back in.
+    result<void> settle_locked(const std::string& device_id, std::string_view lock_token,
+                               sys_time now, std::optional<outcome> o);
+
     void announce(const change& c) {
         for (const auto& device_id : c.available)
             if (auto channel = connections.channel(device_id, "")) channel->c2d_available();
@@ -193,6 +199,25 @@ struct c2d_service::impl {
             return;
         }
         mirror(c);
+    }
+
+    // Commits `c` without holding the mutex (which the caller holds through `lock`), so one
+    // fsync does not stall every other queue's operations: the messages `c` is about are marked
+    // in flight meanwhile. On success the change is mirrored; on failure the marks are cleared and
+    // nothing else changes.
+    result<void> commit_unlocked(
+        change& c, std::unique_lock<std::mutex>& lock,
+        const std::vector<std::pair<std::string, std::uint64_t>>& touched) {
+        for (const auto& [device_id, seq] : touched)
+            if (auto* q = find(device_id, seq)) q->in_flight = true;
+        lock.unlock();
+        auto r = commit(c.writes);
+        lock.lock();
+        for (const auto& [device_id, seq] : touched)
+            if (auto* q = find(device_id, seq)) q->in_flight = false;
+        if (!r) return r.error();
+        mirror(c);
+        return {};
     }
 
     // Drops feedback records, e.g. when they have been delivered too often or are too old.
@@ -329,29 +354,31 @@ result<void> c2d_service::send(const std::string& device_id, message m, sys_time
     impl::change c;
     bool full = false;
     {
-        std::lock_guard lock(im.mutex);
+        std::unique_lock lock(im.mutex);
         std::size_t kept = 0;
+        std::vector<std::pair<std::string, std::uint64_t>> touched;
         if (auto it = im.queues.find(device_id); it != im.queues.end()) {
             for (const auto& q : it->second) {
-                if (q.generation != device->generation_id) {
+                if (q.in_flight) {
+                    ++kept;
+                } else if (q.generation != device->generation_id) {
                     // An earlier incarnation's message, left behind when forget() failed.
                     c.writes.push_back({storage::kv_write::op::remove,
                                         detail::message_key(device_id, q.sequence),
                                         {},
                                         storage::precondition::none()});
                     c.removed.emplace_back(device_id, q.sequence);
+                    touched.emplace_back(device_id, q.sequence);
                 } else if (!q.locked() && q.expiry_time <= now) {
                     im.settle(c, device_id, q, outcome::expired, now);
+                    touched.emplace_back(device_id, q.sequence);
                 } else {
                     ++kept;
                 }
             }
         }
         full = kept >= limits_.max_depth;
-        if (full) {
-            // The clean-up still commits: expired messages go with their feedback either way.
-            im.commit_or_log(c, "expiring messages");
-        } else {
+        if (!full) {
             impl::queued q;
             q.sequence = im.next_sequence++;
             q.enqueued_time = now;
@@ -362,10 +389,26 @@ result<void> c2d_service::send(const std::string& device_id, message m, sys_time
             c.writes.push_back({storage::kv_write::op::put,
                                 detail::message_key(device_id, q.sequence), im.encode(q),
                                 storage::precondition::absent()});
-            if (auto r = im.commit(c.writes); !r) return r.error();
-            im.mirror(c);
+            touched.emplace_back(device_id, q.sequence);
+            // In the queue at once, so the depth limit counts it, but not deliverable (and
+            // holding back later ones) until it is durable.
             im.queues[device_id].push_back(std::move(q));
+            auto r = im.commit_unlocked(c, lock, touched);
+            if (!r) {
+                auto it = im.queues.find(device_id);
+                if (it != im.queues.end()) {
+                    std::erase_if(it->second, [seq = touched.back().second](const impl::queued& x) {
+                        return x.sequence == seq;
+                    });
+                    if (it->second.empty()) im.queues.erase(it);
+                }
+                return r.error();
+            }
             c.available.insert(device_id);
+        } else if (!c.writes.empty()) {
+            // The clean-up still commits: expired messages go with their feedback either way.
+            if (auto r = im.commit_unlocked(c, lock, touched); !r)
+                spdlog::error("C2D expiring messages: {}", r.error().message());
         }
     }
     im.announce(c);
@@ -382,6 +425,8 @@ std::optional<delivery> c2d_service::receive(const std::string& device_id, sys_t
     auto it = im.queues.find(device_id);
     if (it == im.queues.end()) return std::nullopt;
     for (auto& q : it->second) {
+        // A message not yet durable holds back the ones after it, which keeps their order.
+        if (q.in_flight && !q.locked()) break;
         // Expired messages stay until sweep() removes them with their feedback (a write).
         if (q.locked() || q.expiry_time <= now) continue;
         q.lock_token = random_uuid();
@@ -393,52 +438,39 @@ std::optional<delivery> c2d_service::receive(const std::string& device_id, sys_t
     return std::nullopt;
 }
 
+// Complete, reject and abandon: the settlement commits outside the mutex (see commit_unlocked).
+result<void> c2d_service::impl::settle_locked(const std::string& device_id,
+                                              std::string_view lock_token, sys_time now,
+                                              std::optional<outcome> o) {
+    change c;
+    {
+        std::unique_lock lock(mutex);
+        const auto* q = find_locked(device_id, lock_token, now);
+        if (!q) return lock_lost(device_id);
+        const auto seq = q->sequence;
+        if (o)
+            settle(c, device_id, *q, *o, now);
+        else
+            unlock(c, device_id, *q, now);
+        if (auto r = commit_unlocked(c, lock, {{device_id, seq}}); !r) return r.error();
+    }
+    announce(c);
+    return {};
+}
+
 result<void> c2d_service::complete(const std::string& device_id, std::string_view lock_token,
                                    sys_time now) {
-    auto& im = *impl_;
-    impl::change c;
-    {
-        std::lock_guard lock(im.mutex);
-        const auto* q = im.find_locked(device_id, lock_token, now);
-        if (!q) return lock_lost(device_id);
-        im.settle(c, device_id, *q, outcome::success, now);
-        if (auto r = im.commit(c.writes); !r) return r.error();
-        im.mirror(c);
-    }
-    im.announce(c);
-    return {};
+    return impl_->settle_locked(device_id, lock_token, now, outcome::success);
 }
 
 result<void> c2d_service::reject(const std::string& device_id, std::string_view lock_token,
                                  sys_time now) {
-    auto& im = *impl_;
-    impl::change c;
-    {
-        std::lock_guard lock(im.mutex);
-        const auto* q = im.find_locked(device_id, lock_token, now);
-        if (!q) return lock_lost(device_id);
-        im.settle(c, device_id, *q, outcome::rejected, now);
-        if (auto r = im.commit(c.writes); !r) return r.error();
-        im.mirror(c);
-    }
-    im.announce(c);
-    return {};
+    return impl_->settle_locked(device_id, lock_token, now, outcome::rejected);
 }
 
 result<void> c2d_service::abandon(const std::string& device_id, std::string_view lock_token,
                                   sys_time now) {
-    auto& im = *impl_;
-    impl::change c;
-    {
-        std::lock_guard lock(im.mutex);
-        const auto* q = im.find_locked(device_id, lock_token, now);
-        if (!q) return lock_lost(device_id);
-        im.unlock(c, device_id, *q, now);
-        if (auto r = im.commit(c.writes); !r) return r.error();
-        im.mirror(c);
-    }
-    im.announce(c);
-    return {};
+    return impl_->settle_locked(device_id, lock_token, now, std::nullopt);
 }
 
 void c2d_service::release_all(const std::string& device_id, sys_time now) {
@@ -449,7 +481,7 @@ void c2d_service::release_all(const std::string& device_id, sys_time now) {
         auto it = im.queues.find(device_id);
         if (it == im.queues.end()) return;
         for (const auto& q : it->second)
-            if (q.locked()) im.unlock(c, device_id, q, now);
+            if (q.locked() && !q.in_flight) im.unlock(c, device_id, q, now);
         im.commit_or_log(c, "releasing locks");
     }
     im.announce(c);
@@ -464,8 +496,11 @@ result<std::size_t> c2d_service::purge(const std::string& device_id, sys_time no
         std::lock_guard lock(im.mutex);
         auto it = im.queues.find(device_id);
         if (it == im.queues.end()) return std::size_t{0};
-        for (const auto& q : it->second) im.settle(c, device_id, q, outcome::purged, now);
-        count = it->second.size();
+        for (const auto& q : it->second) {
+            if (q.in_flight) continue;  // being enqueued or settled right now: not purged
+            im.settle(c, device_id, q, outcome::purged, now);
+            ++count;
+        }
         if (auto r = im.commit(c.writes); !r) return r.error();
         im.mirror(c);
     }
@@ -484,7 +519,7 @@ void c2d_service::forget(const std::string& device_id) {
     if (it == im.queues.end()) return;
     impl::change c;
     for (const auto& q : it->second) {
-        if (q.generation == current) continue;
+        if (q.generation == current || q.in_flight) continue;
         c.writes.push_back({storage::kv_write::op::remove,
                             detail::message_key(device_id, q.sequence),
                             {},
@@ -515,6 +550,7 @@ void c2d_service::sweep(sys_time now) {
         std::lock_guard lock(im.mutex);
         for (const auto& [device_id, queue] : im.queues)
             for (const auto& q : queue) {
+                if (q.in_flight) continue;
                 if (q.locked()) {
                     if (q.lock_until <= now) im.unlock(c, device_id, q, now);
                 } else if (q.expiry_time <= now) {
