@@ -216,7 +216,6 @@ struct link_state {
     std::deque<std::string> outbox;
     // Event Hubs partition receivers.
     int partition = 0;
-    std::optional<storage::read_position> start;  // until resolved by the first read
     std::uint64_t next_sequence = 0;
     bool reading = false;
     std::uint64_t watch = 0;
@@ -1453,7 +1452,10 @@ class connection final : public std::enable_shared_from_this<connection> {
             return std::pair{std::string(condition_for(selector.error().code())),
                              selector.error().message()};
         ls.partition = partition;
-        ls.start = selector->value_or(storage::read_position::latest());
+        // Where a receiver starts is fixed when it attaches, not when it first has credit: a
+        // receiver "from the end" must still get what arrives before it grants credit.
+        ls.next_sequence =
+            svc_.events.resolve(partition, selector->value_or(storage::read_position::latest()));
 
         // Exclusive (epoch) receivers, per consumer group and partition, hub-wide.
         std::optional<std::int64_t> epoch;
@@ -1535,27 +1537,23 @@ class connection final : public std::enable_shared_from_this<connection> {
         const auto max = static_cast<std::size_t>(std::min(credit, 256));
         off_shard(
             ls.id,
-            [&events = svc_.events, partition = ls.partition, start = ls.start,
-             next = ls.next_sequence, max]() {
-                auto from = start ? events.resolve(partition, *start) : next;
-                auto got = events.read(partition, from, max);
-                return std::pair{from, std::move(got)};
+            // A reader behind retention gets the oldest events still kept: read() clamps.
+            [&events = svc_.events, partition = ls.partition, from = ls.next_sequence, max]() {
+                return events.read(partition, from, max);
             },
-            [this, max](link_state& ls, auto r) {
+            [this, max](link_state& ls, result<std::vector<storage::stored_event>> r) {
                 ls.reading = false;
-                ls.start.reset();
-                ls.next_sequence = r.first;
-                if (!r.second) {
+                if (!r) {
                     spdlog::error("{} {}: reading partition {} failed: {}", transport_->kind(),
-                                  transport_->peer(), ls.partition, r.second.error().message());
+                                  transport_->peer(), ls.partition, r.error().message());
                     return;
                 }
-                for (const auto& e : *r.second) {
+                for (const auto& e : *r) {
                     fill_event(scratch_.get(), e);
                     send_now(ls, scratch_.get(), {});
                     ls.next_sequence = e.sequence_number + 1;
                 }
-                if (r.second->size() == max) return pump_events(ls);
+                if (r->size() == max) return pump_events(ls);
                 if (ls.watch) svc_.events.unwatch(ls.watch);
                 ls.watch = svc_.events.watch(ls.partition, ls.next_sequence,
                                              [weak = weak_from_this(), ex = ex_, id = ls.id] {

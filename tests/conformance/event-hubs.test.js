@@ -9,7 +9,10 @@ const { EventHubConsumerClient, earliestEventPosition, latestEventPosition } = r
 const { Registry } = require('azure-iothub');
 const { Client, Message } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
+const rhea = require('rhea');
+const { SharedAccessSignature } = require('azure-iot-common');
 const { Hub, bin, dataDir, connectionString, eventually, serviceRequest, sleep } = require('./lib/hub');
+const { RawAmqp } = require('./lib/raw-amqp');
 
 let hub;
 let registry;
@@ -226,5 +229,87 @@ describe('Event Hubs-compatible endpoint', () => {
     const c = new EventHubConsumerClient('$Default', wrong, { retryOptions: { maxRetries: 0, timeoutInMs: 5000 } });
     clients.push(c);
     await assert.rejects(c.getPartitionIds(), /nauthori|401|signature/i);
+  });
+});
+
+// Event Hubs tokens sign with the policy key's text (not its Base64 bytes).
+function ehToken(resource) {
+  const key = /SharedAccessKey=([^;]+)/.exec(ehConnectionString)[1];
+  const sr = encodeURIComponent(resource);
+  const se = Math.floor(Date.now() / 1000) + 600;
+  const sig = require('node:crypto').createHmac('sha256', key).update(`${sr}\n${se}`).digest('base64');
+  return `SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(sig)}&se=${se}&skn=service`;
+}
+const selector = (text) => ({ 'apache.org:selector-filter:string': rhea.types.wrap_described(text, 0x468C00000004) });
+
+describe('Event Hubs receivers, raw', () => {
+  it('unknown partitions, entities and malformed filters are refused with their conditions', async () => {
+    const raw = await RawAmqp.open();
+    try {
+      assert.equal(await raw.putToken('sb://localhost/localhost', ehToken('sb://localhost/localhost')), 200);
+      const cases = [
+        ['localhost/ConsumerGroups/$Default/Partitions/9', undefined, 'amqp:not-found'],
+        ['otherhub/ConsumerGroups/$Default/Partitions/0', undefined, 'amqp:not-found'],
+        ['localhost/ConsumerGroups/$Default/Partitions/0', selector("amqp.annotation.x-opt-offset < '5'"), 'com.microsoft:argument-error'],
+      ];
+      for (const [address, filter, condition] of cases) {
+        const r = raw.receiver(address, filter ? { source: { address, filter } } : {});
+        assert.equal((await r.detached())?.condition, condition, address);
+      }
+    } finally {
+      await raw.close();
+    }
+  });
+
+  it('a receiver gets nothing without credit and the events once it grants some', async () => {
+    await device('eh-credit');
+    const raw = await RawAmqp.open();
+    try {
+      assert.equal(await raw.putToken('sb://localhost/localhost', ehToken('sb://localhost/localhost')), 200);
+      const links = [];
+      for (let p = 0; p < 4; p++) {
+        const address = `localhost/ConsumerGroups/$Default/Partitions/${p}`;
+        links.push(raw.receiver(address, { source: { address, filter: selector("amqp.annotation.x-opt-offset > '@latest'") }, credit_window: 0 }));
+      }
+      for (const l of links) await l.settled();
+      await send('eh-credit', { n: 1 });
+      await sleep(500);
+      assert.equal(links.reduce((n, l) => n + l.messages.length, 0), 0, 'nothing without credit');
+      for (const l of links) l.link.add_credit(5);
+      await eventually(() => links.some((l) => l.messages.length === 1), 5000, 'the event after credit');
+      const m = links.find((l) => l.messages.length === 1).messages[0].message;
+      assert.equal(m.message_annotations['iothub-connection-device-id'], 'eh-credit');
+      assert.equal(typeof m.message_annotations['x-opt-offset'], 'string');
+    } finally {
+      await raw.close();
+    }
+  });
+});
+
+describe('a consumer behind retention', () => {
+  it('resumes at the oldest retained event', async () => {
+    // The hub again, now keeping events for one second only.
+    await hub.stop();
+    const short = await Hub.start(['--retention', '1s']);
+    try {
+      const reg = Registry.fromConnectionString(connectionString());
+      const d = (await reg.create({ deviceId: 'eh-old' })).responseBody;
+      const c = Client.fromConnectionString(`HostName=localhost;DeviceId=eh-old;SharedAccessKey=${d.authentication.symmetricKey.primaryKey}`, Mqtt);
+      await c.open();
+      await c.sendEvent(new Message(JSON.stringify({ n: 0 })));
+      await sleep(2500);  // retention removes it
+      await c.sendEvent(new Message(JSON.stringify({ n: 1 })));
+      await c.close();
+      const reader = new EventHubConsumerClient('$Default', ehConnectionString);
+      clients.push(reader);
+      // From sequence number 0, which is gone: the reader starts at the oldest event left.
+      const { events, sub } = collect(reader, { startPosition: { sequenceNumber: 0, isInclusive: true } });
+      await eventually(() => bodiesOf(events, 'eh-old').length === 1, 10000, 'the retained event');
+      await sleep(300);
+      await sub.close();
+      assert.deepEqual(bodiesOf(events, 'eh-old'), [1]);
+    } finally {
+      await short.stop();
+    }
   });
 });
