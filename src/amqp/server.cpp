@@ -1198,11 +1198,22 @@ class connection final : public std::enable_shared_from_this<connection> {
         off_shard(
             ls.id,
             [&c2d = svc_.c2d, work] {
-                std::vector<result<void>> out;
-                for (auto& s : *work)
-                    out.push_back(s.message
-                                      ? c2d.send(s.device_id, std::move(*s.message), iothub::now())
-                                      : result<void>(s.message.error()));
+                // Messages that are already refused keep their error; the rest are enqueued
+                // together, one sync for all of them.
+                std::vector<result<void>> out(work->size());
+                std::vector<c2d::c2d_service::outgoing> batch;
+                std::vector<std::size_t> where;
+                for (std::size_t i = 0; i < work->size(); ++i) {
+                    auto& s = (*work)[i];
+                    if (!s.message) {
+                        out[i] = s.message.error();
+                        continue;
+                    }
+                    batch.push_back({s.device_id, std::move(*s.message)});
+                    where.push_back(i);
+                }
+                auto sent = c2d.send_many(std::move(batch), iothub::now());
+                for (std::size_t j = 0; j < sent.size(); ++j) out[where[j]] = std::move(sent[j]);
                 return out;
             },
             [this, work](link_state& ls, std::vector<result<void>> results) {

@@ -343,80 +343,113 @@ result<void> c2d_service::load() {
 }
 
 result<void> c2d_service::send(const std::string& device_id, message m, sys_time now) {
+    std::vector<outgoing> one;
+    one.push_back({device_id, std::move(m)});
+    return std::move(send_many(std::move(one), now).front());
+}
+
+std::vector<result<void>> c2d_service::send_many(std::vector<outgoing> batch, sys_time now) {
     auto& im = *impl_;
-    if (auto size = message_size(m); size > limits_.max_message_bytes)
-        return error(errc::message_too_large, "The message is " + std::to_string(size) +
-                                                  " bytes; the limit is " +
-                                                  std::to_string(limits_.max_message_bytes) + ".");
-    auto device = im.registry.get_device(device_id);
-    if (!device) return device.error();
+    std::vector<result<void>> out(batch.size());
+    // Checks that need no lock: size, and the device (one registry read per device).
+    std::map<std::string, registry::identity, std::less<>> devices;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        const auto& [device_id, m] = batch[i];
+        if (auto size = message_size(m); size > limits_.max_message_bytes) {
+            out[i] = error(errc::message_too_large,
+                           "The message is " + std::to_string(size) + " bytes; the limit is " +
+                               std::to_string(limits_.max_message_bytes) + ".");
+            continue;
+        }
+        if (devices.contains(device_id)) continue;
+        auto device = im.registry.get_device(device_id);
+        if (!device)
+            out[i] = device.error();
+        else
+            devices.emplace(device_id, std::move(*device));
+    }
 
     impl::change c;
-    bool full = false;
+    std::vector<std::pair<std::string, std::uint64_t>> touched;
+    std::vector<std::size_t> enqueued;  // indices of the messages this commit adds
+    std::vector<std::pair<std::string, std::uint64_t>> added;  // and their places
     {
         std::unique_lock lock(im.mutex);
-        std::size_t kept = 0;
-        std::vector<std::pair<std::string, std::uint64_t>> touched;
-        if (auto it = im.queues.find(device_id); it != im.queues.end()) {
-            for (const auto& q : it->second) {
-                if (q.in_flight) {
-                    ++kept;
-                } else if (q.generation != device->generation_id) {
-                    // An earlier incarnation's message, left behind when forget() failed.
-                    c.writes.push_back({storage::kv_write::op::remove,
-                                        detail::message_key(device_id, q.sequence),
-                                        {},
-                                        storage::precondition::none()});
-                    c.removed.emplace_back(device_id, q.sequence);
-                    touched.emplace_back(device_id, q.sequence);
-                } else if (!q.locked() && q.expiry_time <= now) {
-                    im.settle(c, device_id, q, outcome::expired, now);
-                    touched.emplace_back(device_id, q.sequence);
-                } else {
-                    ++kept;
+        std::set<std::string, std::less<>> cleaned;
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            auto& [device_id, m] = batch[i];
+            auto device = devices.find(device_id);
+            if (!out[i] || device == devices.end()) {
+                if (out[i]) out[i] = error(errc::device_not_found, "Unknown device.");
+                continue;
+            }
+            const auto& generation = device->second.generation_id;
+            auto& queue = im.queues[device_id];
+            // Once per device and batch: what an earlier incarnation left, and what expired.
+            if (cleaned.insert(device_id).second) {
+                for (const auto& q : queue) {
+                    if (q.in_flight) continue;
+                    if (q.generation != generation) {
+                        c.writes.push_back({storage::kv_write::op::remove,
+                                            detail::message_key(device_id, q.sequence),
+                                            {},
+                                            storage::precondition::none()});
+                        c.removed.emplace_back(device_id, q.sequence);
+                        touched.emplace_back(device_id, q.sequence);
+                    } else if (!q.locked() && q.expiry_time <= now) {
+                        im.settle(c, device_id, q, outcome::expired, now);
+                        touched.emplace_back(device_id, q.sequence);
+                    }
                 }
             }
-        }
-        full = kept >= limits_.max_depth;
-        if (!full) {
+            std::size_t kept = 0;
+            for (const auto& q : queue)
+                if (std::find(c.removed.begin(), c.removed.end(),
+                              std::pair{device_id, q.sequence}) == c.removed.end())
+                    ++kept;
+            if (kept >= limits_.max_depth) {
+                out[i] = error(errc::queue_depth_exceeded,
+                               "The queue of device '" + device_id + "' holds the maximum of " +
+                                   std::to_string(limits_.max_depth) + " messages.");
+                continue;
+            }
             impl::queued q;
             q.sequence = im.next_sequence++;
             q.enqueued_time = now;
             q.expiry_time =
                 m.expiry ? std::min(*m.expiry, now + limits_.max_ttl) : now + limits_.default_ttl;
-            q.generation = device->generation_id;
+            q.generation = generation;
             q.content = std::make_shared<const message>(std::move(m));
             c.writes.push_back({storage::kv_write::op::put,
                                 detail::message_key(device_id, q.sequence), im.encode(q),
                                 storage::precondition::absent()});
             touched.emplace_back(device_id, q.sequence);
+            added.emplace_back(device_id, q.sequence);
+            enqueued.push_back(i);
             // In the queue at once, so the depth limit counts it, but not deliverable (and
-            // holding back later ones) until it is durable.
-            im.queues[device_id].push_back(std::move(q));
-            auto r = im.commit_unlocked(c, lock, touched);
-            if (!r) {
-                auto it = im.queues.find(device_id);
-                if (it != im.queues.end()) {
-                    std::erase_if(it->second, [seq = touched.back().second](const impl::queued& x) {
-                        return x.sequence == seq;
-                    });
+            // holding back later ones) until it is durable: commit_unlocked marks it in flight.
+            queue.push_back(std::move(q));
+        }
+        for (auto it = im.queues.begin(); it != im.queues.end();)
+            it = it->second.empty() ? im.queues.erase(it) : std::next(it);
+        if (!c.writes.empty()) {
+            // One commit for the whole batch: one sync however many messages it carries.
+            if (auto r = im.commit_unlocked(c, lock, touched); !r) {
+                for (const auto& [device_id, seq] : added) {
+                    auto it = im.queues.find(device_id);
+                    if (it == im.queues.end()) continue;
+                    std::erase_if(it->second,
+                                  [seq = seq](const impl::queued& x) { return x.sequence == seq; });
                     if (it->second.empty()) im.queues.erase(it);
                 }
-                return r.error();
+                for (auto i : enqueued) out[i] = r.error();
+                return out;
             }
-            c.available.insert(device_id);
-        } else if (!c.writes.empty()) {
-            // The clean-up still commits: expired messages go with their feedback either way.
-            if (auto r = im.commit_unlocked(c, lock, touched); !r)
-                spdlog::error("C2D expiring messages: {}", r.error().message());
+            for (auto i : enqueued) c.available.insert(batch[i].device_id);
         }
     }
     im.announce(c);
-    if (full)
-        return error(errc::queue_depth_exceeded,
-                     "The queue of device '" + device_id + "' holds the maximum of " +
-                         std::to_string(limits_.max_depth) + " messages.");
-    return {};
+    return out;
 }
 
 std::optional<delivery> c2d_service::receive(const std::string& device_id, sys_time now) {

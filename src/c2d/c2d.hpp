@@ -121,6 +121,13 @@ class c2d_service {
     // when its queue is full, errc::message_too_large beyond the limit. Then tells the device's
     // live connection, if any. Blocks.
     result<void> send(const std::string& device_id, message m, sys_time now);
+    // The same for several messages, each with its own result, committed together (one sync):
+    // what a protocol adapter wants for the messages one read brought. In order per device.
+    struct outgoing {
+        std::string device_id;
+        message content;
+    };
+    std::vector<result<void>> send_many(std::vector<outgoing> batch, sys_time now);
 
     // Locks the oldest message that is neither locked nor expired and counts the delivery;
     // nullopt when there is none. Memory only.

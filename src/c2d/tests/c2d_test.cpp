@@ -649,3 +649,37 @@ TEST_F(C2d, ConcurrentSendsAndSettlementsKeepOrderAndCount) {
 
 }  // namespace
 }  // namespace iothub::c2d
+
+namespace iothub::c2d {
+namespace {
+
+TEST_F(C2d, ABatchCommitsTogetherWithAResultPerMessage) {
+    std::vector<c2d_service::outgoing> batch;
+    auto msg = [](std::string body) {
+        message m;
+        m.body = std::move(body);
+        return m;
+    };
+    for (std::size_t i = 0; i + 1 < limits_.max_depth; ++i) send("dev2", msg("old"));
+    batch.push_back({"dev1", msg("a")});
+    batch.push_back({"nobody", msg("x")});
+    batch.push_back({"dev1", msg(std::string(limits_.max_message_bytes + 1, 'x'))});
+    batch.push_back({"dev2", msg("fits")});
+    batch.push_back({"dev2", msg("too many")});
+    batch.push_back({"dev1", msg("b")});
+    auto r = service_->send_many(std::move(batch), t0);
+    ASSERT_EQ(r.size(), 6u);
+    EXPECT_TRUE(r[0]);
+    EXPECT_EQ(r[1].error().code(), errc::device_not_found);
+    EXPECT_EQ(r[2].error().code(), errc::message_too_large);
+    EXPECT_TRUE(r[3]);
+    EXPECT_EQ(r[4].error().code(), errc::queue_depth_exceeded);
+    EXPECT_TRUE(r[5]);
+    EXPECT_EQ(drain("dev1"), (std::vector<std::string>{"a", "b"}));
+    EXPECT_EQ(service_->depth("dev2"), limits_.max_depth);
+    restart();  // and it is all durable
+    EXPECT_EQ(service_->depth("dev2"), limits_.max_depth);
+}
+
+}  // namespace
+}  // namespace iothub::c2d
