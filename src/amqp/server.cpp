@@ -359,6 +359,21 @@ class connection final : public std::enable_shared_from_this<connection> {
         if (!t || !c) return false;
         pn_transport_set_server(t);
         sasl_.offer_external = transport_->client_certificate().has_value();
+        // SASL PLAIN carries a SAS token as the password: it authorizes like a put-token. The
+        // check reads the registry on this thread; PLAIN is rare (DPS clients) and the read is a
+        // point lookup.
+        sasl_.check_plain = [this](const std::string& user, const std::string& password) {
+            put_token_request r{"put-token", "servicebus.windows.net:sastoken", user, password};
+            auto g = authorize_put_token(r, svc_.authenticator, svc_.policies, svc_.hosts,
+                                         svc_.event_hub, iothub::now());
+            if (!g) {
+                spdlog::debug("{} {}: SASL PLAIN refused: {}", transport_->kind(),
+                              transport_->peer(), g.error().message());
+                return false;
+            }
+            add_grant(std::move(*g));
+            return true;
+        };
         detail::install_sasl(t, sasl_);
         pn_transport_set_max_frame(t, srv_->settings.max_frame_size);
         pn_transport_set_channel_max(t, 0x7fff);
@@ -561,25 +576,7 @@ class connection final : public std::enable_shared_from_this<connection> {
         }
     }
 
-    void on_open() {
-        auto* c = driver_.connection;
-        // SASL PLAIN carries a SAS token as the password: it authorizes like a put-token.
-        if (sasl_.mechanism == "PLAIN" && !sasl_.password.empty()) {
-            put_token_request r{"put-token", "servicebus.windows.net:sastoken", sasl_.username,
-                                sasl_.password};
-            auto g = authorize_put_token(r, svc_.authenticator, svc_.policies, svc_.hosts,
-                                         svc_.event_hub, iothub::now());
-            if (!g) {
-                set_condition(pn_connection_condition(c), "amqp:unauthorized-access",
-                              g.error().message());
-                pn_connection_open(c);
-                pn_connection_close(c);
-                return;
-            }
-            add_grant(std::move(*g));
-        }
-        pn_connection_open(c);
-    }
+    void on_open() { pn_connection_open(driver_.connection); }
 
     // --- links ----------------------------------------------------------------------------------
     void refuse(pn_link_t* l, std::string_view condition, std::string_view description) {

@@ -408,3 +408,74 @@ describe('C2D delivery guarantees', () => {
     await eventually(async () => (await depth('unsettled-link')) === 0, 5000, 'completion');
   });
 });
+
+// The security layers other SDKs use, spoken with rhea: the C SDK's SASL MSSBCBS (then CBS), and
+// SASL PLAIN with a SAS token as the password (DPS clients), which authorizes without CBS.
+describe('SASL mechanisms', () => {
+  const rhea = require('rhea');
+  const fs = require('node:fs');
+  const { dataDir } = require('./lib/hub');
+  function connectWith(options) {
+    const container = rhea.create_container();
+    for (const ev of ['error', 'connection_error', 'sender_error', 'receiver_error', 'protocol_error'])
+      container.on(ev, () => {});
+    const connection = container.connect({
+      host: 'localhost', port: 5671, transport: 'tls', ca: fs.readFileSync(`${dataDir}/tls/ca.pem`),
+      servername: 'localhost', hostname: 'localhost', reconnect: false, ...options,
+    });
+    const opened = new Promise((resolve, reject) => {
+      connection.once('connection_open', () => resolve(connection));
+      connection.once('connection_close', (ctx) => reject(new Error(String(ctx.connection.error && ctx.connection.error.condition))));
+      connection.once('disconnected', (ctx) => reject(ctx.error || new Error('disconnected')));
+    });
+    return { connection, opened };
+  }
+  async function sendOne(connection, id) {
+    const sender = connection.open_sender({ target: { address: `/devices/${id}/messages/events` } });
+    return new Promise((resolve) => {
+      sender.once('sendable', () => {
+        sender.send({ body: data('via sasl'), message_id: `${id}-sasl` });
+      });
+      sender.once('accepted', () => resolve('accepted'));
+      sender.once('rejected', () => resolve('rejected'));
+      sender.once('sender_error', (ctx) => resolve(String(ctx.sender.error && ctx.sender.error.condition)));
+    });
+  }
+
+  it('MSSBCBS (as the C SDK offers it) then a put-token', async () => {
+    await device('sasl-cbs');
+    const mssbcbs = { MSSBCBS: () => ({ start: (callback) => callback(undefined, Buffer.alloc(0)) }) };
+    const { connection, opened } = connectWith({ sasl_mechanisms: mssbcbs });
+    await opened;
+    try {
+      const cbsOut = connection.open_sender({ target: { address: '$cbs' } });
+      const cbsIn = connection.open_receiver({ source: { address: '$cbs' } });
+      const reply = new Promise((resolve) => cbsIn.on('message', (ctx) => resolve(ctx.message)));
+      await new Promise((resolve) => cbsOut.once('sendable', resolve));
+      cbsOut.send({
+        message_id: 'cbs-1', reply_to: 'cbs', body: deviceToken('sasl-cbs', keys['sasl-cbs']),
+        application_properties: { operation: 'put-token', type: 'servicebus.windows.net:sastoken', name: deviceAudience('sasl-cbs') },
+      });
+      assert.equal((await reply).application_properties['status-code'], 200);
+      assert.equal(await sendOne(connection, 'sasl-cbs'), 'accepted');
+    } finally {
+      connection.close();
+    }
+  });
+
+  it('PLAIN with a device SAS token authorizes that device; a bad token fails SASL', async () => {
+    await device('sasl-plain');
+    const { connection, opened } = connectWith({ username: 'sasl-plain@sas.localhost', password: deviceToken('sasl-plain', keys['sasl-plain']) });
+    await opened;
+    try {
+      assert.equal(await sendOne(connection, 'sasl-plain'), 'accepted');
+      const events = await readTelemetry({ device: 'sasl-plain', until: (e) => e.length >= 1 });
+      assert.equal(events[0].systemProperties['message-id'], 'sasl-plain-sasl');
+    } finally {
+      connection.close();
+    }
+    const bad = connectWith({ username: 'sasl-plain@sas.localhost', password: deviceToken('sasl-plain', Buffer.alloc(32, 7).toString('base64')) });
+    await assert.rejects(bad.opened);
+    assert.equal(bad.connection.is_open(), false);
+  });
+});

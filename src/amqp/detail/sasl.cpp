@@ -42,7 +42,10 @@ void process_init(pn_transport_t* t, const char* mechanism, const pn_bytes_t* re
             s.password = std::string(r.substr(second + 1));
         }
     }
-    pnx_sasl_set_succeeded(t, s.username.empty() ? "anonymous" : s.username.c_str(), nullptr);
+    if (s.mechanism == "PLAIN" && s.check_plain && !s.check_plain(s.username, s.password))
+        pnx_sasl_set_failed(t);
+    else
+        pnx_sasl_set_succeeded(t, s.username.empty() ? "anonymous" : s.username.c_str(), nullptr);
     pnx_sasl_set_desired_state(t, SASL_POSTED_OUTCOME);
 }
 

@@ -7,6 +7,7 @@
 
 #include <proton/transport.h>
 
+#include <functional>
 #include <string>
 
 namespace iothub::amqp::detail {
@@ -16,6 +17,9 @@ struct sasl_outcome {
     std::string username;   // PLAIN
     std::string password;   // PLAIN: a SAS token
     bool offer_external = false;
+    // PLAIN credentials are checked during SASL, so a bad password fails the SASL outcome as
+    // Azure does instead of opening a connection that can do nothing.
+    std::function<bool(const std::string& username, const std::string& password)> check_plain;
 };
 
 // Call after pn_transport_set_server and before the transport is bound; `state` must outlive the
