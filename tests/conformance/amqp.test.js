@@ -5,7 +5,7 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { Registry, Client: ServiceClient } = require('azure-iothub');
-const { Client, Message } = require('azure-iot-device');
+const { Client, ModuleClient, Message } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
 const { Amqp, AmqpWs } = require('azure-iot-device-amqp');
 const { AmqpWs: ServiceAmqpWs } = require('azure-iothub');
@@ -210,4 +210,29 @@ describe('devices over AMQP', () => {
       assert.deepEqual(r.result.payload, { echo: { a: 1 } });
     });
   }
+
+  it('a module over Amqp: telemetry, its own twin and methods', async () => {
+    await device('amqp-mod-dev');
+    const mod = (await registry.addModule({ deviceId: 'amqp-mod-dev', moduleId: 'mod1' })).responseBody;
+    const client = ModuleClient.fromConnectionString(
+      `HostName=localhost;DeviceId=amqp-mod-dev;ModuleId=mod1;SharedAccessKey=${mod.authentication.symmetricKey.primaryKey}`, Amqp);
+    await client.open();
+    open.push(client);
+    const m = new Message('from a module');
+    m.messageId = 'mod-t1';
+    await client.sendEvent(m);
+    const events = await readTelemetry({ device: 'amqp-mod-dev', until: (e) => e.length >= 1 });
+    assert.equal(events[0].systemProperties['iothub-connection-module-id'], 'mod1');
+
+    const twin = await client.getTwin();
+    await new Promise((resolve, reject) => twin.properties.reported.update({ mod: true }, (e) => (e ? reject(e) : resolve())));
+    const stored = (await serviceRequest({ path: '/twins/amqp-mod-dev/modules/mod1' })).json;
+    assert.equal(stored.properties.reported.mod, true);
+
+    client.onMethod('ping', (req, res) => res.send(201, { pong: req.payload }, () => {}));
+    const r = await serviceRequest({ method: 'POST', path: '/twins/amqp-mod-dev/modules/mod1/methods',
+      json: { methodName: 'ping', payload: 7, responseTimeoutInSeconds: 10, connectTimeoutInSeconds: 10 } });
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.json, { status: 201, payload: { pong: 7 } });
+  });
 });
