@@ -819,6 +819,21 @@ class connection final : public std::enable_shared_from_this<connection> {
         process();
     }
 
+  public:
+    // From any thread: the identity's access ended (deleted, disabled, new credentials); tokens
+    // this connection holds for it (and for a device's modules) stop counting, links or not.
+    void revoke(std::string device_id, std::string module_id) {
+        asio::post(ex_, [self = shared_from_this(), device_id = std::move(device_id),
+                         module_id = std::move(module_id)] {
+            if (self->closed_) return;
+            const auto key = module_id.empty() ? device_id : device_id + "/" + module_id;
+            std::erase_if(self->grants_, [&](const auto& g) {
+                return g.first == key || (module_id.empty() && g.first.rfind(key + "/", 0) == 0);
+            });
+        });
+    }
+
+  private:
     // --- authorization --------------------------------------------------------------------------
     void add_grant(grant g) {
         auto key = g.key();
@@ -1747,6 +1762,16 @@ void server::begin_stop() {
     }
     impl_->listeners->close();
     for (auto& c : conns) c->kick("the hub is shutting down");
+}
+
+void server::revoke(const std::string& device_id, const std::string& module_id) {
+    std::vector<std::shared_ptr<connection>> conns;
+    {
+        std::lock_guard lock(impl_->mutex);
+        for (auto& [raw, weak] : impl_->live)
+            if (auto c = weak.lock()) conns.push_back(std::move(c));
+    }
+    for (auto& c : conns) c->revoke(device_id, module_id);
 }
 
 std::size_t server::active_connections() const {

@@ -78,6 +78,10 @@ class server {
                           boost::beast::http::request<boost::beast::http::string_body> request,
                           std::string subprotocol);
 
+    // The identity's access ended: every connection forgets the tokens it holds for it (its
+    // live links are closed through the connection table already).
+    void revoke(const std::string& device_id, const std::string& module_id);
+
     void begin_stop();
     std::size_t active_connections() const;
 

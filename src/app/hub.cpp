@@ -301,6 +301,14 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
                        auth::event_hub_name(im->paths.identity.hostname),
                        created_time(im->paths.where), *im->files});
 
+    // A token held on an AMQP connection stops counting when its identity's access ends, even
+    // for an identity that has no links open at the moment.
+    im->registry->on_change([amqp = im->amqp.get()](const registry::identity_change& c) {
+        if (!device_auth::ends_connections(c)) return;
+        const auto& id = c.before ? *c.before : *c.after;
+        amqp->revoke(id.device_id, id.module_id);
+    });
+
     http::server_settings hs;
     hs.max_body = s.max_request_body;
     im->https =

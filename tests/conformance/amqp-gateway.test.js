@@ -116,6 +116,27 @@ describe('a gateway: many devices on one connection', () => {
 });
 
 describe('a gateway: identities come and go', () => {
+  it('a token for an identity without links stops counting when the identity is disabled', async () => {
+    await device('rev-idle');
+    const gw = await connect();
+    assert.equal(await gw.putToken(deviceAudience('rev-idle'), deviceToken('rev-idle', keys['rev-idle'])), 200);
+    const d = (await registry.get('rev-idle')).responseBody;
+    await registry.update({ deviceId: 'rev-idle', status: 'disabled', etag: d.etag });
+    // The registry's change reaches the connection asynchronously: attach until it is refused.
+    let refused;
+    await eventually(async () => {
+      const link = gw.sender('/devices/rev-idle/messages/events');
+      await link.settled();
+      if (!link.closed) {
+        link.close();
+        return false;
+      }
+      refused = (await link.detached())?.condition;
+      return true;
+    }, 5000, 'a refused attach');
+    assert.equal(refused, 'amqp:unauthorized-access');
+  });
+
   it("revoking a device ends its links and its token's grant; the other devices carry on", async () => {
     for (const id of ['rev-del', 'rev-dis', 'rev-key', 'rev-keep']) await device(id);
     const gw = await connect();
