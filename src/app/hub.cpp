@@ -285,7 +285,8 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
          [&timers](std::chrono::milliseconds delay, std::function<void()> fn) {
              auto t = std::make_shared<boost::asio::steady_timer>(timers, delay);
              t->async_wait([t, fn = std::move(fn)](const boost::system::error_code&) { fn(); });
-         }});
+         },
+         s.max_consumer_groups});
 
     im->mqtt = std::make_unique<mqtt::server>(
         *im->shards,

@@ -1,6 +1,7 @@
 // `iothub`: one binary for the hub (`serve`, `init`) and its command-line client.
 #include "app/hub.hpp"
 #include "bench/c2d_bench.hpp"
+#include "bench/eh_bench.hpp"
 #include "bench/load_generator.hpp"
 #include "bench/twin_bench.hpp"
 #include "cli/commands.hpp"
@@ -95,6 +96,7 @@ int main(int argc, char** argv) {
     iothub::bench::add_command(app, exit_code);
     iothub::bench::add_twin_command(app, exit_code);
     iothub::bench::add_c2d_command(app, exit_code);
+    iothub::bench::add_eh_command(app, exit_code);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

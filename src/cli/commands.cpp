@@ -483,6 +483,39 @@ void add_file_commands(CLI::App& app, const std::shared_ptr<invocation>& inv, co
     });
 }
 
+// Consumer groups of the telemetry stream, over /telemetry/consumergroups. Each group reads the
+// stream independently; the Event Hubs-compatible endpoint accepts only groups that exist.
+void add_consumer_group_commands(CLI::App& app, const std::shared_ptr<invocation>& inv,
+                                 const runner& run) {
+    auto name = std::make_shared<std::string>();
+    auto* group = app.add_subcommand("consumer-group", "Consumer groups of the telemetry stream");
+    group->require_subcommand(1);
+    auto target = [](const std::string& n) {
+        return "/telemetry/consumergroups/" + percent_encode(n) + "?api-version=2021-04-12";
+    };
+    auto named = [&](const char* verb, const char* what) {
+        auto* c = group->add_subcommand(verb, what);
+        c->add_option("name,-n,--name", *name, "Consumer group name")->required();
+        return c;
+    };
+    auto* list = group->add_subcommand("list", "List the consumer groups ($Default included)");
+    list->final_callback([=] {
+        run([=] {
+            print(request_json(connect(*inv), "GET",
+                               "/telemetry/consumergroups?api-version=2021-04-12"));
+        });
+    });
+    named("create", "Create a consumer group (the hub's limit: telemetry.max_consumer_groups)")
+        ->final_callback(
+            [=] { run([=] { print(request_json(connect(*inv), "PUT", target(*name), "{}")); }); });
+    named("show", "Show a consumer group")->final_callback([=] {
+        run([=] { print(request_json(connect(*inv), "GET", target(*name))); });
+    });
+    named("delete", "Delete a consumer group and its checkpoint ($Default cannot be deleted)")
+        ->final_callback(
+            [=] { run([=] { request_json(connect(*inv), "DELETE", target(*name)); }); });
+}
+
 void add_twin_commands(CLI::App& app, const std::shared_ptr<invocation>& inv, const runner& run) {
     struct twin_options {
         std::string tags, desired, json_body;
@@ -668,6 +701,7 @@ void add_commands(CLI::App& app, int& exit_code) {
     });
 
     add_monitor_command(app, inv, run);
+    add_consumer_group_commands(app, inv, run);
     add_certificate_commands(app, inv, run);
     add_twin_commands(app, inv, run);
     add_c2d_commands(app, inv, run);

@@ -35,4 +35,7 @@ inline std::string hex_encode(std::string_view bytes, bool upper = false) {
 bool iequals(std::string_view a, std::string_view b) noexcept;
 std::string to_lower(std::string_view text);
 
+// True when `s` is well-formed UTF-8 (bodies that are not are shown as Base64).
+bool valid_utf8(std::string_view s);
+
 }  // namespace iothub

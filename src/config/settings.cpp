@@ -181,6 +181,10 @@ const std::vector<setting_def>& table() {
         {{"events.retention_max_bytes", "IOTHUB_RETENTION_MAX_BYTES", "--retention-max-bytes",
           "Largest size of a telemetry partition before the oldest events go (0 = no limit)"},
          unsigned_number(&settings::retention_max_bytes, std::uint64_t{1} << 50)},
+        // Up to 500: the hub lists groups (with their checkpoints) in one storage scan of 1000.
+        {{"telemetry.max_consumer_groups", "IOTHUB_MAX_CONSUMER_GROUPS", "--max-consumer-groups",
+          "Consumer groups the hub keeps, $Default included, 1 to 500"},
+         number_in(&settings::max_consumer_groups, 1, 500)},
         {{"limits.max_request_body", "IOTHUB_MAX_REQUEST_BODY", "--max-request-body",
           "Largest HTTP request body in bytes"},
          unsigned_number(&settings::max_request_body, 64ull << 20)},

@@ -42,6 +42,7 @@ struct settings {
     int event_partitions = 4;  // fixed once a data directory has events
     std::chrono::seconds retention{std::chrono::hours(24)};  // telemetry kept this long
     std::uint64_t retention_max_bytes = 0;                   // per partition; 0 = no size limit
+    std::size_t max_consumer_groups = 20;  // $Default included (Azure's limit for a paid hub)
 
     std::size_t max_request_body = 1024 * 1024;
     std::size_t max_modules_per_device = 50;

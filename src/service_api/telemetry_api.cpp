@@ -20,24 +20,6 @@ namespace {
 using cursor_t = std::vector<std::pair<int, std::uint64_t>>;
 constexpr std::string_view default_group = "$default";
 
-bool valid_utf8(std::string_view s) {
-    std::size_t i = 0;
-    while (i < s.size()) {
-        auto c = static_cast<unsigned char>(s[i]);
-        int len = c < 0x80             ? 1
-                  : (c & 0xe0) == 0xc0 ? 2
-                  : (c & 0xf0) == 0xe0 ? 3
-                  : (c & 0xf8) == 0xf0 ? 4
-                                       : 0;
-        if (len == 0 || i + static_cast<std::size_t>(len) > s.size()) return false;
-        for (int k = 1; k < len; ++k)
-            if ((static_cast<unsigned char>(s[i + static_cast<std::size_t>(k)]) & 0xc0) != 0x80)
-                return false;
-        i += static_cast<std::size_t>(len);
-    }
-    return true;
-}
-
 json::object event_json(int partition, const storage::stored_event& e) {
     json::object props, sys;
     for (const auto& [k, v] : e.record.application_properties) props[k] = v;

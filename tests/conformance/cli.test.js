@@ -17,7 +17,8 @@ function iothub(...args) {
 const local = (...args) => iothub(...args, '--data-dir', dataDir);
 
 let hub;
-before(async () => { hub = await Hub.start(); });
+// A low consumer-group limit, so the limit case needs only a few groups.
+before(async () => { hub = await Hub.start(['--max-consumer-groups', '3']); });
 after(async () => { await hub.stop(); });
 
 describe('iothub device and module commands', () => {
@@ -267,5 +268,33 @@ describe('iothub c2d send and feedback', () => {
     assert.match(missing.err, /^error: DeviceNotFound: .*cli-c2d-nobody.*\(amqp:not-found\)/);
     const usage = await run('c2d', 'send', '--device', 'd', '--ack', 'sometimes');
     assert.notEqual(usage.code, 0);
+  });
+});
+
+describe('iothub consumer-group', () => {
+  it('create, list, show, the limit, delete; $Default stays', () => {
+    const created = local('consumer-group', 'create', '--name', 'cli-cg-1');
+    assert.equal(created.code, 0, created.err);
+    assert.equal(created.json().name, 'cli-cg-1');
+    assert.equal(local('consumer-group', 'create', 'cli-cg-2').code, 0);
+    assert.deepEqual(local('consumer-group', 'list').json().sort(), ['$Default', 'cli-cg-1', 'cli-cg-2']);
+    assert.equal(local('consumer-group', 'show', '--name', 'cli-cg-2').json().name, 'cli-cg-2');
+
+    // --max-consumer-groups 3, $Default included: a fourth is refused with Azure's quota error.
+    const over = local('consumer-group', 'create', '--name', 'cli-cg-3');
+    assert.equal(over.code, 1);
+    assert.match(over.err, /^error: IotHubQuotaExceeded: .*maximum of 3 consumer groups/);
+    assert.ok(!local('consumer-group', 'list').json().includes('cli-cg-3'));
+
+    const keep = local('consumer-group', 'delete', '--name', '$Default');
+    assert.equal(keep.code, 1);
+    assert.match(keep.err, /\$Default cannot be deleted/);
+    assert.equal(local('consumer-group', 'delete', '--name', 'cli-cg-1').code, 0);
+    const gone = local('consumer-group', 'show', '--name', 'cli-cg-1');
+    assert.equal(gone.code, 1);
+    assert.match(gone.err, /No consumer group 'cli-cg-1'/);
+    assert.equal(local('consumer-group', 'create', '--name', 'cli-cg-3').code, 0, 'room again');
+    assert.deepEqual(local('consumer-group', 'list').json().sort(), ['$Default', 'cli-cg-2', 'cli-cg-3']);
+    for (const n of ['cli-cg-2', 'cli-cg-3']) assert.equal(local('consumer-group', 'delete', n).code, 0);
   });
 });

@@ -112,3 +112,57 @@ describe('iothub monitor', () => {
     assert.equal(last.properties.system['iothub-connection-device-id'], 'streamer');
   });
 });
+
+// Runs `iothub monitor` to its exit; resolves with its status and output lines.
+const monitor = (...args) => new Promise((resolve) => {
+  const p = spawn(bin, ['monitor', '--data-dir', dataDir, ...args]);
+  let out = '';
+  let err = '';
+  p.stdout.on('data', (d) => { out += d; });
+  p.stderr.on('data', (d) => { err += d; });
+  p.on('exit', (code) => resolve({ code, err, events: out.trim() ? out.trim().split('\n').map((l) => JSON.parse(l).event) : [] }));
+});
+
+describe('iothub monitor transports', () => {
+  it('AMQP (the default) and REST print the same events', async () => {
+    await send('same-1');
+    const amqp = await monitor('--from', 'start', '-d', 'streamer', '-t', '3');
+    const rest = await monitor('--transport', 'rest', '--from', 'start', '-d', 'streamer', '-t', '3');
+    assert.equal(amqp.code, 0, amqp.err);
+    assert.equal(rest.code, 0, rest.err);
+    assert.ok(amqp.events.some((e) => e.payload === 'same-1'));
+    const strip = (e) => ({ ...e, enqueuedTimeUtc: undefined, properties: { application: e.properties.application } });
+    assert.deepEqual(amqp.events.map(strip), rest.events.map(strip));
+    assert.equal(amqp.events[0].properties.system['iothub-connection-device-id'], 'streamer');
+  });
+
+  it('starts at a sequence number or a time, and latest sees only new events', async () => {
+    await send('seq-a', 'seq-b');
+    const all = await monitor('--from', 'start', '-d', 'streamer', '-t', '3');
+    const a = all.events.find((e) => e.payload === 'seq-a');
+    const fromSeq = await monitor('--sequence', String(a.sequenceNumber), '-p', a.partition, '-n', '2', '-t', '10');
+    assert.deepEqual(fromSeq.events.map((e) => e.payload), ['seq-a', 'seq-b']);
+    const alias = await monitor('--from', `sequence:${a.sequenceNumber + 1}`, '-p', a.partition, '-n', '1', '-t', '10');
+    assert.deepEqual(alias.events.map((e) => e.payload), ['seq-b']);
+    const since = new Date(Date.now() - 1).toISOString();
+    const latest = monitor('-n', '1', '-t', '15');
+    const byTime = monitor('--start-time', since, '-n', '1', '-t', '15');
+    await new Promise((r) => setTimeout(r, 1500));
+    await send('fresh');
+    assert.deepEqual((await latest).events.map((e) => e.payload), ['fresh']);
+    assert.deepEqual((await byTime).events.map((e) => e.payload), ['fresh']);
+  });
+
+  it('consumer groups must exist; checkpoints go through REST', async () => {
+    const missing = await monitor('-g', 'nobody', '-t', '2');
+    assert.equal(missing.code, 1);
+    assert.match(missing.err, /Consumer group 'nobody' does not exist/);
+    const forced = await monitor('--transport', 'amqp', '--checkpoint', '-t', '1');
+    assert.equal(forced.code, 1);
+    assert.match(forced.err, /--transport rest/);
+    const checkpointed = await monitor('--from', 'checkpoint', '--checkpoint', '-n', '1', '-t', '10');
+    assert.equal(checkpointed.code, 0, checkpointed.err);
+    assert.equal(checkpointed.events.length, 1);
+  });
+});
+

@@ -78,6 +78,25 @@ TEST_F(Settings, RetentionTakesDurationsWithUnits) {
             << bad;
 }
 
+TEST_F(Settings, ConsumerGroupLimitComesFromTheTelemetryTable) {
+    auto plain = load(std::nullopt, {{"data_dir", dir_.string()}}, env({}));
+    ASSERT_TRUE(plain) << plain.error().message();
+    EXPECT_EQ(plain->max_consumer_groups, 20u);
+    write("cg.toml", "[telemetry]\nmax_consumer_groups = 5\n");
+    auto s = load(dir_ / "cg.toml", {{"data_dir", dir_.string()}}, env({}));
+    ASSERT_TRUE(s) << s.error().message();
+    EXPECT_EQ(s->max_consumer_groups, 5u);
+    auto e = load(std::nullopt, {{"data_dir", dir_.string()}},
+                  env({{"IOTHUB_MAX_CONSUMER_GROUPS", "7"}}));
+    ASSERT_TRUE(e) << e.error().message();
+    EXPECT_EQ(e->max_consumer_groups, 7u);
+    for (const char* bad : {"0", "501", "x"})
+        EXPECT_FALSE(load(std::nullopt,
+                          {{"data_dir", dir_.string()}, {"telemetry.max_consumer_groups", bad}},
+                          env({})))
+            << bad;
+}
+
 TEST_F(Settings, C2dLimitsComeFromTheC2dTable) {
     write("c2d.toml", "[c2d]\nmax_depth = 200\nlock_timeout_seconds = 30\n");
     auto s = load(dir_ / "c2d.toml", {{"data_dir", dir_.string()}},
