@@ -334,7 +334,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     im->ports.amqp = *amqp_port;
     if (s.mqtt_plain_enabled) {
         auto plain =
-            im->mqtt->listen_plain(s.bind_address, s.mqtt_plain_port ? s.mqtt_plain_port : 1883);
+            im->mqtt->listen_plain(s.bind_address, s.mqtt_plain_port);
         if (!plain) return error(plain.error().code(), "plain MQTT: " + plain.error().message());
         im->ports.mqtt_plain = *plain;
     }

@@ -131,7 +131,7 @@ const std::vector<setting_def>& table() {
           "Also serve MQTT without TLS (for local tools and benchmarks)", true},
          boolean(&settings::mqtt_plain_enabled)},
         {{"listen.mqtt_plain_port", "IOTHUB_MQTT_PLAIN_PORT", "--mqtt-plain-port",
-          "Plain MQTT port when enabled (0 = any)"},
+          "Plain MQTT port when enabled (default 1883, 0 = any free port); setting it enables it"},
          port(&settings::mqtt_plain_port)},
         {{"tls.cert", "IOTHUB_TLS_CERT", "--tls-cert",
           "PEM certificate chain to serve instead of the development CA's"},
@@ -238,7 +238,7 @@ result<void> apply(settings& s, const setting_def& def, const std::string& value
         return error(errc::argument_invalid, std::string(source) + ": " + def.info.key + " = '" +
                                                  value + "' is invalid: expected " + *expected +
                                                  ".");
-    if (def.info.key == "listen.mqtt_plain_port" && value != "0") s.mqtt_plain_enabled = true;
+    if (def.info.key == "listen.mqtt_plain_port") s.mqtt_plain_enabled = true;
     return {};
 }
 

@@ -26,7 +26,7 @@ struct settings {
     std::uint16_t https_port = 443;
     std::uint16_t mqtt_port = 8883;
     std::uint16_t amqp_port = 5671;
-    std::uint16_t mqtt_plain_port = 0;  // 0 = off; plain MQTT for local tools and benchmarks
+    std::uint16_t mqtt_plain_port = 1883;  // with mqtt_plain_enabled; 0 = any free port
     bool mqtt_plain_enabled = false;
 
     std::filesystem::path tls_cert;  // both set: use this certificate instead of the dev CA
