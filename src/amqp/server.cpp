@@ -963,6 +963,16 @@ class connection final : public std::enable_shared_from_this<connection> {
         }
         auto& ls = *it->second;
         if (pn_link_is_sender(l)) return on_outcome(ls, d);
+        // Proton counts credit down on every transfer but does not refuse one beyond it; a
+        // client that sends without credit is cut off as the spec's error says.
+        if (pn_link_credit(l) < 0) {
+            set_condition(pn_link_condition(l), "amqp:link:transfer-limit-exceeded",
+                          "A transfer arrived without link credit.");
+            pn_delivery_settle(d);
+            forget_link(l);
+            pn_link_close(l);
+            return;
+        }
         if (!pn_delivery_readable(d)) return;
         const auto limit = pn_link_max_message_size(l);
         if (ls.discarding == d || (limit && pn_delivery_pending(d) > limit)) return discard(ls, d);
