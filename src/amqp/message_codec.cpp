@@ -316,40 +316,37 @@ void fill_delivery(pn_message_t* out, const c2d::delivery& d, std::string_view d
     set_data_body(out, c.body);
 }
 
-void fill_feedback(pn_message_t* out, const c2d::feedback_batch& batch, std::string_view hub_name) {
+namespace {
+// Feedback and file notifications share a shape: a fresh message id, the hub's name as user-id
+// (C# reads it unconditionally), a JSON content type and `iothub-enqueuedtime`.
+void fill_service_notification(pn_message_t* out, const char* content_type, sys_time enqueued,
+                               std::string_view body, std::string_view hub_name) {
     pn_message_clear(out);
     auto id = random_uuid();
     pn_atom_t a;
     a.type = PN_STRING;
     a.u.as_bytes = pn_bytes(id.size(), id.data());
     pn_message_set_id(out, a);
-    // C# reads the hub name from user-id unconditionally.
     pn_message_set_user_id(out, pn_bytes(hub_name.size(), hub_name.data()));
-    pn_message_set_content_type(out, "application/vnd.microsoft.iothub.feedback.json");
+    pn_message_set_content_type(out, content_type);
     auto* ann = pn_message_annotations(out);
     enter_map_end(ann);
     put_key(ann, "iothub-enqueuedtime", true);
-    pn_data_put_timestamp(ann, unix_millis(batch.enqueued_time));
+    pn_data_put_timestamp(ann, unix_millis(enqueued));
     pn_data_exit(ann);
-    set_data_body(out, c2d::feedback_json(batch.records));
+    set_data_body(out, body);
+}
+}  // namespace
+
+void fill_feedback(pn_message_t* out, const c2d::feedback_batch& batch, std::string_view hub_name) {
+    fill_service_notification(out, "application/vnd.microsoft.iothub.feedback.json",
+                              batch.enqueued_time, c2d::feedback_json(batch.records), hub_name);
 }
 
 void fill_file_notification(pn_message_t* out, sys_time enqueued_time, std::string_view body,
                             std::string_view hub_name) {
-    pn_message_clear(out);
-    auto id = random_uuid();
-    pn_atom_t a;
-    a.type = PN_STRING;
-    a.u.as_bytes = pn_bytes(id.size(), id.data());
-    pn_message_set_id(out, a);
-    pn_message_set_user_id(out, pn_bytes(hub_name.size(), hub_name.data()));
-    pn_message_set_content_type(out, "application/vnd.microsoft.iothub.filenotification.json");
-    auto* ann = pn_message_annotations(out);
-    enter_map_end(ann);
-    put_key(ann, "iothub-enqueuedtime", true);
-    pn_data_put_timestamp(ann, unix_millis(enqueued_time));
-    pn_data_exit(ann);
-    set_data_body(out, body);
+    fill_service_notification(out, "application/vnd.microsoft.iothub.filenotification.json",
+                              enqueued_time, body, hub_name);
 }
 
 }  // namespace iothub::amqp

@@ -333,8 +333,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     if (!amqp_port) return error(amqp_port.error().code(), "AMQP: " + amqp_port.error().message());
     im->ports.amqp = *amqp_port;
     if (s.mqtt_plain_enabled) {
-        auto plain =
-            im->mqtt->listen_plain(s.bind_address, s.mqtt_plain_port);
+        auto plain = im->mqtt->listen_plain(s.bind_address, s.mqtt_plain_port);
         if (!plain) return error(plain.error().code(), "plain MQTT: " + plain.error().message());
         im->ports.mqtt_plain = *plain;
     }

@@ -1,6 +1,7 @@
 #include "cli/amqp_client.hpp"
 
 #include "auth/sas.hpp"
+#include "cli/detail/amqp_session.hpp"
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
 #include "common/time.hpp"
@@ -8,7 +9,6 @@
 #include <proton/binary.hpp>
 #include <proton/condition.h>
 #include <proton/connection.hpp>
-#include <proton/connection_options.hpp>
 #include <proton/container.hpp>
 #include <proton/delivery.h>
 #include <proton/delivery.hpp>
@@ -21,7 +21,6 @@
 #include <proton/receiver_options.hpp>
 #include <proton/scalar.hpp>
 #include <proton/sender.hpp>
-#include <proton/ssl.hpp>
 #include <proton/timestamp.hpp>
 #include <proton/tracker.hpp>
 #include <proton/transport.hpp>
@@ -97,16 +96,7 @@ struct amqp_service_client::impl : proton::messaging_handler {
         if (conn && conn.active()) conn.close();
     }
 
-    void on_container_start(proton::container& c) override {
-        proton::connection_options o;
-        // No SASL, as the Node service SDK: the hub authorizes the connection by CBS.
-        o.sasl_enabled(false)
-            .virtual_host(hub.verify_name)
-            .container_id("iothub-cli-" + random_uuid());
-        o.ssl_client_options(hub.ca.empty() ? proton::ssl_client_options()
-                                            : proton::ssl_client_options(hub.ca.string()));
-        c.connect("amqps://" + hub.connect_host + ":" + std::to_string(hub.amqp_port), o);
-    }
+    void on_container_start(proton::container& c) override { detail::connect_amqps(c, hub, "c2d"); }
 
     void on_connection_open(proton::connection& c) override {
         conn = c;
@@ -122,16 +112,10 @@ struct amqp_service_client::impl : proton::messaging_handler {
         if (s == cbs_out && !token_sent) {
             token_sent = true;
             token_request_id = random_uuid();
-            proton::message m;
-            m.id(token_request_id);
-            m.to("$cbs");
-            m.reply_to("cbs");
-            m.properties().put("operation", "put-token");
-            m.properties().put("type", "servicebus.windows.net:sastoken");
-            m.properties().put("name", hub.hostname);
-            m.body(auth::make_sas_token(hub.hostname, hub.key, unix_seconds(now()) + 3600,
-                                        hub.policy));
-            s.send(m);
+            s.send(detail::put_token_request(
+                token_request_id, hub.hostname,
+                auth::make_sas_token(hub.hostname, hub.key, unix_seconds(now()) + 3600,
+                                     hub.policy)));
         } else if (s == c2d_out) {
             flush();
         }

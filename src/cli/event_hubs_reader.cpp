@@ -2,13 +2,13 @@
 
 #include "auth/connection_string.hpp"
 #include "auth/sas.hpp"
+#include "cli/detail/amqp_session.hpp"
 #include "common/crypto.hpp"
 #include "common/time.hpp"
 
 #include <proton/binary.hpp>
 #include <proton/codec/encoder.hpp>
 #include <proton/connection.hpp>
-#include <proton/connection_options.hpp>
 #include <proton/container.hpp>
 #include <proton/delivery.hpp>
 #include <proton/error_condition.hpp>
@@ -20,7 +20,6 @@
 #include <proton/scalar.hpp>
 #include <proton/sender.hpp>
 #include <proton/source_options.hpp>
-#include <proton/ssl.hpp>
 #include <proton/symbol.hpp>
 #include <proton/target_options.hpp>
 #include <proton/timestamp.hpp>
@@ -126,16 +125,7 @@ struct event_hubs_reader::impl : proton::messaging_handler {
         if (conn && conn.active()) conn.close();
     }
 
-    void on_container_start(proton::container& c) override {
-        proton::connection_options o;
-        // No SASL, as the Node Event Hubs client against this hub: authorization is by CBS.
-        o.sasl_enabled(false)
-            .virtual_host(hub.verify_name)
-            .container_id("iothub-cli-eh-" + random_uuid());
-        o.ssl_client_options(hub.ca.empty() ? proton::ssl_client_options()
-                                            : proton::ssl_client_options(hub.ca.string()));
-        c.connect("amqps://" + hub.connect_host + ":" + std::to_string(hub.amqp_port), o);
-    }
+    void on_container_start(proton::container& c) override { detail::connect_amqps(c, hub, "eh"); }
 
     void on_connection_open(proton::connection& c) override {
         conn = c;
@@ -151,15 +141,8 @@ struct event_hubs_reader::impl : proton::messaging_handler {
         if (s == cbs_out && !token_sent) {
             token_sent = true;
             token_request_id = random_uuid();
-            proton::message m;
-            m.id(token_request_id);
-            m.to("$cbs");
-            m.reply_to("cbs");
-            m.properties().put("operation", "put-token");
-            m.properties().put("type", "servicebus.windows.net:sastoken");
-            m.properties().put("name", "sb://" + hub.hostname + "/" + entity);
-            m.body(token());
-            s.send(m);
+            s.send(detail::put_token_request(token_request_id,
+                                             "sb://" + hub.hostname + "/" + entity, token()));
         } else if (s == mgmt_out && !read_sent) {
             read_sent = true;
             read_request_id = random_uuid();

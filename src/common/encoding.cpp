@@ -1,6 +1,7 @@
 #include "common/encoding.hpp"
 
 #include <array>
+#include <charconv>
 
 namespace iothub {
 namespace {
@@ -158,6 +159,23 @@ bool valid_utf8(std::string_view s) {
         i += static_cast<std::size_t>(len);
     }
     return true;
+}
+
+std::string hex16(std::uint64_t v) {
+    char buf[16];
+    for (int i = 15; i >= 0; --i) {
+        buf[i] = "0123456789abcdef"[v & 0xf];
+        v >>= 4;
+    }
+    return std::string(buf, 16);
+}
+
+std::optional<std::uint64_t> parse_hex16(std::string_view s) {
+    if (s.size() != 16) return std::nullopt;
+    std::uint64_t v = 0;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v, 16);
+    if (ec != std::errc{} || end != s.data() + s.size()) return std::nullopt;
+    return v;
 }
 
 }  // namespace iothub

@@ -27,6 +27,10 @@ std::string percent_encode(std::string_view text);
 std::optional<std::string> percent_decode(std::string_view text);
 
 std::string hex_encode(std::span<const std::uint8_t> bytes, bool upper = false);
+// A number as exactly 16 lower-case hex digits and back: fixed width, so keys built from it sort
+// in numeric order. parse_hex16 wants all 16 digits.
+std::string hex16(std::uint64_t v);
+std::optional<std::uint64_t> parse_hex16(std::string_view s);
 inline std::string hex_encode(std::string_view bytes, bool upper = false) {
     return hex_encode(std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()),
                       upper);

@@ -9,7 +9,6 @@
 
 #include <array>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
@@ -28,23 +27,6 @@ constexpr std::string_view session_prefix = "fileup/";
 constexpr std::string_view blob_prefix = "fileblob/";
 constexpr std::string_view notification_prefix = "filenotif/";
 constexpr std::size_t max_blob_name = 1024;  // Azure's limit for a blob name
-
-std::string hex16(std::uint64_t v) {
-    char buf[16];
-    for (int i = 15; i >= 0; --i) {
-        buf[i] = "0123456789abcdef"[v & 0xf];
-        v >>= 4;
-    }
-    return std::string(buf, 16);
-}
-
-std::optional<std::uint64_t> parse_hex16(std::string_view s) {
-    if (s.size() != 16) return std::nullopt;
-    std::uint64_t v = 0;
-    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v, 16);
-    if (ec != std::errc{} || end != s.data() + s.size()) return std::nullopt;
-    return v;
-}
 
 std::string join(const std::vector<std::string>& segments, std::size_t from = 0) {
     std::string out;
