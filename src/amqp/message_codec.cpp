@@ -1,5 +1,6 @@
 #include "amqp/message_codec.hpp"
 
+#include "amqp/detail/wire.hpp"
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
 
@@ -226,6 +227,72 @@ void put_long_property(pn_data_t* d, std::string_view key, std::int64_t value, b
     put_key(d, key, symbol_key);
     pn_data_put_long(d, value);
     pn_data_exit(d);
+}
+
+namespace {
+
+constexpr std::uint64_t first_section = 0x70;  // header
+constexpr std::uint64_t data_section = 0x75;
+constexpr std::uint64_t sequence_section = 0x76;
+constexpr std::uint64_t value_section = 0x77;
+constexpr std::uint64_t last_section = 0x78;  // footer
+
+// Calls fn(code, value bytes) for each section of an encoded message; false when the bytes are
+// not a sequence of whole sections.
+template <class Fn>
+bool for_each_section(std::string_view encoded, Fn fn) {
+    for (std::size_t at = 0; at < encoded.size();) {
+        auto d = detail::read_descriptor(encoded, at);
+        auto end = detail::skip_value(encoded, at);
+        if (!d || !end || d->code < first_section || d->code > last_section) return false;
+        if (!fn(d->code, encoded.substr(d->value_at, *end - d->value_at))) return false;
+        at = *end;
+    }
+    return true;
+}
+
+}  // namespace
+
+result<std::vector<std::string_view>> data_sections(std::string_view encoded) {
+    std::vector<std::string_view> out;
+    std::optional<error> fault;
+    const bool whole = for_each_section(encoded, [&](std::uint64_t code, std::string_view v) {
+        if (code == sequence_section || code == value_section) {
+            fault = error(errc::format_error, "A batch's body must be data sections.");
+            return false;
+        }
+        if (code != data_section) return true;
+        auto bytes = detail::read_binary(v);
+        if (!bytes) {
+            fault = error(errc::format_error, "A data section does not hold binary.");
+            return false;
+        }
+        out.push_back(*bytes);
+        return true;
+    });
+    if (fault) return *fault;
+    if (!whole) return error(errc::format_error, "The message is not a sequence of AMQP sections.");
+    if (out.empty()) return error(errc::format_error, "The batch holds no data section.");
+    return out;
+}
+
+bool well_formed_message(std::string_view encoded) {
+    return !encoded.empty() && for_each_section(encoded, [](auto, auto) { return true; });
+}
+
+std::optional<std::string> joined_data_body(std::string_view encoded) {
+    std::size_t count = 0;
+    std::string joined;
+    const bool whole = for_each_section(encoded, [&](std::uint64_t code, std::string_view v) {
+        if (code != data_section) return true;
+        auto bytes = detail::read_binary(v);
+        if (!bytes) return false;
+        ++count;
+        joined.append(*bytes);
+        return true;
+    });
+    if (!whole || count < 2) return std::nullopt;
+    return joined;
 }
 
 result<storage::event_record> to_event(pn_message_t* m) {

@@ -14,6 +14,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace iothub::amqp {
 
@@ -42,6 +44,18 @@ storage::property_list application_properties(pn_message_t* m);
 storage::property_list annotations(pn_message_t* m);
 std::optional<std::string> application_property(pn_message_t* m, std::string_view name);
 std::optional<std::string> annotation(pn_message_t* m, std::string_view name);
+
+// The content of each data section of an encoded message, in order: what a batched message
+// (format 0x80013700) carries, one encoded message per section. errc::format_error when the bytes
+// are not a sequence of message sections or the body has no data section or another kind.
+result<std::vector<std::string_view>> data_sections(std::string_view encoded);
+// Whether `encoded` is a sequence of whole message sections (header to footer), each within the
+// bytes given. Proton decodes some truncated sections without complaint; a batch's inner
+// messages are held to this first.
+bool well_formed_message(std::string_view encoded);
+// A plain message's body spread over two or more data sections, joined in order; nullopt for one
+// section or none. Proton keeps only the last data section of a body, which would drop the rest.
+std::optional<std::string> joined_data_body(std::string_view encoded);
 
 // A device's telemetry message as the event log stores it (the sender's stamp is added later).
 // errc::format_error for a body that is not bytes.

@@ -4,6 +4,7 @@
 #include "amqp/cbs.hpp"
 #include "amqp/detail/frame_padding.hpp"
 #include "amqp/detail/sasl.hpp"
+#include "amqp/detail/transfer_formats.hpp"
 #include "amqp/event_hubs.hpp"
 #include "amqp/message_codec.hpp"
 #include "common/encoding.hpp"
@@ -294,6 +295,7 @@ class connection final : public std::enable_shared_from_this<connection> {
                 if (rb.size == 0) break;
                 auto k = std::min(rb.size, n - off);
                 std::memcpy(rb.start, in.data() + off, k);
+                formats_.feed(std::string_view(in.data() + off, k));
                 pn_connection_driver_read_done(&driver_, k);
                 off += k;
                 process();
@@ -956,6 +958,7 @@ class connection final : public std::enable_shared_from_this<connection> {
         auto it = links_.find(l);
         if (it == links_.end()) {
             if (pn_link_is_receiver(l) && pn_delivery_readable(d) && !pn_delivery_partial(d)) {
+                forget_format(d);
                 pn_link_advance(l);
                 pn_delivery_settle(d);
             }
@@ -980,6 +983,22 @@ class connection final : public std::enable_shared_from_this<connection> {
         std::string bytes(pn_delivery_pending(d), '\0');
         pn_link_recv(l, bytes.data(), bytes.size());
         pn_link_advance(l);
+        // Only device telemetry takes batches; a format the hub does not know is never read as
+        // if it were a plain message.
+        const auto format = forget_format(d);
+        if (format == detail::batched_message_format && ls.what == role::d2c) {
+            ++ls.unsettled;
+            return on_telemetry_batch(ls, d, bytes);
+        }
+        if (format != detail::standard_message_format) {
+            reject(d, "amqp:not-implemented",
+                   "Message format " + std::to_string(format) + " is not supported on this link" +
+                       (format == detail::batched_message_format
+                            ? "; only device telemetry takes batched messages."
+                            : "."));
+            top_up(ls);
+            return;
+        }
         auto* m = scratch_.get();
         pn_message_clear(m);
         // Proton asserts (aborts the process) on an empty input instead of failing.
@@ -988,6 +1007,7 @@ class connection final : public std::enable_shared_from_this<connection> {
             top_up(ls);
             return;
         }
+        if (auto joined = joined_data_body(bytes)) set_data_body(m, *joined);
         ++ls.unsettled;
         switch (ls.what) {
             case role::cbs_in:
@@ -1014,6 +1034,13 @@ class connection final : public std::enable_shared_from_this<connection> {
         }
     }
 
+    // The message-format the delivery arrived with; the record of it goes.
+    std::uint32_t forget_format(pn_delivery_t* d) {
+        const auto tag = pn_delivery_tag(d);
+        return formats_.take(pn_link_name(pn_delivery_link(d)),
+                             std::string_view(tag.start, tag.size));
+    }
+
     // A message over the link's size limit is read and dropped as it arrives, then rejected
     // with amqp:link:message-size-exceeded: the link stays up, as it does on Azure (the SDKs
     // report MessageTooLargeError and carry on; a detach makes the service SDK drop its
@@ -1035,6 +1062,7 @@ class connection final : public std::enable_shared_from_this<connection> {
             return too_large(ls, d);
         }
         if (pn_delivery_partial(d)) return;
+        forget_format(d);
         pn_link_advance(l);
         ls.discarding = nullptr;
         reject(d, "amqp:link:message-size-exceeded",
@@ -1153,6 +1181,46 @@ class connection final : public std::enable_shared_from_this<connection> {
         }
         if (!e) return settle_error(ls, d, e.error());
         ls.batch.push_back(std::move(*e));
+        ls.batch_deliveries.push_back(d);
+    }
+
+    // A batched message: every data section is a whole message, stored as if sent alone. The
+    // batch is refused whole if any of them does not decode or breaks a limit; one disposition
+    // settles it once all of them are durable.
+    void on_telemetry_batch(link_state& ls, pn_delivery_t* d, std::string_view bytes) {
+        auto sections = data_sections(bytes);
+        if (!sections) {
+            reject(d, "amqp:decode-error",
+                   "The batched message could not be read: " + sections.error().message());
+            if (ls.unsettled) --ls.unsettled;
+            return top_up(ls);
+        }
+        std::vector<storage::event_record> events;
+        events.reserve(sections->size());
+        auto* m = scratch_.get();
+        for (std::size_t i = 0; i < sections->size(); ++i) {
+            const auto inner = (*sections)[i];
+            pn_message_clear(m);
+            const auto which = "Message " + std::to_string(i + 1) + " of " +
+                               std::to_string(sections->size()) + " in the batch";
+            // Checked before proton sees it: proton asserts (aborts the process) on an empty
+            // input and reads some truncated sections without complaint.
+            if (!well_formed_message(inner) ||
+                pn_message_decode(m, inner.data(), inner.size()) != 0) {
+                reject(d, "amqp:decode-error",
+                       which + " could not be decoded; nothing of the batch was stored.");
+                if (ls.unsettled) --ls.unsettled;
+                return top_up(ls);
+            }
+            auto e = to_event(m);
+            if (!e)
+                return settle_error(ls, d,
+                                    error(e.error().code(), which + ": " + e.error().message()));
+            events.push_back(std::move(*e));
+        }
+        if (auto ok = svc_.telemetry.check_batch(events); !ok)
+            return settle_error(ls, d, ok.error());
+        for (auto& e : events) ls.batch.push_back(std::move(e));
         ls.batch_deliveries.push_back(d);
     }
 
@@ -1680,6 +1748,7 @@ class connection final : public std::enable_shared_from_this<connection> {
     pn_connection_driver_t driver_;
     detail::sasl_outcome sasl_;
     detail::performative_padder padder_;
+    detail::transfer_formats formats_;
     message_ptr scratch_;
     pn_rwbytes_t encode_buffer_{0, nullptr};
     std::string out_;

@@ -51,8 +51,8 @@ void send_events(context& c, request& req, responder done) {
     auto batch = parse_batch(req.body);
     if (!batch) return done(http::error_response(batch.error()));
     // All or nothing: every message is checked before any is appended, and the append is one.
-    for (const auto& e : *batch)
-        if (auto ok = c.telemetry.check(e); !ok) return done(http::error_response(ok.error()));
+    if (auto ok = c.telemetry.check_batch(*batch); !ok)
+        return done(http::error_response(ok.error()));
     c.telemetry.ingest(*who, telemetry::telemetry_service::stamp_for(*who), std::move(*batch),
                        finish);
 }

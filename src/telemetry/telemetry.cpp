@@ -11,6 +11,26 @@ result<void> telemetry_service::check(const storage::event_record& message) cons
     return {};
 }
 
+result<void> telemetry_service::check_batch(
+    const std::vector<storage::event_record>& messages) const {
+    if (messages.empty()) return error(errc::argument_invalid, "The batch holds no messages.");
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+        auto size = storage::event_size(messages[i]);
+        if (size > max_message_size_)
+            return error(errc::message_too_large, "Message " + std::to_string(i + 1) +
+                                                      " of the batch is " + std::to_string(size) +
+                                                      " bytes; the limit is " +
+                                                      std::to_string(max_message_size_) + ".");
+        total += size;
+    }
+    if (total > max_message_size_)
+        return error(errc::message_too_large, "The batch is " + std::to_string(total) +
+                                                  " bytes; the limit is " +
+                                                  std::to_string(max_message_size_) + ".");
+    return {};
+}
+
 std::shared_ptr<const storage::property_list> telemetry_service::stamp_for(
     const device_auth::device_principal& sender) {
     auto stamp = std::make_shared<storage::property_list>();

@@ -22,6 +22,11 @@ class telemetry_service {
 
     // errc::message_too_large beyond the limit (body, property names and values).
     result<void> check(const storage::event_record& message) const;
+    // A batch the device sent as one (AMQP batched messages, HTTPS batches): every message within
+    // the limit, and the batch as a whole within it too, as Azure counts a batch. errc::
+    // message_too_large names the first message over the limit or the batch's size; errc::
+    // argument_invalid for an empty batch. All or nothing: the caller stores none on failure.
+    result<void> check_batch(const std::vector<storage::event_record>& messages) const;
 
     // Checks, stamps and appends. `done` runs on the log's thread; it must only post work.
     void ingest(const device_auth::device_principal& sender, storage::event_record message,

@@ -1,9 +1,11 @@
 // libFuzzer target: what the AMQP adapter reads from the network beyond proton's own framing.
 // Input is split at the first NUL: before it, a link address and a C2D `to`; after it, an encoded
 // AMQP message, decoded by proton and read as telemetry, as a service C2D message, and as a CBS
-// put-token (whose body is a SAS token). Nothing may crash; decoded ids must survive their text
-// round trip.
+// put-token (whose body is a SAS token); the same bytes are also read as a batched message (each
+// data section decoded as a message of its own) and as incoming frames whose transfer formats
+// are noted. Nothing may crash; decoded ids must survive their text round trip.
 #include "amqp/addresses.hpp"
+#include "amqp/detail/transfer_formats.hpp"
 #include "amqp/event_hubs.hpp"
 #include "amqp/message_codec.hpp"
 #include "auth/sas.hpp"
@@ -25,7 +27,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
     if (nul == std::string_view::npos) return 0;
     auto bytes = input.substr(nul + 1);
+    detail::transfer_formats formats;
+    formats.feed(bytes);
+    (void)formats.take(text, bytes.substr(0, 4));
     auto m = make_message();
+    if (auto sections = data_sections(bytes)) {
+        for (auto inner : *sections) {
+            if (inner.empty() || pn_message_decode(m.get(), inner.data(), inner.size()) != 0)
+                continue;
+            (void)to_event(m.get());
+        }
+        pn_message_clear(m.get());
+    }
     // As in the server: proton asserts on an empty input, so it never gets one.
     if (bytes.empty() || pn_message_decode(m.get(), bytes.data(), bytes.size()) != 0) return 0;
     (void)to_event(m.get());

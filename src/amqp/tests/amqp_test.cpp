@@ -301,3 +301,225 @@ TEST(FramePadding, AnythingUnparseablePassesThrough) {
 
 }  // namespace
 }  // namespace iothub::amqp::detail
+
+#include "amqp/detail/transfer_formats.hpp"
+#include "amqp/detail/wire.hpp"
+
+namespace iothub::amqp {
+namespace {
+
+// One message in its wire form, as a device encodes it.
+std::string encoded(pn_message_t* m) {
+    pn_rwbytes_t buf{0, nullptr};
+    auto n = pn_message_encode2(m, &buf);
+    EXPECT_GT(n, 0);
+    std::string out(buf.start, static_cast<std::size_t>(n > 0 ? n : 0));
+    std::free(buf.start);
+    return out;
+}
+
+std::string data_section(std::string_view content) {
+    std::string s("\x00\x53\x75\xb0", 4);
+    detail::put_u32(s, static_cast<std::uint32_t>(content.size()));
+    s.append(content);
+    return s;
+}
+
+std::string telemetry(int i) {
+    auto m = make_message();
+    pn_atom_t id;
+    const auto text = "batch-" + std::to_string(i);
+    id.type = PN_STRING;
+    id.u.as_bytes = pn_bytes(text.size(), text.data());
+    pn_message_set_id(m.get(), id);
+    pn_message_set_content_type(m.get(), "application/json");
+    put_string_property(pn_message_properties(m.get()), "n", std::to_string(i));
+    put_string_property(pn_message_annotations(m.get()), "iothub-creation-time-utc",
+                        "2026-01-01T00:00:00Z", true);
+    set_data_body(m.get(), "{\"i\":" + std::to_string(i) + "}");
+    return encoded(m.get());
+}
+
+TEST(BatchedMessages, EachDataSectionIsAWholeMessageWithItsOwnProperties) {
+    std::string batch;
+    for (int i = 0; i < 3; ++i) batch += data_section(telemetry(i));
+    auto sections = data_sections(batch);
+    ASSERT_TRUE(sections);
+    ASSERT_EQ(sections->size(), 3u);
+    auto m = make_message();
+    for (int i = 0; i < 3; ++i) {
+        const auto inner = (*sections)[static_cast<std::size_t>(i)];
+        EXPECT_EQ(inner, telemetry(i));
+        pn_message_clear(m.get());
+        ASSERT_EQ(pn_message_decode(m.get(), inner.data(), inner.size()), 0);
+        auto e = to_event(m.get());
+        ASSERT_TRUE(e);
+        EXPECT_EQ(e->body, "{\"i\":" + std::to_string(i) + "}");
+        EXPECT_EQ(e->application_properties, (storage::property_list{{"n", std::to_string(i)}}));
+        storage::property_list want{{"message-id", "batch-" + std::to_string(i)},
+                                    {"content-type", "application/json"},
+                                    {"iothub-creation-time-utc", "2026-01-01T00:00:00Z"}};
+        EXPECT_EQ(e->system_properties, want);
+    }
+}
+
+TEST(BatchedMessages, OtherSectionsOfTheOuterMessageAreSkipped) {
+    // A header and message annotations before the data sections, a footer after.
+    std::string outer("\x00\x53\x70\x45", 4);
+    outer += std::string("\x00\x53\x72\xc1\x01\x00", 6);
+    outer += data_section(telemetry(7));
+    outer += std::string("\x00\x53\x78\xc1\x01\x00", 6);
+    auto sections = data_sections(outer);
+    ASSERT_TRUE(sections);
+    ASSERT_EQ(sections->size(), 1u);
+    EXPECT_EQ((*sections)[0], telemetry(7));
+}
+
+TEST(BatchedMessages, WhatIsNotABatchOfDataSectionsIsAFormatError) {
+    const std::string value_body("\x00\x53\x77\xa1\x02hi", 6);
+    const std::string good = data_section(telemetry(1));
+    for (const auto& bad :
+         {std::string(), std::string("\x00\x53\x70\x45", 4), value_body, good + value_body,
+          good.substr(0, good.size() - 1), good + std::string("\x00\x53\x99\x45", 4),
+          std::string("garbage"), std::string("\x00\x53\x75\xa1\x01x", 6)}) {
+        auto s = data_sections(bad);
+        ASSERT_FALSE(s) << bad.size();
+        EXPECT_EQ(s.error().code(), errc::format_error);
+    }
+}
+
+}  // namespace
+}  // namespace iothub::amqp
+
+namespace iothub::amqp::detail {
+namespace {
+
+// Performatives written by hand, as a peer would send them.
+std::string uint_field(std::uint32_t v) {
+    std::string s("\x70", 1);
+    put_u32(s, v);
+    return s;
+}
+std::string str8(std::string_view v) {
+    std::string s{char(0xa1), char(v.size())};
+    return s.append(v);
+}
+std::string bin8(std::string_view v) {
+    std::string s{char(0xa0), char(v.size())};
+    return s.append(v);
+}
+std::string described_list(int code, const std::vector<std::string>& fields) {
+    std::string items;
+    for (const auto& f : fields) items += f;
+    std::string s{char(0x00), char(0x53), char(code), char(0xd0)};
+    put_u32(s, static_cast<std::uint32_t>(4 + items.size()));
+    put_u32(s, static_cast<std::uint32_t>(fields.size()));
+    return s + items;
+}
+std::string frame(std::uint16_t channel, std::string_view body, int type = 0) {
+    std::string s;
+    put_u32(s, static_cast<std::uint32_t>(8 + body.size()));
+    s += {char(2), char(type), char(channel >> 8), char(channel & 0xff)};
+    return s.append(body);
+}
+const std::string null_field("\x40", 1);
+const std::string sender_role("\x42", 1);
+const std::string receiver_role("\x41", 1);
+
+std::string attach(std::uint16_t ch, std::string_view name, std::uint32_t handle,
+                   const std::string& role) {
+    return frame(ch, described_list(0x12, {str8(name), uint_field(handle), role}));
+}
+std::string transfer(std::uint16_t ch, std::uint32_t handle, std::string_view tag,
+                     std::optional<std::uint32_t> format, std::string_view payload) {
+    std::vector<std::string> f{uint_field(handle), uint_field(1), bin8(tag)};
+    if (format) f.push_back(uint_field(*format));
+    return frame(ch, described_list(0x14, f) + std::string(payload));
+}
+
+TEST(TransferFormats, ABatchedTransferIsRememberedByLinkAndTagUntilTaken) {
+    std::string stream = "AMQP" + std::string("\x03\x01\x00\x00", 4);
+    stream += frame(0, std::string("\x00\x53\x44\x45", 4), 1);  // a SASL frame is passed over
+    stream += "AMQP" + std::string("\x00\x01\x00\x00", 4);
+    stream += attach(0, "telemetry-link", 0, sender_role);
+    stream += attach(0, "c2d-link", 1, receiver_role);  // the hub sends on this one
+    stream += transfer(0, 0, "t1", batched_message_format, std::string(5000, 'p'));
+    stream += transfer(0, 0, "t2", 0, "plain");
+    stream += transfer(0, 0, "t3", std::nullopt, "no format field");
+    stream += frame(0, "");  // a heartbeat
+
+    transfer_formats f;
+    // Byte by byte: frames cut anywhere are still read.
+    for (char c : stream) f.feed(std::string_view(&c, 1));
+    EXPECT_EQ(f.links(), 1u);
+    EXPECT_EQ(f.remembered(), 1u);
+    EXPECT_EQ(f.take("telemetry-link", "t1"), batched_message_format);
+    EXPECT_EQ(f.take("telemetry-link", "t1"), 0u);  // taken once
+    EXPECT_EQ(f.take("telemetry-link", "t2"), 0u);
+    EXPECT_EQ(f.take("telemetry-link", "t3"), 0u);
+    EXPECT_EQ(f.take("c2d-link", "t1"), 0u);
+    EXPECT_EQ(f.remembered(), 0u);
+}
+
+TEST(TransferFormats, LinksAreToldApartByChannelAndAReusedTagForgetsAnOldFormat) {
+    transfer_formats f;
+    f.feed(attach(0, "a", 0, sender_role) + attach(1, "b", 0, sender_role));
+    f.feed(transfer(1, 0, "x", 42, "") + transfer(0, 0, "x", batched_message_format, ""));
+    EXPECT_EQ(f.take("b", "x"), 42u);
+    // An unsettled delivery whose record was never taken, then the tag comes again with 0.
+    f.feed(transfer(0, 0, "x", 0, ""));
+    EXPECT_EQ(f.take("a", "x"), 0u);
+    // A handle attached again under a new name.
+    f.feed(attach(0, "c", 0, sender_role) + transfer(0, 0, "y", 7, ""));
+    EXPECT_EQ(f.take("c", "y"), 7u);
+    EXPECT_EQ(f.take("a", "y"), 0u);
+}
+
+TEST(TransferFormats, AStreamThatIsNotAmqpFramesIsLeftAlone) {
+    transfer_formats f;
+    f.feed(std::string("\x00\x00\x00\x03xxxxxxxxxxxx", 16));
+    f.feed(attach(0, "a", 0, sender_role) + transfer(0, 0, "x", 5, ""));
+    EXPECT_EQ(f.links(), 0u);
+    EXPECT_EQ(f.take("a", "x"), 0u);
+}
+
+TEST(Wire, ReadersStopAtTheEndOfTheirInput) {
+    EXPECT_FALSE(skip_value(std::string("\xb0\xff\xff\xff\xff", 5), 0));
+    EXPECT_FALSE(skip_value(std::string("\xa1\x05hi", 4), 0));
+    EXPECT_EQ(skip_value(std::string("\xa1\x02hi", 4), 0), 4u);
+    EXPECT_EQ(read_uint(std::string("\x52\x07", 2)), 7u);
+    EXPECT_EQ(read_uint(std::string("\x43", 1)), 0u);
+    EXPECT_FALSE(read_uint(std::string("\x70\x01", 2)));
+    EXPECT_EQ(read_bool(std::string("\x56\x01", 2)), true);
+    EXPECT_EQ(read_string(str8("name")), "name");
+    EXPECT_FALSE(read_binary(str8("name")));
+    // A performative cut short is read as far as its fields go.
+    auto t = described_list(0x14, {uint_field(3), uint_field(9), bin8("tag"), uint_field(5)});
+    auto f = read_described_list(t.substr(0, t.size() - 2), 3);
+    ASSERT_TRUE(f);
+    EXPECT_EQ(read_binary(f->at[2]), "tag");
+    EXPECT_FALSE(read_described_list(t.substr(0, t.size() - 2), 4));
+}
+
+}  // namespace
+}  // namespace iothub::amqp::detail
+
+namespace iothub::amqp {
+namespace {
+
+TEST(MessageCodec, ABodyOfSeveralDataSectionsIsJoinedNotCutToTheLast) {
+    const std::string two = data_section("first,") + data_section("second");
+    EXPECT_EQ(joined_data_body(two), "first,second");
+    // Proton alone would keep only the last section; the adapter replaces the body.
+    auto m = make_message();
+    ASSERT_EQ(pn_message_decode(m.get(), two.data(), two.size()), 0);
+    EXPECT_EQ(body_bytes(m.get()), "second");
+    EXPECT_FALSE(joined_data_body(data_section("one")));
+    EXPECT_FALSE(joined_data_body(two.substr(0, two.size() - 1)));
+    EXPECT_TRUE(well_formed_message(two));
+    EXPECT_FALSE(well_formed_message(two.substr(0, two.size() - 1)));
+    EXPECT_FALSE(well_formed_message(""));
+}
+
+}  // namespace
+}  // namespace iothub::amqp

@@ -53,5 +53,25 @@ TEST(Telemetry, TheSizeLimitCountsBodyAndProperties) {
     EXPECT_TRUE(engine->events().info(svc.partition_of("d")).empty()) << "nothing was written";
 }
 
+TEST(Telemetry, ABatchIsCheckedMessageByMessageAndAsAWhole) {
+    auto engine = storage::open_memory();
+    telemetry_service svc(engine->events(), 100);
+    storage::event_record m;
+    m.body = std::string(40, 'x');
+    EXPECT_TRUE(svc.check_batch({m, m}));
+    auto whole = svc.check_batch({m, m, m});  // each fits, together they do not
+    ASSERT_FALSE(whole);
+    EXPECT_EQ(whole.error().code(), errc::message_too_large);
+    EXPECT_NE(whole.error().message().find("The batch is 120 bytes"), std::string::npos);
+    storage::event_record big;
+    big.body = std::string(101, 'x');
+    auto one = svc.check_batch({m, big});
+    ASSERT_FALSE(one);
+    EXPECT_NE(one.error().message().find("Message 2 of the batch"), std::string::npos);
+    auto empty = svc.check_batch({});
+    ASSERT_FALSE(empty);
+    EXPECT_EQ(empty.error().code(), errc::argument_invalid);
+}
+
 }  // namespace
 }  // namespace iothub::telemetry

@@ -4,6 +4,7 @@
 'use strict';
 const fs = require('node:fs');
 const rhea = require('rhea');
+const WebSocket = require('ws');
 const { SharedAccessSignature } = require('azure-iot-common');
 const { dataDir, sleep } = require('./hub');
 
@@ -82,6 +83,19 @@ class Link {
     return within(new Promise((resolve) => this.pending.set(delivery, resolve)), ms, 'an outcome');
   }
 
+  // Sends bytes already encoded, with the transfer's message-format set (a batched message is
+  // 0x80013700), and resolves with the outcome as send() does.
+  async sendEncoded(bytes, format, ms = 10000) {
+    await within((async () => {
+      while (!this.link.sendable()) {
+        if (this.closed) throw new Error(`link detached: ${JSON.stringify(this.error)}`);
+        await sleep(10);
+      }
+    })(), ms, 'credit');
+    const delivery = this.link.send(bytes, undefined, format);
+    return within(new Promise((resolve) => this.pending.set(delivery, resolve)), ms, 'an outcome');
+  }
+
   close() { if (!this.closed) this.link.close(); }
 }
 
@@ -94,15 +108,20 @@ class RawAmqp {
     this.closed = false;
   }
 
-  static async open() {
+  // `websocket: true` speaks AMQP over WebSockets on 443 (subprotocol AMQPWSB10) instead of 5671.
+  static async open({ websocket = false } = {}) {
     const container = rhea.create_container();
     // Errors are read from the links; without these listeners rhea would throw them.
     for (const ev of ['error', 'connection_error', 'session_error', 'sender_error', 'receiver_error', 'protocol_error'])
       container.on(ev, () => {});
-    const connection = container.connect({
-      host: 'localhost', port: 5671, transport: 'tls', ca: ca(), servername: 'localhost',
-      hostname: 'localhost', reconnect: false, idle_time_out: 0,
-    });
+    const options = { hostname: 'localhost', reconnect: false, idle_time_out: 0 };
+    if (websocket) {
+      const ws = container.websocket_connect(WebSocket);
+      options.connection_details = ws('wss://localhost:443/$iothub/websocket', ['AMQPWSB10'], { ca: ca() });
+    } else {
+      Object.assign(options, { host: 'localhost', port: 5671, transport: 'tls', ca: ca(), servername: 'localhost' });
+    }
+    const connection = container.connect(options);
     const raw = new RawAmqp(connection);
     connection.on('disconnected', () => { raw.closed = true; });
     connection.on('connection_close', () => { raw.closed = true; });
