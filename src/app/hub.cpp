@@ -20,6 +20,7 @@
 #include "service_api/service_api.hpp"
 #include "service_api/telemetry_api.hpp"
 #include "service_api/twins_api.hpp"
+#include "session/device_session.hpp"
 #include "storage/engine.hpp"
 #include "telemetry/telemetry.hpp"
 #include "tls/context.hpp"
@@ -151,6 +152,7 @@ struct hub::impl {
     std::unique_ptr<c2d::c2d_service> c2d;
     std::unique_ptr<file_upload::file_upload_service> files;
     std::unique_ptr<methods::method_service> methods;
+    std::unique_ptr<session::services> sessions;
     http::router routes;
     std::unique_ptr<http::server> https;
     std::unique_ptr<mqtt::server> mqtt;
@@ -288,11 +290,10 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
          },
          s.max_consumer_groups});
 
-    im->mqtt = std::make_unique<mqtt::server>(
-        *im->shards,
-        mqtt::services{*im->authenticator, *im->connections, *im->telemetry, im->storage->kv(),
-                       *im->blocking, *im->twins, *im->methods, *im->c2d},
-        mqtt::server_settings{});
+    im->sessions = std::make_unique<session::services>(
+        session::services{*im->authenticator, *im->connections, *im->telemetry, *im->twins,
+                          *im->methods, *im->c2d, im->storage->kv(), *im->blocking});
+    im->mqtt = std::make_unique<mqtt::server>(*im->shards, *im->sessions, mqtt::server_settings{});
 
     im->amqp = std::make_unique<amqp::server>(
         *im->shards,

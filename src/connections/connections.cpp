@@ -37,6 +37,16 @@ void connection_table::detach(const std::shared_ptr<entry>& e, sys_time now) {
     if (e->module_id.empty()) --connected_devices_;
 }
 
+void connection_table::touch(const std::string& device_id, const std::string& module_id,
+                             sys_time now) {
+    std::lock_guard lock(mutex_);
+    auto& s = identities_[key(device_id, module_id)];
+    if (s.current)
+        s.current->touch(now);
+    else
+        s.last_activity_ns = now.time_since_epoch().count();
+}
+
 void connection_table::close(const std::string& device_id, const std::string& module_id,
                              const std::string& reason, bool with_modules) {
     std::vector<std::shared_ptr<entry>> victims;

@@ -58,6 +58,9 @@ class connection_table {
     std::shared_ptr<entry> attach(std::string device_id, std::string module_id,
                                   std::function<void(const std::string&)> close, sys_time now,
                                   std::weak_ptr<device_channel> channel = {});
+    // Activity of an identity that has no live connection (a device polling over HTTPS): its
+    // lastActivityTime moves all the same.
+    void touch(const std::string& device_id, const std::string& module_id, sys_time now);
     // Forgets a connection that ended; a no-op if a newer one has replaced it.
     void detach(const std::shared_ptr<entry>& e, sys_time now);
 

@@ -1,23 +1,17 @@
 // The MQTT device endpoint: MQTT 3.1.1 over TLS (8883), over WebSockets on the HTTPS port
 // (`/$iothub/websocket`, subprotocol mqtt), and optionally plain TCP for local tools and
-// benchmarks. Each connection is an Azure device or module connection: authenticated at CONNECT,
-// one per identity, with its telemetry appended durably before the PUBACK; it serves the device's
-// twin (GET, reported PATCH, desired notifications), its direct methods and its cloud-to-device
-// messages (PUBACK completes).
+// benchmarks. A translator between Azure's MQTT conventions (topics, property bags, QoS) and the
+// device session, which holds every rule a device sees: each connection is one device or module
+// session, its telemetry durable before the PUBACK, its twin requests, methods and
+// cloud-to-device messages (PUBACK completes) carried over topics.
 //
-// Connections live on the shard that accepted them. Blocking work (authentication, session
-// records) runs on the blocking pool and its results are posted back.
+// Connections live on the shard that accepted them (net::device_server); the MQTT protocol state
+// is mqtt::session, without I/O.
 #pragma once
 
-#include "c2d/c2d.hpp"
-#include "connections/connections.hpp"
-#include "device_auth/device_auth.hpp"
-#include "methods/methods.hpp"
 #include "mqtt/session.hpp"
-#include "runtime/shards.hpp"
-#include "storage/kv_store.hpp"
-#include "telemetry/telemetry.hpp"
-#include "twin/twin.hpp"
+#include "net/connection.hpp"
+#include "session/device_session.hpp"
 
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -28,26 +22,20 @@
 #include <memory>
 
 namespace iothub::mqtt {
-
-struct services {
-    device_auth::device_authenticator& authenticator;
-    connections::connection_table& connections;
-    telemetry::telemetry_service& telemetry;
-    storage::kv_store& sessions;  // clean-session=0 subscriptions, by client id
-    runtime::blocking_pool& blocking;
-    twin::twin_service& twins;
-    methods::method_service& methods;
-    c2d::c2d_service& c2d;
-};
+namespace core = iothub::session;  // the device session; mqtt::session is MQTT's own
 
 struct server_settings {
     session_limits limits;
     std::chrono::seconds tls_handshake_timeout{10};
+    // Telemetry read and not yet durable, per connection, before reading pauses.
+    std::size_t max_unstored_bytes = core::default_unstored_telemetry_bytes;
+    // C2D messages PUBLISHed and not yet PUBACKed, per connection.
+    std::size_t c2d_window = 16;
 };
 
 class server {
   public:
-    server(runtime::shard_set& shards, services svc, server_settings settings);
+    server(runtime::shard_set& shards, core::services& svc, server_settings settings);
     ~server();
 
     result<std::uint16_t> listen_tls(const std::string& address, std::uint16_t port,
@@ -63,10 +51,10 @@ class server {
     void begin_stop();
     std::size_t active_connections() const;
 
-    struct impl;  // shared with the connections it owns; defined in server.cpp
-
   private:
-    std::shared_ptr<impl> impl_;
+    core::services& svc_;
+    server_settings settings_;
+    std::unique_ptr<net::device_server> shell_;
 };
 
 }  // namespace iothub::mqtt

@@ -1,8 +1,16 @@
 #include "runtime/shards.hpp"
 
 #include <boost/asio/post.hpp>
+#include <spdlog/spdlog.h>
 
 namespace iothub::runtime {
+namespace {
+thread_local bool shard_thread = false;
+}
+
+bool on_shard_thread() noexcept {
+    return shard_thread;
+}
 
 shard_set::shard_set(unsigned count) {
     if (count == 0) count = std::max(1u, std::thread::hardware_concurrency());
@@ -22,7 +30,22 @@ boost::asio::io_context& shard_set::next() {
 }
 
 void shard_set::start() {
-    for (auto& ctx : contexts_) threads_.emplace_back([c = ctx.get()] { c->run(); });
+    for (auto& ctx : contexts_)
+        threads_.emplace_back([c = ctx.get()] {
+            shard_thread = true;
+            // A handler that throws is a bug; it is logged and the shard goes on serving its
+            // other connections instead of taking the process down.
+            for (;;) {
+                try {
+                    c->run();
+                    return;
+                } catch (const std::exception& e) {
+                    spdlog::error("a network thread caught an exception: {}", e.what());
+                } catch (...) {
+                    spdlog::error("a network thread caught an unknown exception");
+                }
+            }
+        });
 }
 
 void shard_set::stop() {

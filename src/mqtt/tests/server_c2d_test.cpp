@@ -92,11 +92,7 @@ class ServerC2d : public ::testing::Test {
         auto created = registry_.put_device(*spec, {});
         ASSERT_TRUE(created);
         key_ = created->auth.primary_key;
-        server_ =
-            std::make_unique<server>(shards_,
-                                     services{authenticator_, connections_, telemetry_,
-                                              engine_->kv(), blocking_, twins_, methods_, c2d_},
-                                     server_settings{});
+        server_ = std::make_unique<server>(shards_, sessions_, server_settings{});
         auto port = server_->listen_plain("127.0.0.1", 0);
         ASSERT_TRUE(port) << port.error().message();
         port_ = *port;
@@ -147,6 +143,8 @@ class ServerC2d : public ::testing::Test {
     twin::twin_service twins_{engine_->kv(), registry_, engine_->hub_events(), "hub.example"};
     methods::method_service methods_{connections_, shards_.at(0).get_executor()};
     c2d::c2d_service c2d_{engine_->kv(), registry_, connections_};
+    core::services sessions_{authenticator_, connections_, telemetry_,    twins_,
+                             methods_,       c2d_,         engine_->kv(), blocking_};
     std::unique_ptr<server> server_;
     std::uint16_t port_ = 0;
     std::string key_;
