@@ -72,7 +72,7 @@ void connection::wake() {
     }
 }
 
-asio::awaitable<void> connection::write_loop(std::shared_ptr<connection> self) {
+asio::awaitable<void> connection::write_loop([[maybe_unused]] std::shared_ptr<connection> self) {
     while (!out_.empty() && !finished_) {
         sending_.clear();
         std::swap(out_, sending_);
@@ -88,7 +88,7 @@ asio::awaitable<void> connection::write_loop(std::shared_ptr<connection> self) {
     if (!finished_) wake();
 }
 
-asio::awaitable<void> connection::timer_loop(std::shared_ptr<connection> self) {
+asio::awaitable<void> connection::timer_loop([[maybe_unused]] std::shared_ptr<connection> self) {
     while (!finished_) {
         auto [ec] = co_await timer_.async_wait(as_tuple);
         if (finished_) break;
