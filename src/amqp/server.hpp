@@ -1,26 +1,24 @@
 // The AMQP 1.0 endpoint: devices (telemetry, cloud-to-device, twin and method links, many
-// identities multiplexed on one connection by gateways) and the service side (sending C2D
-// messages, receiving delivery feedback and file notifications), over TLS on 5671 and over
-// WebSockets on the HTTPS port
-// (`/$iothub/websocket`, subprotocol AMQPWSB10).
+// identities multiplexed on one connection by gateways), the service side (sending C2D messages,
+// receiving delivery feedback and file notifications) and the Event Hubs-compatible endpoint,
+// over TLS on 5671 and over WebSockets on the HTTPS port (`/$iothub/websocket`, subprotocol
+// AMQPWSB10).
 //
 // Qpid Proton's connection driver does framing, sessions, links and flow control; the hub owns
-// the socket and moves bytes between its own stream and the driver, so AMQP runs on the same
-// shards and I/O model as MQTT. Security: a bare AMQP header, SASL ANONYMOUS, MSSBCBS or PLAIN,
-// then `$cbs` put-tokens that authorize links per address (or a TLS client certificate for
-// X.509 devices). Links carry the same core calls as every other protocol.
+// the stream (net::device_server) and moves bytes between it and the driver, so AMQP runs on the
+// same shards and I/O model as MQTT. Security: a bare AMQP header, SASL ANONYMOUS, MSSBCBS or
+// PLAIN, then `$cbs` put-tokens that authorize links per address (or a TLS client certificate
+// for X.509 devices). Device links are translated onto the device session, like every protocol's.
 #pragma once
 
 #include "auth/policy.hpp"
 #include "c2d/c2d.hpp"
-#include "connections/connections.hpp"
 #include "device_auth/device_auth.hpp"
 #include "file_upload/file_upload.hpp"
-#include "methods/methods.hpp"
-#include "runtime/shards.hpp"
-#include "storage/kv_store.hpp"
-#include "telemetry/telemetry.hpp"
-#include "twin/twin.hpp"
+#include "net/connection.hpp"
+#include "session/device_session.hpp"
+#include "storage/event_log.hpp"
+#include "telemetry/consumer_groups.hpp"
 
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -32,21 +30,17 @@
 
 namespace iothub::amqp {
 
+// What the service-side links and CBS need beyond the device sessions.
 struct services {
     device_auth::device_authenticator& authenticator;
     const auth::policy_set& policies;
     const auth::host_names& hosts;
-    connections::connection_table& connections;
-    telemetry::telemetry_service& telemetry;
-    twin::twin_service& twins;
-    methods::method_service& methods;
     c2d::c2d_service& c2d;
-    runtime::blocking_pool& blocking;
     std::string hub_name;  // the hub's host name, as feedback's user-id carries it
-    // The Event Hubs-compatible endpoint: the telemetry stream, the consumer groups (kv keys
-    // "cg/<name>"), and the entity's name and creation time as `$management` reports them.
+    // The Event Hubs-compatible endpoint: the telemetry stream, its consumer groups, and the
+    // entity's name and creation time as `$management` reports them.
     storage::event_log& events;
-    storage::kv_store& kv;
+    telemetry::consumer_groups& groups;
     std::string event_hub;
     sys_time created;
     // File notifications for /messages/serviceBound/filenotifications.
@@ -62,11 +56,19 @@ struct server_settings {
     // An oversized message is read, dropped and rejected; one that goes on beyond this detaches
     // its link instead.
     std::uint64_t max_discarded_message_bytes = 64 * 1024 * 1024;
+    // Telemetry read and not yet durable, per connection (all its identities), before reading
+    // pauses.
+    std::size_t max_unstored_bytes = session::default_unstored_telemetry_bytes;
 };
+
+namespace detail {
+struct server_state;
+}
 
 class server {
   public:
-    server(runtime::shard_set& shards, services svc, server_settings settings = {});
+    server(runtime::shard_set& shards, services svc, session::services& sessions,
+           server_settings settings = {});
     ~server();
 
     result<std::uint16_t> listen_tls(const std::string& address, std::uint16_t port,
@@ -85,10 +87,9 @@ class server {
     void begin_stop();
     std::size_t active_connections() const;
 
-    struct impl;
-
   private:
-    std::shared_ptr<impl> impl_;
+    std::shared_ptr<detail::server_state> state_;
+    std::unique_ptr<net::device_server> shell_;
 };
 
 }  // namespace iothub::amqp

@@ -22,6 +22,7 @@
 #include "service_api/twins_api.hpp"
 #include "session/device_session.hpp"
 #include "storage/engine.hpp"
+#include "telemetry/consumer_groups.hpp"
 #include "telemetry/telemetry.hpp"
 #include "tls/context.hpp"
 #include "tls/dev_ca.hpp"
@@ -145,6 +146,7 @@ struct hub::impl {
     std::unique_ptr<runtime::shard_set> shards;
     std::unique_ptr<runtime::blocking_pool> blocking;
     std::unique_ptr<telemetry::telemetry_service> telemetry;
+    std::unique_ptr<telemetry::consumer_groups> groups;
     std::unique_ptr<connections::connection_table> connections;
     std::unique_ptr<certificates::ca_store> cas;
     std::unique_ptr<device_auth::device_authenticator> authenticator;
@@ -192,6 +194,8 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     im->shards = std::make_unique<runtime::shard_set>(s.threads);
     im->blocking = std::make_unique<runtime::blocking_pool>(4);
     im->telemetry = std::make_unique<telemetry::telemetry_service>(im->storage->events());
+    im->groups =
+        std::make_unique<telemetry::consumer_groups>(im->storage->kv(), s.max_consumer_groups);
     im->connections = std::make_unique<connections::connection_table>();
     im->cas = std::make_unique<certificates::ca_store>(im->storage->kv());
     if (auto r = im->cas->load(); !r) return r.error();
@@ -282,13 +286,12 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     auto& timers = im->shards->at(0);
     service_api::add_telemetry_routes(
         im->routes,
-        {*im->policies, *im->hosts, im->storage->events(), im->storage->kv(),
+        {*im->policies, *im->hosts, im->storage->events(), *im->groups,
          [pool = im->blocking.get()](std::function<void()> fn) { pool->post(std::move(fn)); },
          [&timers](std::chrono::milliseconds delay, std::function<void()> fn) {
              auto t = std::make_shared<boost::asio::steady_timer>(timers, delay);
              t->async_wait([t, fn = std::move(fn)](const boost::system::error_code&) { fn(); });
-         },
-         s.max_consumer_groups});
+         }});
 
     im->sessions = std::make_unique<session::services>(
         session::services{*im->authenticator, *im->connections, *im->telemetry, *im->twins,
@@ -297,11 +300,11 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
 
     im->amqp = std::make_unique<amqp::server>(
         *im->shards,
-        amqp::services{*im->authenticator, *im->policies, *im->hosts, *im->connections,
-                       *im->telemetry, *im->twins, *im->methods, *im->c2d, *im->blocking,
-                       im->paths.identity.hostname, im->storage->events(), im->storage->kv(),
+        amqp::services{*im->authenticator, *im->policies, *im->hosts, *im->c2d,
+                       im->paths.identity.hostname, im->storage->events(), *im->groups,
                        auth::event_hub_name(im->paths.identity.hostname),
-                       created_time(im->paths.where), *im->files});
+                       created_time(im->paths.where), *im->files},
+        *im->sessions);
 
     // A token held on an AMQP connection stops counting when its identity's access ends, even
     // for an identity that has no links open at the moment.

@@ -18,7 +18,6 @@ using http::response;
 namespace {
 
 using cursor_t = std::vector<std::pair<int, std::uint64_t>>;
-constexpr std::string_view default_group = "$default";
 
 json::object event_json(int partition, const storage::stored_event& e) {
     json::object props, sys;
@@ -48,17 +47,6 @@ result<std::uint64_t> number(std::string_view text, std::string_view what) {
         return error(errc::argument_invalid,
                      std::string(what) + " must be a non-negative integer.");
     return n;
-}
-
-result<std::string> group_key(std::string_view name) {
-    if (name.empty() || name.size() > 50)
-        return error(errc::argument_invalid, "A consumer group name has 1 to 50 characters.");
-    for (char c : name)
-        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_' &&
-            c != '$')
-            return error(errc::argument_invalid,
-                         "Consumer group names use letters, digits and - . _ $ only.");
-    return "cg/" + to_lower(name);
 }
 
 struct shared_ctx {
@@ -92,12 +80,11 @@ class reader {
         }
         std::string_view spec = req.query_value("from").value_or("latest");
         if (spec == "checkpoint") {
-            auto key = group_key(req.query_value("consumerGroup").value_or("$Default"));
-            if (!key) return key.error();
-            auto stored = c_.kv.get(*key + "/checkpoint");
+            auto stored =
+                c_.groups.checkpoint(req.query_value("consumerGroup").value_or("$Default"));
             if (!stored) return stored.error();
             if (*stored) {
-                auto saved = parse_cursor((*stored)->value, c_.events.partition_count());
+                auto saved = parse_cursor(**stored, c_.events.partition_count());
                 if (!saved) return saved.error();
                 cursor_t picked;
                 for (int p : parts) {
@@ -295,18 +282,16 @@ void add_telemetry_routes(http::router& routes, telemetry_context ctx) {
         },
         blocking);
 
+    // Consumer groups: the rules are telemetry::consumer_groups'; these routes only translate.
     routes.add(
         "GET", "/telemetry/consumergroups",
         [shared, authorized](request& req, responder done) {
             if (auto who = authorized(req); !who) return done(http::error_response(who.error()));
-            json::array names{"$Default"};
-            auto page = shared->kv.scan("cg/", "", 1000);
-            if (!page) return done(http::error_response(page.error()));
-            for (const auto& e : *page)
-                if (e.key.find("/checkpoint") == std::string::npos && e.key != "cg/$default")
-                    names.push_back(
-                        json::string(json::parse(e.data.value).as_object().at("name").as_string()));
-            done(response::json(200, names));
+            auto names = shared->groups.list();
+            if (!names) return done(http::error_response(names.error()));
+            json::array out;
+            for (auto& n : *names) out.emplace_back(n);
+            done(response::json(200, out));
         },
         blocking);
 
@@ -315,25 +300,11 @@ void add_telemetry_routes(http::router& routes, telemetry_context ctx) {
         [shared, authorized](request& req, responder done) {
             if (auto who = authorized(req); !who) return done(http::error_response(who.error()));
             const auto& name = req.param("name");
-            auto key = group_key(name);
-            if (!key) return done(http::error_response(key.error()));
-            if (*key == "cg/" + std::string(default_group))
-                return done(response::json(200, json::object{{"name", "$Default"}}));
-            auto page = shared->kv.scan("cg/", "", 1000);
-            std::size_t groups = 0;
-            if (page)
-                for (const auto& e : *page)
-                    groups += e.key.find("/checkpoint") == std::string::npos;
-            if (groups + 1 >= shared->max_consumer_groups)
-                return done(http::error_response(
-                    error(errc::quota_exceeded, "The hub already has the maximum of " +
-                                                    std::to_string(shared->max_consumer_groups) +
-                                                    " consumer groups.")));
-            auto r = shared->kv.put(*key, json::serialize(json::object{{"name", name}}),
-                                    storage::precondition::absent());
-            if (!r && r.error().code() != errc::already_exists)
-                return done(http::error_response(r.error()));
-            done(response::json(r ? 201 : 200, json::object{{"name", name}}));
+            auto created = shared->groups.create(name);
+            if (!created) return done(http::error_response(created.error()));
+            auto found = shared->groups.find(name);
+            if (!found) return done(http::error_response(found.error()));
+            done(response::json(*created ? 201 : 200, json::object{{"name", *found}}));
         },
         blocking);
 
@@ -341,16 +312,9 @@ void add_telemetry_routes(http::router& routes, telemetry_context ctx) {
         "GET", "/telemetry/consumergroups/{name}",
         [shared, authorized](request& req, responder done) {
             if (auto who = authorized(req); !who) return done(http::error_response(who.error()));
-            auto key = group_key(req.param("name"));
-            if (!key) return done(http::error_response(key.error()));
-            if (*key == "cg/" + std::string(default_group))
-                return done(response::json(200, json::object{{"name", "$Default"}}));
-            auto got = shared->kv.get(*key);
-            if (!got) return done(http::error_response(got.error()));
-            if (!*got)
-                return done(http::error_response(
-                    error(errc::not_found, "No consumer group '" + req.param("name") + "'.")));
-            done(response::json(200, json::parse((*got)->value)));
+            auto found = shared->groups.find(req.param("name"));
+            if (!found) return done(http::error_response(found.error()));
+            done(response::json(200, json::object{{"name", *found}}));
         },
         blocking);
 
@@ -358,53 +322,30 @@ void add_telemetry_routes(http::router& routes, telemetry_context ctx) {
         "DELETE", "/telemetry/consumergroups/{name}",
         [shared, authorized](request& req, responder done) {
             if (auto who = authorized(req); !who) return done(http::error_response(who.error()));
-            auto key = group_key(req.param("name"));
-            if (!key) return done(http::error_response(key.error()));
-            if (*key == "cg/" + std::string(default_group))
-                return done(http::error_response(
-                    error(errc::argument_invalid, "$Default cannot be deleted.")));
-            auto r = shared->kv.remove(*key);
-            if (!r)
-                return done(http::error_response(
-                    r.error().code() == errc::not_found
-                        ? error(errc::not_found, "No consumer group '" + req.param("name") + "'.")
-                        : r.error()));
-            (void)shared->kv.remove(*key + "/checkpoint");
-            done(response::no_content());
+            auto r = shared->groups.remove(req.param("name"));
+            done(r ? response::no_content() : http::error_response(r.error()));
         },
         blocking);
 
-    auto group_exists = [shared](const std::string& key) -> result<void> {
-        if (key == "cg/" + std::string(default_group)) return {};
-        auto got = shared->kv.get(key);
-        if (!got) return got.error();
-        if (!*got) return error(errc::not_found, "No such consumer group.");
-        return {};
-    };
-
     routes.add(
         "GET", "/telemetry/consumergroups/{name}/checkpoint",
-        [shared, authorized, group_exists](request& req, responder done) {
+        [shared, authorized](request& req, responder done) {
             if (auto who = authorized(req); !who) return done(http::error_response(who.error()));
-            auto key = group_key(req.param("name"));
-            if (!key) return done(http::error_response(key.error()));
-            if (auto ok = group_exists(*key); !ok) return done(http::error_response(ok.error()));
-            auto got = shared->kv.get(*key + "/checkpoint");
+            auto got = shared->groups.checkpoint(req.param("name"));
             if (!got) return done(http::error_response(got.error()));
             if (!*got)
                 return done(
                     http::error_response(error(errc::not_found, "No checkpoint stored yet.")));
-            done(response::json(200, json::object{{"cursor", (*got)->value}}));
+            done(response::json(200, json::object{{"cursor", **got}}));
         },
         blocking);
 
     routes.add(
         "PUT", "/telemetry/consumergroups/{name}/checkpoint",
-        [shared, authorized, group_exists](request& req, responder done) {
+        [shared, authorized](request& req, responder done) {
             if (auto who = authorized(req); !who) return done(http::error_response(who.error()));
-            auto key = group_key(req.param("name"));
-            if (!key) return done(http::error_response(key.error()));
-            if (auto ok = group_exists(*key); !ok) return done(http::error_response(ok.error()));
+            if (auto found = shared->groups.find(req.param("name")); !found)
+                return done(http::error_response(found.error()));
             boost::system::error_code ec;
             auto body = json::parse(req.body, ec);
             const json::value* cur =
@@ -414,7 +355,8 @@ void add_telemetry_routes(http::router& routes, telemetry_context ctx) {
                     error(errc::argument_invalid, "The body must be {\"cursor\":\"p:seq,...\"}.")));
             auto parsed = parse_cursor(cur->get_string(), shared->events.partition_count());
             if (!parsed) return done(http::error_response(parsed.error()));
-            if (auto r = shared->kv.put(*key + "/checkpoint", format_cursor(*parsed)); !r)
+            if (auto r = shared->groups.set_checkpoint(req.param("name"), format_cursor(*parsed));
+                !r)
                 return done(http::error_response(r.error()));
             done(response::no_content());
         },

@@ -25,6 +25,7 @@
 #include "http/router.hpp"
 #include "storage/event_log.hpp"
 #include "storage/kv_store.hpp"
+#include "telemetry/consumer_groups.hpp"
 
 #include <chrono>
 #include <functional>
@@ -35,12 +36,11 @@ struct telemetry_context {
     const auth::policy_set& policies;
     const auth::host_names& hosts;
     storage::event_log& events;
-    storage::kv_store& kv;
+    telemetry::consumer_groups& groups;
     // Runs blocking work (storage reads) off the network shards.
     std::function<void(std::function<void()>)> offload;
     // Calls `fn` once after `delay`, from some thread.
     std::function<void(std::chrono::milliseconds delay, std::function<void()> fn)> after;
-    std::size_t max_consumer_groups = 20;
 };
 
 void add_telemetry_routes(http::router& routes, telemetry_context ctx);

@@ -292,7 +292,7 @@ describe('iothub consumer-group', () => {
     assert.equal(local('consumer-group', 'delete', '--name', 'cli-cg-1').code, 0);
     const gone = local('consumer-group', 'show', '--name', 'cli-cg-1');
     assert.equal(gone.code, 1);
-    assert.match(gone.err, /No consumer group 'cli-cg-1'/);
+    assert.match(gone.err, /Consumer group 'cli-cg-1' does not exist/);
     assert.equal(local('consumer-group', 'create', '--name', 'cli-cg-3').code, 0, 'room again');
     assert.deepEqual(local('consumer-group', 'list').json().sort(), ['$Default', 'cli-cg-2', 'cli-cg-3']);
     for (const n of ['cli-cg-2', 'cli-cg-3']) assert.equal(local('consumer-group', 'delete', n).code, 0);

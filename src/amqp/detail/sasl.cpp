@@ -42,10 +42,11 @@ void process_init(pn_transport_t* t, const char* mechanism, const pn_bytes_t* re
             s.password = std::string(r.substr(second + 1));
         }
     }
-    if (s.mechanism == "PLAIN" && s.check_plain && !s.check_plain(s.username, s.password))
-        pnx_sasl_set_failed(t);
-    else
-        pnx_sasl_set_succeeded(t, s.username.empty() ? "anonymous" : s.username.c_str(), nullptr);
+    if (s.mechanism == "PLAIN" && s.defer_plain) {
+        s.plain_pending = true;  // the outcome goes out with finish_plain
+        return;
+    }
+    pnx_sasl_set_succeeded(t, s.username.empty() ? "anonymous" : s.username.c_str(), nullptr);
     pnx_sasl_set_desired_state(t, SASL_POSTED_OUTCOME);
 }
 
@@ -86,6 +87,14 @@ const pnx_sasl_implementation hub_sasl = {
 };
 
 }  // namespace
+
+void finish_plain(pn_transport_t* t, sasl_outcome& s, bool accepted) {
+    if (accepted)
+        pnx_sasl_set_succeeded(t, s.username.empty() ? "anonymous" : s.username.c_str(), nullptr);
+    else
+        pnx_sasl_set_failed(t);
+    pnx_sasl_set_desired_state(t, SASL_POSTED_OUTCOME);
+}
 
 void install_sasl(pn_transport_t* transport, sasl_outcome& state) {
     auto* sasl = pn_sasl(transport);

@@ -7,7 +7,6 @@
 
 #include <proton/transport.h>
 
-#include <functional>
 #include <string>
 
 namespace iothub::amqp::detail {
@@ -18,12 +17,19 @@ struct sasl_outcome {
     std::string password;   // PLAIN: a SAS token
     bool offer_external = false;
     // PLAIN credentials are checked during SASL, so a bad password fails the SASL outcome as
-    // Azure does instead of opening a connection that can do nothing.
-    std::function<bool(const std::string& username, const std::string& password)> check_plain;
+    // Azure does instead of opening a connection that can do nothing. With `defer_plain` the
+    // outcome waits: `plain_pending` says credentials arrived, the owner checks them (off the
+    // network thread, `checking` meanwhile) and calls finish_plain.
+    bool defer_plain = false;
+    bool plain_pending = false;
+    bool checking = false;
 };
 
 // Call after pn_transport_set_server and before the transport is bound; `state` must outlive the
 // transport.
 void install_sasl(pn_transport_t* transport, sasl_outcome& state);
+
+// Sends the outcome of deferred PLAIN credentials.
+void finish_plain(pn_transport_t* transport, sasl_outcome& state, bool accepted);
 
 }  // namespace iothub::amqp::detail
