@@ -267,6 +267,9 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         conns->close(id.device_id, id.module_id, reason, id.module_id.empty());
     });
 
+    im->sessions = std::make_unique<session::services>(
+        session::services{*im->authenticator, *im->connections, *im->telemetry, *im->twins,
+                          *im->methods, *im->c2d, im->storage->kv(), *im->blocking});
     auto* ready = &im->ready;
     im->routes.add("GET", "/health", [ready](http::request&, http::responder done) {
         if (ready->load())
@@ -280,7 +283,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     service_api::add_twin_routes(im->routes, {*im->policies, *im->hosts, *im->twins, *im->methods});
     service_api::add_c2d_routes(im->routes, {*im->policies, *im->hosts, *im->c2d});
     service_api::add_certificate_routes(im->routes, {*im->policies, *im->hosts, *im->cas});
-    device_api::add_routes(im->routes, {*im->authenticator, *im->telemetry, *im->c2d,
+    device_api::add_routes(im->routes, {*im->authenticator, *im->sessions,
                                         device_api::default_max_batch_bytes, im->files.get()});
     service_api::add_file_routes(im->routes, {*im->policies, *im->hosts, *im->files});
     auto& timers = im->shards->at(0);
@@ -293,9 +296,6 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
              t->async_wait([t, fn = std::move(fn)](const boost::system::error_code&) { fn(); });
          }});
 
-    im->sessions = std::make_unique<session::services>(
-        session::services{*im->authenticator, *im->connections, *im->telemetry, *im->twins,
-                          *im->methods, *im->c2d, im->storage->kv(), *im->blocking});
     im->mqtt = std::make_unique<mqtt::server>(*im->shards, *im->sessions, mqtt::server_settings{});
 
     im->amqp = std::make_unique<amqp::server>(

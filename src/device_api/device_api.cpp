@@ -3,6 +3,7 @@
 #include "common/time.hpp"
 #include "device_api/messages.hpp"
 
+#include <functional>
 #include <memory>
 
 namespace iothub::device_api {
@@ -10,11 +11,10 @@ using http::request;
 using http::responder;
 using http::response;
 
-// The identity in the path must be the one the credentials prove. An unknown identity is
+// The credentials a request carries for the identity in its path. An unknown identity is
 // IotHubUnauthorizedAccess, not DeviceNotFound, as in Azure: the hub does not tell strangers
 // which ids exist.
-result<device_auth::device_principal> authenticate(device_auth::device_authenticator& auth,
-                                                   const request& req) {
+result<device_auth::device_credentials> credentials_of(const request& req) {
     device_auth::device_credentials cred;
     cred.device_id = req.param("id");
     cred.module_id = req.param("mid");
@@ -23,48 +23,100 @@ result<device_auth::device_principal> authenticate(device_auth::device_authentic
     if (!cred.sas_token && !cred.certificate)
         return error(errc::unauthorized,
                      "The request has neither an Authorization header nor a client certificate.");
-    return auth.authenticate(cred, now());
+    return cred;
+}
+
+result<device_auth::device_principal> authenticate(device_auth::device_authenticator& auth,
+                                                   const request& req) {
+    auto cred = credentials_of(req);
+    if (!cred) return cred.error();
+    return auth.authenticate(*cred, now());
 }
 
 namespace {
 
-result<device_auth::device_principal> authenticate(context& c, const request& req) {
-    return device_api::authenticate(c.authenticator, req);
-}
+// The device session one request runs in: opened (authenticated off the network thread) for the
+// identity in the path, told to nobody as a live connection, closed with the response. The
+// adapter's part is only the translation between HTTP and the session's calls.
+class request_session final : public session::device_port,
+                              public std::enable_shared_from_this<request_session> {
+  public:
+    request_session(context& c, request& req, responder done)
+        : done_(std::move(done)),
+          session_(std::make_shared<session::device_session>(
+              c.sessions, req.executor, *this,
+              std::make_shared<session::telemetry_budget>(2 * c.max_batch_bytes))) {}
 
-// Every route authenticates against the registry, which blocks, so all run on the blocking pool;
-// "devicebound" is matched in any case because the C# SDK writes "deviceBound".
-constexpr http::route_options device_route{.blocking = true, .fold_case = true};
+    // Opens the session, then runs `then` with it (the responder is `then`'s to call), or
+    // answers the failure.
+    void open(const request& req, std::function<void(request_session&)> then) {
+        auto cred = credentials_of(req);
+        if (!cred) return answer(http::error_response(cred.error()));
+        then_ = std::move(then);
+        self_ = shared_from_this();  // alive until answered
+        session::device_session::options o;
+        o.live = false;
+        session_->open(std::move(*cred), std::move(o));
+    }
 
-void send_events(context& c, request& req, responder done) {
-    auto who = authenticate(c, req);
-    if (!who) return done(http::error_response(who.error()));
-    auto finish = [done](result<void> r) {
-        done(r ? response::no_content() : http::error_response(r.error()));
+    session::device_session& session() { return *session_; }
+
+    // Answers the request and lets go of the session.
+    void answer(response r) {
+        auto keep = std::move(self_);
+        session_->close("the request was answered");
+        if (std::exchange(answered_, true)) return;
+        done_(std::move(r));
+    }
+    void answer(const result<void>& r) {
+        answer(r ? response::no_content() : http::error_response(r.error()));
+    }
+
+    void opened(const result<opening>& r) override {
+        if (!r) return answer(http::error_response(r.error()));
+        auto then = std::move(then_);
+        then(*this);
+    }
+    void telemetry_stored(std::uint64_t, const result<void>& r) override { answer(r); }
+
+  private:
+    responder done_;
+    bool answered_ = false;
+    std::shared_ptr<session::device_session> session_;
+    std::function<void(request_session&)> then_;
+    std::shared_ptr<request_session> self_;
+};
+
+using handler = std::function<void(context&, request&, request_session&)>;
+
+// A route served in a request-scoped session.
+http::router::handler in_session(std::shared_ptr<context> c, handler h) {
+    return [c, h = std::move(h)](request& req, responder done) {
+        auto rs = std::make_shared<request_session>(*c, req, std::move(done));
+        rs->open(req, [c, h, &req](request_session& s) { h(*c, req, s); });
     };
-    if (!is_batch(req)) return c.telemetry.ingest(*who, event_from_request(req), finish);
-
-    if (req.body.size() > c.max_batch_bytes)
-        return done(http::error_response(
-            error(errc::message_too_large, "The batch is larger than the limit of " +
-                                               std::to_string(c.max_batch_bytes) + " bytes.")));
-    auto batch = parse_batch(req.body);
-    if (!batch) return done(http::error_response(batch.error()));
-    // All or nothing: every message is checked before any is appended, and the append is one.
-    if (auto ok = c.telemetry.check_batch(*batch); !ok)
-        return done(http::error_response(ok.error()));
-    c.telemetry.ingest(*who, telemetry::telemetry_service::stamp_for(*who), std::move(*batch),
-                       finish);
 }
 
-result<response> poll(context& c, request& req) {
-    auto who = authenticate(c, req);
-    if (!who) return who.error();
-    // receive() locks what it hands out, so the next poll (Node polls again before it settles
-    // the message) never sees the same message until it is abandoned or its lock times out.
-    auto d = c.c2d.receive(who->device_id, now());
-    if (!d) return response::no_content();
-    return delivery_response(*d, who->device_id);
+void send_events(context& c, request& req, request_session& s) {
+    if (!is_batch(req)) {
+        if (auto ok = s.session().admit(event_from_request(req), 1); !ok) s.answer(ok);
+        return;
+    }
+    if (req.body.size() > c.max_batch_bytes)
+        return s.answer(error(errc::message_too_large, "The batch is larger than the limit of " +
+                                                           std::to_string(c.max_batch_bytes) +
+                                                           " bytes."));
+    auto batch = parse_batch(req.body);
+    if (!batch) return s.answer(batch.error());
+    // All or nothing: every message is checked before any is appended, and the append is one.
+    if (auto ok = s.session().admit_batch(std::move(*batch), 1); !ok) s.answer(ok);
+}
+
+// take_c2d() locks what it hands out, so the next poll (Node polls again before it settles the
+// message) never sees the same message until it is abandoned or its lock times out.
+void poll(context&, request&, request_session& s) {
+    auto d = s.session().take_c2d();
+    s.answer(d ? delivery_response(*d, s.session().principal().device_id) : response::no_content());
 }
 
 // The lock token in the path is what counts; an If-Match, when sent, must name the same one.
@@ -75,19 +127,11 @@ result<std::string> lock_token_of(const request& req) {
     return token;
 }
 
-enum class settle { complete, abandon, reject };
-
-result<response> settle_message(context& c, request& req, settle how) {
-    auto who = authenticate(c, req);
-    if (!who) return who.error();
+void settle_message(request& req, request_session& s, session::c2d_outcome how) {
     auto token = lock_token_of(req);
-    if (!token) return token.error();
-    auto t = now();
-    auto r = how == settle::complete  ? c.c2d.complete(who->device_id, *token, t)
-             : how == settle::abandon ? c.c2d.abandon(who->device_id, *token, t)
-                                      : c.c2d.reject(who->device_id, *token, t);
-    if (!r) return r.error();
-    return response::no_content();
+    if (!token) return s.answer(token.error());
+    s.session().settle_c2d(*token, how,
+                           [keep = s.shared_from_this()](result<void> r) { keep->answer(r); });
 }
 
 // A bare `reject` (Node, C) or `reject=` (C#) asks for a reject; `reject=false` does not.
@@ -96,46 +140,43 @@ bool wants_reject(const request& req) {
     return v && *v != "false";
 }
 
-result<response> modules_have_no_c2d(context&, request&) {
-    return error(errc::bad_request,
-                 "Cloud-to-device messages are not delivered to modules over HTTPS.");
-}
-
 }  // namespace
 
 void add_routes(http::router& routes, context ctx) {
     if (ctx.files) add_file_routes(routes, ctx.authenticator, *ctx.files);
     auto shared = std::make_shared<context>(std::move(ctx));
-    auto sync = [shared](result<response> (*body)(context&, request&)) {
-        return [shared, body](request& req, responder done) {
-            auto r = body(*shared, req);
-            done(r ? std::move(*r) : http::error_response(r.error()));
-        };
-    };
-    auto events = [shared](request& req, responder done) {
-        send_events(*shared, req, std::move(done));
-    };
-    routes.add("POST", "/devices/{id}/messages/events", events, device_route);
-    routes.add("POST", "/devices/{id}/modules/{mid}/messages/events", events, device_route);
+    // Literal segments in any case: the C# SDK writes "deviceBound".
+    const http::route_options opts{.fold_case = true};
+    auto events = in_session(shared, send_events);
+    routes.add("POST", "/devices/{id}/messages/events", events, opts);
+    routes.add("POST", "/devices/{id}/modules/{mid}/messages/events", events, opts);
 
-    routes.add("GET", "/devices/{id}/messages/devicebound", sync(poll), device_route);
-    routes.add(
-        "DELETE", "/devices/{id}/messages/devicebound/{lock}", sync([](context& c, request& req) {
-            return settle_message(c, req, wants_reject(req) ? settle::reject : settle::complete);
-        }),
-        device_route);
-    routes.add(
-        "POST", "/devices/{id}/messages/devicebound/{lock}/abandon",
-        sync([](context& c, request& req) { return settle_message(c, req, settle::abandon); }),
-        device_route);
+    routes.add("GET", "/devices/{id}/messages/devicebound", in_session(shared, poll), opts);
+    routes.add("DELETE", "/devices/{id}/messages/devicebound/{lock}",
+               in_session(shared,
+                          [](context&, request& req, request_session& s) {
+                              settle_message(req, s,
+                                             wants_reject(req) ? session::c2d_outcome::reject
+                                                               : session::c2d_outcome::complete);
+                          }),
+               opts);
+    routes.add("POST", "/devices/{id}/messages/devicebound/{lock}/abandon",
+               in_session(shared,
+                          [](context&, request& req, request_session& s) {
+                              settle_message(req, s, session::c2d_outcome::abandon);
+                          }),
+               opts);
 
     // Azure has no cloud-to-device queue for modules; say so rather than 404 an SDK's guess.
-    auto no_c2d = sync(modules_have_no_c2d);
-    routes.add("GET", "/devices/{id}/modules/{mid}/messages/devicebound", no_c2d, device_route);
-    routes.add("DELETE", "/devices/{id}/modules/{mid}/messages/devicebound/{lock}", no_c2d,
-               device_route);
+    auto no_c2d = [](request&, responder done) {
+        done(http::error_response(
+            error(errc::bad_request,
+                  "Cloud-to-device messages are not delivered to modules over HTTPS.")));
+    };
+    routes.add("GET", "/devices/{id}/modules/{mid}/messages/devicebound", no_c2d, opts);
+    routes.add("DELETE", "/devices/{id}/modules/{mid}/messages/devicebound/{lock}", no_c2d, opts);
     routes.add("POST", "/devices/{id}/modules/{mid}/messages/devicebound/{lock}/abandon", no_c2d,
-               device_route);
+               opts);
 }
 
 }  // namespace iothub::device_api

@@ -9,25 +9,24 @@
 //   POST   /devices/{id}/files/notifications[/{correlationId}]   report its outcome
 //   PUT    /{container}/{deviceId}/{blobName...}                 the blob endpoint (files.cpp)
 //
-// Each request authenticates on its own, as the identity in its path: a SAS token in
-// `Authorization` (the device's or module's key, or a policy with DeviceConnect), or the TLS
-// client certificate. Handlers translate only; limits and lifecycles live in telemetry and c2d.
+// Each request runs in a request-scoped device session for the identity in its path, which
+// authenticates it (a SAS token in `Authorization`: the device's or module's key, or a policy
+// with DeviceConnect; or the TLS client certificate) and holds every rule a device sees; the
+// handlers translate only.
 #pragma once
 
-#include "c2d/c2d.hpp"
 #include "device_auth/device_auth.hpp"
 #include "file_upload/file_upload.hpp"
 #include "http/router.hpp"
-#include "telemetry/telemetry.hpp"
+#include "session/device_session.hpp"
 
 namespace iothub::device_api {
 
 inline constexpr std::size_t default_max_batch_bytes = 256 * 1024;
 
 struct context {
-    device_auth::device_authenticator& authenticator;
-    telemetry::telemetry_service& telemetry;
-    c2d::c2d_service& c2d;
+    device_auth::device_authenticator& authenticator;  // the file routes
+    session::services& sessions;
     std::size_t max_batch_bytes = default_max_batch_bytes;
     file_upload::file_upload_service* files = nullptr;  // null: no file upload routes
 };

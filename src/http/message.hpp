@@ -5,6 +5,7 @@
 #include "auth/client_certificate.hpp"
 #include "common/error.hpp"
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/json/fwd.hpp>
 
 #include <functional>
@@ -31,6 +32,9 @@ struct request {
     // The certificate the client presented in the TLS handshake, shared by every request of the
     // connection; null when it sent none. X.509 devices authenticate with it.
     std::shared_ptr<const auth::client_certificate> client_certificate;
+    // The network thread the request is served on, for handlers that wait on asynchronous work
+    // without holding a thread (set by the server before the handler runs).
+    boost::asio::any_io_executor executor;
 
     std::string_view header(std::string_view lower_name) const;
     std::optional<std::string_view> query_value(std::string_view name) const;

@@ -101,6 +101,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         co_return co_await asio::async_initiate<decltype(use_awaitable), void(response)>(
             [this, route, &req](auto handler) {
                 auto ex = asio::get_associated_executor(handler);
+                req.executor = ex;
                 auto h = std::make_shared<decltype(handler)>(std::move(handler));
                 responder done([h, ex](response r) {
                     asio::post(ex, [h, r = std::move(r)]() mutable { (*h)(std::move(r)); });

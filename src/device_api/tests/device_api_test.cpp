@@ -6,6 +6,7 @@
 #include "device_api/messages.hpp"
 #include "storage/engine.hpp"
 
+#include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
@@ -19,6 +20,7 @@ using headers = std::vector<std::pair<std::string, std::string>>;
 
 class DeviceApi : public ::testing::Test {
   protected:
+    void TearDown() override { blocking_.stop(); }
     void SetUp() override {
         dev_ = *registry_.put_device(*registry::parse_device(json::parse("{}"), "dev1"), {});
         other_ = *registry_.put_device(*registry::parse_device(json::parse("{}"), "dev2"), {});
@@ -31,7 +33,7 @@ class DeviceApi : public ::testing::Test {
                             print + R"("}}})"),
                 "x509dev"),
             {});
-        add_routes(routes_, context{auth_, telemetry_, c2d_, 1024});
+        add_routes(routes_, context{auth_, sessions_, 1024});
     }
 
     std::string device_token(const registry::identity& id) {
@@ -62,13 +64,19 @@ class DeviceApi : public ::testing::Test {
         auto token = authorization ? *authorization : device_token(dev_);
         if (!token.empty()) req.headers.emplace_back("authorization", token);
         req.client_certificate = std::move(cert);
+        req.executor = io_.get_executor();
         auto m = routes_.match(req);
         if (!m) return http::error_response(m.error());
-        std::promise<http::response> answer;
-        (*m)->fn(req, http::responder([&](http::response r) { answer.set_value(std::move(r)); }));
-        auto f = answer.get_future();
-        EXPECT_EQ(f.wait_for(std::chrono::seconds(5)), std::future_status::ready);
-        return f.get();
+        // The request's network thread is io_: run it until the route answers.
+        std::optional<http::response> answer;
+        (*m)->fn(req, http::responder([&](http::response r) { answer = std::move(r); }));
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (!answer && std::chrono::steady_clock::now() < deadline) {
+            io_.restart();
+            io_.run_for(std::chrono::milliseconds(2));
+        }
+        EXPECT_TRUE(answer) << "no answer within five seconds";
+        return answer ? std::move(*answer) : http::response{};
     }
     static std::string header(const http::response& r, std::string_view name) {
         for (const auto& [k, v] : r.headers)
@@ -101,6 +109,12 @@ class DeviceApi : public ::testing::Test {
     telemetry::telemetry_service telemetry_{engine_->events(), 512};
     connections::connection_table connections_;
     c2d::c2d_service c2d_{engine_->kv(), registry_, connections_};
+    boost::asio::io_context io_;
+    runtime::blocking_pool blocking_{2};
+    twin::twin_service twins_{engine_->kv(), registry_, engine_->hub_events(), "hub.example"};
+    methods::method_service methods_{connections_, io_.get_executor()};
+    session::services sessions_{auth_,    connections_, telemetry_,    twins_,
+                                methods_, c2d_,         engine_->kv(), blocking_};
     http::router routes_;
     registry::identity dev_, other_, mod_;
 };
