@@ -10,12 +10,12 @@
 // only when the message's ack mode asks for it (positive: Success; negative: the others; full:
 // all).
 //
-// Storage is the versioned kv_store (one key per message, one per feedback record), so both
-// engines and a future cluster store serve it unchanged; every change and the feedback it causes
-// commit in one `apply`. The queues' index, locks and delivery counts live in memory and are
-// rebuilt by load(); a delivery count is written back when a message is abandoned, so a crash
-// forgets at most the deliveries of messages that were locked at the time (they are delivered
-// again: at-least-once).
+// Messages and the feedback stream are queue::peek_lock_queue instances over the kv_store (one
+// key per message, one per feedback record), so every engine serves them unchanged; every change
+// and the feedback it causes commit in one `apply`, without a mutex held across the sync. Locks
+// live in memory; delivery counts are written back when a lock ends unsettled, so a crash forgets
+// at most the deliveries of messages that were locked at the time (they are delivered again:
+// at-least-once). Feedback records keep their delivery counts the same way.
 //
 // Delivery is pulled by the protocol adapters (MQTT within its in-flight window, AMQP within link
 // credit, HTTPS per poll) with receive(); when a message becomes available for a device that has
@@ -158,9 +158,9 @@ class c2d_service {
     std::optional<feedback_batch> receive_feedback(sys_time now);
     // Complete removes the batch's records; abandon unlocks them for another receiver; reject
     // drops them (the service refused them). errc::message_lock_lost for an unknown token. Block.
-    result<void> complete_feedback(std::string_view lock_token);
-    result<void> abandon_feedback(std::string_view lock_token);
-    result<void> reject_feedback(std::string_view lock_token);
+    result<void> complete_feedback(std::string_view lock_token, sys_time now);
+    result<void> abandon_feedback(std::string_view lock_token, sys_time now);
+    result<void> reject_feedback(std::string_view lock_token, sys_time now);
     std::size_t pending_feedback() const;
 
     // `notify` runs (on the thread that made the change; it must only post work) whenever

@@ -2,6 +2,7 @@
 
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
+#include "queue/peek_lock_queue.hpp"
 
 #include <boost/json.hpp>
 #include <openssl/evp.h>
@@ -246,21 +247,65 @@ struct file_upload_service::impl {
     const upload_settings& settings;
     std::string secret;
 
-    struct pending {
-        file_notification notification;
-        std::string lock_token;  // empty: available
-        sys_time lock_until;
-        std::uint32_t deliveries = 0;
-    };
-    mutable std::mutex mutex;  // the notification stream and the watchers
-    std::map<std::uint64_t, pending> notifications;
-    std::map<std::string, std::uint64_t, std::less<>> locks;  // token -> sequence
-    std::uint64_t next_sequence = 1;
+    // The notification stream: one lane of a peek-lock queue.
+    queue::peek_lock_queue<file_notification> notes;
+    mutable std::mutex mutex;  // the watchers
     std::map<std::uint64_t, std::function<void()>> watchers;
     std::uint64_t next_watch = 1;
     sys_time next_housekeeping{};
 
-    impl(storage::kv_store& k, const upload_settings& s) : kv(k), settings(s) {}
+    impl(storage::kv_store& k, const upload_settings& s)
+        : kv(k),
+          settings(s),
+          notes(k, note_traits(s),
+                {s.lock_timeout,
+                 s.max_delivery_count,
+                 1,
+                 0,
+                 [](std::string_view) {
+                     return error(errc::message_lock_lost,
+                                  "The lock token does not name a locked file notification; it "
+                                  "was settled or its lock expired.");
+                 },
+                 {}},
+                {{}, [this](const std::vector<std::string>&) { tell_watchers(); }}) {}
+
+    // `filenotif/<16 hex digits>` -> the notification's JSON with its delivery count.
+    static queue::peek_lock_queue<file_notification>::traits note_traits(const upload_settings& s) {
+        return {std::string(notification_prefix),
+                [](std::string_view, std::uint64_t seq) {
+                    return std::string(notification_prefix) + hex16(seq);
+                },
+                [](std::string_view key) -> std::optional<std::pair<std::string, std::uint64_t>> {
+                    auto seq = parse_hex16(key.substr(notification_prefix.size()));
+                    if (!seq) return std::nullopt;
+                    return std::pair{std::string(), *seq};
+                },
+                [](const file_notification& n, const queue::meta& m) {
+                    auto o = to_json(n);
+                    o["deliveries"] = m.deliveries;
+                    return json::serialize(o);
+                },
+                [ttl = s.notification_ttl](std::string_view text)
+                    -> std::optional<std::pair<file_notification, queue::meta>> {
+                    auto n = notification_from(text);
+                    if (!n) return std::nullopt;
+                    boost::system::error_code ec;
+                    auto v = json::parse(text, ec);
+                    auto deliveries = static_cast<std::uint32_t>(num(v.as_object(), "deliveries"));
+                    const auto at = n->enqueued_time;
+                    return std::pair{std::move(*n), queue::meta{at, at + ttl, deliveries}};
+                }};
+    }
+
+    void tell_watchers() {
+        std::vector<std::function<void()>> tell;
+        {
+            std::lock_guard lock(mutex);
+            for (const auto& [t, fn] : watchers) tell.push_back(fn);
+        }
+        for (const auto& fn : tell) fn();
+    }
 
     fs::path blob_file(const std::vector<std::string>& path) const {
         fs::path p = settings.root / settings.container;
@@ -276,12 +321,6 @@ struct file_upload_service::impl {
         std::string k(blob_prefix);
         k.append(device).append("/").append(name);
         return k;
-    }
-
-    std::vector<std::function<void()>> watchers_copy() {
-        std::vector<std::function<void()>> out;
-        for (const auto& [t, fn] : watchers) out.push_back(fn);
-        return out;
     }
 
     // Moves a finished temporary file into place and records the blob. Blocks.
@@ -337,11 +376,6 @@ struct file_upload_service::impl {
         return total;
     }
 
-    void drop(std::uint64_t seq) {
-        (void)kv.remove(std::string(notification_prefix) + hex16(seq));
-        notifications.erase(seq);
-    }
-
     void housekeeping(sys_time now) {
         // Ended sessions: their SAS has expired and the device can no longer report.
         std::string after;
@@ -394,25 +428,7 @@ result<void> file_upload_service::load() {
             return r.error();
     }
 
-    std::lock_guard lock(im.mutex);
-    std::string after;
-    for (;;) {
-        auto page = im.kv.scan(notification_prefix, after, 1000);
-        if (!page) return page.error();
-        if (page->empty()) break;
-        for (const auto& e : *page) {
-            auto seq = parse_hex16(std::string_view(e.key).substr(notification_prefix.size()));
-            auto n = seq ? notification_from(e.data.value) : std::nullopt;
-            if (!n) {
-                spdlog::warn("file upload: skipping unreadable notification {}", e.key);
-                continue;
-            }
-            im.notifications.emplace(*seq, impl::pending{std::move(*n), {}, {}, 0});
-            im.next_sequence = std::max(im.next_sequence, *seq + 1);
-        }
-        after = page->back().key;
-    }
-    return {};
+    return im.notes.load();
 }
 
 result<upload_grant> file_upload_service::start_upload(const std::string& device_id,
@@ -456,10 +472,9 @@ result<void> file_upload_service::notify(const std::string& device_id,
     const auto blob_name = str(j.get_object(), "blobName");
     const auto container = str(j.get_object(), "container");
 
-    std::vector<storage::kv_write> writes;
-    writes.push_back(
+    queue::change c;
+    c.writes.push_back(
         {storage::kv_write::op::remove, key, {}, storage::precondition::version((*got)->version)});
-    std::optional<std::pair<std::uint64_t, file_notification>> note;
     if (success) {
         auto blob = im.kv.get(impl::blob_key(device_id, blob_name));
         if (!blob) return blob.error();
@@ -476,28 +491,15 @@ result<void> file_upload_service::notify(const std::string& device_id,
         n.last_updated = info->last_modified;
         n.size = info->size;
         n.enqueued_time = now;
-        std::uint64_t seq;
-        {
-            std::lock_guard lock(im.mutex);
-            seq = im.next_sequence++;
-        }
-        writes.push_back({storage::kv_write::op::put, std::string(notification_prefix) + hex16(seq),
-                          notification_json(n), storage::precondition::absent()});
-        note.emplace(seq, std::move(n));
+        im.notes.stage(c, "", std::move(n), queue::meta{now, now + settings_.notification_ttl, 0});
     }
-    auto results = im.kv.apply(writes);
-    for (auto& r : results)
-        if (!r) return r.error().code() == errc::not_found ? unknown() : r.error();
-    if (note) {
-        std::vector<std::function<void()>> tell;
-        {
-            std::lock_guard lock(im.mutex);
-            im.notifications.emplace(note->first,
-                                     impl::pending{std::move(note->second), {}, {}, 0});
-            tell = im.watchers_copy();
-        }
-        for (const auto& fn : tell) fn();
-    }
+    // The session's end and its notification commit together.
+    if (auto r = queue::commit(im.kv, c); !r)
+        return r.error().code() == errc::not_found || r.error().code() == errc::precondition_failed
+                   ? unknown()
+                   : r.error();
+    for (auto& fn : c.committed) fn();
+    for (auto& fn : c.tell) fn();
     return {};
 }
 
@@ -640,69 +642,26 @@ result<std::string> file_upload_service::read(const std::string& device_id,
 }
 
 std::optional<notification_delivery> file_upload_service::receive_notification(sys_time now) {
-    auto& im = *impl_;
-    std::lock_guard lock(im.mutex);
-    for (auto& [seq, p] : im.notifications) {
-        if (!p.lock_token.empty()) continue;
-        if (p.notification.enqueued_time + settings_.notification_ttl <= now) continue;
-        p.lock_token = random_uuid();
-        p.lock_until = now + settings_.lock_timeout;
-        ++p.deliveries;
-        im.locks.emplace(p.lock_token, seq);
-        return notification_delivery{p.lock_token, p.notification};
-    }
-    return std::nullopt;
+    auto l = impl_->notes.receive("", now);
+    if (!l) return std::nullopt;
+    return notification_delivery{l->lock_token, *l->items.front().item};
 }
 
-namespace {
-error notification_lock_lost() {
-    return error(errc::message_lock_lost,
-                 "The lock token does not name a locked file notification; it was settled or its "
-                 "lock expired.");
-}
-}  // namespace
-
-result<void> file_upload_service::complete_notification(std::string_view lock_token) {
-    auto& im = *impl_;
-    std::lock_guard lock(im.mutex);
-    auto l = im.locks.find(lock_token);
-    if (l == im.locks.end()) return notification_lock_lost();
-    auto seq = l->second;
-    im.locks.erase(l);
-    im.drop(seq);
-    return {};
+result<void> file_upload_service::complete_notification(std::string_view lock_token, sys_time now) {
+    return impl_->notes.settle("", lock_token, queue::settlement::complete, now);
 }
 
-result<void> file_upload_service::reject_notification(std::string_view lock_token) {
-    // The service refused it: like Azure, the notification is dead-lettered (dropped).
-    return complete_notification(lock_token);
+// The service refused it: like Azure, the notification is dead-lettered (dropped).
+result<void> file_upload_service::reject_notification(std::string_view lock_token, sys_time now) {
+    return impl_->notes.settle("", lock_token, queue::settlement::reject, now);
 }
 
-result<void> file_upload_service::abandon_notification(std::string_view lock_token) {
-    auto& im = *impl_;
-    std::vector<std::function<void()>> tell;
-    {
-        std::lock_guard lock(im.mutex);
-        auto l = im.locks.find(lock_token);
-        if (l == im.locks.end()) return notification_lock_lost();
-        auto seq = l->second;
-        im.locks.erase(l);
-        auto p = im.notifications.find(seq);
-        if (p == im.notifications.end()) return {};
-        if (p->second.deliveries >= settings_.max_delivery_count) {
-            im.drop(seq);
-            return {};
-        }
-        p->second.lock_token.clear();
-        tell = im.watchers_copy();
-    }
-    for (const auto& fn : tell) fn();
-    return {};
+result<void> file_upload_service::abandon_notification(std::string_view lock_token, sys_time now) {
+    return impl_->notes.settle("", lock_token, queue::settlement::abandon, now);
 }
 
 std::size_t file_upload_service::pending_notifications() const {
-    std::lock_guard lock(impl_->mutex);
-    return impl_->notifications.size();
+    return impl_->notes.size();
 }
 
 std::uint64_t file_upload_service::watch_notifications(std::function<void()> notify) {
@@ -719,38 +678,7 @@ void file_upload_service::unwatch_notifications(std::uint64_t token) {
 
 void file_upload_service::sweep(sys_time now) {
     auto& im = *impl_;
-    std::vector<std::function<void()>> tell;
-    {
-        std::lock_guard lock(im.mutex);
-        bool freed = false;
-        for (auto it = im.locks.begin(); it != im.locks.end();) {
-            auto p = im.notifications.find(it->second);
-            if (p == im.notifications.end()) {
-                it = im.locks.erase(it);
-                continue;
-            }
-            if (p->second.lock_until > now) {
-                ++it;
-                continue;
-            }
-            // A lock that timed out is an abandon.
-            if (p->second.deliveries >= settings_.max_delivery_count) {
-                im.drop(p->first);
-            } else {
-                p->second.lock_token.clear();
-                freed = true;
-            }
-            it = im.locks.erase(it);
-        }
-        std::vector<std::uint64_t> old;
-        for (const auto& [seq, p] : im.notifications)
-            if (p.lock_token.empty() &&
-                p.notification.enqueued_time + settings_.notification_ttl <= now)
-                old.push_back(seq);
-        for (auto seq : old) im.drop(seq);
-        if (freed) tell = im.watchers_copy();
-    }
-    for (const auto& fn : tell) fn();
+    im.notes.sweep(now);
     if (now >= im.next_housekeeping) {
         im.next_housekeeping = now + std::chrono::minutes(1);
         im.housekeeping(now);

@@ -153,11 +153,12 @@ class file_upload_service {
     // Notifications, as the service's /messages/serviceBound/filenotifications receives them:
     // the oldest unlocked one, locked for the lock timeout; nullopt when none. Memory only.
     std::optional<notification_delivery> receive_notification(sys_time now);
-    // errc::message_lock_lost for an unknown token. Complete and reject remove the
-    // notification; abandon makes it available again. Block.
-    result<void> complete_notification(std::string_view lock_token);
-    result<void> abandon_notification(std::string_view lock_token);
-    result<void> reject_notification(std::string_view lock_token);
+    // errc::message_lock_lost for an unknown or timed-out token. Complete and reject remove the
+    // notification; abandon makes it available again (until it was delivered the maximum number
+    // of times). Block.
+    result<void> complete_notification(std::string_view lock_token, sys_time now);
+    result<void> abandon_notification(std::string_view lock_token, sys_time now);
+    result<void> reject_notification(std::string_view lock_token, sys_time now);
     std::size_t pending_notifications() const;
     // `notify` runs (it must only post work) whenever a notification becomes available.
     std::uint64_t watch_notifications(std::function<void()> notify);

@@ -177,14 +177,15 @@ class service_links final : public link_family {
         auto& svc = c_.svc();
         c_.sessions().blocking.post([&svc, what, token = std::move(token), state] {
             result<void> r;
+            const auto t = iothub::now();
             if (what == role::feedback_out)
-                r = state == PN_ACCEPTED   ? svc.c2d.complete_feedback(token)
-                    : state == PN_REJECTED ? svc.c2d.reject_feedback(token)
-                                           : svc.c2d.abandon_feedback(token);
+                r = state == PN_ACCEPTED   ? svc.c2d.complete_feedback(token, t)
+                    : state == PN_REJECTED ? svc.c2d.reject_feedback(token, t)
+                                           : svc.c2d.abandon_feedback(token, t);
             else
-                r = state == PN_ACCEPTED   ? svc.files.complete_notification(token)
-                    : state == PN_REJECTED ? svc.files.reject_notification(token)
-                                           : svc.files.abandon_notification(token);
+                r = state == PN_ACCEPTED   ? svc.files.complete_notification(token, t)
+                    : state == PN_REJECTED ? svc.files.reject_notification(token, t)
+                                           : svc.files.abandon_notification(token, t);
             if (!r) spdlog::debug("service settlement not applied: {}", r.error().message());
         });
     }

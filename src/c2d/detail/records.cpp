@@ -8,6 +8,7 @@ namespace iothub::c2d::detail {
 namespace {
 
 constexpr char format_v1 = 1;
+constexpr char format_v2 = 2;  // feedback: the delivery count follows
 
 class writer {
   public:
@@ -101,13 +102,18 @@ std::optional<std::uint64_t> parse_feedback_key(std::string_view key) {
 }
 
 std::string encode(const stored_message& m) {
+    return encode_message(m.enqueued_time, m.expiry_time, m.delivery_count, m.device_generation_id,
+                          *m.content);
+}
+
+std::string encode_message(sys_time enqueued, sys_time expiry, std::uint32_t deliveries,
+                           std::string_view generation, const message& c) {
     writer w;
     w.byte(format_v1);
-    w.time(m.enqueued_time);
-    w.time(m.expiry_time);
-    w.u32(m.delivery_count);
-    w.str(m.device_generation_id);
-    const auto& c = *m.content;
+    w.time(enqueued);
+    w.time(expiry);
+    w.u32(deliveries);
+    w.str(generation);
     w.str(c.message_id);
     w.str(c.correlation_id);
     w.str(c.user_id);
@@ -159,21 +165,24 @@ std::optional<stored_message> decode_message(std::string_view value) {
     return m;
 }
 
-std::string encode(const feedback_record& f) {
+std::string encode(const feedback_record& f, std::uint32_t deliveries) {
     writer w;
-    w.byte(format_v1);
+    w.byte(format_v2);
     w.str(f.original_message_id);
     w.str(f.device_id);
     w.str(f.device_generation_id);
     w.time(f.enqueued_time);
     w.byte(static_cast<std::uint8_t>(f.what));
+    w.u32(deliveries);
     return w.take();
 }
 
-std::optional<feedback_record> decode_feedback(std::string_view value) {
+std::optional<stored_feedback> decode_feedback(std::string_view value) {
     reader r(value);
-    if (r.byte() != format_v1) return std::nullopt;
-    feedback_record f;
+    const auto format = r.byte();
+    if (format != format_v1 && format != format_v2) return std::nullopt;
+    stored_feedback out;
+    auto& f = out.record;
     f.original_message_id = r.str();
     f.device_id = r.str();
     f.device_generation_id = r.str();
@@ -181,8 +190,9 @@ std::optional<feedback_record> decode_feedback(std::string_view value) {
     auto what = r.byte();
     if (what > static_cast<std::uint8_t>(outcome::purged)) return std::nullopt;
     f.what = static_cast<outcome>(what);
+    if (format == format_v2) out.deliveries = r.u32();
     if (!r.ok_and_done()) return std::nullopt;
-    return f;
+    return out;
 }
 
 }  // namespace iothub::c2d::detail

@@ -38,9 +38,17 @@ struct stored_message {
 };
 
 std::string encode(const stored_message& m);
+std::string encode_message(sys_time enqueued, sys_time expiry, std::uint32_t deliveries,
+                           std::string_view generation, const message& content);
 std::optional<stored_message> decode_message(std::string_view value);
 
-std::string encode(const feedback_record& r);
-std::optional<feedback_record> decode_feedback(std::string_view value);
+// A feedback record and how many times it was delivered (its abandoned deliveries count across
+// restarts). Records written before the count was kept read as never delivered.
+std::string encode(const feedback_record& r, std::uint32_t deliveries = 0);
+struct stored_feedback {
+    feedback_record record;
+    std::uint32_t deliveries = 0;
+};
+std::optional<stored_feedback> decode_feedback(std::string_view value);
 
 }  // namespace iothub::c2d::detail

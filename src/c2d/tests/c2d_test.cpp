@@ -77,7 +77,7 @@ class C2d : public ::testing::Test {
         std::vector<feedback_record> all;
         while (auto b = service_->receive_feedback(at)) {
             all.insert(all.end(), b->records.begin(), b->records.end());
-            EXPECT_TRUE(service_->complete_feedback(b->lock_token));
+            EXPECT_TRUE(service_->complete_feedback(b->lock_token, at));
         }
         return all;
     }
@@ -428,7 +428,7 @@ TEST_F(C2d, FeedbackComesInBatches) {
     EXPECT_EQ(sizes, (std::vector<std::size_t>{3, 3, 1}));
     EXPECT_EQ(ids,
               (std::vector<std::string>{"id-0", "id-1", "id-2", "id-3", "id-4", "id-5", "id-6"}));
-    for (const auto& t : tokens) EXPECT_TRUE(service_->complete_feedback(t));
+    for (const auto& t : tokens) EXPECT_TRUE(service_->complete_feedback(t, t0));
     EXPECT_EQ(service_->pending_feedback(), 0u);
 }
 
@@ -443,21 +443,21 @@ TEST_F(C2d, FeedbackLocksSettle) {
     auto x = service_->receive_feedback(t0);
     ASSERT_TRUE(x);
     EXPECT_EQ(x->records.at(0).original_message_id, "x");
-    ASSERT_TRUE(service_->abandon_feedback(x->lock_token));
-    auto lost = service_->abandon_feedback(x->lock_token);
+    ASSERT_TRUE(service_->abandon_feedback(x->lock_token, t0));
+    auto lost = service_->abandon_feedback(x->lock_token, t0);
     ASSERT_FALSE(lost);
     EXPECT_EQ(lost.error().code(), errc::message_lock_lost);
 
     auto x2 = service_->receive_feedback(t0);
     ASSERT_TRUE(x2);
     EXPECT_EQ(x2->records.at(0).original_message_id, "x") << "abandoned: delivered again";
-    ASSERT_TRUE(service_->abandon_feedback(x2->lock_token));  // second delivery: the last
+    ASSERT_TRUE(service_->abandon_feedback(x2->lock_token, t0));  // second delivery: the last
     EXPECT_EQ(service_->pending_feedback(), 2u);
 
     auto y = service_->receive_feedback(t0);
     ASSERT_TRUE(y);
     EXPECT_EQ(y->records.at(0).original_message_id, "y");
-    ASSERT_TRUE(service_->reject_feedback(y->lock_token));
+    ASSERT_TRUE(service_->reject_feedback(y->lock_token, t0));
     EXPECT_EQ(service_->pending_feedback(), 1u);
 
     auto z = service_->receive_feedback(t0);
@@ -467,8 +467,9 @@ TEST_F(C2d, FeedbackLocksSettle) {
     auto z2 = service_->receive_feedback(t0 + 61s);
     ASSERT_TRUE(z2);
     EXPECT_EQ(z2->records.at(0).original_message_id, "z");
-    EXPECT_FALSE(service_->complete_feedback(z->lock_token)) << "the timed-out lock is gone";
-    ASSERT_TRUE(service_->complete_feedback(z2->lock_token));
+    EXPECT_FALSE(service_->complete_feedback(z->lock_token, t0 + 61s))
+        << "the timed-out lock is gone";
+    ASSERT_TRUE(service_->complete_feedback(z2->lock_token, t0 + 61s));
     EXPECT_EQ(service_->pending_feedback(), 0u);
 }
 
@@ -490,7 +491,7 @@ TEST_F(C2d, WatchersHearOfFeedback) {
     EXPECT_EQ(heard, 1);
     auto b = service_->receive_feedback(t0);
     ASSERT_TRUE(b);
-    ASSERT_TRUE(service_->abandon_feedback(b->lock_token));
+    ASSERT_TRUE(service_->abandon_feedback(b->lock_token, t0));
     EXPECT_EQ(heard, 2) << "abandoned records are available again";
     b = service_->receive_feedback(t0);
     ASSERT_TRUE(b);

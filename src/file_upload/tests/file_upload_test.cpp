@@ -240,13 +240,13 @@ TEST_F(FileUpload, NotificationLockCompleteAbandon) {
         EXPECT_TRUE(j.contains(k)) << k;
     // Locked: not handed out twice.
     EXPECT_FALSE(service_->receive_notification(t0));
-    ASSERT_TRUE(service_->abandon_notification(n->lock_token));
+    ASSERT_TRUE(service_->abandon_notification(n->lock_token, t0));
     EXPECT_EQ(told, 2);
-    EXPECT_FALSE(service_->complete_notification(n->lock_token));  // the lock is gone
+    EXPECT_FALSE(service_->complete_notification(n->lock_token, t0));  // the lock is gone
     auto again = service_->receive_notification(t0);
     ASSERT_TRUE(again);
     EXPECT_NE(again->lock_token, n->lock_token);
-    ASSERT_TRUE(service_->complete_notification(again->lock_token));
+    ASSERT_TRUE(service_->complete_notification(again->lock_token, t0));
     EXPECT_EQ(service_->pending_notifications(), 0u);
     restart();
     EXPECT_FALSE(service_->receive_notification(t0));
@@ -266,14 +266,14 @@ TEST_F(FileUpload, NotificationsSurviveRestartAndLocksTimeOut) {
     auto b = service_->receive_notification(t0);
     ASSERT_TRUE(b);
     EXPECT_EQ(b->notification.blob_name, "dev1/b.txt");
-    ASSERT_TRUE(service_->reject_notification(b->lock_token));
+    ASSERT_TRUE(service_->reject_notification(b->lock_token, t0));
     // The lock on a times out and it comes back.
     service_->sweep(t0 + 61s);
     auto a2 = service_->receive_notification(t0 + 61s);
     ASSERT_TRUE(a2);
     EXPECT_EQ(a2->notification.blob_name, "dev1/a.txt");
-    EXPECT_FALSE(service_->complete_notification(a->lock_token));
-    ASSERT_TRUE(service_->abandon_notification(a2->lock_token));
+    EXPECT_FALSE(service_->complete_notification(a->lock_token, t0 + 61s));
+    ASSERT_TRUE(service_->abandon_notification(a2->lock_token, t0 + 61s));
     // After the TTL it is gone, also after a restart.
     service_->sweep(t0 + 2h);
     EXPECT_EQ(service_->pending_notifications(), 0u);
