@@ -239,6 +239,8 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
                                                      im->storage->hub_events(),
                                                      im->paths.identity.hostname, twin_limits);
     im->twins->set_live(live);
+    im->twins->set_offload(
+        [pool = im->blocking.get()](std::function<void()> fn) { pool->post(std::move(fn)); });
     // A connected device hears about desired changes over whatever protocol it uses.
     im->twins->on_desired([conns = im->connections.get()](const twin::desired_change& c) {
         auto channel = conns->channel(c.device_id, c.module_id);
@@ -433,6 +435,10 @@ void hub::stop() {
                im.amqp->active_connections();
     };
     auto deadline = std::chrono::steady_clock::now() + im.settings.shutdown_grace;
+    if (auto busy = open())
+        spdlog::info("waiting for {} connections to finish (https {}, mqtt {}, amqp {})", busy,
+                     im.https->active_connections(), im.mqtt->active_connections(),
+                     im.amqp->active_connections());
     while (open() > 0 && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (auto left = open())

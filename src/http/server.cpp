@@ -115,6 +115,13 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
             use_awaitable);
     }
 
+    // Whether bytes of a next request have reached the hub (in the socket or TLS's buffer).
+    static bool bytes_waiting(connection& c) {
+        boost::system::error_code ec;
+        return beast::get_lowest_layer(c.stream).socket().available(ec) > 0 ||
+               SSL_pending(c.stream.native_handle()) > 0;
+    }
+
     awaitable<void> serve(std::shared_ptr<connection> conn) {
         auto self = shared_from_this();
         auto& stream = conn->stream;
@@ -132,15 +139,17 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         beast::flat_buffer buffer;
         bool clean_close = true;
         for (;;) {
-            if (conn->stopping) break;
+            // Stopping: no new request, but one whose bytes have arrived is served.
+            if (conn->stopping && buffer.size() == 0 && !bytes_waiting(*conn)) break;
             bhttp::request_parser<bhttp::string_body> parser;
             // The largest limit of any route until the header names the route; then its own.
             parser.body_limit(largest_body);
             parser.header_limit(16 * 1024);
             // Idle until a request's header arrives; from then on the request is in flight and
-            // a shutdown lets it finish (its body included).
+            // a shutdown lets it finish (its body included). Bytes already read past the last
+            // request (a pipelined one) count as arrived.
             beast::get_lowest_layer(stream).expires_after(settings.idle_timeout);
-            conn->busy = false;
+            conn->busy = buffer.size() > 0;
             auto [rec, n] = co_await bhttp::async_read_header(stream, buffer, parser, as_tuple);
             conn->busy = true;
             const router::route* target_route = nullptr;
@@ -348,8 +357,9 @@ void server::begin_stop() {
         asio::post(socket.get_executor(), [c] {
             c->stopping = true;
             // Idle connections are waiting for a request that will not come: cut them now.
-            // Busy ones finish their request and close after answering.
-            if (!c->busy) beast::get_lowest_layer(c->stream).cancel();
+            // Busy ones finish their request and close after answering. A request whose first
+            // bytes have reached the hub (in the socket or in TLS's buffer) counts as in flight.
+            if (!c->busy && !impl::bytes_waiting(*c)) beast::get_lowest_layer(c->stream).cancel();
         });
     }
 }

@@ -38,19 +38,25 @@ void add_twin_routes(http::router& routes, twins_context ctx) {
             if (!t) return t.error();
             return twin_response(*t);
         });
+    // The twin is read on the blocking pool; the answer goes out once the write is durable,
+    // without a thread waiting for it.
     auto write = [shared](bool replace) {
-        return detail::guarded<twins_context>(
+        return detail::guarded_async<twins_context>(
             shared, right::service_connect,
-            [replace](twins_context& c, request& req) -> result<response> {
-                if (auto ok = detail::check_path_ids(req); !ok) return ok.error();
+            [replace](twins_context& c, request& req, responder done) {
+                if (auto ok = detail::check_path_ids(req); !ok)
+                    return done(http::error_response(ok.error()));
                 auto body = detail::json_body(req);
-                if (!body) return body.error();
-                auto t = replace ? c.twins.replace(req.param("id"), req.param("mid"), *body,
-                                                   detail::if_match_of(req))
-                                 : c.twins.update(req.param("id"), req.param("mid"), *body,
-                                                  detail::if_match_of(req));
-                if (!t) return t.error();
-                return twin_response(*t);
+                if (!body) return done(http::error_response(body.error()));
+                auto answer = [done](result<boost::json::object> t) {
+                    done(t ? twin_response(*t) : http::error_response(t.error()));
+                };
+                if (replace)
+                    c.twins.replace(req.param("id"), req.param("mid"), *body,
+                                    detail::if_match_of(req), answer);
+                else
+                    c.twins.update(req.param("id"), req.param("mid"), *body,
+                                   detail::if_match_of(req), answer);
             });
     };
     for (auto path : {"/twins/{id}", "/twins/{id}/modules/{mid}"}) {

@@ -312,21 +312,25 @@ void device_session::run_twin() {
                 break;
         }
         twin_running_ = true;
-        svc_.blocking.run(
-            [&twins = svc_.twins, who = *principal_, r]() {
-                return r.what == twin_request::verb::get
-                           ? twin::answer_get(twins, who.device_id, who.module_id)
-                           : twin::answer_reported_patch(twins, who.device_id, who.module_id,
-                                                         r.body, r.if_version);
-            },
-            ex_,
-            [weak = weak_from_this(), ticket = r.ticket](twin::device_answer answer) {
+        // The answer comes back here; the next request waits for it (arrival order).
+        auto answered = [weak = weak_from_this(), ex = ex_,
+                         ticket = r.ticket](twin::device_answer answer) {
+            asio::post(ex, [weak, ticket, answer = std::move(answer)] {
                 auto self = weak.lock();
                 if (!self || !self->is_open()) return;
                 self->twin_running_ = false;
                 self->twin_done(ticket, answer);
                 self->run_twin();
             });
+        };
+        // Reads on the blocking pool; a reported patch then completes when its commit is durable,
+        // holding no thread meanwhile.
+        svc_.blocking.post([&twins = svc_.twins, who = *principal_, r, answered] {
+            if (r.what == twin_request::verb::get)
+                return answered(twin::answer_get(twins, who.device_id, who.module_id));
+            twin::answer_reported_patch(twins, who.device_id, who.module_id, r.body, r.if_version,
+                                        answered);
+        });
         return;
     }
 }

@@ -20,6 +20,7 @@
 
 #include "common/error.hpp"
 #include "common/time.hpp"
+#include "storage/kv_store.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -94,9 +95,17 @@ struct read_position {
     static read_position after_time(sys_time t) { return {kind::enqueued_time, 0, t, false}; }
 };
 
+// What an append_with() committed: the events' sequence numbers, and the writes' new versions
+// (one per write, 0 for removes).
+struct appended {
+    std::vector<std::uint64_t> sequences;
+    std::vector<std::uint64_t> versions;
+};
+
 class event_log {
   public:
     using append_callback = std::function<void(result<std::vector<std::uint64_t>>)>;
+    using append_with_callback = std::function<void(result<appended>)>;
 
     virtual ~event_log() = default;
 
@@ -106,6 +115,14 @@ class event_log {
     // receives the sequence numbers once all of them are durable, or the error that kept them
     // from being written (then none of them was).
     virtual void append(int partition, std::vector<event_record> events, append_callback done) = 0;
+
+    // Appends `events` and applies `writes` to the same engine's kv store in one atomic commit,
+    // with one sync: both are durable or neither is (a record and the event that reports its
+    // change). Each write's condition is checked as kv_store::apply checks it, against the store
+    // as the commit finds it; if one does not hold, nothing is written and `done` gets that
+    // write's error. `done` runs on the log's thread; it must only post work.
+    virtual void append_with(int partition, std::vector<event_record> events,
+                             std::vector<kv_write> writes, append_with_callback done) = 0;
 
     // The sequence number a reader starting at `position` reads first.
     virtual std::uint64_t resolve(int partition, const read_position& position) = 0;

@@ -42,6 +42,29 @@ class memory_kv_store final : public kv_store {
         return results;
     }
 
+    // Every write or none: the first condition that fails is the answer. For append_with.
+    result<std::vector<std::uint64_t>> apply_all(std::span<const kv_write> writes) {
+        std::lock_guard lock(mutex_);
+        for (const auto& w : writes) {
+            auto it = data_.find(w.key);
+            std::optional<std::uint64_t> current;
+            if (it != data_.end()) current = it->second.version;
+            if (auto ok = w.admissible(current); !ok) return ok.error();
+        }
+        std::vector<std::uint64_t> versions;
+        for (const auto& w : writes) {
+            if (w.operation == kv_write::op::remove) {
+                data_.erase(w.key);
+                versions.push_back(0);
+            } else {
+                auto v = ++version_;
+                data_[w.key] = versioned_value{w.value, v};
+                versions.push_back(v);
+            }
+        }
+        return versions;
+    }
+
     result<std::vector<kv_entry>> scan(std::string_view prefix, std::string_view start_after,
                                        std::size_t limit) override {
         std::lock_guard lock(mutex_);
@@ -63,10 +86,27 @@ class memory_kv_store final : public kv_store {
 
 class memory_event_log final : public detail::event_log_core {
   public:
-    explicit memory_event_log(const event_log_settings& s)
+    memory_event_log(const event_log_settings& s, memory_kv_store& kv)
         : event_log_core(s.partitions),
           settings_(s),
+          kv_(kv),
           parts_(static_cast<std::size_t>(s.partitions)) {}
+
+    void append_with(int partition, std::vector<event_record> events, std::vector<kv_write> writes,
+                     append_with_callback done) override {
+        if (partition < 0 || partition >= partition_count())
+            return done(error(errc::argument_invalid, "No such partition."));
+        // Nothing here can crash half-way, so "together" is: the writes, then the events, with
+        // no other append_with in between (events follow the order of their records' changes).
+        std::lock_guard order(with_mutex_);
+        auto versions = kv_.apply_all(writes);
+        if (!versions) return done(versions.error());
+        append(partition, std::move(events),
+               [&done, &versions](result<std::vector<std::uint64_t>> r) {
+                   if (!r) return done(r.error());
+                   done(appended{std::move(*r), std::move(*versions)});
+               });
+    }
 
     void append(int partition, std::vector<event_record> events, append_callback done) override {
         if (partition < 0 || partition >= partition_count())
@@ -147,6 +187,8 @@ class memory_event_log final : public detail::event_log_core {
         std::deque<stored_event> events;
     };
     event_log_settings settings_;
+    memory_kv_store& kv_;
+    std::mutex with_mutex_;
     std::mutex mutex_;
     std::vector<partition> parts_;
 };
@@ -154,7 +196,7 @@ class memory_event_log final : public detail::event_log_core {
 class memory_engine final : public engine {
   public:
     explicit memory_engine(const event_log_settings& events)
-        : events_(events), hub_events_(events) {}
+        : events_(events, kv_), hub_events_(events, kv_) {}
     kv_store& kv() override { return kv_; }
     event_log& events() override { return events_; }
     event_log& hub_events() override { return hub_events_; }

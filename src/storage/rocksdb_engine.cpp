@@ -1,5 +1,6 @@
 // The embedded engine: one RocksDB database per data directory, one column family per kind of
 // state, and one write-ahead log shared by all of them.
+#include "storage/detail/kv_batch.hpp"
 #include "storage/detail/rocksdb_event_log.hpp"
 #include "storage/engine.hpp"
 
@@ -12,6 +13,7 @@
 #include <array>
 #include <atomic>
 #include <functional>
+#include <map>
 #include <mutex>
 
 namespace iothub::storage {
@@ -60,7 +62,7 @@ class max_u64_operator final : public rocksdb::AssociativeMergeOperator {
     const char* Name() const override { return "iothub.max_u64"; }
 };
 
-class rocksdb_kv_store final : public kv_store {
+class rocksdb_kv_store final : public kv_store, public detail::kv_batch_writer {
   public:
     rocksdb_kv_store(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* data,
                      rocksdb::ColumnFamilyHandle* meta, bool sync, std::uint64_t last_version)
@@ -76,16 +78,68 @@ class rocksdb_kv_store final : public kv_store {
         return std::optional<versioned_value>{decode(raw)};
     }
 
+    staged stage(const std::vector<std::span<const kv_write>>& groups,
+                 rocksdb::WriteBatch& batch) override {
+        std::vector<std::string_view> keys;
+        for (const auto& g : groups)
+            for (const auto& w : g) keys.push_back(w.key);
+        auto stripes = lock_stripes(keys);
+        staged out;
+        out.release = [this, stripes] { unlock_stripes(stripes); };
+        // What earlier groups of this batch wrote, for later groups' conditions.
+        std::map<std::string, std::optional<std::uint64_t>, std::less<>> pending;
+        std::uint64_t highest = 0;
+        for (const auto& g : groups) {
+            std::vector<std::optional<std::uint64_t>> current;
+            std::optional<error> refused;
+            for (const auto& w : g) {
+                std::optional<std::uint64_t> v;
+                if (auto p = pending.find(w.key); p != pending.end()) {
+                    v = p->second;
+                } else {
+                    std::string raw;
+                    auto s = db_->Get(rocksdb::ReadOptions(), data_, w.key, &raw);
+                    if (!s.ok() && !s.IsNotFound()) {
+                        refused = storage_error(s);
+                        break;
+                    }
+                    if (s.ok()) v = decode(raw).version;
+                }
+                if (auto ok = w.admissible(v); !ok) {
+                    refused = ok.error();
+                    break;
+                }
+            }
+            if (refused) {
+                out.groups.emplace_back(*refused);
+                continue;
+            }
+            std::vector<std::uint64_t> versions;
+            for (const auto& w : g) {
+                if (w.operation == kv_write::op::remove) {
+                    batch.Delete(data_, w.key);
+                    pending[w.key] = std::nullopt;
+                    versions.push_back(0);
+                } else {
+                    std::uint64_t v = ++version_;
+                    highest = std::max(highest, v);
+                    batch.Put(data_, w.key, encode_u64(v) + w.value);
+                    pending[w.key] = v;
+                    versions.push_back(v);
+                }
+            }
+            out.groups.emplace_back(std::move(versions));
+        }
+        if (highest > 0) batch.Merge(meta_, version_key, encode_u64(highest));
+        return out;
+    }
+
     std::vector<result<std::uint64_t>> apply(std::span<const kv_write> writes) override {
         // Conditional writes are check-then-write; striped locks make that atomic per key while
         // writes to unrelated keys proceed (and group-commit) in parallel.
-        std::vector<std::size_t> stripes;
-        stripes.reserve(writes.size());
-        for (const auto& w : writes)
-            stripes.push_back(std::hash<std::string>{}(w.key) % locks_.size());
-        std::sort(stripes.begin(), stripes.end());
-        stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
-        for (auto i : stripes) locks_[i].lock();
+        std::vector<std::string_view> keys;
+        for (const auto& w : writes) keys.push_back(w.key);
+        auto stripes = lock_stripes(keys);
 
         std::vector<result<std::uint64_t>> results;
         results.reserve(writes.size());
@@ -122,7 +176,7 @@ class rocksdb_kv_store final : public kv_store {
                     if (r) r = storage_error(s);
             }
         }
-        for (auto it = stripes.rbegin(); it != stripes.rend(); ++it) locks_[*it].unlock();
+        unlock_stripes(stripes);
         return results;
     }
 
@@ -146,6 +200,20 @@ class rocksdb_kv_store final : public kv_store {
     }
 
   private:
+    // Locks the stripes of `keys` in ascending order, each once.
+    std::vector<std::size_t> lock_stripes(const std::vector<std::string_view>& keys) {
+        std::vector<std::size_t> stripes;
+        stripes.reserve(keys.size());
+        for (auto k : keys) stripes.push_back(std::hash<std::string_view>{}(k) % locks_.size());
+        std::sort(stripes.begin(), stripes.end());
+        stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+        for (auto i : stripes) locks_[i].lock();
+        return stripes;
+    }
+    void unlock_stripes(const std::vector<std::size_t>& stripes) {
+        for (auto it = stripes.rbegin(); it != stripes.rend(); ++it) locks_[*it].unlock();
+    }
+
     static versioned_value decode(std::string_view raw) {
         return versioned_value{std::string(raw.substr(std::min<std::size_t>(8, raw.size()))),
                                decode_u64(raw)};
@@ -229,8 +297,9 @@ class rocksdb_engine final : public engine {
             std::vector<rocksdb::ColumnFamilyHandle*> partitions;
             for (int p = 0; p < settings.events.partitions; ++p)
                 partitions.push_back(handle(events_family_name(log, p)));
-            auto opened = detail::rocksdb_event_log::open(
-                std::string(log), raw, std::move(partitions), meta, settings.events, settings.sync);
+            auto opened =
+                detail::rocksdb_event_log::open(std::string(log), raw, std::move(partitions), meta,
+                                                settings.events, settings.sync, engine->kv_.get());
             if (!opened) return opened.error();
             (log == events_log ? engine->events_ : engine->hub_events_) = std::move(*opened);
         }

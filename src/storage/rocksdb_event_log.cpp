@@ -121,20 +121,23 @@ error storage_error(const rocksdb::Status& s) {
 rocksdb_event_log::rocksdb_event_log(std::string name, rocksdb::DB* db,
                                      std::vector<rocksdb::ColumnFamilyHandle*> partitions,
                                      rocksdb::ColumnFamilyHandle* meta,
-                                     const event_log_settings& settings, bool sync)
+                                     const event_log_settings& settings, bool sync,
+                                     kv_batch_writer* kv)
     : event_log_core(settings.partitions),
       name_(std::move(name)),
       db_(db),
       partitions_(std::move(partitions)),
       meta_(meta),
       settings_(settings),
+      kv_(kv),
       next_(static_cast<std::size_t>(settings.partitions), 0) {
     write_options_.sync = sync;
 }
 
 result<std::unique_ptr<rocksdb_event_log>> rocksdb_event_log::open(
     const std::string& name, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> partitions,
-    rocksdb::ColumnFamilyHandle* meta, const event_log_settings& settings, bool sync) {
+    rocksdb::ColumnFamilyHandle* meta, const event_log_settings& settings, bool sync,
+    kv_batch_writer* kv) {
     if (settings.partitions < 1 || settings.partitions > 32)
         return error(errc::argument_invalid, "Event partitions must be between 1 and 32.");
     std::string stored;
@@ -154,7 +157,7 @@ result<std::unique_ptr<rocksdb_event_log>> rocksdb_event_log::open(
     if (partitions.size() != static_cast<std::size_t>(settings.partitions))
         return error(errc::server_error, "The event log needs one column family per partition.");
     std::unique_ptr<rocksdb_event_log> log(
-        new rocksdb_event_log(name, db, std::move(partitions), meta, settings, sync));
+        new rocksdb_event_log(name, db, std::move(partitions), meta, settings, sync, kv));
     for (int p = 0; p < settings.partitions; ++p) {
         auto* cf = log->partitions_[static_cast<std::size_t>(p)];
         std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cf));
@@ -196,13 +199,29 @@ void rocksdb_event_log::stop() {
 
 void rocksdb_event_log::append(int partition, std::vector<event_record> events,
                                append_callback done) {
+    enqueue(partition, std::move(events), {}, [done = std::move(done)](result<appended> r) {
+        if (!r) return done(r.error());
+        done(std::move(r->sequences));
+    });
+}
+
+void rocksdb_event_log::append_with(int partition, std::vector<event_record> events,
+                                    std::vector<kv_write> writes, append_with_callback done) {
+    if (!kv_ && !writes.empty())
+        return done(error(errc::server_error, "This event log has no kv store to write with."));
+    enqueue(partition, std::move(events), std::move(writes), std::move(done));
+}
+
+void rocksdb_event_log::enqueue(int partition, std::vector<event_record> events,
+                                std::vector<kv_write> writes, append_with_callback done) {
     if (partition < 0 || partition >= partition_count())
         return done(error(errc::argument_invalid, "No such partition."));
     {
         std::lock_guard lock(queue_mutex_);
         if (!stopping_) {
             queued_events_ += events.size();
-            queue_.push_back(pending{partition, std::move(events), std::move(done)});
+            queue_.push_back(
+                pending{partition, std::move(events), std::move(writes), std::move(done)});
             if (writer_state_ == writer_state::idle ||
                 (writer_state_ == writer_state::lingering &&
                  queued_events_ >= settings_.group_commit_events))
@@ -237,12 +256,32 @@ void rocksdb_event_log::run_writer() {
         }
         // Everything that queued up while the previous batch synced goes into this one.
         rocksdb::WriteBatch wb;
+        // kv writes that ride along (append_with): an append whose conditions fail is left out.
+        std::vector<std::optional<result<std::vector<std::uint64_t>>>> kv_results(batch.size());
+        std::function<void()> release_kv;
+        {
+            std::vector<std::span<const kv_write>> groups;
+            std::vector<std::size_t> owners;
+            for (std::size_t i = 0; i < batch.size(); ++i)
+                if (!batch[i].writes.empty()) {
+                    groups.emplace_back(batch[i].writes);
+                    owners.push_back(i);
+                }
+            if (!groups.empty()) {
+                auto staged = kv_->stage(groups, wb);
+                release_kv = std::move(staged.release);
+                for (std::size_t g = 0; g < owners.size(); ++g)
+                    kv_results[owners[g]] = std::move(staged.groups[g]);
+            }
+        }
+        auto refused = [&](std::size_t i) { return kv_results[i] && !*kv_results[i]; };
         const auto t_now = now();
         std::vector<std::uint64_t> first(next_.size());
         std::vector<sys_time> times(next_.size());
         std::vector<bool> touched(next_.size(), false);
         std::vector<std::vector<std::uint64_t>> assigned(batch.size());
         for (std::size_t i = 0; i < batch.size(); ++i) {
+            if (refused(i)) continue;
             auto p = static_cast<std::size_t>(batch[i].partition);
             if (!touched[p]) {
                 touched[p] = true;
@@ -260,7 +299,8 @@ void rocksdb_event_log::run_writer() {
             put_u64(v, next_[p]);
             wb.Put(meta_, next_key(name_, static_cast<int>(p)), v);
         }
-        auto s = db_->Write(write_options_, &wb);
+        auto s = wb.Count() > 0 ? db_->Write(write_options_, &wb) : rocksdb::Status::OK();
+        if (release_kv) release_kv();
         if (!s.ok()) {
             for (std::size_t p = 0; p < next_.size(); ++p)
                 if (touched[p]) next_[p] = first[p];
@@ -268,7 +308,15 @@ void rocksdb_event_log::run_writer() {
         } else {
             for (std::size_t p = 0; p < next_.size(); ++p)
                 if (touched[p]) published(static_cast<int>(p), next_[p], times[p]);
-            for (std::size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move(assigned[i]));
+            for (std::size_t i = 0; i < batch.size(); ++i) {
+                if (refused(i)) {
+                    batch[i].done(kv_results[i]->error());
+                    continue;
+                }
+                appended a{std::move(assigned[i]), {}};
+                if (kv_results[i]) a.versions = std::move(**kv_results[i]);
+                batch[i].done(std::move(a));
+            }
         }
         batch.clear();
     }

@@ -5,8 +5,6 @@
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include <future>
-
 namespace iothub::twin {
 namespace json = boost::json;
 using registry::identity;
@@ -153,10 +151,6 @@ twin_service::twin_service(storage::kv_store& kv, registry::device_registry& reg
       hub_name_(std::move(hub_name)),
       limits_(limits) {}
 
-std::mutex& twin_service::lock_for(std::string_view key) {
-    return locks_[std::hash<std::string_view>{}(key) % locks_.size()];
-}
-
 result<identity> twin_service::identity_of(std::string_view device_id, std::string_view module_id) {
     return module_id.empty() ? registry_.get_device(device_id)
                              : registry_.get_module(device_id, module_id);
@@ -236,35 +230,119 @@ result<json::object> twin_service::get(std::string_view device_id, std::string_v
     return service_view(*id, *twin);
 }
 
-result<twin_service::loaded> twin_service::commit(const identity& id, loaded before, stored after,
-                                                  std::string_view op, json::object event_body,
-                                                  std::optional<json::object> desired_patch) {
-    auto key = twin_key(id.device_id, id.module_id);
-    auto condition = before.record_version ? storage::precondition::version(*before.record_version)
-                                           : storage::precondition::absent();
-    auto v = kv_.put(key, after.encode(), condition);
-    if (!v) {
-        // The lock serialises this hub's writers, so a conflict means the identity changed under
-        // us (deleted, re-created); the caller may simply try again.
-        if (v.error().code() == errc::precondition_failed ||
-            v.error().code() == errc::already_exists)
-            return error(errc::precondition_failed,
-                         "The twin of " + id.device_id + " changed during the update; retry.");
-        return v.error();
+// What one write changes: the new record, the operation and event body, and the desired patch a
+// connected device hears.
+struct twin_service::change {
+    stored after;
+    std::string op;
+    json::object event;
+    std::optional<json::object> desired_patch;
+};
+
+struct twin_service::write_op {
+    std::string device_id;
+    std::string module_id;
+    // Turns the twin as read into the change; nullopt: nothing to write.
+    std::function<result<std::optional<change>>(const identity&, const loaded&)> plan;
+    // The identity and the twin as committed (or as read, when nothing was written).
+    std::function<void(result<std::pair<identity, loaded>>)> done;
+    int attempts = 0;
+};
+
+namespace {
+// Lost races a write retries before it gives up; each needs another writer to commit first.
+constexpr int max_attempts = 8;
+}  // namespace
+
+void twin_service::start(std::shared_ptr<write_op> op) {
+    const auto key = twin_key(op->device_id, op->module_id);
+    // The write ends (whichever way) by starting the next one queued for this twin, before its
+    // caller hears of it: the caller may let go of this service as soon as it does.
+    op->done = [this, key, done = std::move(op->done)](result<std::pair<identity, loaded>> r) {
+        finished(key);
+        done(std::move(r));
+    };
+    {
+        std::lock_guard lock(queues_mutex_);
+        auto& q = queues_[key];
+        q.push_back(op);
+        if (q.size() > 1) return;  // it starts when the one ahead of it ends
     }
-    loaded now_loaded{std::move(after), *v, *v};
-    if (desired_patch && desired_observer_) {
-        desired_change c{id.device_id, id.module_id, std::move(*desired_patch),
-                         now_loaded.doc.desired_version};
-        c.patch["$version"] = c.version;
-        desired_observer_(c);
-    }
-    event_body["version"] = now_loaded.doc.version;
-    record_event(id, op, std::move(event_body));
-    return now_loaded;
+    run(std::move(op));
 }
 
-void twin_service::record_event(const identity& id, std::string_view op, json::object body) {
+void twin_service::finished(const std::string& key) {
+    std::shared_ptr<write_op> next;
+    {
+        std::lock_guard lock(queues_mutex_);
+        auto it = queues_.find(key);
+        if (it == queues_.end()) return;
+        it->second.pop_front();
+        if (it->second.empty()) {
+            queues_.erase(it);
+            return;
+        }
+        next = it->second.front();
+    }
+    // Usually called from the storage thread: the next write's reads go elsewhere.
+    if (offload_)
+        offload_([this, next] { run(next); });
+    else
+        run(next);
+}
+
+void twin_service::run(std::shared_ptr<write_op> op) {
+    auto id = identity_of(op->device_id, op->module_id);
+    if (!id) return op->done(id.error());
+    auto before = load(*id);
+    if (!before) return op->done(before.error());
+    auto planned = op->plan(*id, *before);
+    if (!planned) return op->done(planned.error());
+    if (!*planned) return op->done(std::pair{std::move(*id), std::move(*before)});
+    auto& c = **planned;
+    c.event["version"] = c.after.version;
+    auto condition = before->record_version
+                         ? storage::precondition::version(*before->record_version)
+                         : storage::precondition::absent();
+    std::vector<storage::kv_write> writes{{storage::kv_write::op::put,
+                                           twin_key(id->device_id, id->module_id), c.after.encode(),
+                                           condition}};
+    std::vector<storage::event_record> events;
+    events.push_back(change_event(*id, c.op, std::move(c.event)));
+    const int partition = storage::partition_for(id->device_id, hub_events_.partition_count());
+    hub_events_.append_with(
+        partition, std::move(events), std::move(writes),
+        [this, op, id = std::move(*id), after = std::move(c.after),
+         desired = std::move(c.desired_patch)](result<storage::appended> r) mutable {
+            if (!r) {
+                const auto code = r.error().code();
+                const bool raced =
+                    code == errc::precondition_failed || code == errc::already_exists;
+                if (raced && ++op->attempts < max_attempts) {
+                    // Another write to this twin committed first: read it and apply again.
+                    if (offload_) return offload_([this, op] { run(op); });
+                    return run(op);
+                }
+                if (raced)
+                    return op->done(error(errc::precondition_failed,
+                                          "The twin of " + id.device_id +
+                                              " keeps changing during the update; retry."));
+                return op->done(r.error());
+            }
+            loaded committed{std::move(after), r->versions.front(), r->versions.front()};
+            // Commits to one twin are in version order, and so are these.
+            if (desired && desired_observer_) {
+                desired_change dc{id.device_id, id.module_id, std::move(*desired),
+                                  committed.doc.desired_version};
+                dc.patch["$version"] = dc.version;
+                desired_observer_(dc);
+            }
+            op->done(std::pair{std::move(id), std::move(committed)});
+        });
+}
+
+storage::event_record twin_service::change_event(const identity& id, std::string_view op,
+                                                 json::object body) const {
     storage::event_record e;
     e.body = json::serialize(body);
     e.application_properties = {{"hubName", hub_name_},
@@ -280,21 +358,7 @@ void twin_service::record_event(const identity& id, std::string_view op, json::o
                            {"iothub-message-source", "twinChangeEvents"}};
     if (id.is_module())
         e.system_properties.emplace_back("iothub-connection-module-id", id.module_id);
-    // The change is committed already; the event follows it, and the caller's answer waits for
-    // it to be durable too, so an acknowledged change always has its event.
-    std::promise<void> written;
-    int partition = storage::partition_for(id.device_id, hub_events_.partition_count());
-    std::vector<storage::event_record> batch;
-    batch.push_back(std::move(e));
-    hub_events_.append(partition, std::move(batch),
-                       [&written, &id](result<std::vector<std::uint64_t>> r) {
-                           // The change itself is committed; only its event is lost.
-                           if (!r)
-                               spdlog::error("twin change event for {} not recorded: {}",
-                                             id.device_id, r.error().message());
-                           written.set_value();
-                       });
-    written.get_future().wait();
+    return e;
 }
 
 namespace {
@@ -330,69 +394,70 @@ error stale_etag() {
 
 }  // namespace
 
-result<json::object> twin_service::update(std::string_view device_id, std::string_view module_id,
-                                          const json::value& body,
-                                          const registry::if_match& condition) {
-    return service_write(device_id, module_id, body, condition, false);
+void twin_service::update(std::string_view device_id, std::string_view module_id,
+                          const json::value& body, const registry::if_match& condition,
+                          completion<json::object> done) {
+    service_write(device_id, module_id, body, condition, false, std::move(done));
 }
 
-result<json::object> twin_service::replace(std::string_view device_id, std::string_view module_id,
-                                           const json::value& body,
-                                           const registry::if_match& condition) {
-    return service_write(device_id, module_id, body, condition, true);
+void twin_service::replace(std::string_view device_id, std::string_view module_id,
+                           const json::value& body, const registry::if_match& condition,
+                           completion<json::object> done) {
+    service_write(device_id, module_id, body, condition, true, std::move(done));
 }
 
-result<json::object> twin_service::service_write(std::string_view device_id,
-                                                 std::string_view module_id,
-                                                 const json::value& body,
-                                                 const registry::if_match& condition,
-                                                 bool replace) {
-    auto patch = parse_service_body(body, limits_);
-    if (!patch) return patch.error();
-    std::lock_guard lock(lock_for(twin_key(device_id, module_id)));
-    auto id = identity_of(device_id, module_id);
-    if (!id) return id.error();
-    auto before = load(*id);
-    if (!before) return before.error();
-    if (!etag_holds(condition, before->etag_version)) return stale_etag();
-    if (!replace && !patch->tags && !patch->desired) return service_view(*id, *before);
-
-    stored after = before->doc;
-    const auto when = format_iso8601(now());
-    json::object event;
-    // A replacement is a patch over empty sections: the same merge, metadata and limits.
-    if (replace) {
-        after.tags = {};
-        after.desired = {};
-        after.desired_meta = {};
-        if (!patch->tags) patch->tags.emplace();
-        if (!patch->desired) patch->desired.emplace();
-    }
-    if (patch->tags) {
-        json::object ignored_meta;
-        apply_patch(after.tags, ignored_meta, *patch->tags, when, std::nullopt);
-        if (auto r = check_size(after.tags, section::tags, limits_); !r) return r.error();
-        event["tags"] = replace ? after.tags : *patch->tags;
-    }
-    std::optional<json::object> notification;
-    if (patch->desired) {
-        ++after.desired_version;
-        apply_patch(after.desired, after.desired_meta, *patch->desired, when,
-                    after.desired_version);
-        if (auto r = check_size(after.desired, section::desired, limits_); !r) return r.error();
-        event["properties"] =
-            json::object{{"desired", section_event(replace ? after.desired : *patch->desired,
-                                                   after.desired_meta, after.desired_version)}};
-        // After a replacement the device hears the difference, so merging it into what it had
-        // gives the new document.
-        notification = replace ? diff(before->doc.desired, after.desired) : *patch->desired;
-    }
-    ++after.version;
-    auto committed =
-        commit(*id, std::move(*before), std::move(after), replace ? "replaceTwin" : "updateTwin",
-               std::move(event), std::move(notification));
-    if (!committed) return committed.error();
-    return service_view(*id, *committed);
+void twin_service::service_write(std::string_view device_id, std::string_view module_id,
+                                 const json::value& body, const registry::if_match& condition,
+                                 bool replace, completion<json::object> done) {
+    auto parsed = parse_service_body(body, limits_);
+    if (!parsed) return done(parsed.error());
+    auto op = std::make_shared<write_op>();
+    op->device_id = device_id;
+    op->module_id = module_id;
+    op->plan = [this, patch = std::move(*parsed), condition, replace](
+                   const identity&, const loaded& before) -> result<std::optional<change>> {
+        if (!etag_holds(condition, before.etag_version)) return stale_etag();
+        if (!replace && !patch.tags && !patch.desired) return std::optional<change>();
+        change c;
+        c.op = replace ? "replaceTwin" : "updateTwin";
+        auto& after = c.after;
+        after = before.doc;
+        auto tags = patch.tags;
+        auto desired = patch.desired;
+        const auto when = format_iso8601(now());
+        // A replacement is a patch over empty sections: the same merge, metadata and limits.
+        if (replace) {
+            after.tags = {};
+            after.desired = {};
+            after.desired_meta = {};
+            if (!tags) tags.emplace();
+            if (!desired) desired.emplace();
+        }
+        if (tags) {
+            json::object ignored_meta;
+            apply_patch(after.tags, ignored_meta, *tags, when, std::nullopt);
+            if (auto r = check_size(after.tags, section::tags, limits_); !r) return r.error();
+            c.event["tags"] = replace ? after.tags : *tags;
+        }
+        if (desired) {
+            ++after.desired_version;
+            apply_patch(after.desired, after.desired_meta, *desired, when, after.desired_version);
+            if (auto r = check_size(after.desired, section::desired, limits_); !r) return r.error();
+            c.event["properties"] =
+                json::object{{"desired", section_event(replace ? after.desired : *desired,
+                                                       after.desired_meta, after.desired_version)}};
+            // After a replacement the device hears the difference, so merging it into what it
+            // had gives the new document.
+            c.desired_patch = replace ? diff(before.doc.desired, after.desired) : *desired;
+        }
+        ++after.version;
+        return std::optional<change>(std::move(c));
+    };
+    op->done = [this, done = std::move(done)](result<std::pair<identity, loaded>> r) {
+        if (!r) return done(r.error());
+        done(service_view(r->first, r->second));
+    };
+    start(std::move(op));
 }
 
 result<json::object> twin_service::device_view(std::string_view device_id,
@@ -407,52 +472,63 @@ result<json::object> twin_service::device_view(std::string_view device_id,
     return json::object{{"desired", std::move(desired)}, {"reported", std::move(reported)}};
 }
 
-result<std::uint64_t> twin_service::update_reported(std::string_view device_id,
-                                                    std::string_view module_id,
-                                                    const json::value& body,
-                                                    std::optional<std::uint64_t> if_version) {
-    if (!body.is_object()) return not_an_object("A reported-properties patch");
+void twin_service::update_reported(std::string_view device_id, std::string_view module_id,
+                                   const json::value& body, std::optional<std::uint64_t> if_version,
+                                   completion<std::uint64_t> done) {
+    if (!body.is_object()) return done(not_an_object("A reported-properties patch"));
     auto patch = strip_reserved(body.get_object());
-    if (auto r = check_patch(patch, section::reported, limits_); !r) return r.error();
-    std::lock_guard lock(lock_for(twin_key(device_id, module_id)));
-    auto id = identity_of(device_id, module_id);
-    if (!id) return id.error();
-    auto before = load(*id);
-    if (!before) return before.error();
-    if (if_version && *if_version != before->doc.reported_version)
-        return error(errc::precondition_failed, "The reported properties are at version " +
-                                                    std::to_string(before->doc.reported_version) +
-                                                    ", not " + std::to_string(*if_version) + ".");
-    stored after = before->doc;
-    ++after.reported_version;
-    apply_patch(after.reported, after.reported_meta, patch, format_iso8601(now()), std::nullopt);
-    if (auto r = check_size(after.reported, section::reported, limits_); !r) return r.error();
-    ++after.version;
-    json::object event{
-        {"properties", json::object{{"reported", section_event(patch, after.reported_meta,
-                                                               after.reported_version)}}}};
-    auto committed = commit(*id, std::move(*before), std::move(after), "updateTwin",
-                            std::move(event), std::nullopt);
-    if (!committed) return committed.error();
-    return committed->doc.reported_version;
+    if (auto r = check_patch(patch, section::reported, limits_); !r) return done(r.error());
+    auto op = std::make_shared<write_op>();
+    op->device_id = device_id;
+    op->module_id = module_id;
+    op->plan = [this, patch = std::move(patch), if_version](
+                   const identity&, const loaded& before) -> result<std::optional<change>> {
+        if (if_version && *if_version != before.doc.reported_version)
+            return error(errc::precondition_failed,
+                         "The reported properties are at version " +
+                             std::to_string(before.doc.reported_version) + ", not " +
+                             std::to_string(*if_version) + ".");
+        change c;
+        c.op = "updateTwin";
+        c.after = before.doc;
+        auto& after = c.after;
+        ++after.reported_version;
+        apply_patch(after.reported, after.reported_meta, patch, format_iso8601(now()),
+                    std::nullopt);
+        if (auto r = check_size(after.reported, section::reported, limits_); !r) return r.error();
+        ++after.version;
+        c.event = json::object{
+            {"properties", json::object{{"reported", section_event(patch, after.reported_meta,
+                                                                   after.reported_version)}}}};
+        return std::optional<change>(std::move(c));
+    };
+    op->done = [done = std::move(done)](result<std::pair<identity, loaded>> r) {
+        if (!r) return done(r.error());
+        done(r->second.doc.reported_version);
+    };
+    start(std::move(op));
 }
 
 result<void> twin_service::set_model_id(std::string_view device_id, std::string_view module_id,
                                         std::string_view model_id) {
-    std::lock_guard lock(lock_for(twin_key(device_id, module_id)));
-    auto id = identity_of(device_id, module_id);
-    if (!id) return id.error();
-    auto before = load(*id);
-    if (!before) return before.error();
-    if (before->doc.model_id == model_id) return {};
-    stored after = before->doc;
-    after.model_id = model_id;
-    auto condition = before->record_version
-                         ? storage::precondition::version(*before->record_version)
-                         : storage::precondition::absent();
-    auto v = kv_.put(twin_key(device_id, module_id), after.encode(), condition);
-    if (!v) return v.error();
-    return {};
+    // No change event for this, so a plain compare-and-set, read again when it loses a race.
+    for (int attempt = 0;; ++attempt) {
+        auto id = identity_of(device_id, module_id);
+        if (!id) return id.error();
+        auto before = load(*id);
+        if (!before) return before.error();
+        if (before->doc.model_id == model_id) return {};
+        stored after = before->doc;
+        after.model_id = model_id;
+        auto condition = before->record_version
+                             ? storage::precondition::version(*before->record_version)
+                             : storage::precondition::absent();
+        auto v = kv_.put(twin_key(device_id, module_id), after.encode(), condition);
+        if (v) return {};
+        const bool raced = v.error().code() == errc::precondition_failed ||
+                           v.error().code() == errc::already_exists;
+        if (!raced || attempt + 1 >= max_attempts) return v.error();
+    }
 }
 
 result<twin_page> twin_service::scan(bool modules, std::string_view start_after,
@@ -473,7 +549,6 @@ result<twin_page> twin_service::scan(bool modules, std::string_view start_after,
 
 void twin_service::forget(const identity& deleted) {
     auto key = twin_key(deleted.device_id, deleted.module_id);
-    std::lock_guard lock(lock_for(key));
     auto got = kv_.get(key);
     if (!got || !*got) return;
     auto doc = stored::decode((*got)->value);
@@ -498,17 +573,20 @@ device_answer answer_get(twin_service& twins, std::string_view device_id,
     return {200, boost::json::serialize(*view), std::nullopt};
 }
 
-device_answer answer_reported_patch(twin_service& twins, std::string_view device_id,
-                                    std::string_view module_id, std::string_view patch_text,
-                                    std::optional<std::uint64_t> if_version) {
+void answer_reported_patch(twin_service& twins, std::string_view device_id,
+                           std::string_view module_id, std::string_view patch_text,
+                           std::optional<std::uint64_t> if_version,
+                           std::function<void(device_answer)> done) {
     boost::system::error_code ec;
     auto patch = boost::json::parse(patch_text, ec);
     if (ec)
-        return failure(error(errc::format_error,
-                             "The reported-properties patch is not JSON: " + ec.message() + "."));
-    auto v = twins.update_reported(device_id, module_id, patch, if_version);
-    if (!v) return failure(v.error());
-    return {204, std::string(), *v};
+        return done(
+            failure(error(errc::format_error,
+                          "The reported-properties patch is not JSON: " + ec.message() + ".")));
+    twins.update_reported(device_id, module_id, patch, if_version,
+                          [done = std::move(done)](result<std::uint64_t> v) {
+                              done(v ? device_answer{204, std::string(), *v} : failure(v.error()));
+                          });
 }
 
 }  // namespace iothub::twin

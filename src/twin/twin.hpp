@@ -8,10 +8,17 @@
 // deleting identities needs no multi-key transaction; deleted identities' records are removed
 // lazily (forget()).
 //
-// Writes to one twin are serialised (a striped lock), which keeps compare-and-set retries away and
-// makes desired-property notifications leave in version order.
+// A write is a read-modify-write: the twin is read, the change computed, and the new record
+// committed together with its twin-change event (event_log::append_with: one atomic commit, one
+// sync) on the condition that the record has not changed meanwhile. Writes to one twin on this
+// hub queue up behind each other (no thread waits: the next starts when the previous completes);
+// a write that still loses the race (another writer elsewhere) reads again and retries. Commits to
+// one twin are therefore in version order, and so are the desired-property notifications.
 //
-// Thread safety: every method may be called from any thread; they block on storage.
+// Thread safety: every method may be called from any thread. Reads block on storage (call them on
+// the blocking pool); writes do their reads there, then complete asynchronously: the completion
+// runs on the storage thread once the commit is durable and must only post work. No thread waits
+// for a write's sync.
 #pragma once
 
 #include "registry/registry.hpp"
@@ -21,8 +28,10 @@
 
 #include <boost/json/object.hpp>
 
-#include <array>
+#include <deque>
 #include <functional>
+#include <map>
+#include <memory>
 #include <mutex>
 
 namespace iothub::twin {
@@ -46,10 +55,17 @@ class twin_service {
   public:
     using live_function = std::function<registry::live_state(const registry::identity&)>;
 
+    template <class T>
+    using completion = std::function<void(result<T>)>;
+
     twin_service(storage::kv_store& kv, registry::device_registry& registry,
                  storage::event_log& hub_events, std::string hub_name, twin_limits limits = {});
 
     void set_live(live_function live) { live_ = std::move(live); }
+    // Where a write that lost a race reads again (the blocking pool); inline when unset.
+    void set_offload(std::function<void(std::function<void()>)> offload) {
+        offload_ = std::move(offload);
+    }
     // Called after each committed desired-property change, in version order for a given twin,
     // with the twin's lock held: it must only post work elsewhere.
     void on_desired(std::function<void(const desired_change&)> observer) {
@@ -58,23 +74,25 @@ class twin_service {
 
     // --- the back end (service API) ----------------------------------------------------------
     result<boost::json::object> get(std::string_view device_id, std::string_view module_id);
-    // PATCH: merges `tags` and `properties.desired` (reported is device-owned and ignored).
-    result<boost::json::object> update(std::string_view device_id, std::string_view module_id,
-                                       const boost::json::value& body,
-                                       const registry::if_match& condition);
+    // PATCH: merges `tags` and `properties.desired` (reported is device-owned and ignored);
+    // `done` gets the twin as the service sees it.
+    void update(std::string_view device_id, std::string_view module_id,
+                const boost::json::value& body, const registry::if_match& condition,
+                completion<boost::json::object> done);
     // PUT: replaces `tags` and `properties.desired` entirely.
-    result<boost::json::object> replace(std::string_view device_id, std::string_view module_id,
-                                        const boost::json::value& body,
-                                        const registry::if_match& condition);
+    void replace(std::string_view device_id, std::string_view module_id,
+                 const boost::json::value& body, const registry::if_match& condition,
+                 completion<boost::json::object> done);
 
     // --- the device --------------------------------------------------------------------------
     // `{"desired":{...,"$version":n},"reported":{...,"$version":m}}`.
     result<boost::json::object> device_view(std::string_view device_id, std::string_view module_id);
-    // Merges a reported-properties patch; returns the new reported version. With `if_version`,
-    // the patch applies only if the reported version is still that (else PreconditionFailed).
-    result<std::uint64_t> update_reported(std::string_view device_id, std::string_view module_id,
-                                          const boost::json::value& patch,
-                                          std::optional<std::uint64_t> if_version = {});
+    // Merges a reported-properties patch; `done` gets the new reported version. With
+    // `if_version`, the patch applies only if the reported version is still that (else
+    // PreconditionFailed).
+    void update_reported(std::string_view device_id, std::string_view module_id,
+                         const boost::json::value& patch, std::optional<std::uint64_t> if_version,
+                         completion<std::uint64_t> done);
     // Records the model id a device announced when it connected (IoT Plug and Play).
     result<void> set_model_id(std::string_view device_id, std::string_view module_id,
                               std::string_view model_id);
@@ -90,19 +108,22 @@ class twin_service {
   private:
     struct stored;
     struct loaded;
+    struct change;
+    struct write_op;
     result<loaded> load(const registry::identity& id);
     result<registry::identity> identity_of(std::string_view device_id, std::string_view module_id);
     boost::json::object service_view(const registry::identity& id, const loaded& twin) const;
-    result<boost::json::object> service_write(std::string_view device_id,
-                                              std::string_view module_id,
-                                              const boost::json::value& body,
-                                              const registry::if_match& condition, bool replace);
-    // Commits `after` over `before`, tells observers, records the change event.
-    result<loaded> commit(const registry::identity& id, loaded before, stored after,
-                          std::string_view op, boost::json::object event_body,
-                          std::optional<boost::json::object> desired_patch);
-    void record_event(const registry::identity& id, std::string_view op, boost::json::object body);
-    std::mutex& lock_for(std::string_view key);
+    void service_write(std::string_view device_id, std::string_view module_id,
+                       const boost::json::value& body, const registry::if_match& condition,
+                       bool replace, completion<boost::json::object> done);
+    // Queues `op` behind the writes to the same twin, then runs it.
+    void start(std::shared_ptr<write_op> op);
+    // Reads, plans, and commits the record with its event; retries a lost race.
+    void run(std::shared_ptr<write_op> op);
+    // The write at the head of the twin's queue ended: the next one starts.
+    void finished(const std::string& key);
+    storage::event_record change_event(const registry::identity& id, std::string_view op,
+                                       boost::json::object body) const;
 
     storage::kv_store& kv_;
     registry::device_registry& registry_;
@@ -111,7 +132,9 @@ class twin_service {
     twin_limits limits_;
     live_function live_ = [](const registry::identity&) { return registry::live_state{}; };
     std::function<void(const desired_change&)> desired_observer_;
-    std::array<std::mutex, 64> locks_;
+    std::function<void(std::function<void()>)> offload_;
+    std::mutex queues_mutex_;
+    std::map<std::string, std::deque<std::shared_ptr<write_op>>, std::less<>> queues_;
 };
 
 std::string twin_key(std::string_view device_id, std::string_view module_id);
@@ -127,8 +150,10 @@ struct device_answer {
 };
 device_answer answer_get(twin_service& twins, std::string_view device_id,
                          std::string_view module_id);
-device_answer answer_reported_patch(twin_service& twins, std::string_view device_id,
-                                    std::string_view module_id, std::string_view patch_text,
-                                    std::optional<std::uint64_t> if_version = {});
+// Reads on the calling thread; `done` runs on the storage thread (it must only post).
+void answer_reported_patch(twin_service& twins, std::string_view device_id,
+                           std::string_view module_id, std::string_view patch_text,
+                           std::optional<std::uint64_t> if_version,
+                           std::function<void(device_answer)> done);
 
 }  // namespace iothub::twin

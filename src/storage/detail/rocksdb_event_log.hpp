@@ -6,6 +6,7 @@
 #pragma once
 
 #include "storage/detail/event_log_core.hpp"
+#include "storage/detail/kv_batch.hpp"
 
 #include <rocksdb/db.h>
 
@@ -17,13 +18,16 @@ namespace iothub::storage::detail {
 class rocksdb_event_log final : public event_log_core {
   public:
     // `name` prefixes the log's column families and meta keys, so one database holds several logs.
+    // `kv` is the engine's kv store, which append_with writes through.
     static result<std::unique_ptr<rocksdb_event_log>> open(
         const std::string& name, rocksdb::DB* db,
         std::vector<rocksdb::ColumnFamilyHandle*> partitions, rocksdb::ColumnFamilyHandle* meta,
-        const event_log_settings& settings, bool sync);
+        const event_log_settings& settings, bool sync, kv_batch_writer* kv);
     ~rocksdb_event_log() override;
 
     void append(int partition, std::vector<event_record> events, append_callback done) override;
+    void append_with(int partition, std::vector<event_record> events, std::vector<kv_write> writes,
+                     append_with_callback done) override;
     result<std::vector<stored_event>> read(int partition, std::uint64_t from,
                                            std::size_t max_events) override;
     void enforce_retention(sys_time now) override;
@@ -38,13 +42,16 @@ class rocksdb_event_log final : public event_log_core {
     rocksdb_event_log(std::string name, rocksdb::DB* db,
                       std::vector<rocksdb::ColumnFamilyHandle*> partitions,
                       rocksdb::ColumnFamilyHandle* meta, const event_log_settings& settings,
-                      bool sync);
+                      bool sync, kv_batch_writer* kv);
     void run_writer();
+    void enqueue(int partition, std::vector<event_record> events, std::vector<kv_write> writes,
+                 append_with_callback done);
 
     struct pending {
         int partition;
         std::vector<event_record> events;
-        append_callback done;
+        std::vector<kv_write> writes;  // committed with the events (append_with)
+        append_with_callback done;
     };
     // Waits briefly for more appends while the queue is small (see event_log_settings).
     void linger(std::unique_lock<std::mutex>& lock);
@@ -55,6 +62,7 @@ class rocksdb_event_log final : public event_log_core {
     rocksdb::ColumnFamilyHandle* meta_;
     event_log_settings settings_;
     rocksdb::WriteOptions write_options_;
+    kv_batch_writer* kv_;  // the engine's kv store, for append_with
 
     std::mutex queue_mutex_;
     std::condition_variable queue_cv_;

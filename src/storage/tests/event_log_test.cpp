@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <filesystem>
 #include <future>
@@ -225,6 +226,70 @@ TEST(PartitionFor, IsStableAndSpreads) {
         ++counts[static_cast<std::size_t>(partition_for("dev" + std::to_string(i), 4))];
     for (int c : counts) EXPECT_GT(c, 150);
     EXPECT_EQ(partition_for("abc", 1), 0);
+}
+
+TEST_P(EventLog, AppendWithCommitsTheRecordAndItsEventTogetherOrNeither) {
+    auto with = [&](std::vector<kv_write> writes, std::string body) {
+        std::promise<result<appended>> done;
+        engine_->hub_events().append_with(0, {make(std::move(body))}, std::move(writes),
+                                          [&](auto r) { done.set_value(std::move(r)); });
+        return done.get_future().get();
+    };
+    auto& kv = engine_->kv();
+    auto first = with({{kv_write::op::put, "rec", "v1", precondition::absent()}}, "created");
+    ASSERT_TRUE(first) << first.error().message();
+    EXPECT_EQ(first->sequences, std::vector<std::uint64_t>{0});
+    ASSERT_EQ(first->versions.size(), 1u);
+    EXPECT_EQ((*kv.get("rec"))->version, first->versions[0]);
+
+    // A condition that does not hold: no record change and no event.
+    auto stale =
+        with({{kv_write::op::put, "rec", "v2", precondition::version(first->versions[0] + 7)},
+              {kv_write::op::put, "other", "x", precondition::none()}},
+             "refused");
+    ASSERT_FALSE(stale);
+    EXPECT_EQ(stale.error().code(), errc::precondition_failed);
+    EXPECT_EQ((*kv.get("rec"))->value, "v1");
+    EXPECT_FALSE(*kv.get("other")) << "all or nothing";
+    EXPECT_EQ(engine_->hub_events().info(0).next_sequence_number, 1u);
+
+    auto second = with(
+        {{kv_write::op::put, "rec", "v2", precondition::version(first->versions[0])}}, "updated");
+    ASSERT_TRUE(second);
+    auto events = engine_->hub_events().read(0, 0, 10);
+    ASSERT_EQ(events->size(), 2u);
+    EXPECT_EQ(events->back().record.body, "updated");
+    EXPECT_EQ((*kv.get("rec"))->value, "v2");
+}
+
+TEST_P(EventLog, ConcurrentAppendWithOnOneRecordLetsEachConditionSeeTheOther) {
+    // Writers racing on one record with compare-and-set: every success has its event, and no
+    // two successes were based on the same version.
+    auto& kv = engine_->kv();
+    ASSERT_TRUE(kv.put("counter", "0"));
+    std::atomic<int> won{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&] {
+            for (int i = 0; i < 25; ++i) {
+                auto cur = *kv.get("counter");
+                auto n = std::stoi((*cur).value);
+                std::promise<result<appended>> done;
+                engine_->hub_events().append_with(
+                    1, {make(std::to_string(n + 1))},
+                    {{kv_write::op::put, "counter", std::to_string(n + 1),
+                      precondition::version((*cur).version)}},
+                    [&](auto r) { done.set_value(std::move(r)); });
+                if (done.get_future().get()) ++won;
+            }
+        });
+    for (auto& t : threads) t.join();
+    const auto final_value = std::stoi((*kv.get("counter"))->value);
+    EXPECT_EQ(final_value, won.load());
+    auto events = engine_->hub_events().read(1, 0, 1000);
+    ASSERT_EQ(events->size(), static_cast<std::size_t>(won.load()));
+    for (std::size_t i = 0; i < events->size(); ++i)
+        EXPECT_EQ((*events)[i].record.body, std::to_string(i + 1)) << "in commit order";
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, EventLog, ::testing::Values("memory", "rocksdb"),

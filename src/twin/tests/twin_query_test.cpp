@@ -1,6 +1,7 @@
 #include "twin/twin_query.hpp"
 
 #include "storage/engine.hpp"
+#include "twin/tests/wait.hpp"
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
@@ -21,11 +22,11 @@ class TwinQuery : public ::testing::Test {
             std::snprintf(id, sizeof id, "d%02d", i);
             ASSERT_TRUE(registry_->put_device(*registry::parse_device(json::object{}, id), {}));
             json::object tags{{"region", i % 2 == 0 ? "eu" : "us"}, {"n", i}};
-            ASSERT_TRUE(twins_->update(id, "", json::object{{"tags", tags}}, {}));
+            ASSERT_TRUE(waiting::update(*twins_, id, "", json::object{{"tags", tags}}, {}));
             if (i % 3 == 0) {
                 ASSERT_TRUE(
                     registry_->put_module(*registry::parse_module(json::object{}, id, "m"), {}));
-                ASSERT_TRUE(twins_->update_reported(id, "m", json::object{{"ok", i}}));
+                ASSERT_TRUE(waiting::update_reported(*twins_, id, "m", json::object{{"ok", i}}));
             }
         }
     }
