@@ -77,7 +77,9 @@ class request_session final : public session::device_port,
         auto then = std::move(then_);
         then(*this);
     }
-    void telemetry_stored(std::uint64_t, const result<void>& r) override { answer(r); }
+    void telemetry_stored(std::span<const std::uint64_t>, const result<void>& r) override {
+        answer(r);
+    }
 
   private:
     responder done_;

@@ -198,11 +198,13 @@ class handler final : public net::protocol_handler,
         io_.wake();
     }
 
-    void telemetry_stored(std::uint64_t ticket, const result<void>& r) override {
-        if (!r)
+    void telemetry_stored(std::span<const std::uint64_t> tickets, const result<void>& r) override {
+        if (!r) {
             mqtt_.close("the hub could not store the message: " + r.error().message());
-        else if (ticket)
-            mqtt_.acknowledge(static_cast<std::uint16_t>(ticket));
+        } else {
+            for (auto t : tickets)  // QoS 1 packet ids; QoS 0 messages have none
+                if (t) mqtt_.acknowledge(static_cast<std::uint16_t>(t));
+        }
         io_.wake();
     }
 

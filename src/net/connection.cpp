@@ -55,8 +55,11 @@ void connection::wake() {
     if (finished_ || !handler_) return;
     handler_->take_output(out_);
     if (handler_->wants_read()) resume_.cancel();
+    // Re-armed only when the deadline moves earlier: a keep-alive deadline moves later with
+    // every packet, and re-arming for each would cost a timer cancellation per read. A timer
+    // that fires early finds nothing due; the protocol checks its own times.
     const auto due = std::min(handler_->deadline(), cut_at_);
-    if (due != armed_) {
+    if (due < armed_) {
         armed_ = due;
         timer_.expires_at(due);  // wakes the timer loop, which waits again with the new time
     }

@@ -274,10 +274,10 @@ void device_session::flush_telemetry() {
                                   r.error().message());
                 auto self = weak.lock();
                 if (!self || !self->is_open()) return;
-                for (const auto& t : tickets) {
-                    if (!self->is_open()) break;  // the port may close it while told
-                    self->port_->telemetry_stored(t.ticket, r);
-                }
+                std::vector<std::uint64_t> ids;
+                ids.reserve(tickets.size());
+                for (const auto& t : tickets) ids.push_back(t.ticket);
+                self->port_->telemetry_stored(ids, r);
             });
         });
 }

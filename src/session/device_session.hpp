@@ -42,6 +42,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -115,8 +116,11 @@ class device_port {
     // The outcome of open(): errc::unauthorized, errc::device_disabled, ... or the session is
     // open (and `record` holds what save_record stored last time, for a non-clean session).
     virtual void opened(const result<opening>& r) = 0;
-    // Telemetry admitted with `ticket` is durable (or could not be stored: nothing of it was).
-    virtual void telemetry_stored(std::uint64_t /*ticket*/, const result<void>& /*r*/) {}
+    // Telemetry admitted with these tickets (in admission order) is durable, or could not be
+    // stored (then nothing of it was). One call per append, so an adapter writes its answers
+    // together.
+    virtual void telemetry_stored(std::span<const std::uint64_t> /*tickets*/,
+                                  const result<void>& /*r*/) {}
     virtual void twin_answered(std::uint64_t /*ticket*/, const twin::device_answer& /*answer*/) {}
     // Room for one more cloud-to-device message now (MQTT: in-flight window; AMQP: credit).
     virtual bool c2d_room() const { return false; }

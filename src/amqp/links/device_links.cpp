@@ -38,7 +38,7 @@ class identity final : public session::device_port {
         : family_(family), c_(c), key_(std::move(key)) {}
 
     void opened(const result<opening>& r) override;
-    void telemetry_stored(std::uint64_t ticket, const result<void>& r) override;
+    void telemetry_stored(std::span<const std::uint64_t> tickets, const result<void>& r) override;
     void twin_answered(std::uint64_t ticket, const twin::device_answer& answer) override;
     bool c2d_room() const override {
         auto* ls = c_.link_of(key_, role::c2d_out);
@@ -316,17 +316,19 @@ void identity::opened(const result<opening>& r) {
     c_.wake();
 }
 
-void identity::telemetry_stored(std::uint64_t ticket, const result<void>& r) {
-    auto it = telemetry.find(ticket);
-    if (it == telemetry.end()) return;
-    auto [link_id, d] = it->second;
-    telemetry.erase(it);
-    auto* ls = c_.link(link_id);
-    if (!ls) return;  // the link went; its deliveries with it
-    if (r)
-        c_.settle(*ls, d, PN_ACCEPTED);
-    else
-        c_.settle_error(*ls, d, r.error());
+void identity::telemetry_stored(std::span<const std::uint64_t> tickets, const result<void>& r) {
+    for (auto ticket : tickets) {
+        auto it = telemetry.find(ticket);
+        if (it == telemetry.end()) continue;
+        auto [link_id, d] = it->second;
+        telemetry.erase(it);
+        auto* ls = c_.link(link_id);
+        if (!ls) continue;  // the link went; its deliveries with it
+        if (r)
+            c_.settle(*ls, d, PN_ACCEPTED);
+        else
+            c_.settle_error(*ls, d, r.error());
+    }
     c_.wake();
 }
 

@@ -30,9 +30,11 @@ class recording_port final : public device_port {
     std::size_t room = 0;
 
     void opened(const result<opening>& r) override { open_result = r; }
-    void telemetry_stored(std::uint64_t ticket, const result<void>& r) override {
-        stored.emplace_back(ticket, static_cast<bool>(r));
+    void telemetry_stored(std::span<const std::uint64_t> tickets, const result<void>& r) override {
+        for (auto t : tickets) stored.emplace_back(t, static_cast<bool>(r));
+        ++appends;
     }
+    int appends = 0;
     void twin_answered(std::uint64_t ticket, const twin::device_answer& a) override {
         answers.emplace_back(ticket, a);
     }
@@ -260,6 +262,7 @@ TEST_F(DeviceSession, TelemetryOfOneHandlerIsOneAppendAcknowledgedInOrder) {
     std::vector<storage::event_record> batch{message("b1"), message("b2")};
     ASSERT_TRUE(s->admit_batch(std::move(batch), 4));
     ASSERT_TRUE(run_until([&] { return port.stored.size() == 4; }));
+    EXPECT_EQ(port.appends, 1) << "told once, for the whole append";
     EXPECT_EQ(port.stored, (std::vector<std::pair<std::uint64_t, bool>>{
                                {1, true}, {2, true}, {3, true}, {4, true}}));
     auto events = engine_->events().read(telemetry_.partition_of("dev1"), 0, 10);
