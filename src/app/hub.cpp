@@ -4,12 +4,14 @@
 #include "auth/connection_string.hpp"
 #include "c2d/c2d.hpp"
 #include "certificates/ca_store.hpp"
+#include "connections/activity.hpp"
 #include "connections/connections.hpp"
 #include "device_api/device_api.hpp"
 #include "device_auth/device_auth.hpp"
 #include "file_upload/file_upload.hpp"
 #include "http/server.hpp"
 #include "instance/instance.hpp"
+#include "lifecycle/lifecycle.hpp"
 #include "methods/methods.hpp"
 #include "mqtt/server.hpp"
 #include "registry/registry.hpp"
@@ -148,6 +150,8 @@ struct hub::impl {
     std::unique_ptr<telemetry::telemetry_service> telemetry;
     std::unique_ptr<telemetry::consumer_groups> groups;
     std::unique_ptr<connections::connection_table> connections;
+    std::unique_ptr<connections::activity_records> activity;
+    std::unique_ptr<lifecycle::lifecycle_service> lifecycle;
     std::unique_ptr<certificates::ca_store> cas;
     std::unique_ptr<device_auth::device_authenticator> authenticator;
     std::unique_ptr<twin::twin_service> twins;
@@ -247,27 +251,25 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         if (channel && channel->wants_desired_updates())
             channel->send_desired_update(boost::json::serialize(c.patch), c.version);
     });
-    im->registry->on_change([twins = im->twins.get(), c2d = im->c2d.get(),
-                             pool = im->blocking.get()](const registry::identity_change& c) {
-        if (c.before && !c.after) {
-            pool->post([twins, gone = *c.before] { twins->forget(gone); });
-            if (!c.before->is_module())
-                pool->post([c2d, id = c.before->device_id] { c2d->forget(id); });
-        }
-    });
     im->methods = std::make_unique<methods::method_service>(*im->connections,
                                                             im->shards->at(0).get_executor());
+    im->methods->set_registered(
+        [reg = im->registry.get()](const std::string& d, const std::string& m) -> result<void> {
+            auto found = m.empty() ? reg->get_device(d) : reg->get_module(d, m);
+            if (!found) return found.error();
+            return {};
+        });
 
-    // Revoking access ends live connections at once: deleted, disabled, new credentials.
-    im->registry->on_change([conns = im->connections.get()](const registry::identity_change& c) {
-        if (!device_auth::ends_connections(c)) return;
-        const auto& id = c.before ? *c.before : *c.after;
-        std::string reason = !c.after ? "the identity was deleted"
-                             : c.after->status == registry::device_status::disabled
-                                 ? "the device was disabled"
-                                 : "the identity's credentials changed";
-        conns->close(id.device_id, id.module_id, reason, id.module_id.empty());
-    });
+    // What follows a registry change (connections ended, state dropped) lives in one service.
+    im->activity =
+        std::make_unique<connections::activity_records>(*im->connections, im->storage->kv());
+    if (auto r = im->activity->load(); !r)
+        return error(r.error().code(), "lastActivityTime records: " + r.error().message());
+    im->lifecycle = std::make_unique<lifecycle::lifecycle_service>(
+        *im->registry, lifecycle::targets{*im->twins, *im->c2d, *im->connections, *im->activity,
+                                          [pool = im->blocking.get()](std::function<void()> fn) {
+                                              pool->post(std::move(fn));
+                                          }});
 
     im->sessions = std::make_unique<session::services>(
         session::services{*im->authenticator, *im->connections, *im->telemetry, *im->twins,
@@ -310,11 +312,10 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
 
     // A token held on an AMQP connection stops counting when its identity's access ends, even
     // for an identity that has no links open at the moment.
-    im->registry->on_change([amqp = im->amqp.get()](const registry::identity_change& c) {
-        if (!device_auth::ends_connections(c)) return;
-        const auto& id = c.before ? *c.before : *c.after;
-        amqp->revoke(id.device_id, id.module_id);
-    });
+    im->lifecycle->on_access_ended(
+        [amqp = im->amqp.get()](const std::string& d, const std::string& m) {
+            amqp->revoke(d, m);
+        });
 
     http::server_settings hs;
     hs.max_body = s.max_request_body;
@@ -368,19 +369,24 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         boost::asio::detached);
 
     // C2D and file-notification locks time out and messages expire on the second, as near as
-    // Azure shows.
+    // Azure shows; lastActivityTime is written behind every five seconds.
     boost::asio::co_spawn(
         timers,
-        [c2d = im->c2d.get(), files = im->files.get(), pool = im->blocking.get(),
-         &timers]() -> boost::asio::awaitable<void> {
+        [c2d = im->c2d.get(), files = im->files.get(), activity = im->activity.get(),
+         pool = im->blocking.get(), &timers]() -> boost::asio::awaitable<void> {
             boost::asio::steady_timer t(timers);
-            for (;;) {
+            for (unsigned tick = 1;; ++tick) {
                 t.expires_after(std::chrono::seconds(1));
                 auto [ec] =
                     co_await t.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
                 if (ec) co_return;
                 pool->post([c2d] { c2d->sweep(now()); });
                 pool->post([files] { files->sweep(now()); });
+                if (tick % 5 == 0)
+                    pool->post([activity] {
+                        if (auto r = activity->flush(); !r)
+                            spdlog::warn("lastActivityTime not recorded: {}", r.error().message());
+                    });
             }
         },
         boost::asio::detached);
@@ -448,6 +454,9 @@ void hub::stop() {
     im.https.reset();
     im.mqtt.reset();
     im.amqp.reset();
+    if (auto r = im.activity->flush(); !r)
+        spdlog::warn("lastActivityTime not recorded: {}", r.error().message());
+    im.lifecycle.reset();
     im.c2d.reset();  // before the storage it writes to
     im.files.reset();
     if (auto r = im.storage->flush(); !r)

@@ -92,6 +92,33 @@ registry::live_state connection_table::live(const registry::identity& id) const 
     return out;
 }
 
+std::vector<std::pair<std::string, std::int64_t>> connection_table::changed_activity() {
+    std::vector<std::pair<std::string, std::int64_t>> out;
+    std::lock_guard lock(mutex_);
+    for (auto& [key, s] : identities_) {
+        const auto ns = s.current ? s.current->last_activity_ns.load(std::memory_order_relaxed)
+                                  : s.last_activity_ns;
+        if (ns == 0 || ns == s.recorded_ns) continue;
+        s.recorded_ns = ns;
+        out.emplace_back(key, ns);
+    }
+    return out;
+}
+
+void connection_table::restore_activity(const std::string& key, std::int64_t ns) {
+    std::lock_guard lock(mutex_);
+    auto& s = identities_[key];
+    if (s.current || ns <= s.last_activity_ns) return;
+    s.last_activity_ns = ns;
+    s.recorded_ns = ns;
+}
+
+void connection_table::forget(const std::string& device_id, const std::string& module_id) {
+    std::lock_guard lock(mutex_);
+    auto it = identities_.find(key(device_id, module_id));
+    if (it != identities_.end() && !it->second.current) identities_.erase(it);
+}
+
 std::size_t connection_table::connected_devices() const {
     std::lock_guard lock(mutex_);
     return connected_devices_;

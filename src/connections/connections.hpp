@@ -17,6 +17,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace iothub::connections {
 
@@ -75,11 +77,19 @@ class connection_table {
     registry::live_state live(const registry::identity& id) const;
     std::size_t connected_devices() const;
 
+    // lastActivityTime across restarts: the identities whose last activity moved since the last
+    // call ("d" or "d/m", nanoseconds since the epoch), for writing behind; and the times read
+    // back at start.
+    std::vector<std::pair<std::string, std::int64_t>> changed_activity();
+    void restore_activity(const std::string& key, std::int64_t last_activity_ns);
+    void forget(const std::string& device_id, const std::string& module_id);
+
   private:
     struct status {
         std::shared_ptr<entry> current;  // null while disconnected
         sys_time state_updated;
         std::int64_t last_activity_ns = 0;
+        std::int64_t recorded_ns = 0;  // what changed_activity() last handed out
     };
     static std::string key(const std::string& d, const std::string& m) {
         return m.empty() ? d : d + "/" + m;

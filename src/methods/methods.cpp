@@ -104,6 +104,11 @@ method_service::~method_service() {
 }
 
 void method_service::invoke(method_call call, completion done) {
+    // Not connected: an id the registry does not know is DeviceNotFound, as in Azure (a connected
+    // identity exists, so the registry is asked only here).
+    if (registered_ && !connections_.find(call.device_id, call.module_id))
+        if (auto known = registered_(call.device_id, call.module_id); !known)
+            return done(known.error());
     auto c = std::make_shared<call_state>(std::move(call), std::move(done), timers_);
     std::shared_ptr<connections::device_channel> channel;
     {

@@ -63,6 +63,16 @@ class method_service {
                    method_limits limits = {});
     ~method_service();
 
+    // Whether an identity is registered: errc::device_not_found or module_not_found when not.
+    // Asked (and it may block on the registry) only for a call to an identity that is not
+    // connected, so that an unknown id is DeviceNotFound rather than DeviceNotOnline.
+    void set_registered(
+        std::function<result<void>(const std::string& device_id, const std::string& module_id)>
+            registered) {
+        registered_ = std::move(registered);
+    }
+
+    // May block on the registry (see set_registered): call it off the network threads.
     void invoke(method_call call, completion done);
 
     // A device's answer to request `request_id`; `payload` is the raw body. False when no such
@@ -94,6 +104,7 @@ class method_service {
     std::multimap<std::string, std::shared_ptr<call_state>> waiting_;  // by identity, offline
     std::uint64_t next_id_ = 1;
     bool stopped_ = false;
+    std::function<result<void>(const std::string&, const std::string&)> registered_;
 };
 
 }  // namespace iothub::methods

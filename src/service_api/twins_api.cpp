@@ -80,8 +80,9 @@ void add_twin_routes(http::router& routes, twins_context ctx) {
                        : http::error_response(r.error()));
             });
         });
-    routes.add("POST", "/twins/{id}/methods", invoke);
-    routes.add("POST", "/twins/{id}/modules/{mid}/methods", invoke);
+    // On the blocking pool: an identity that is not connected is looked up in the registry.
+    routes.add("POST", "/twins/{id}/methods", invoke, storage_bound);
+    routes.add("POST", "/twins/{id}/modules/{mid}/methods", invoke, storage_bound);
 
     // Queries read the registry, so RegistryRead serves as well as ServiceConnect.
     routes.add("POST", "/devices/query",

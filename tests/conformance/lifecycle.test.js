@@ -46,6 +46,30 @@ describe('shutdown', () => {
   });
 });
 
+describe('state that survives a restart', () => {
+  it('lastActivityTime is kept across a clean restart', async () => {
+    const { SharedAccessSignature } = require('azure-iot-common');
+    const hub = await Hub.start();
+    const created = await serviceRequest({ method: 'PUT', path: '/devices/active-dev', json: { deviceId: 'active-dev' } });
+    assert.equal(created.status, 200, created.body);
+    const key = created.json.authentication.symmetricKey.primaryKey;
+    const token = SharedAccessSignature.create('localhost%2Fdevices%2Factive-dev', undefined, key,
+      Math.floor(Date.now() / 1000) + 600).toString();
+    const sent = await rawRequest({
+      method: 'POST', path: '/devices/active-dev/messages/events?api-version=2021-04-12', body: 'hi',
+      headers: { Authorization: token, 'Content-Length': 2 },
+    });
+    assert.equal(sent.status, 204, sent.body);
+    const before = (await serviceRequest({ path: '/devices/active-dev' })).json.lastActivityTime;
+    assert.notEqual(before, '0001-01-01T00:00:00Z');
+    assert.equal((await hub.stop()).code, 0);
+    const again = await Hub.start();
+    const after = (await serviceRequest({ path: '/devices/active-dev' })).json.lastActivityTime;
+    assert.equal(after, before);
+    await again.stop();
+  });
+});
+
 describe('configuration', () => {
   it('TOML file plus environment: ephemeral port, own host name, the CLI finds it', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iothub-second-'));

@@ -239,6 +239,14 @@ describe('direct methods', () => {
     assert.ok(Date.now() - started >= 4500, 'waited for the response timeout');
   });
 
+  it('a method to an id the registry does not know is 404 DeviceNotFound, not DeviceNotOnline', async () => {
+    await assert.rejects(service.invokeDeviceMethod('no-such-device', { methodName: 'x', responseTimeoutInSeconds: 5 }),
+      (err) => err.name === 'DeviceNotFoundError' && err.response.statusCode === 404 && /DeviceNotFound/.test(err.responseBody));
+    await device('meth-nomod');
+    await assert.rejects(service.invokeDeviceMethod('meth-nomod', 'no-such-module', { methodName: 'x', responseTimeoutInSeconds: 5 }),
+      (err) => err.response.statusCode === 404 && /ModuleNotFound/.test(err.responseBody));
+  });
+
   it('connectTimeoutInSeconds waits for the device to connect', async () => {
     await device('meth-late');
     const pending = service.invokeDeviceMethod('meth-late', { methodName: 'hello', payload: 'hi', responseTimeoutInSeconds: 10, connectTimeoutInSeconds: 20 });

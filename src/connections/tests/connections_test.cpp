@@ -65,3 +65,36 @@ TEST(Connections, ClosingADeviceCanTakeItsModules) {
 
 }  // namespace
 }  // namespace iothub::connections
+
+#include "connections/activity.hpp"
+#include "storage/engine.hpp"
+
+namespace iothub::connections {
+namespace {
+
+TEST(Activity, LastActivitySurvivesARestartAndOnlyMovesAreWritten) {
+    auto engine = storage::open_memory();
+    {
+        connection_table t;
+        activity_records records(t, engine->kv());
+        auto e = t.attach(
+            "dev1", "", [](const std::string&) {}, t0);
+        e->touch(t0 + std::chrono::seconds(5));
+        t.touch("dev2", "m", t0 + std::chrono::seconds(7));  // a module that polls
+        ASSERT_TRUE(records.flush());
+        EXPECT_EQ(engine->kv().scan("activity/", "", 10)->size(), 2u);
+        EXPECT_TRUE(t.changed_activity().empty()) << "nothing moved since";
+        t.detach(e, t0 + std::chrono::seconds(9));
+    }
+    connection_table after;
+    activity_records records(after, engine->kv());
+    ASSERT_TRUE(records.load());
+    EXPECT_EQ(after.live(identity("dev1")).last_activity, t0 + std::chrono::seconds(5));
+    EXPECT_EQ(after.live(identity("dev2", "m")).last_activity, t0 + std::chrono::seconds(7));
+    EXPECT_FALSE(after.live(identity("dev1")).connected);
+    records.forget("dev1", "");
+    EXPECT_FALSE(*engine->kv().get("activity/dev1"));
+}
+
+}  // namespace
+}  // namespace iothub::connections

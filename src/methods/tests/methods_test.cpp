@@ -218,3 +218,31 @@ TEST_F(Methods, StopEndsEveryCall) {
 
 }  // namespace
 }  // namespace iothub::methods
+
+namespace iothub::methods {
+namespace {
+
+TEST_F(Methods, AnUnregisteredIdentityIsNotFoundAndOnlyDisconnectedOnesAreLookedUp) {
+    int lookups = 0;
+    service_->set_registered([&](const std::string& d, const std::string&) -> result<void> {
+        ++lookups;
+        if (d == "ghost") return error(errc::device_not_found, "no such device");
+        return {};
+    });
+    auto ghost = call("ghost", "m").get();
+    ASSERT_FALSE(ghost);
+    EXPECT_EQ(ghost.error().code(), errc::device_not_found);
+    auto offline = call("dev1", "m").get();
+    ASSERT_FALSE(offline);
+    EXPECT_EQ(offline.error().code(), errc::device_not_online) << "registered, not connected";
+    EXPECT_EQ(lookups, 2);
+    connect("dev1");
+    auto pending = call("dev1", "m", "null", 5s);
+    auto req = channel_->next();
+    ASSERT_TRUE(service_->respond("dev1", "", req.rid, 200, "{}"));
+    EXPECT_TRUE(pending.get());
+    EXPECT_EQ(lookups, 2) << "a connected identity exists: no lookup";
+}
+
+}  // namespace
+}  // namespace iothub::methods
