@@ -89,7 +89,7 @@ result<std::unique_ptr<storage::engine>> open_storage(const config::settings& s,
         where.storage_dir, s.storage_sync,
         static_cast<int>(std::max(2u, std::thread::hardware_concurrency())), events};
     auto e = storage::open_rocksdb(rs);
-    if (!e && e.error().message().find("lock") != std::string::npos)
+    if (!e && e.error().code() == errc::already_exists)
         return error(errc::server_error, "Another iothub is already using " +
                                              where.storage_dir.string() + " (" +
                                              e.error().message() + ").");

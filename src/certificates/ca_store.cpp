@@ -93,13 +93,23 @@ result<ca_certificate> decode(const std::string& text, std::uint64_t version) {
     if (ec || !v.is_object())
         return error(errc::server_error, "A stored CA certificate is corrupt.");
     const auto& o = v.get_object();
+    // Read field by field with checks: a corrupt record is an error for this request, never an
+    // exception on a server thread.
+    auto text_of = [&](std::string_view key) -> std::optional<std::string> {
+        const auto* f = o.if_contains(key);
+        return f && f->is_string() ? std::optional(std::string(f->get_string())) : std::nullopt;
+    };
+    const auto* verified = o.if_contains("verified");
+    auto name = text_of("name"), pem = text_of("pem"), code = text_of("code");
+    if (!name || !pem || !code || !verified || !verified->is_bool())
+        return error(errc::server_error, "A stored CA certificate is corrupt.");
     ca_certificate c;
-    c.name = std::string(o.at("name").as_string());
-    c.pem = std::string(o.at("pem").as_string());
-    c.verified = o.at("verified").as_bool();
-    c.verification_code = std::string(o.at("code").as_string());
-    c.created = parse_iso8601(o.at("created").as_string()).value_or(sys_time{});
-    c.updated = parse_iso8601(o.at("updated").as_string()).value_or(sys_time{});
+    c.name = std::move(*name);
+    c.pem = std::move(*pem);
+    c.verified = verified->get_bool();
+    c.verification_code = std::move(*code);
+    c.created = parse_iso8601(text_of("created").value_or("")).value_or(sys_time{});
+    c.updated = parse_iso8601(text_of("updated").value_or("")).value_or(sys_time{});
     c.version = version;
     auto cert = parse_certificate(c.pem);
     if (!cert) return error(errc::server_error, "A stored CA certificate does not parse.");

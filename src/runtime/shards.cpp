@@ -1,15 +1,13 @@
 #include "runtime/shards.hpp"
 
+#include "common/thread_role.hpp"
+
 #include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
 namespace iothub::runtime {
-namespace {
-thread_local bool shard_thread = false;
-}
-
 bool on_shard_thread() noexcept {
-    return shard_thread;
+    return on_network_thread();
 }
 
 shard_set::shard_set(unsigned count) {
@@ -32,7 +30,7 @@ boost::asio::io_context& shard_set::next() {
 void shard_set::start() {
     for (auto& ctx : contexts_)
         threads_.emplace_back([c = ctx.get()] {
-            shard_thread = true;
+            mark_network_thread();
             // A handler that throws is a bug; it is logged and the shard goes on serving its
             // other connections instead of taking the process down.
             for (;;) {

@@ -32,6 +32,7 @@ struct rocksdb_settings {
     event_log_settings events;
 };
 
+// errc::already_exists when another process has the database open.
 result<std::unique_ptr<engine>> open_rocksdb(const rocksdb_settings& settings);
 std::unique_ptr<engine> open_memory(const event_log_settings& events = {});
 

@@ -1,4 +1,5 @@
 // The in-memory engine: the same contracts as RocksDB with nothing on disk.
+#include "common/thread_role.hpp"
 #include "storage/detail/event_log_core.hpp"
 #include "storage/engine.hpp"
 
@@ -12,6 +13,7 @@ namespace {
 class memory_kv_store final : public kv_store {
   public:
     result<std::optional<versioned_value>> get(std::string_view key) override {
+        IOTHUB_ASSERT_MAY_BLOCK();
         std::lock_guard lock(mutex_);
         auto it = data_.find(key);
         if (it == data_.end()) return std::optional<versioned_value>{};
@@ -19,6 +21,7 @@ class memory_kv_store final : public kv_store {
     }
 
     std::vector<result<std::uint64_t>> apply(std::span<const kv_write> writes) override {
+        IOTHUB_ASSERT_MAY_BLOCK();
         std::lock_guard lock(mutex_);
         std::vector<result<std::uint64_t>> results;
         results.reserve(writes.size());
@@ -67,6 +70,7 @@ class memory_kv_store final : public kv_store {
 
     result<std::vector<kv_entry>> scan(std::string_view prefix, std::string_view start_after,
                                        std::size_t limit) override {
+        IOTHUB_ASSERT_MAY_BLOCK();
         std::lock_guard lock(mutex_);
         std::vector<kv_entry> out;
         auto it = start_after.empty() || start_after < prefix ? data_.lower_bound(prefix)
@@ -137,6 +141,7 @@ class memory_event_log final : public detail::event_log_core {
 
     result<std::vector<stored_event>> read(int partition, std::uint64_t from,
                                            std::size_t max_events) override {
+        IOTHUB_ASSERT_MAY_BLOCK();
         if (partition < 0 || partition >= partition_count())
             return error(errc::argument_invalid, "No such partition.");
         std::lock_guard lock(mutex_);

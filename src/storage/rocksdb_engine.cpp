@@ -1,5 +1,6 @@
 // The embedded engine: one RocksDB database per data directory, one column family per kind of
 // state, and one write-ahead log shared by all of them.
+#include "common/thread_role.hpp"
 #include "storage/detail/kv_batch.hpp"
 #include "storage/detail/rocksdb_event_log.hpp"
 #include "storage/engine.hpp"
@@ -71,6 +72,7 @@ class rocksdb_kv_store final : public kv_store, public detail::kv_batch_writer {
     }
 
     result<std::optional<versioned_value>> get(std::string_view key) override {
+        IOTHUB_ASSERT_MAY_BLOCK();
         std::string raw;
         auto s = db_->Get(rocksdb::ReadOptions(), data_, key, &raw);
         if (s.IsNotFound()) return std::optional<versioned_value>{};
@@ -135,6 +137,7 @@ class rocksdb_kv_store final : public kv_store, public detail::kv_batch_writer {
     }
 
     std::vector<result<std::uint64_t>> apply(std::span<const kv_write> writes) override {
+        IOTHUB_ASSERT_MAY_BLOCK();
         // Conditional writes are check-then-write; striped locks make that atomic per key while
         // writes to unrelated keys proceed (and group-commit) in parallel.
         std::vector<std::string_view> keys;
@@ -182,6 +185,7 @@ class rocksdb_kv_store final : public kv_store, public detail::kv_batch_writer {
 
     result<std::vector<kv_entry>> scan(std::string_view prefix, std::string_view start_after,
                                        std::size_t limit) override {
+        IOTHUB_ASSERT_MAY_BLOCK();
         std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), data_));
         std::vector<kv_entry> out;
         if (start_after.empty() || start_after < prefix) {
@@ -278,6 +282,11 @@ class rocksdb_engine final : public engine {
         std::vector<rocksdb::ColumnFamilyHandle*> handles;
         rocksdb::DB* raw = nullptr;
         auto s = rocksdb::DB::Open(options, settings.path.string(), families, &handles, &raw);
+        // RocksDB reports a LOCK file held by another process as an I/O error; it is told apart
+        // here, at the boundary, so callers decide by code.
+        if (s.IsIOError() && s.ToString().find("lock") != std::string::npos)
+            return error(errc::already_exists,
+                         "The database is in use by another process (" + s.ToString() + ").");
         if (!s.ok()) return storage_error(s);
         auto engine = std::unique_ptr<rocksdb_engine>(new rocksdb_engine(raw, handles));
         auto handle = [&](const std::string& n) {

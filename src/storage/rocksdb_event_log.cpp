@@ -1,7 +1,10 @@
 #include "storage/detail/rocksdb_event_log.hpp"
 
+#include "common/thread_role.hpp"
+
 #include <rocksdb/convenience.h>
 #include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 
@@ -114,6 +117,18 @@ std::string next_key(const std::string& name, int partition) {
 
 error storage_error(const rocksdb::Status& s) {
     return error(errc::server_error, "Event log failure: " + s.ToString());
+}
+
+// Completions are the callers' code; one that throws must not end the writer thread, which every
+// later append depends on.
+void tell(const event_log::append_with_callback& done, result<appended> r) {
+    try {
+        done(std::move(r));
+    } catch (const std::exception& e) {
+        spdlog::error("an event log completion threw: {}", e.what());
+    } catch (...) {
+        spdlog::error("an event log completion threw");
+    }
 }
 
 }  // namespace
@@ -304,18 +319,18 @@ void rocksdb_event_log::run_writer() {
         if (!s.ok()) {
             for (std::size_t p = 0; p < next_.size(); ++p)
                 if (touched[p]) next_[p] = first[p];
-            for (auto& b : batch) b.done(storage_error(s));
+            for (auto& b : batch) tell(b.done, storage_error(s));
         } else {
             for (std::size_t p = 0; p < next_.size(); ++p)
                 if (touched[p]) published(static_cast<int>(p), next_[p], times[p]);
             for (std::size_t i = 0; i < batch.size(); ++i) {
                 if (refused(i)) {
-                    batch[i].done(kv_results[i]->error());
+                    tell(batch[i].done, kv_results[i]->error());
                     continue;
                 }
                 appended a{std::move(assigned[i]), {}};
                 if (kv_results[i]) a.versions = std::move(**kv_results[i]);
-                batch[i].done(std::move(a));
+                tell(batch[i].done, std::move(a));
             }
         }
         batch.clear();
@@ -324,6 +339,7 @@ void rocksdb_event_log::run_writer() {
 
 result<std::vector<stored_event>> rocksdb_event_log::read(int partition, std::uint64_t from,
                                                           std::size_t max_events) {
+    IOTHUB_ASSERT_MAY_BLOCK();
     if (partition < 0 || partition >= partition_count())
         return error(errc::argument_invalid, "No such partition.");
     auto state = info(partition);
@@ -359,6 +375,7 @@ result<sys_time> rocksdb_event_log::enqueued_time_of(int partition, std::uint64_
 }
 
 void rocksdb_event_log::enforce_retention(sys_time now) {
+    IOTHUB_ASSERT_MAY_BLOCK();
     std::lock_guard guard(retention_mutex_);
     const auto cutoff = now - settings_.retention.max_age;
     for (int p = 0; p < partition_count(); ++p) {
