@@ -196,7 +196,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     if (!tls_ctx) return tls_ctx.error();
 
     im->shards = std::make_unique<runtime::shard_set>(s.threads);
-    im->blocking = std::make_unique<runtime::blocking_pool>(4);
+    im->blocking = std::make_unique<runtime::blocking_pool>(s.blocking_threads);
     im->telemetry = std::make_unique<telemetry::telemetry_service>(im->storage->events());
     im->groups =
         std::make_unique<telemetry::consumer_groups>(im->storage->kv(), s.max_consumer_groups);

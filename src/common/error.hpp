@@ -87,7 +87,16 @@ class error_exception : public std::exception {
 
 [[noreturn]] void throw_exception_from_error(const error& e, const boost::source_location& loc);
 
+// The outcome of anything that can fail. [[nodiscard]]: a result is handled, or discarded with
+// `(void)` and a comment saying why that is safe.
 template <class T>
-using result = boost::system::result<T, error>;
+class [[nodiscard]] result : public boost::system::result<T, error> {
+    using base = boost::system::result<T, error>;
+
+  public:
+    using base::base;
+    result() = default;
+    result(base b) : base(std::move(b)) {}
+};
 
 }  // namespace iothub

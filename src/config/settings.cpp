@@ -152,6 +152,16 @@ const std::vector<setting_def>& table() {
          one_of(&settings::log_level, {"trace", "debug", "info", "warn", "error", "off"})},
         {{"threads", "IOTHUB_THREADS", "--threads", "Network threads (0 = one per core)"},
          unsigned_number(&settings::threads, 256)},
+        {{"blocking_threads", "IOTHUB_BLOCKING_THREADS", "--blocking-threads",
+          "Threads for storage and disk work, 1 to 64 (registry, twins, C2D, file upload)"},
+         [](settings& s, const std::string& v) -> std::optional<std::string> {
+             unsigned n = 0;
+             auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+             if (ec != std::errc{} || p != v.data() + v.size() || n < 1 || n > 64)
+                 return "must be between 1 and 64";
+             s.blocking_threads = n;
+             return std::nullopt;
+         }},
         {{"events.partitions", "IOTHUB_EVENT_PARTITIONS", "--event-partitions",
           "Telemetry partitions, 1 to 32 (fixed once the data directory has telemetry)"},
          [](settings& s, const std::string& v) -> std::optional<std::string> {

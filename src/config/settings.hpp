@@ -37,7 +37,8 @@ struct settings {
     std::uint64_t group_commit_delay_us = 2000;  // see storage::event_log_settings
 
     std::string log_level = "info";
-    unsigned threads = 0;  // 0 = one per core
+    unsigned threads = 0;           // 0 = one per core
+    unsigned blocking_threads = 4;  // the blocking pool
 
     int event_partitions = 4;  // fixed once a data directory has events
     std::chrono::seconds retention{std::chrono::hours(24)};  // telemetry kept this long

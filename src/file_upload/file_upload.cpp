@@ -386,6 +386,7 @@ struct file_upload_service::impl {
                 boost::system::error_code ec;
                 auto j = json::parse(e.data.value, ec);
                 auto expiry = !ec && j.is_object() ? num(j.get_object(), "expiry") : 0;
+                // Housekeeping: a session that fails to go now goes on the next pass.
                 if (from_millis(expiry) + std::chrono::hours(1) <= now) (void)kv.remove(e.key);
             }
             after = page->back().key;

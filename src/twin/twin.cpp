@@ -554,6 +554,8 @@ void twin_service::forget(const identity& deleted) {
     auto doc = stored::decode((*got)->value);
     // Only the deleted incarnation's twin: a re-created identity may have written a new one.
     if (doc && doc->generation != deleted.generation_id) return;
+    // Best effort: the record is invisible already (it names the old generation); a failure
+    // leaves it to be overwritten or removed later.
     (void)kv_.remove(key, storage::precondition::version((*got)->version));
 }
 

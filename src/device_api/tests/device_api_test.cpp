@@ -27,12 +27,12 @@ class DeviceApi : public ::testing::Test {
         mod_ =
             *registry_.put_module(*registry::parse_module(json::parse("{}"), "dev1", "mod1"), {});
         std::string print(40, 'A');
-        registry_.put_device(
+        ASSERT_TRUE(registry_.put_device(
             *registry::parse_device(
                 json::parse(R"({"authentication":{"x509Thumbprint":{"primaryThumbprint":")" +
                             print + R"("}}})"),
                 "x509dev"),
-            {});
+            {}));
         add_routes(routes_, context{auth_, sessions_, 1024});
     }
 

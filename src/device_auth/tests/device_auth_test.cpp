@@ -15,12 +15,12 @@ class DeviceAuth : public ::testing::Test {
         mod_ = *registry_.put_module(
             *registry::parse_module(boost::json::parse("{}"), "dev1", "mod1"), {});
         std::string print(40, 'A');
-        registry_.put_device(
+        ASSERT_TRUE(registry_.put_device(
             *registry::parse_device(
                 boost::json::parse(R"({"authentication":{"x509Thumbprint":{"primaryThumbprint":")" +
                                    print + R"("}}})"),
                 "x509dev"),
-            {});
+            {}));
     }
     result<device_principal> sas(std::string device, std::string module, std::string token) {
         return auth_.authenticate({device, module, token, {}}, t0_);
@@ -93,9 +93,9 @@ TEST_F(DeviceAuth, EveryFailureSaysWhy) {
     fails(sas("dev1", "ghost",
               token("hub.example/devices/dev1/modules/ghost", dev_.auth.primary_key)),
           errc::unauthorized, "Module 'ghost'");
-    registry_.put_device(
+    ASSERT_TRUE(registry_.put_device(
         *registry::parse_device(boost::json::parse(R"({"status":"disabled"})"), "dev1"),
-        registry::if_match::parse("*"));
+        registry::if_match::parse("*")));
     fails(sas("dev1", "", token("hub.example/devices/dev1", dev_.auth.primary_key)),
           errc::device_disabled, "disabled");
     // A disabled device's modules are refused too.
