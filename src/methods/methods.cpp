@@ -4,7 +4,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 
+#include <atomic>
 #include <charconv>
+#include <map>
+#include <set>
 
 namespace iothub::methods {
 namespace json = boost::json;
@@ -83,21 +86,72 @@ json::object to_json(const method_result& r) {
     return json::object{{"status", r.status}, {"payload", r.payload}};
 }
 
+namespace {
+
+class asio_timeout_clock final : public timeout_clock,
+                                 public std::enable_shared_from_this<asio_timeout_clock> {
+  public:
+    explicit asio_timeout_clock(asio::any_io_executor ex) : ex_(std::move(ex)) {}
+
+    std::uint64_t schedule(std::chrono::milliseconds after, std::function<void()> fire) override {
+        const auto id = next_.fetch_add(1);
+        asio::post(ex_, [self = shared_from_this(), id, after, fire = std::move(fire)]() mutable {
+            if (self->cancelled_.erase(id)) return;
+            auto t = std::make_shared<asio::steady_timer>(self->ex_, after);
+            self->timers_.emplace(id, t);
+            t->async_wait(
+                [self, id, t, fire = std::move(fire)](const boost::system::error_code& ec) {
+                    self->timers_.erase(id);
+                    if (!ec) fire();
+                });
+        });
+        return id;
+    }
+
+    void cancel(std::uint64_t id) override {
+        asio::post(ex_, [self = shared_from_this(), id] {
+            auto it = self->timers_.find(id);
+            if (it == self->timers_.end()) {
+                self->cancelled_.insert(id);  // not started yet
+                return;
+            }
+            it->second->cancel();
+        });
+    }
+
+  private:
+    asio::any_io_executor ex_;
+    std::atomic<std::uint64_t> next_{1};
+    // Touched on the executor only.
+    std::map<std::uint64_t, std::shared_ptr<asio::steady_timer>> timers_;
+    std::set<std::uint64_t> cancelled_;
+};
+
+}  // namespace
+
+std::shared_ptr<timeout_clock> asio_timeouts(asio::any_io_executor ex) {
+    return std::make_shared<asio_timeout_clock>(std::move(ex));
+}
+
 struct method_service::call_state {
-    call_state(method_call c, completion d, asio::any_io_executor ex)
-        : call(std::move(c)), done(std::move(d)), timer(ex) {}
+    call_state(method_call c, completion d) : call(std::move(c)), done(std::move(d)) {}
     method_call call;
     completion done;
     std::string request_id;
-    asio::steady_timer timer;  // touched on the timer executor only
-    bool delivered = false;    // guarded by the service's mutex, like `finished`
+    // Guarded by the service's mutex.
+    bool delivered = false;
     bool finished = false;
-    std::uint64_t armed = 0;  // timer executor only: which arming a firing belongs to
+    std::uint64_t armed = 0;  // which arming a firing belongs to
+    std::uint64_t timer = 0;  // the current arming's timeout
 };
 
 method_service::method_service(connections::connection_table& connections,
                                asio::any_io_executor timers, method_limits limits)
-    : connections_(connections), timers_(std::move(timers)), limits_(limits) {}
+    : method_service(connections, asio_timeouts(std::move(timers)), limits) {}
+
+method_service::method_service(connections::connection_table& connections,
+                               std::shared_ptr<timeout_clock> timeouts, method_limits limits)
+    : connections_(connections), timeouts_(std::move(timeouts)), limits_(limits) {}
 
 method_service::~method_service() {
     stop();
@@ -109,7 +163,7 @@ void method_service::invoke(method_call call, completion done) {
     if (registered_ && !connections_.find(call.device_id, call.module_id))
         if (auto known = registered_(call.device_id, call.module_id); !known)
             return done(known.error());
-    auto c = std::make_shared<call_state>(std::move(call), std::move(done), timers_);
+    auto c = std::make_shared<call_state>(std::move(call), std::move(done));
     std::shared_ptr<connections::device_channel> channel;
     {
         std::lock_guard lock(mutex_);
@@ -150,28 +204,37 @@ void method_service::deliver(const std::shared_ptr<call_state>& c,
 }
 
 void method_service::arm(const std::shared_ptr<call_state>& c, std::chrono::seconds after) {
-    asio::post(timers_, [this, c, after] {
-        const auto generation = ++c->armed;
-        c->timer.expires_after(after);
-        c->timer.async_wait([this, c, generation](const boost::system::error_code& ec) {
-            if (ec || generation != c->armed) return;
-            bool delivered;
-            {
-                std::lock_guard lock(mutex_);
-                delivered = c->delivered;
-            }
-            if (delivered)
-                finish(c, error(errc::gateway_timeout,
-                                describe(c->call.device_id, c->call.module_id) +
-                                    " did not answer method '" + c->call.name + "' within " +
-                                    std::to_string(c->call.response_timeout.count()) + " s."));
-            else
-                finish(c, error(errc::device_not_online,
-                                describe(c->call.device_id, c->call.module_id) +
-                                    " did not connect within " +
-                                    std::to_string(c->call.connect_timeout.count()) + " s."));
-        });
-    });
+    std::uint64_t generation, previous;
+    {
+        std::lock_guard lock(mutex_);
+        if (c->finished) return;
+        generation = ++c->armed;
+        previous = c->timer;
+    }
+    if (previous) timeouts_->cancel(previous);
+    auto id = timeouts_->schedule(std::chrono::duration_cast<std::chrono::milliseconds>(after),
+                                  [this, c, generation] { timed_out(c, generation); });
+    std::lock_guard lock(mutex_);
+    c->timer = id;
+}
+
+void method_service::timed_out(const std::shared_ptr<call_state>& c, std::uint64_t generation) {
+    bool delivered;
+    {
+        std::lock_guard lock(mutex_);
+        if (c->finished || generation != c->armed) return;  // settled or re-armed meanwhile
+        delivered = c->delivered;
+    }
+    if (delivered)
+        finish(c, error(errc::gateway_timeout,
+                        describe(c->call.device_id, c->call.module_id) +
+                            " did not answer method '" + c->call.name + "' within " +
+                            std::to_string(c->call.response_timeout.count()) + " s."));
+    else
+        finish(c,
+               error(errc::device_not_online,
+                     describe(c->call.device_id, c->call.module_id) + " did not connect within " +
+                         std::to_string(c->call.connect_timeout.count()) + " s."));
 }
 
 void method_service::finish(const std::shared_ptr<call_state>& c, result<method_result> r) {
@@ -191,10 +254,12 @@ void method_service::finish(const std::shared_ptr<call_state>& c, result<method_
                 }
         }
     }
-    asio::post(timers_, [c] {
-        ++c->armed;  // a firing already queued is stale now
-        c->timer.cancel();
-    });
+    std::uint64_t timer;
+    {
+        std::lock_guard lock(mutex_);
+        timer = c->timer;
+    }
+    if (timer) timeouts_->cancel(timer);
     c->done(std::move(r));
 }
 

@@ -55,12 +55,26 @@ result<method_call> parse_call(const boost::json::value& body, std::string devic
 // The `{"status":..,"payload":..}` body of a successful invocation.
 boost::json::object to_json(const method_result& r);
 
+// When calls time out. The hub uses Asio's steady timers; tests drive time themselves.
+class timeout_clock {
+  public:
+    virtual ~timeout_clock() = default;
+    // Calls `fire` once, `after` from now, from some thread, unless cancelled first. A firing
+    // that races a cancel may still run: the service ignores firings it no longer expects.
+    virtual std::uint64_t schedule(std::chrono::milliseconds after, std::function<void()> fire) = 0;
+    virtual void cancel(std::uint64_t id) = 0;
+};
+// Steady timers on `ex`.
+std::shared_ptr<timeout_clock> asio_timeouts(boost::asio::any_io_executor ex);
+
 class method_service {
   public:
     using completion = std::function<void(result<method_result>)>;
 
     method_service(connections::connection_table& connections, boost::asio::any_io_executor timers,
                    method_limits limits = {});
+    method_service(connections::connection_table& connections,
+                   std::shared_ptr<timeout_clock> timeouts, method_limits limits = {});
     ~method_service();
 
     // Whether an identity is registered: errc::device_not_found or module_not_found when not.
@@ -94,10 +108,11 @@ class method_service {
     void deliver(const std::shared_ptr<call_state>& c,
                  const std::shared_ptr<connections::device_channel>& channel);
     void arm(const std::shared_ptr<call_state>& c, std::chrono::seconds after);
+    void timed_out(const std::shared_ptr<call_state>& c, std::uint64_t generation);
     void finish(const std::shared_ptr<call_state>& c, result<method_result> r);
 
     connections::connection_table& connections_;
-    boost::asio::any_io_executor timers_;
+    std::shared_ptr<timeout_clock> timeouts_;
     method_limits limits_;
     mutable std::mutex mutex_;
     std::map<std::string, std::shared_ptr<call_state>, std::less<>> delivered_;  // by request id

@@ -78,6 +78,8 @@ struct event_log_settings {
     // high rates batches are large and never wait.
     std::chrono::microseconds group_commit_delay{2000};
     std::size_t group_commit_events = 64;
+    // Where enqueued times come from (the wall clock when unset); tests set their own.
+    std::function<sys_time()> clock;
 };
 
 // Where a reader starts, as Event Hubs filters express it.

@@ -121,7 +121,7 @@ class memory_event_log final : public detail::event_log_core {
         {
             std::lock_guard lock(mutex_);
             auto& p = parts_[static_cast<std::size_t>(partition)];
-            t = stamp(partition, now());
+            t = stamp(partition, settings_.clock ? settings_.clock() : now());
             for (auto& e : events) {
                 std::uint64_t seq = p.begin + p.events.size();
                 p.bytes += event_size(e);

@@ -290,7 +290,7 @@ void rocksdb_event_log::run_writer() {
             }
         }
         auto refused = [&](std::size_t i) { return kv_results[i] && !*kv_results[i]; };
-        const auto t_now = now();
+        const auto t_now = settings_.clock ? settings_.clock() : now();
         std::vector<std::uint64_t> first(next_.size());
         std::vector<sys_time> times(next_.size());
         std::vector<bool> touched(next_.size(), false);

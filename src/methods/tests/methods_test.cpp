@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <future>
+#include <map>
+#include <mutex>
 #include <thread>
 
 namespace iothub::methods {
@@ -41,11 +43,49 @@ class recording_channel final : public connections::device_channel {
     std::vector<request> requests;
 };
 
+// Time the test moves: timeouts fire when it says, not after a wait.
+class manual_timeouts final : public timeout_clock {
+  public:
+    std::uint64_t schedule(std::chrono::milliseconds after, std::function<void()> fire) override {
+        std::lock_guard lock(mutex_);
+        auto id = next_++;
+        pending_.emplace(id, std::pair{now_ + after, std::move(fire)});
+        return id;
+    }
+    void cancel(std::uint64_t id) override {
+        std::lock_guard lock(mutex_);
+        pending_.erase(id);
+    }
+    // Moves time on and fires what became due, in order.
+    void advance(std::chrono::milliseconds by) {
+        std::vector<std::function<void()>> due;
+        {
+            std::lock_guard lock(mutex_);
+            now_ += by;
+            for (auto it = pending_.begin(); it != pending_.end();) {
+                if (it->second.first <= now_) {
+                    due.push_back(std::move(it->second.second));
+                    it = pending_.erase(it);
+                } else {
+                    ++it;
+                }
+            }
+        }
+        for (auto& fire : due) fire();
+    }
+
+  private:
+    std::mutex mutex_;
+    std::chrono::milliseconds now_{0};
+    std::map<std::uint64_t, std::pair<std::chrono::milliseconds, std::function<void()>>> pending_;
+    std::uint64_t next_ = 1;
+};
+
 class Methods : public ::testing::Test {
   protected:
     void SetUp() override {
         limits_.min_response_timeout = 1s;
-        service_ = std::make_unique<method_service>(table_, io_.get_executor(), limits_);
+        service_ = std::make_unique<method_service>(table_, clock_, limits_);
         thread_ = std::thread([this] { io_.run(); });
     }
     void TearDown() override {
@@ -76,6 +116,7 @@ class Methods : public ::testing::Test {
     std::thread thread_;
     connections::connection_table table_;
     std::shared_ptr<recording_channel> channel_ = std::make_shared<recording_channel>();
+    std::shared_ptr<manual_timeouts> clock_ = std::make_shared<manual_timeouts>();
     std::shared_ptr<connections::connection_table::entry> entry_;
     method_limits limits_;
     std::unique_ptr<method_service> service_;
@@ -170,7 +211,12 @@ TEST_F(Methods, OfflineOrUnsubscribedDeviceIsNotOnline) {
 
 TEST_F(Methods, NoAnswerIsAGatewayTimeout) {
     connect("dev1");
-    auto r = call("dev1", "m", "null", 1s).get();
+    auto f = call("dev1", "m", "null", 10s);
+    clock_->advance(9s);
+    EXPECT_EQ(f.wait_for(0s), std::future_status::timeout) << "not yet";
+    clock_->advance(1s);
+    ASSERT_EQ(f.wait_for(0s), std::future_status::ready);
+    auto r = f.get();
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code(), errc::gateway_timeout);
     EXPECT_EQ(service_->in_flight(), 0u);
@@ -178,8 +224,10 @@ TEST_F(Methods, NoAnswerIsAGatewayTimeout) {
 
 TEST_F(Methods, ConnectTimeoutWaitsForTheDevice) {
     auto f = call("dev1", "m", "null", 5s, 5s);
+    clock_->advance(4s);
     connect("dev1");
     service_->device_ready("dev1", "");
+    clock_->advance(2s);  // past the connect timeout: it no longer applies once delivered
     auto req = channel_->next();
     EXPECT_EQ(req.name, "m");
     EXPECT_TRUE(service_->respond("dev1", "", req.rid, 200, "{}"));
@@ -189,7 +237,10 @@ TEST_F(Methods, ConnectTimeoutWaitsForTheDevice) {
 }
 
 TEST_F(Methods, ConnectTimeoutExpires) {
-    auto r = call("dev1", "m", "null", 5s, 1s).get();
+    auto f = call("dev1", "m", "null", 5s, 30s);
+    clock_->advance(30s);
+    ASSERT_EQ(f.wait_for(0s), std::future_status::ready);
+    auto r = f.get();
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code(), errc::device_not_online);
 }

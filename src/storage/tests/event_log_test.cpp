@@ -25,11 +25,14 @@ event_record make(std::string body, std::string device = "dev") {
 class EventLog : public ::testing::TestWithParam<std::string> {
   protected:
     void SetUp() override { open({4, {std::chrono::hours(24), 0}}); }
+    // The log's clock: tests move it instead of sleeping.
+    sys_time clock_ = sys_time(std::chrono::seconds(1700000000));
     void TearDown() override {
         engine_.reset();
         std::filesystem::remove_all(dir_);
     }
     void open(event_log_settings s) {
+        s.clock = [this] { return clock_; };
         engine_.reset();
         if (GetParam() == "memory") {
             engine_ = open_memory(s);
@@ -84,8 +87,8 @@ TEST_P(EventLog, ReadsBackEverythingThatWasWritten) {
 
 TEST_P(EventLog, ResolvesEveryKindOfPosition) {
     append(0, {make("a"), make("b")});
-    auto middle = now();
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    auto middle = clock_;
+    clock_ += std::chrono::milliseconds(2);
     append(0, {make("c")});
     EXPECT_EQ(log().resolve(0, read_position::earliest()), 0u);
     EXPECT_EQ(log().resolve(0, read_position::latest()), 3u);
@@ -94,7 +97,7 @@ TEST_P(EventLog, ResolvesEveryKindOfPosition) {
     EXPECT_EQ(log().resolve(0, read_position::at_sequence(99)), 3u);
     EXPECT_EQ(log().resolve(0, read_position::after_time(middle)), 2u);
     EXPECT_EQ(log().resolve(0, read_position::after_time(middle - std::chrono::hours(1))), 0u);
-    EXPECT_EQ(log().resolve(0, read_position::after_time(now() + std::chrono::hours(1))), 3u);
+    EXPECT_EQ(log().resolve(0, read_position::after_time(clock_ + std::chrono::hours(1))), 3u);
 }
 
 TEST_P(EventLog, WatchFiresOnceTheSequenceArrives) {
@@ -154,7 +157,7 @@ TEST_P(EventLog, ConcurrentAppendersAllLandInOrderPerAppender) {
 
 TEST_P(EventLog, RetentionByAgeKeepsNumbersAndResumesReadersAtTheOldest) {
     append(0, {make("old1"), make("old2")});
-    auto later = now() + std::chrono::hours(25);  // as if a day passed
+    auto later = clock_ + std::chrono::hours(25);  // as if a day passed
     append(0, {make("new")});
     log().enforce_retention(later);
     auto info = log().info(0);
@@ -163,7 +166,7 @@ TEST_P(EventLog, RetentionByAgeKeepsNumbersAndResumesReadersAtTheOldest) {
     EXPECT_TRUE(log().read(0, 0, 10)->empty());
     EXPECT_EQ(append(0, {make("after")}), (std::vector<std::uint64_t>{3}))
         << "numbers are not reused";
-    log().enforce_retention(now());
+    log().enforce_retention(clock_);
     auto rest = log().read(0, 0, 10);
     ASSERT_EQ(rest->size(), 1u);
     EXPECT_EQ(rest->front().record.body, "after");
@@ -171,9 +174,9 @@ TEST_P(EventLog, RetentionByAgeKeepsNumbersAndResumesReadersAtTheOldest) {
 
 TEST_P(EventLog, RetentionByAgeDropsOnlyWhatIsOld) {
     append(1, {make("a"), make("b")});
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    auto boundary = now();
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    clock_ += std::chrono::milliseconds(5);
+    auto boundary = clock_;
+    clock_ += std::chrono::milliseconds(5);
     append(1, {make("c")});
     log().enforce_retention(boundary + std::chrono::hours(24));
     auto left = log().read(1, 0, 10);
@@ -187,7 +190,7 @@ TEST_P(EventLog, RetentionBySizeDropsTheOldestFirst) {
     ASSERT_TRUE(engine_);
     const std::string payload(1024, 'x');
     for (int i = 0; i < 200; ++i) append(0, {make(payload + std::to_string(i))});
-    log().enforce_retention(now());
+    log().enforce_retention(clock_);
     auto info = log().info(0);
     EXPECT_GT(info.begin_sequence_number, 0u) << "200 KB does not fit in 64 KB";
     EXPECT_EQ(info.next_sequence_number, 200u);
@@ -200,7 +203,7 @@ TEST_P(EventLog, RetentionBySizeDropsTheOldestFirst) {
 TEST_P(EventLog, SurvivesReopen) {
     if (GetParam() == "memory") GTEST_SKIP() << "the memory engine keeps nothing by design";
     append(2, {make("kept1"), make("kept2")});
-    log().enforce_retention(now() + std::chrono::hours(48));
+    log().enforce_retention(clock_ + std::chrono::hours(48));
     append(2, {make("kept3")});
     open({4, {std::chrono::hours(24), 0}});
     auto info = log().info(2);
