@@ -36,4 +36,15 @@ struct rocksdb_settings {
 result<std::unique_ptr<engine>> open_rocksdb(const rocksdb_settings& settings);
 std::unique_ptr<engine> open_memory(const event_log_settings& events = {});
 
+// Faults the in-memory engine can be told to produce, so tests reach the paths where storage
+// fails: the next `count` appends (to either event log) or kv writes fail with a server error and
+// write nothing. Null for any other engine.
+class fault_injection {
+  public:
+    virtual ~fault_injection() = default;
+    virtual void fail_appends(std::size_t count) = 0;
+    virtual void fail_kv_writes(std::size_t count) = 0;
+};
+fault_injection* faults_of(engine& e);
+
 }  // namespace iothub::storage

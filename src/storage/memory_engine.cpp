@@ -3,6 +3,7 @@
 #include "storage/detail/event_log_core.hpp"
 #include "storage/engine.hpp"
 
+#include <atomic>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -10,8 +11,27 @@
 namespace iothub::storage {
 namespace {
 
+// Shared by the engine's kv store and logs: how many of the next writes to fail.
+struct fault_counters {
+    std::atomic<std::size_t> appends{0};
+    std::atomic<std::size_t> kv_writes{0};
+
+    static bool take(std::atomic<std::size_t>& n) {
+        auto v = n.load();
+        while (v > 0 && !n.compare_exchange_weak(v, v - 1)) {
+        }
+        return v > 0;
+    }
+};
+
+error injected() {
+    return error(errc::server_error, "Storage failure (injected by a test).");
+}
+
 class memory_kv_store final : public kv_store {
   public:
+    explicit memory_kv_store(fault_counters& faults) : faults_(faults) {}
+
     result<std::optional<versioned_value>> get(std::string_view key) override {
         IOTHUB_ASSERT_MAY_BLOCK();
         std::lock_guard lock(mutex_);
@@ -22,6 +42,9 @@ class memory_kv_store final : public kv_store {
 
     std::vector<result<std::uint64_t>> apply(std::span<const kv_write> writes) override {
         IOTHUB_ASSERT_MAY_BLOCK();
+        if (fault_counters::take(faults_.kv_writes))
+            return std::vector<result<std::uint64_t>>(writes.size(),
+                                                      result<std::uint64_t>(injected()));
         std::lock_guard lock(mutex_);
         std::vector<result<std::uint64_t>> results;
         results.reserve(writes.size());
@@ -47,6 +70,7 @@ class memory_kv_store final : public kv_store {
 
     // Every write or none: the first condition that fails is the answer. For append_with.
     result<std::vector<std::uint64_t>> apply_all(std::span<const kv_write> writes) {
+        if (fault_counters::take(faults_.kv_writes)) return injected();
         std::lock_guard lock(mutex_);
         for (const auto& w : writes) {
             auto it = data_.find(w.key);
@@ -83,6 +107,7 @@ class memory_kv_store final : public kv_store {
     }
 
   private:
+    fault_counters& faults_;
     std::mutex mutex_;
     std::map<std::string, versioned_value, std::less<>> data_;
     std::uint64_t version_ = 0;
@@ -90,31 +115,39 @@ class memory_kv_store final : public kv_store {
 
 class memory_event_log final : public detail::event_log_core {
   public:
-    memory_event_log(const event_log_settings& s, memory_kv_store& kv)
+    memory_event_log(const event_log_settings& s, memory_kv_store& kv, fault_counters& faults)
         : event_log_core(s.partitions),
           settings_(s),
           kv_(kv),
+          faults_(faults),
           parts_(static_cast<std::size_t>(s.partitions)) {}
 
     void append_with(int partition, std::vector<event_record> events, std::vector<kv_write> writes,
                      append_with_callback done) override {
         if (partition < 0 || partition >= partition_count())
             return done(error(errc::argument_invalid, "No such partition."));
+        if (fault_counters::take(faults_.appends)) return done(injected());
         // Nothing here can crash half-way, so "together" is: the writes, then the events, with
         // no other append_with in between (events follow the order of their records' changes).
         std::lock_guard order(with_mutex_);
         auto versions = kv_.apply_all(writes);
         if (!versions) return done(versions.error());
-        append(partition, std::move(events),
-               [&done, &versions](result<std::vector<std::uint64_t>> r) {
-                   if (!r) return done(r.error());
-                   done(appended{std::move(*r), std::move(*versions)});
-               });
+        store(partition, std::move(events),
+              [&done, &versions](result<std::vector<std::uint64_t>> r) {
+                  if (!r) return done(r.error());
+                  done(appended{std::move(*r), std::move(*versions)});
+              });
     }
 
     void append(int partition, std::vector<event_record> events, append_callback done) override {
         if (partition < 0 || partition >= partition_count())
             return done(error(errc::argument_invalid, "No such partition."));
+        if (fault_counters::take(faults_.appends)) return done(injected());
+        store(partition, std::move(events), std::move(done));
+    }
+
+    // An append once its fault check is done.
+    void store(int partition, std::vector<event_record> events, append_callback done) {
         std::vector<std::uint64_t> sequences;
         std::uint64_t next;
         sys_time t;
@@ -193,21 +226,25 @@ class memory_event_log final : public detail::event_log_core {
     };
     event_log_settings settings_;
     memory_kv_store& kv_;
+    fault_counters& faults_;
     std::mutex with_mutex_;
     std::mutex mutex_;
     std::vector<partition> parts_;
 };
 
-class memory_engine final : public engine {
+class memory_engine final : public engine, public fault_injection {
   public:
     explicit memory_engine(const event_log_settings& events)
-        : events_(events, kv_), hub_events_(events, kv_) {}
+        : kv_(faults_), events_(events, kv_, faults_), hub_events_(events, kv_, faults_) {}
+    void fail_appends(std::size_t count) override { faults_.appends = count; }
+    void fail_kv_writes(std::size_t count) override { faults_.kv_writes = count; }
     kv_store& kv() override { return kv_; }
     event_log& events() override { return events_; }
     event_log& hub_events() override { return hub_events_; }
     result<void> flush() override { return {}; }
 
   private:
+    fault_counters faults_;
     memory_kv_store kv_;
     memory_event_log events_;
     memory_event_log hub_events_;
@@ -217,6 +254,10 @@ class memory_engine final : public engine {
 
 std::unique_ptr<engine> open_memory(const event_log_settings& events) {
     return std::make_unique<memory_engine>(events);
+}
+
+fault_injection* faults_of(engine& e) {
+    return dynamic_cast<fault_injection*>(&e);
 }
 
 }  // namespace iothub::storage

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <proton/connection.h>
 #include <proton/delivery.h>
+#include <proton/disposition.h>
 #include <proton/event.h>
 #include <proton/session.h>
 
@@ -295,6 +296,27 @@ TEST_F(AmqpLinks, TelemetryIsAcceptedOnceStoredAndTheDeviceShowsConnected) {
     pn_link_close(l);
     ASSERT_TRUE(exchange([&] { return !connections_.find("dev1", ""); }))
         << "the identity leaves with its last link";
+}
+
+TEST_F(AmqpLinks, TelemetryThatCannotBeStoredIsRejectedAndTheLinkGoesOn) {
+    ASSERT_EQ(put_token("hub.example/devices/dev1", device_token("dev1", key_)), 200);
+    auto* l = client_.sender("/devices/dev1/messages/events");
+    ASSERT_TRUE(exchange([&] { return remote_open(l) && pn_link_credit(l) > 0; }));
+    storage::faults_of(*engine_)->fail_appends(1);
+    auto m = make_message();
+    set_data_body(m.get(), "lost");
+    auto* lost = client_.send(l, m.get());
+    ASSERT_TRUE(exchange([&] { return pn_delivery_remote_state(lost) != 0; }));
+    EXPECT_EQ(pn_delivery_remote_state(lost), PN_REJECTED);
+    const char* cond = pn_condition_get_name(pn_disposition_condition(pn_delivery_remote(lost)));
+    EXPECT_STREQ(cond, "amqp:internal-error");
+    set_data_body(m.get(), "kept");
+    auto* kept = client_.send(l, m.get());
+    ASSERT_TRUE(exchange([&] { return pn_delivery_remote_state(kept) != 0; }));
+    EXPECT_EQ(pn_delivery_remote_state(kept), PN_ACCEPTED);
+    auto events = engine_->events().read(telemetry_.partition_of("dev1"), 0, 10);
+    ASSERT_EQ(events->size(), 1u);
+    EXPECT_EQ(events->front().record.body, "kept");
 }
 
 TEST_F(AmqpLinks, C2dIsDeliveredWithAGuidTagAndAcceptCompletesIt) {

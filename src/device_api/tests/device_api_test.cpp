@@ -135,6 +135,17 @@ TEST_F(DeviceApi, OneEventWithHeaders) {
     EXPECT_EQ(prop(e.system_properties, "iothub-connection-device-id"), "dev1");
 }
 
+TEST_F(DeviceApi, TelemetryThatCannotBeStoredIsAServerErrorAndNothingIsKept) {
+    storage::faults_of(*engine_)->fail_appends(1);
+    auto r = call("POST", "/devices/dev1/messages/events?api-version=2021-04-12", "lost");
+    EXPECT_EQ(r.status, 500);
+    EXPECT_NE(r.body.find("ServerError"), std::string::npos) << r.body;
+    EXPECT_TRUE(events().empty());
+    EXPECT_EQ(call("POST", "/devices/dev1/messages/events?api-version=2021-04-12", "kept").status,
+              204);
+    ASSERT_EQ(events().size(), 1u);
+}
+
 TEST_F(DeviceApi, ModuleEventsCarryTheModule) {
     auto r =
         call("POST", "/devices/dev1/modules/mod1/messages/events", "x", {}, device_token(mod_));

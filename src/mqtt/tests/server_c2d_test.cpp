@@ -77,6 +77,24 @@ class device_client {
 
     void close() { socket_.close(); }
 
+    // Reads until the hub closes the connection; false if a packet of `T` arrives first (or
+    // nothing happens within the read timeout).
+    template <class T>
+    bool closed_without() {
+        for (;;) {
+            auto r = decoder_.next();
+            if (auto* p = std::get_if<packet>(&r)) {
+                if (std::holds_alternative<T>(*p)) return false;
+                continue;
+            }
+            std::array<char, 4096> buf;
+            boost::system::error_code ec;
+            auto n = socket_.read_some(asio::buffer(buf), ec);
+            if (ec) return ec == asio::error::eof || ec == asio::error::connection_reset;
+            decoder_.feed(std::string_view(buf.data(), n));
+        }
+    }
+
   private:
     asio::io_context io_;
     tcp::socket socket_;
@@ -207,6 +225,29 @@ TEST_F(ServerC2d, UnacknowledgedMessagesComeBackWithDupAfterReconnect) {
     again.send(puback_packet{a.packet_id});
     again.send(puback_packet{b.packet_id});
     EXPECT_TRUE(depth_becomes(0));
+}
+
+TEST_F(ServerC2d, TelemetryThatCannotBeStoredClosesTheConnectionWithoutAPuback) {
+    storage::faults_of(*engine_)->fail_appends(1);
+    device_client d(port_, "dev#1", key_);
+    ASSERT_EQ(d.connect(false).code, connack_code::accepted);
+    publish_packet p;
+    p.topic = "devices/dev#1/messages/events/";
+    p.qos = 1;
+    p.packet_id = 5;
+    p.payload = "lost";
+    d.send(p);
+    EXPECT_TRUE(d.closed_without<puback_packet>()) << "no PUBACK for what was not stored";
+
+    device_client again(port_, "dev#1", key_);
+    ASSERT_EQ(again.connect(false).code, connack_code::accepted);
+    p.payload = "kept";
+    again.send(p);
+    EXPECT_EQ(again.expect<puback_packet>().packet_id, 5);
+    telemetry::telemetry_service t(engine_->events());
+    auto events = engine_->events().read(t.partition_of("dev#1"), 0, 10);
+    ASSERT_EQ(events->size(), 1u);
+    EXPECT_EQ(events->front().record.body, "kept");
 }
 
 }  // namespace

@@ -440,3 +440,25 @@ TEST_F(DeviceSession, DesiredUpdatesReachOnlyADeviceThatListens) {
 
 }  // namespace
 }  // namespace iothub::session
+
+namespace iothub::session {
+namespace {
+
+TEST_F(DeviceSession, TelemetryThatCannotBeStoredIsReportedAndNothingOfItIsKept) {
+    recording_port port;
+    auto s = opened(port);
+    storage::faults_of(*engine_)->fail_appends(1);
+    ASSERT_TRUE(s->admit(message("lost"), 1));
+    ASSERT_TRUE(s->admit(message("with it"), 2));
+    ASSERT_TRUE(run_until([&] { return port.stored.size() == 2; }));
+    EXPECT_EQ(port.stored, (std::vector<std::pair<std::uint64_t, bool>>{{1, false}, {2, false}}));
+    ASSERT_TRUE(s->admit(message("stored"), 3));
+    ASSERT_TRUE(run_until([&] { return port.stored.size() == 3; }));
+    EXPECT_TRUE(port.stored.back().second);
+    auto events = engine_->events().read(telemetry_.partition_of("dev1"), 0, 10);
+    ASSERT_EQ(events->size(), 1u);
+    EXPECT_EQ(events->front().record.body, "stored");
+}
+
+}  // namespace
+}  // namespace iothub::session
