@@ -11,7 +11,7 @@ const { Client, Message } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
 const rhea = require('rhea');
 const { SharedAccessSignature } = require('azure-iot-common');
-const { Hub, bin, dataDir, connectionString, eventually, serviceRequest, sleep } = require('./lib/hub');
+const { Hub, bin, dataDir, connectionString, eventually, readTelemetry, serviceRequest, sleep } = require('./lib/hub');
 const { RawAmqp } = require('./lib/raw-amqp');
 
 let hub;
@@ -40,12 +40,16 @@ function consumer(group = '$Default') {
   clients.push(c);
   return c;
 }
-// Subscribes and collects events (and errors) until closed.
+// Subscribes and collects events (and errors) until closed. `ready` holds the partitions whose
+// receiver is attached and reading: the client calls processEvents, with an empty batch when
+// nothing came, once per maxWaitTimeInSeconds, so a call proves the receiver is in place.
 function collect(client, options, partitionId) {
   const events = [];
   const errors = [];
+  const ready = new Set();
   const handlers = {
     processEvents: async (batch, context) => {
+      ready.add(context.partitionId);
       for (const e of batch) events.push({ ...e, partitionId: context.partitionId, context });
     },
     processError: async (err) => { errors.push(err); },
@@ -53,7 +57,7 @@ function collect(client, options, partitionId) {
   const sub = partitionId === undefined
     ? client.subscribe(handlers, { maxWaitTimeInSeconds: 1, ...options })
     : client.subscribe(partitionId, handlers, { maxWaitTimeInSeconds: 1, ...options });
-  return { events, errors, sub };
+  return { events, errors, sub, ready };
 }
 const bodiesOf = (events, id) => events
   .filter((e) => e.systemProperties['iothub-connection-device-id'] === id)
@@ -116,18 +120,20 @@ describe('Event Hubs-compatible endpoint', () => {
     await sleep(50);
     const c = consumer();
     const latest = collect(c, { startPosition: latestEventPosition });
-    await sleep(1500);  // the receivers attach
+    await eventually(() => latest.ready.size === 4, 10000, 'every partition\'s receiver attached');
     await send('eh-latest', { n: 1 });
     await eventually(() => bodiesOf(latest.events, 'eh-latest').length === 1, 10000, 'the new event');
     await latest.sub.close();
     assert.deepEqual(bodiesOf(latest.events, 'eh-latest'), [1]);
 
+    // From a time: n=1 and then a marker sent now. Once the marker is read, anything before n=1
+    // that the position wrongly let through would have been read before it (one partition).
     const c2 = consumer();
     const fromTime = collect(c2, { startPosition: { enqueuedOn: since } });
-    await eventually(() => bodiesOf(fromTime.events, 'eh-latest').length === 1, 10000, 'events after the time');
-    await sleep(500);
+    await send('eh-latest', { n: 2 });
+    await eventually(() => bodiesOf(fromTime.events, 'eh-latest').includes(2), 10000, 'events after the time');
     await fromTime.sub.close();
-    assert.deepEqual(bodiesOf(fromTime.events, 'eh-latest'), [1]);
+    assert.deepEqual(bodiesOf(fromTime.events, 'eh-latest'), [1, 2]);
   });
 
   it('resumes after a checkpoint', async () => {
@@ -152,6 +158,7 @@ describe('Event Hubs-compatible endpoint', () => {
       listCheckpoints: async () => [...checkpoints.values()],
       updateCheckpoint: async (cp) => { checkpoints.set(cp.partitionId, cp); },
     };
+    let lastSeen;
     const run = async (client, want) => {
       const seen = [];
       const failures = [];
@@ -161,12 +168,14 @@ describe('Event Hubs-compatible endpoint', () => {
             if (e.systemProperties['iothub-connection-device-id'] !== 'eh-ckpt') continue;
             seen.push(e.body.n);
             await ctx.updateCheckpoint(e);
+            lastSeen = e.sequenceNumber;
           }
         },
         processError: async (err) => { failures.push(String(err)); },
       }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1 });
       await eventually(() => seen.length >= want, 10000, () => `${want} events (${seen}; ${failures})`);
-      await sleep(300);
+      // The checkpoint of the last event is stored before the subscription closes.
+      await eventually(() => checkpoints.get(partition)?.sequenceNumber === lastSeen, 10000, 'the last checkpoint');
       await sub.close();
       return seen;
     };
@@ -201,7 +210,7 @@ describe('Event Hubs-compatible endpoint', () => {
   it('a receiver with a higher owner level takes a partition over', async () => {
     const low = consumer();
     const a = collect(low, { startPosition: latestEventPosition, ownerLevel: 1 }, '0');
-    await sleep(1500);
+    await eventually(() => a.ready.has('0'), 10000, 'the first receiver attached');
     const high = consumer();
     const b = collect(high, { startPosition: latestEventPosition, ownerLevel: 2 }, '0');
     await eventually(() => a.errors.length > 0, 10000, 'the lower owner level disconnected');
@@ -273,7 +282,11 @@ describe('Event Hubs receivers, raw', () => {
       }
       for (const l of links) await l.settled();
       await send('eh-credit', { n: 1 });
-      await sleep(500);
+      // The event is readable (the REST reader sees it), and a $management round trip on the
+      // same connection after that has come back: a receiver with credit would have been sent it
+      // by then, one without has nothing pending.
+      await readTelemetry({ device: 'eh-credit', until: (events) => events.length === 1 });
+      await raw.management('localhost');
       assert.equal(links.reduce((n, l) => n + l.messages.length, 0), 0, 'nothing without credit');
       for (const l of links) l.link.add_credit(5);
       await eventually(() => links.some((l) => l.messages.length === 1), 5000, 'the event after credit');
@@ -297,7 +310,11 @@ describe('a consumer behind retention', () => {
       const c = Client.fromConnectionString(`HostName=localhost;DeviceId=eh-old;SharedAccessKey=${d.authentication.symmetricKey.primaryKey}`, Mqtt);
       await c.open();
       await c.sendEvent(new Message(JSON.stringify({ n: 0 })));
-      await sleep(2500);  // retention removes it
+      // Retention runs every 100 ms with a one-second retention: wait for it to remove n=0.
+      await eventually(async () => {
+        const r = await serviceRequest({ path: '/telemetry/partitions' });
+        return r.json.partitions.every((p) => p.isEmpty);
+      }, 10000, 'retention to remove the first event');
       await c.sendEvent(new Message(JSON.stringify({ n: 1 })));
       await c.close();
       const reader = new EventHubConsumerClient('$Default', ehConnectionString);
@@ -305,9 +322,8 @@ describe('a consumer behind retention', () => {
       // From sequence number 0, which is gone: the reader starts at the oldest event left.
       const { events, sub } = collect(reader, { startPosition: { sequenceNumber: 0, isInclusive: true } });
       await eventually(() => bodiesOf(events, 'eh-old').length === 1, 10000, 'the retained event');
-      await sleep(300);
       await sub.close();
-      assert.deepEqual(bodiesOf(events, 'eh-old'), [1]);
+      assert.deepEqual(bodiesOf(events, 'eh-old'), [1], 'the first read starts at the oldest event left');
     } finally {
       await short.stop();
     }

@@ -161,6 +161,28 @@ class RawAmqp {
     return m.application_properties['status-code'];
   }
 
+  // A $management READ of an event hub (the Event Hubs endpoint's), answered on this connection;
+  // resolves with the reply's status-code.
+  async management(entity) {
+    if (!this.managementOut) {
+      this.managementOut = this.sender('$management');
+      this.managementIn = this.receiver('$management');
+      this.managementIn.link.on('message', (ctx) => {
+        const resolve = this.replies.get(ctx.message.correlation_id);
+        if (resolve) this.replies.delete(ctx.message.correlation_id), resolve(ctx.message);
+      });
+      await this.managementOut.settled();
+      await this.managementIn.settled();
+    }
+    const id = `management-${this.nextId++}`;
+    const reply = within(new Promise((resolve) => this.replies.set(id, resolve)), 10000, 'the $management reply');
+    await this.managementOut.send({
+      message_id: id, reply_to: this.managementIn.link.name,
+      application_properties: { operation: 'READ', type: 'com.microsoft:eventhub', name: entity },
+    });
+    return (await reply).application_properties['status-code'];
+  }
+
   async close() {
     if (this.closed) return;
     // rhea reports a close it started with the peer's close frame, not with 'disconnected'.
