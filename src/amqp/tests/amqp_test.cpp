@@ -495,7 +495,8 @@ TEST(Wire, ReadersStopAtTheEndOfTheirInput) {
     EXPECT_FALSE(read_binary(str8("name")));
     // A performative cut short is read as far as its fields go.
     auto t = described_list(0x14, {uint_field(3), uint_field(9), bin8("tag"), uint_field(5)});
-    auto f = read_described_list(t.substr(0, t.size() - 2), 3);
+    const auto cut = t.substr(0, t.size() - 2);
+    auto f = read_described_list(cut, 3);
     ASSERT_TRUE(f);
     EXPECT_EQ(read_binary(f->at[2]), "tag");
     EXPECT_FALSE(read_described_list(t.substr(0, t.size() - 2), 4));

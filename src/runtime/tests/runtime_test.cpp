@@ -27,8 +27,9 @@ bool run_until(asio::io_context& io, const std::function<bool()>& done) {
 }
 
 TEST(BlockingPool, RunReturnsTheResultOnTheCallersExecutor) {
-    blocking_pool pool(2);
+    // The context outlives the pool: a pool thread may still be signalling it after its last post.
     asio::io_context io;
+    blocking_pool pool(2);
     std::thread::id worker, answered;
     int got = 0;
     pool.run(
@@ -48,8 +49,9 @@ TEST(BlockingPool, RunReturnsTheResultOnTheCallersExecutor) {
 }
 
 TEST(BlockingPool, AnExceptionBecomesAnErrorAndTheThreadLivesOn) {
-    blocking_pool pool(1);
+    // The context outlives the pool: a pool thread may still be signalling it after its last post.
     asio::io_context io;
+    blocking_pool pool(1);
     std::optional<result<int>> first, second;
     pool.run([]() -> result<int> { throw std::runtime_error("a corrupt record"); },
              io.get_executor(), [&](result<int> r) { first = r; });
@@ -62,8 +64,9 @@ TEST(BlockingPool, AnExceptionBecomesAnErrorAndTheThreadLivesOn) {
 }
 
 TEST(BlockingPool, ACoroutineAwaitsItsWork) {
-    blocking_pool pool(2);
+    // The context outlives the pool: a pool thread may still be signalling it after its last post.
     asio::io_context io;
+    blocking_pool pool(2);
     std::optional<result<std::string>> got;
     asio::co_spawn(
         io,

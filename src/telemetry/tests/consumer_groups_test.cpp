@@ -24,7 +24,9 @@ TEST(ConsumerGroups, DefaultAlwaysExistsAndCannotBeDeleted) {
 TEST(ConsumerGroups, NamesFollowTheRulesAndCompareWithoutCase) {
     auto engine = storage::open_memory();
     consumer_groups groups(engine->kv(), 20);
-    for (auto bad : {"", "has space", "slash/", std::string(51, 'a').c_str()}) {
+    const std::string too_long(51, 'a');
+    for (const std::string bad :
+         {std::string(), std::string("has space"), std::string("slash/"), too_long}) {
         auto r = groups.create(bad);
         ASSERT_FALSE(r) << bad;
         EXPECT_EQ(r.error().code(), errc::argument_invalid);

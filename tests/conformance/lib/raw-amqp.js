@@ -129,15 +129,22 @@ class RawAmqp {
       connection.once('connection_open', resolve);
       connection.once('disconnected', (ctx) => reject(ctx.error || new Error('disconnected')));
     }), 10000, 'the AMQP connection');
-    raw.cbsOut = raw.sender('$cbs');
-    raw.cbsIn = raw.receiver('$cbs');
-    raw.cbsIn.link.on('message', (ctx) => {
-      const resolve = raw.replies.get(ctx.message.correlation_id);
-      if (resolve) raw.replies.delete(ctx.message.correlation_id), resolve(ctx.message);
-    });
-    await raw.cbsOut.settled();
-    await raw.cbsIn.settled();
+    [raw.cbsOut, raw.cbsIn] = await raw.requestLinks('$cbs');
     return raw;
+  }
+
+  // A sender and a receiver on `address` whose replies resolve the request with the same
+  // correlation-id (the $cbs and $management request-response pattern).
+  async requestLinks(address) {
+    const out = this.sender(address);
+    const replies = this.receiver(address);
+    replies.link.on('message', (ctx) => {
+      const resolve = this.replies.get(ctx.message.correlation_id);
+      if (resolve) this.replies.delete(ctx.message.correlation_id), resolve(ctx.message);
+    });
+    await out.settled();
+    await replies.settled();
+    return [out, replies];
   }
 
   sender(target, options = {}) {
@@ -164,16 +171,7 @@ class RawAmqp {
   // A $management READ of an event hub (the Event Hubs endpoint's), answered on this connection;
   // resolves with the reply's status-code.
   async management(entity) {
-    if (!this.managementOut) {
-      this.managementOut = this.sender('$management');
-      this.managementIn = this.receiver('$management');
-      this.managementIn.link.on('message', (ctx) => {
-        const resolve = this.replies.get(ctx.message.correlation_id);
-        if (resolve) this.replies.delete(ctx.message.correlation_id), resolve(ctx.message);
-      });
-      await this.managementOut.settled();
-      await this.managementIn.settled();
-    }
+    if (!this.managementOut) [this.managementOut, this.managementIn] = await this.requestLinks('$management');
     const id = `management-${this.nextId++}`;
     const reply = within(new Promise((resolve) => this.replies.set(id, resolve)), 10000, 'the $management reply');
     await this.managementOut.send({
