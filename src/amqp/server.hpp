@@ -20,12 +20,6 @@
 #include "storage/event_log.hpp"
 #include "telemetry/consumer_groups.hpp"
 
-#include <boost/asio/ssl/context.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http/message.hpp>
-#include <boost/beast/http/string_body.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
-
 #include <memory>
 
 namespace iothub::amqp {
@@ -65,31 +59,19 @@ namespace detail {
 struct server_state;
 }
 
-class server {
+// Listening, WebSocket hand-off and stop are the shell's (net::device_server).
+class server : public net::device_server {
   public:
     server(runtime::shard_set& shards, services svc, session::services& sessions,
            server_settings settings = {});
-    ~server();
-
-    result<std::uint16_t> listen_tls(const std::string& address, std::uint16_t port,
-                                     std::shared_ptr<boost::asio::ssl::context> tls);
-    // Plain TCP, for local tools and benchmarks only.
-    result<std::uint16_t> listen_plain(const std::string& address, std::uint16_t port);
-
-    void accept_websocket(boost::beast::ssl_stream<boost::beast::tcp_stream> stream,
-                          boost::beast::http::request<boost::beast::http::string_body> request,
-                          std::string subprotocol);
 
     // The identity's access ended: every connection forgets the tokens it holds for it (its
     // live links are closed through the connection table already).
     void revoke(const std::string& device_id, const std::string& module_id);
 
-    void begin_stop();
-    std::size_t active_connections() const;
-
   private:
-    std::shared_ptr<detail::server_state> state_;
-    std::unique_ptr<net::device_server> shell_;
+    server(runtime::shard_set& shards, std::shared_ptr<detail::server_state> state,
+           std::chrono::seconds tls_handshake_timeout);
 };
 
 }  // namespace iothub::amqp

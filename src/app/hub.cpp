@@ -333,14 +333,14 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     if (!https_port)
         return error(https_port.error().code(), "HTTPS: " + https_port.error().message());
     im->ports.https = *https_port;
-    auto mqtt_port = im->mqtt->listen_tls(s.bind_address, s.mqtt_port, *tls_ctx);
+    auto mqtt_port = im->mqtt->listen(s.bind_address, s.mqtt_port, *tls_ctx);
     if (!mqtt_port) return error(mqtt_port.error().code(), "MQTT: " + mqtt_port.error().message());
     im->ports.mqtt = *mqtt_port;
-    auto amqp_port = im->amqp->listen_tls(s.bind_address, s.amqp_port, *tls_ctx);
+    auto amqp_port = im->amqp->listen(s.bind_address, s.amqp_port, *tls_ctx);
     if (!amqp_port) return error(amqp_port.error().code(), "AMQP: " + amqp_port.error().message());
     im->ports.amqp = *amqp_port;
     if (s.mqtt_plain_enabled) {
-        auto plain = im->mqtt->listen_plain(s.bind_address, s.mqtt_plain_port);
+        auto plain = im->mqtt->listen(s.bind_address, s.mqtt_plain_port, nullptr);
         if (!plain) return error(plain.error().code(), "plain MQTT: " + plain.error().message());
         im->ports.mqtt_plain = *plain;
     }

@@ -43,12 +43,14 @@ class handler final : public net::protocol_handler,
                       public session_handler,
                       public core::device_port {
   public:
-    handler(core::services& svc, const server_settings& settings, net::connection_io& io)
+    handler(core::services& svc, std::shared_ptr<const server_settings> settings,
+            net::connection_io& io)
         : svc_(svc),
-          settings_(settings),
+          keep_settings_(std::move(settings)),
+          settings_(*keep_settings_),
           io_(io),
-          mqtt_(*this, settings.limits, clock::now()),
-          budget_(std::make_shared<core::telemetry_budget>(settings.max_unstored_bytes)) {
+          mqtt_(*this, settings_.limits, clock::now()),
+          budget_(std::make_shared<core::telemetry_budget>(settings_.max_unstored_bytes)) {
         budget_->on_freed = [h = io.handle()] {
             if (auto c = h.lock()) c->wake();
         };
@@ -319,6 +321,7 @@ class handler final : public net::protocol_handler,
     }
 
     core::services& svc_;
+    std::shared_ptr<const server_settings> keep_settings_;  // a connection may outlive the server
     const server_settings& settings_;
     net::connection_io& io_;
     mqtt::session mqtt_;
@@ -336,37 +339,9 @@ class handler final : public net::protocol_handler,
 }  // namespace
 
 server::server(runtime::shard_set& shards, core::services& svc, server_settings settings)
-    : svc_(svc), settings_(settings) {
-    shell_ = std::make_unique<net::device_server>(
-        shards, "mqtt", settings_.tls_handshake_timeout,
-        [this](net::connection_io& io) { return std::make_unique<handler>(svc_, settings_, io); });
-}
-
-server::~server() {
-    begin_stop();
-}
-
-result<std::uint16_t> server::listen_tls(const std::string& address, std::uint16_t port,
-                                         std::shared_ptr<asio::ssl::context> tls) {
-    return shell_->listen(address, port, std::move(tls));
-}
-
-result<std::uint16_t> server::listen_plain(const std::string& address, std::uint16_t port) {
-    return shell_->listen(address, port, nullptr);
-}
-
-void server::accept_websocket(boost::beast::ssl_stream<boost::beast::tcp_stream> stream,
-                              boost::beast::http::request<boost::beast::http::string_body> request,
-                              std::string subprotocol) {
-    shell_->accept_websocket(std::move(stream), std::move(request), std::move(subprotocol));
-}
-
-void server::begin_stop() {
-    shell_->begin_stop();
-}
-
-std::size_t server::active_connections() const {
-    return shell_->active_connections();
-}
+    : net::device_server(
+          shards, "mqtt", settings.tls_handshake_timeout,
+          [&svc, shared = std::make_shared<const server_settings>(std::move(settings))](
+              net::connection_io& io) { return std::make_unique<handler>(svc, shared, io); }) {}
 
 }  // namespace iothub::mqtt

@@ -13,12 +13,6 @@
 #include "net/connection.hpp"
 #include "session/device_session.hpp"
 
-#include <boost/asio/ssl/context.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http/message.hpp>
-#include <boost/beast/http/string_body.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
-
 #include <memory>
 
 namespace iothub::mqtt {
@@ -33,28 +27,10 @@ struct server_settings {
     std::size_t c2d_window = 16;
 };
 
-class server {
+// Listening, WebSocket hand-off and stop are the shell's (net::device_server).
+class server : public net::device_server {
   public:
     server(runtime::shard_set& shards, core::services& svc, server_settings settings);
-    ~server();
-
-    result<std::uint16_t> listen_tls(const std::string& address, std::uint16_t port,
-                                     std::shared_ptr<boost::asio::ssl::context> tls);
-    result<std::uint16_t> listen_plain(const std::string& address, std::uint16_t port);
-
-    // Takes over a connection the HTTPS server upgraded on /$iothub/websocket.
-    void accept_websocket(boost::beast::ssl_stream<boost::beast::tcp_stream> stream,
-                          boost::beast::http::request<boost::beast::http::string_body> request,
-                          std::string subprotocol);
-
-    // Closes the listeners and every connection.
-    void begin_stop();
-    std::size_t active_connections() const;
-
-  private:
-    core::services& svc_;
-    server_settings settings_;
-    std::unique_ptr<net::device_server> shell_;
 };
 
 }  // namespace iothub::mqtt

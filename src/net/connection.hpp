@@ -117,8 +117,10 @@ class device_server {
                   std::chrono::seconds tls_handshake_timeout, handler_factory factory);
     ~device_server();
 
+    // TLS with `tls`; plain TCP without (local tools and benchmarks only). Port 0 picks one.
     result<std::uint16_t> listen(const std::string& address, std::uint16_t port,
                                  std::shared_ptr<boost::asio::ssl::context> tls);
+    // Takes over a connection the HTTPS server upgraded on /$iothub/websocket.
     void accept_websocket(boost::beast::ssl_stream<boost::beast::tcp_stream> stream,
                           boost::beast::http::request<boost::beast::http::string_body> request,
                           std::string subprotocol);

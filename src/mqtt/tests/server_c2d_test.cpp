@@ -111,7 +111,7 @@ class ServerC2d : public ::testing::Test {
         ASSERT_TRUE(created);
         key_ = created->auth.primary_key;
         server_ = std::make_unique<server>(shards_, sessions_, server_settings{});
-        auto port = server_->listen_plain("127.0.0.1", 0);
+        auto port = server_->listen("127.0.0.1", 0, nullptr);
         ASSERT_TRUE(port) << port.error().message();
         port_ = *port;
         shards_.start();
