@@ -25,7 +25,7 @@ TEST(ConsumerGroups, NamesFollowTheRulesAndCompareWithoutCase) {
     auto engine = storage::open_memory();
     consumer_groups groups(engine->kv(), 20);
     const std::string too_long(51, 'a');
-    for (const std::string bad :
+    for (const std::string& bad :
          {std::string(), std::string("has space"), std::string("slash/"), too_long}) {
         auto r = groups.create(bad);
         ASSERT_FALSE(r) << bad;
