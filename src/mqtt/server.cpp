@@ -63,7 +63,11 @@ class handler final : public net::protocol_handler,
     void take_output(std::string& out) override {
         auto& produced = mqtt_.output();
         if (produced.empty()) return;
-        out.append(produced);
+        if (out.empty()) {
+            out.swap(produced);  // no copy; the connection decides what capacity to keep
+        } else {
+            out.append(produced);
+        }
         produced.clear();
     }
     // QoS 0 has no acknowledgement to hold a fast publisher back, so while too much of this

@@ -5,24 +5,30 @@
 //
 // A connection lives on the shard that accepted it. The handler is called only there; it reports
 // anything it produced or changed out of band (a storage completion, a push from the core) by
-// calling wake(), also only there. Lifecycle: start -> received/deadline/wake ... -> the handler
-// says finished() -> what it wrote is flushed -> the stream closes (politely when it can, at once
-// when a read is pending) -> closed() -> the connection leaves the server's set.
+// calling wake(), also only there. Lifecycle: start -> the stream's handshake (TLS) -> the
+// handler's start -> received/deadline/wake ... -> the handler says finished() -> what it wrote
+// is flushed -> the stream closes -> closed() -> the connection leaves the server's set.
+//
+// What an idle connection costs is kept small on purpose (a fleet is mostly idle): reads go into
+// the shard thread's buffer, the stream holds no buffer while idle, output is kept only while it
+// is being written, and deadlines are entries in the shard's timer wheel, not timers.
 #pragma once
 
 #include "common/error.hpp"
+#include "net/stream.hpp"
 #include "net/stream_listeners.hpp"
-#include "net/transport.hpp"
+#include "net/timer_wheel.hpp"
 #include "runtime/shards.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/steady_timer.hpp>
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 namespace iothub::net {
@@ -39,7 +45,7 @@ class connection_io {
     // resumes or pauses, the deadline is re-armed, a finished connection closes.
     virtual void wake() = 0;
     virtual const boost::asio::any_io_executor& executor() const = 0;
-    virtual transport& stream() = 0;
+    virtual net::stream& stream() = 0;
     // A handle other connections or services can reach this one through (post()).
     virtual std::weak_ptr<connection> handle() = 0;
 };
@@ -49,18 +55,21 @@ class connection_io {
 class protocol_handler {
   public:
     virtual ~protocol_handler() = default;
+    // The stream is established (after TLS's handshake).
     virtual void start() {}
+    // `bytes` are valid during the call only: keep what is not consumed.
     virtual void received(std::string_view bytes) = 0;
     // The stream ended (the peer closed it, or it failed) with `reason`.
     virtual void stream_ended(const std::string& reason) = 0;
     // The hub is stopping: say goodbye the protocol's way and finish soon.
     virtual void stop(const std::string& reason) = 0;
-    // Moves what is to be written onto `out`.
+    // Moves what is to be written onto the end of `out`.
     virtual void take_output(std::string& out) = 0;
     // False while the protocol wants no more bytes (authenticating, too much in flight).
     virtual bool wants_read() const = 0;
     // Nothing more will be read or produced: once the output is written, the stream closes.
     virtual bool finished() const = 0;
+    // When on_deadline() is due. It may be called earlier; the protocol checks its own times.
     virtual steady::time_point deadline() const { return steady::time_point::max(); }
     virtual void on_deadline() {}
     // The stream is closed; release what the connection held. The last call.
@@ -69,14 +78,19 @@ class protocol_handler {
 
 using handler_factory = std::function<std::unique_ptr<protocol_handler>(connection_io&)>;
 
-class connection final : public connection_io, public std::enable_shared_from_this<connection> {
+class connection final : public connection_io,
+                         public wheel_entry,
+                         public std::enable_shared_from_this<connection> {
   public:
-    connection(std::unique_ptr<transport> t, boost::asio::any_io_executor ex,
-               std::function<void(connection*)> on_closed);
+    // `handshake_timeout` bounds the stream's opening handshake.
+    connection(std::unique_ptr<net::stream> s, boost::asio::any_io_executor ex,
+               std::function<void(connection*)> on_closed,
+               std::chrono::seconds handshake_timeout = std::chrono::seconds(10));
     ~connection() override;
 
     void set_handler(std::unique_ptr<protocol_handler> h) { handler_ = std::move(h); }
-    boost::asio::awaitable<void> run();
+    // The handshake, then the handler's start. Call once, on the connection's executor.
+    void start();
 
     // From any thread: runs `fn` with the handler on this connection's executor, unless the
     // connection has closed by then.
@@ -87,24 +101,38 @@ class connection final : public connection_io, public std::enable_shared_from_th
 
     void wake() override;
     const boost::asio::any_io_executor& executor() const override { return ex_; }
-    transport& stream() override { return *transport_; }
+    net::stream& stream() override { return *stream_; }
     std::weak_ptr<connection> handle() override { return weak_from_this(); }
 
   private:
-    boost::asio::awaitable<void> write_loop(std::shared_ptr<connection> self);
-    boost::asio::awaitable<void> timer_loop(std::shared_ptr<connection> self);
+    void expired() override;
+    void handshake_step();
+    void pump();
+    void flush();
+    void read_now();
+    void arm(direction d);
+    void ready(direction d, error_code ec);
+    void lost(const std::string& reason);
+    void reschedule();
     void finish();
 
-    std::unique_ptr<transport> transport_;
+    std::unique_ptr<net::stream> stream_;
     boost::asio::any_io_executor ex_;
+    timer_wheel& wheel_;
     std::function<void(connection*)> on_closed_;
     std::unique_ptr<protocol_handler> handler_;
-    boost::asio::steady_timer timer_;
-    boost::asio::steady_timer resume_;
-    steady::time_point armed_ = steady::time_point::max();
+    std::string out_;
+    std::size_t sent_ = 0;  // bytes of out_ written
+    steady::time_point scheduled_ = steady::time_point::max();
+    steady::time_point handshake_until_;
     steady::time_point cut_at_ = steady::time_point::max();  // after a kick
-    std::string out_, sending_;
-    bool reading_ = false, writing_ = false, pumping_ = false, again_ = false;
+    // Which socket readiness the reader and the writer wait for, if they wait.
+    std::optional<direction> read_waits_, write_waits_, handshake_waits_;
+    std::array<bool, 2> armed_{};  // a wait is pending on that direction
+    bool open_ = false;            // handshake done, handler started
+    bool stream_done_ = false;     // the stream failed or ended: no more reads or writes
+    bool finish_posted_ = false;
+    bool read_posted_ = false;  // a read of input the stream already holds is queued
     bool finished_ = false;
 };
 

@@ -2,10 +2,12 @@
 
 #include "runtime/listener.hpp"
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 #include <spdlog/spdlog.h>
 
 #include <mutex>
@@ -13,53 +15,37 @@
 
 namespace iothub::net {
 namespace beast = boost::beast;
+namespace {
+constexpr auto as_tuple = asio::as_tuple(asio::use_awaitable);
+}
 
 struct stream_listeners::state : std::enable_shared_from_this<state> {
     runtime::shard_set& shards;
     std::string protocol;
-    std::chrono::seconds handshake_timeout;
     stream_handler on_stream;
     std::mutex mutex;
     std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
     bool closed = false;
 
-    state(runtime::shard_set& s, std::string p, std::chrono::seconds t, stream_handler h)
-        : shards(s), protocol(std::move(p)), handshake_timeout(t), on_stream(std::move(h)) {}
+    std::string_view plain_kind, tls_kind;
 
-    void accepted(tcp::socket socket, std::shared_ptr<asio::ssl::context> tls) {
+    state(runtime::shard_set& s, std::string p, stream_handler h)
+        : shards(s),
+          protocol(std::move(p)),
+          on_stream(std::move(h)),
+          plain_kind(intern_kind(protocol)),
+          tls_kind(intern_kind(protocol + "s")) {}
+
+    void accepted(tcp::socket socket, const std::shared_ptr<asio::ssl::context>& tls) {
         auto ex = socket.get_executor();
-        if (!tls)
-            return on_stream(std::make_unique<tcp_transport>(std::move(socket), protocol), ex);
-        asio::co_spawn(
-            ex,
-            [self = shared_from_this(), tls, socket = std::move(socket),
-             ex]() mutable -> asio::awaitable<void> {
-                auto t =
-                    std::make_unique<tls_transport>(std::move(socket), *tls, self->protocol + "s");
-                // A client that never finishes the handshake must not hold a socket forever.
-                asio::steady_timer guard(ex, self->handshake_timeout);
-                auto* raw = t.get();
-                guard.async_wait([raw](error_code e) {
-                    if (!e) raw->abort();
-                });
-                auto ec = co_await t->handshake();
-                guard.cancel();
-                if (ec) {
-                    spdlog::debug("{} {}: TLS handshake failed: {}", t->kind(), t->peer(),
-                                  ec.message());
-                    co_return;
-                }
-                self->on_stream(std::move(t), ex);
-            },
-            asio::detached);
+        if (!tls) return on_stream(make_tcp_stream(std::move(socket), plain_kind), ex);
+        on_stream(make_tls_stream(std::move(socket), *tls, tls_role::server, tls_kind), ex);
     }
 };
 
 stream_listeners::stream_listeners(runtime::shard_set& shards, std::string protocol,
-                                   std::chrono::seconds tls_handshake_timeout,
                                    stream_handler on_stream)
-    : state_(std::make_shared<state>(shards, std::move(protocol), tls_handshake_timeout,
-                                     std::move(on_stream))) {}
+    : state_(std::make_shared<state>(shards, std::move(protocol), std::move(on_stream))) {}
 
 stream_listeners::~stream_listeners() {
     close();
@@ -98,7 +84,7 @@ void stream_listeners::accept_websocket(beast::ssl_stream<beast::tcp_stream> str
          ex]() mutable -> asio::awaitable<void> {
             namespace ws = beast::websocket;
             auto kind = s->protocol + "-ws";
-            websocket_transport::ws_stream socket(std::move(stream));
+            websocket_type socket(std::move(stream));
             beast::get_lowest_layer(socket).expires_never();
             socket.set_option(
                 ws::stream_base::timeout{std::chrono::seconds(10), ws::stream_base::none(), false});
@@ -111,7 +97,7 @@ void stream_listeners::accept_websocket(beast::ssl_stream<beast::tcp_stream> str
                 spdlog::debug("{} {}: upgrade failed: {}", kind, peer, ec.message());
                 co_return;
             }
-            s->on_stream(std::make_unique<websocket_transport>(std::move(socket), peer, kind), ex);
+            s->on_stream(make_websocket_stream(std::move(socket), peer, kind), ex);
         },
         asio::detached);
 }

@@ -1,10 +1,11 @@
-// How device-facing streams come to exist: listening sockets (plain or TLS, with a handshake
-// deadline) and WebSocket upgrades handed over by the HTTPS server. MQTT and AMQP share it; each
-// protocol server gets finished streams on the shard that owns them and never sees a handshake.
+// How device-facing streams come to exist: listening sockets (plain or TLS) and WebSocket
+// upgrades handed over by the HTTPS server. MQTT and AMQP share it; each protocol server gets
+// streams on the shard that owns them (a TLS stream's handshake is the connection's first step,
+// so a connection in its handshake costs no more than the handshake's state).
 #pragma once
 
 #include "common/error.hpp"
-#include "net/transport.hpp"
+#include "net/stream.hpp"
 #include "runtime/shards.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -19,14 +20,12 @@
 namespace iothub::net {
 
 // Receives each established stream on its shard's executor.
-using stream_handler =
-    std::function<void(std::unique_ptr<transport>, boost::asio::any_io_executor)>;
+using stream_handler = std::function<void(std::unique_ptr<stream>, boost::asio::any_io_executor)>;
 
 class stream_listeners {
   public:
     // `protocol` names the streams' kind ("mqtt" gives "mqtt", "mqtts", "mqtt-ws").
-    stream_listeners(runtime::shard_set& shards, std::string protocol,
-                     std::chrono::seconds tls_handshake_timeout, stream_handler on_stream);
+    stream_listeners(runtime::shard_set& shards, std::string protocol, stream_handler on_stream);
     ~stream_listeners();
 
     // `tls` null: plain TCP. Returns the bound port.

@@ -25,25 +25,26 @@ namespace asio = boost::asio;
 namespace json = boost::json;
 
 // A stream that keeps what the hub writes and never has anything to read.
-class memory_transport final : public net::transport {
+class memory_stream final : public net::stream {
   public:
-    explicit memory_transport(std::string& sink) : sink_(sink) {}
-    asio::awaitable<std::tuple<net::error_code, std::size_t>> read_some(
-        asio::mutable_buffer) override {
-        co_return std::tuple{net::error_code(asio::error::operation_aborted), std::size_t{0}};
+    explicit memory_stream(std::string& sink) : sink_(sink) {}
+    net::io_result read_some(std::span<char>) override {
+        return net::io_result::wait(net::direction::read);
     }
-    asio::awaitable<net::error_code> write(asio::const_buffer b) override {
-        sink_.append(static_cast<const char*>(b.data()), b.size());
-        co_return net::error_code{};
+    net::io_result write_some(std::span<const char> b) override {
+        sink_.append(b.data(), b.size());
+        return net::io_result::done(b.size());
     }
-    asio::awaitable<void> shutdown() override { co_return; }
-    void abort() override {}
-    std::optional<auth::client_certificate> client_certificate() override { return std::nullopt; }
+    void async_wait(net::direction, std::function<void(net::error_code)> ready) override {
+        waiting_ = std::move(ready);  // never readable; let go of at close
+    }
+    void close() override { waiting_ = nullptr; }
     std::string peer() const override { return "memory"; }
     std::string_view kind() const override { return "amqp-test"; }
 
   private:
     std::string& sink_;
+    std::function<void(net::error_code)> waiting_;
 };
 
 // The client side: a Proton driver, links by address, and what arrived on them.
@@ -165,16 +166,17 @@ class AmqpLinks : public ::testing::Test {
             services{authenticator_, policies_, hosts_, c2d_, "hub.example", engine_->events(),
                      groups_, auth::event_hub_name("hub.example"), now(), *files_},
             sessions_, server_settings{});
-        conn_ = std::make_shared<net::connection>(std::make_unique<memory_transport>(wire_),
+        conn_ = std::make_shared<net::connection>(std::make_unique<memory_stream>(wire_),
                                                   io_.get_executor(), nullptr);
         auto handler = std::make_unique<detail::connection>(state_, *conn_);
         hub_ = handler.get();
         conn_->set_handler(std::move(handler));
-        hub_->start();
+        conn_->start();
         exchange();
     }
     void TearDown() override {
         hub_->closed();
+        conn_->stream().close();
         conn_.reset();
         blocking_.stop();
         std::filesystem::remove_all(root_);

@@ -1,0 +1,378 @@
+#include "net/stream.hpp"
+
+#include "tls/context.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <set>
+#include <sys/socket.h>
+
+namespace iothub::net {
+
+std::string endpoint_text(const tcp::socket& s) {
+    error_code ec;
+    auto ep = s.remote_endpoint(ec);
+    return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+std::string_view intern_kind(std::string_view kind) {
+    static std::mutex mutex;
+    static std::set<std::string, std::less<>> names;
+    std::lock_guard lock(mutex);
+    auto it = names.find(kind);
+    if (it == names.end()) it = names.emplace(kind).first;
+    return *it;
+}
+
+namespace {
+
+auto asio_wait(direction d) {
+    return d == direction::read ? tcp::socket::wait_read : tcp::socket::wait_write;
+}
+
+// --- TCP
+// ------------------------------------------------------------------------------------------
+
+class tcp_stream final : public stream {
+  public:
+    tcp_stream(tcp::socket s, std::string_view kind)
+        : socket_(std::move(s)), peer_(endpoint_text(socket_)), kind_(kind) {
+        error_code ec;
+        socket_.non_blocking(true, ec);
+    }
+    io_result read_some(std::span<char> into) override {
+        error_code ec;
+        auto n = socket_.read_some(asio::buffer(into.data(), into.size()), ec);
+        if (!ec) return io_result::done(n);
+        if (ec == asio::error::would_block) return io_result::wait(direction::read);
+        if (ec == asio::error::eof) return {io_result::status::closed, 0, {}};
+        return io_result::failure(ec.message());
+    }
+    io_result write_some(std::span<const char> from) override {
+        error_code ec;
+        auto n = socket_.write_some(asio::buffer(from.data(), from.size()), ec);
+        if (!ec) return io_result::done(n);
+        if (ec == asio::error::would_block) return io_result::wait(direction::write);
+        return io_result::failure(ec.message());
+    }
+    void async_wait(direction d, std::function<void(error_code)> ready) override {
+        socket_.async_wait(asio_wait(d), std::move(ready));
+    }
+    void close() override {
+        error_code ec;
+        socket_.shutdown(tcp::socket::shutdown_both, ec);
+        socket_.close(ec);
+    }
+    std::string peer() const override { return peer_; }
+    std::string_view kind() const override { return kind_; }
+
+  private:
+    tcp::socket socket_;
+    std::string peer_;
+    std::string_view kind_;
+};
+
+// --- TLS
+// ------------------------------------------------------------------------------------------
+
+// OpenSSL's own socket BIO writes with write(2), which raises SIGPIPE on a connection the peer
+// reset; this one sends with MSG_NOSIGNAL, so no process-wide signal setting is needed.
+int bio_write(BIO* b, const char* data, int len) {
+    BIO_clear_retry_flags(b);
+    auto n = ::send(BIO_get_fd(b, nullptr), data, static_cast<std::size_t>(len), MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_write(b);
+    return static_cast<int>(n);
+}
+
+int bio_read(BIO* b, char* data, int len) {
+    BIO_clear_retry_flags(b);
+    auto n = ::recv(BIO_get_fd(b, nullptr), data, static_cast<std::size_t>(len), 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) BIO_set_retry_read(b);
+    return static_cast<int>(n);
+}
+
+int bio_puts(BIO* b, const char* s) {
+    return bio_write(b, s, static_cast<int>(std::strlen(s)));
+}
+
+// The rest (the descriptor, flush, EOF) is the socket BIO's.
+BIO_METHOD* socket_method() {
+    static BIO_METHOD* method = [] {
+        const BIO_METHOD* base = BIO_s_socket();
+        BIO_METHOD* m = BIO_meth_new(
+            BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR, "iothub socket");
+        BIO_meth_set_write(m, bio_write);
+        BIO_meth_set_read(m, bio_read);
+        BIO_meth_set_puts(m, bio_puts);
+        BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(base));
+        BIO_meth_set_create(m, BIO_meth_get_create(base));
+        BIO_meth_set_destroy(m, BIO_meth_get_destroy(base));
+        return m;
+    }();
+    return method;
+}
+
+std::string openssl_error(const char* what) {
+    std::string out = what;
+    while (auto e = ERR_get_error()) {
+        char buf[256];
+        ERR_error_string_n(e, buf, sizeof buf);
+        out += ": ";
+        out += buf;
+    }
+    return out;
+}
+
+class tls_stream final : public stream {
+  public:
+    tls_stream(tcp::socket s, asio::ssl::context& ctx, tls_role role, std::string_view kind,
+               const std::string& server_name, SSL_SESSION* session)
+        : socket_(std::move(s)), peer_(endpoint_text(socket_)), kind_(kind) {
+        error_code ec;
+        socket_.non_blocking(true, ec);
+        ssl_ = SSL_new(ctx.native_handle());
+        if (!ssl_) return;
+        BIO* bio = BIO_new(socket_method());
+        BIO_set_fd(bio, socket_.native_handle(), BIO_NOCLOSE);
+        SSL_set_bio(ssl_, bio, bio);
+        // Record buffers exist only while a record is in flight: an idle connection holds none.
+        // Reading ahead takes a record's header and body in one recv instead of two.
+        SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_set_read_ahead(ssl_, 1);
+        if (role == tls_role::server) {
+            SSL_set_accept_state(ssl_);
+        } else {
+            SSL_set_connect_state(ssl_);
+            if (!server_name.empty()) {
+                SSL_set_tlsext_host_name(ssl_, server_name.c_str());
+                SSL_set1_host(ssl_, server_name.c_str());
+            }
+            if (session) SSL_set_session(ssl_, session);
+        }
+    }
+    ~tls_stream() override {
+        if (ssl_) SSL_free(ssl_);
+    }
+
+    io_result handshake() override {
+        if (!ssl_) return io_result::failure("TLS: no memory");
+        ERR_clear_error();
+        int r = SSL_do_handshake(ssl_);
+        if (r == 1) {
+            established_ = true;
+            return io_result::done();
+        }
+        return outcome(r, "TLS handshake");
+    }
+    io_result read_some(std::span<char> into) override {
+        ERR_clear_error();
+        std::size_t n = 0;
+        int r = SSL_read_ex(ssl_, into.data(), into.size(), &n);
+        if (r == 1) return io_result::done(n);
+        return outcome(r, "TLS read");
+    }
+    io_result write_some(std::span<const char> from) override {
+        ERR_clear_error();
+        std::size_t n = 0;
+        int r = SSL_write_ex(ssl_, from.data(), from.size(), &n);
+        if (r == 1) return io_result::done(n);
+        return outcome(r, "TLS write");
+    }
+    bool has_buffered_input() const override { return ssl_ && SSL_has_pending(ssl_) == 1; }
+    void async_wait(direction d, std::function<void(error_code)> ready) override {
+        socket_.async_wait(asio_wait(d), std::move(ready));
+    }
+    void close() override {
+        if (ssl_ && established_ && !broken_) {
+            // One close_notify if the socket takes it now; nobody waits for the peer's.
+            ERR_clear_error();
+            SSL_shutdown(ssl_);
+            ERR_clear_error();
+        }
+        error_code ec;
+        socket_.shutdown(tcp::socket::shutdown_both, ec);
+        socket_.close(ec);
+    }
+    std::optional<auth::client_certificate> client_certificate() override {
+        return ssl_ ? tls::peer_certificate(ssl_) : std::nullopt;
+    }
+    std::string peer() const override { return peer_; }
+    std::string_view kind() const override { return kind_; }
+
+    SSL* native() { return ssl_; }
+
+  private:
+    io_result outcome(int r, const char* what) {
+        switch (SSL_get_error(ssl_, r)) {
+            case SSL_ERROR_WANT_READ:
+                return io_result::wait(direction::read);
+            case SSL_ERROR_WANT_WRITE:
+                return io_result::wait(direction::write);
+            case SSL_ERROR_ZERO_RETURN:
+                return {io_result::status::closed, 0, {}};
+            case SSL_ERROR_SYSCALL: {
+                broken_ = true;
+                const int e = errno;
+                if (ERR_peek_error() == 0 && (r == 0 || e == 0))
+                    return {io_result::status::closed, 0, {}};  // EOF without close_notify
+                if (ERR_peek_error() != 0) return io_result::failure(openssl_error(what));
+                return io_result::failure(std::string(what) + ": " + std::strerror(e));
+            }
+            default:
+                broken_ = true;
+                return io_result::failure(openssl_error(what));
+        }
+    }
+
+    tcp::socket socket_;
+    SSL* ssl_ = nullptr;
+    std::string peer_;
+    std::string_view kind_;
+    bool established_ = false;
+    bool broken_ = false;  // after a fatal error OpenSSL must not be asked to shut down
+};
+
+// --- WebSocket
+// ------------------------------------------------------------------------------------
+
+// Beast's WebSocket stream is completion-based; this keeps one read and one write in flight and
+// presents them as readiness.
+class websocket_stream final : public stream {
+  public:
+    websocket_stream(websocket_type ws, std::string peer, std::string_view kind)
+        : core_(std::make_shared<core>(std::move(ws))), peer_(std::move(peer)), kind_(kind) {
+        core_->ws.binary(true);
+    }
+    ~websocket_stream() override { close(); }
+
+    io_result read_some(std::span<char> into) override {
+        auto& c = *core_;
+        if (c.in_pos < c.in_len) {
+            auto n = std::min(into.size(), c.in_len - c.in_pos);
+            std::memcpy(into.data(), c.in.data() + c.in_pos, n);
+            c.in_pos += n;
+            return io_result::done(n);
+        }
+        if (c.read_ec) {
+            if (c.read_ec == boost::beast::websocket::error::closed ||
+                c.read_ec == asio::error::eof)
+                return {io_result::status::closed, 0, {}};
+            return io_result::failure(c.read_ec.message());
+        }
+        start_read();
+        return io_result::wait(direction::read);
+    }
+    io_result write_some(std::span<const char> from) override {
+        auto& c = *core_;
+        if (c.write_ec) return io_result::failure(c.write_ec.message());
+        if (c.writing) return io_result::wait(direction::write);
+        c.out.assign(from.data(), from.size());
+        c.writing = true;
+        c.ws.async_write(asio::buffer(c.out), [c = core_](error_code ec, std::size_t) {
+            c->writing = false;
+            c->write_ec = ec;
+            c->out.clear();
+            c->out.shrink_to_fit();
+            if (auto w = std::exchange(c->write_waiter, nullptr)) w(ec);
+        });
+        return io_result::done(from.size());
+    }
+    bool has_buffered_input() const override { return core_->in_pos < core_->in_len; }
+    void async_wait(direction d, std::function<void(error_code)> ready) override {
+        auto& c = *core_;
+        if (d == direction::read) {
+            if (c.in_pos < c.in_len || c.read_ec)
+                return asio::post(c.ws.get_executor(), [ready = std::move(ready)] { ready({}); });
+            c.read_waiter = std::move(ready);
+            start_read();
+        } else {
+            if (!c.writing)
+                return asio::post(c.ws.get_executor(), [ready = std::move(ready)] { ready({}); });
+            c.write_waiter = std::move(ready);
+        }
+    }
+    void close() override {
+        auto& c = *core_;
+        if (c.closing) return;
+        c.closing = true;
+        // Beast's own timeout bounds the closing handshake; then the socket goes.
+        c.ws.async_close(boost::beast::websocket::close_code::normal, [c = core_](error_code) {
+            boost::beast::get_lowest_layer(c->ws).close();
+        });
+    }
+    std::optional<auth::client_certificate> client_certificate() override {
+        return tls::peer_certificate(core_->ws.next_layer().native_handle());
+    }
+    std::string peer() const override { return peer_; }
+    std::string_view kind() const override { return kind_; }
+
+  private:
+    // Shared with the operations in flight, which may finish after the stream is gone.
+    struct core {
+        explicit core(websocket_type w) : ws(std::move(w)) {}
+        websocket_type ws;
+        std::vector<char> in;
+        std::size_t in_pos = 0, in_len = 0;
+        bool reading = false, writing = false, closing = false;
+        error_code read_ec, write_ec;
+        std::string out;
+        std::function<void(error_code)> read_waiter, write_waiter;
+    };
+
+    void start_read() {
+        auto& c = *core_;
+        if (c.reading || c.closing) return;
+        c.reading = true;
+        c.in.resize(16 * 1024);
+        c.ws.async_read_some(asio::buffer(c.in), [c = core_](error_code ec, std::size_t n) {
+            c->reading = false;
+            c->in_pos = 0;
+            c->in_len = ec ? 0 : n;
+            c->read_ec = ec;
+            if (auto w = std::exchange(c->read_waiter, nullptr)) w({});
+        });
+    }
+
+    std::shared_ptr<core> core_;
+    std::string peer_;
+    std::string_view kind_;
+};
+
+}  // namespace
+
+std::unique_ptr<stream> make_tcp_stream(tcp::socket s, std::string_view kind) {
+    return std::make_unique<tcp_stream>(std::move(s), intern_kind(kind));
+}
+
+std::unique_ptr<stream> make_tls_stream(tcp::socket s, asio::ssl::context& ctx, tls_role role,
+                                        std::string_view kind, const std::string& server_name,
+                                        SSL_SESSION* session) {
+    return std::make_unique<tls_stream>(std::move(s), ctx, role, intern_kind(kind), server_name,
+                                        session);
+}
+
+SSL_SESSION* tls_session_of(stream& s) {
+    auto* t = dynamic_cast<tls_stream*>(&s);
+    return t && t->native() ? SSL_get1_session(t->native()) : nullptr;
+}
+
+bool tls_resumed(stream& s) {
+    auto* t = dynamic_cast<tls_stream*>(&s);
+    return t && t->native() && SSL_session_reused(t->native()) == 1;
+}
+
+std::unique_ptr<stream> make_websocket_stream(websocket_type ws, std::string peer,
+                                              std::string_view kind) {
+    return std::make_unique<websocket_stream>(std::move(ws), std::move(peer), intern_kind(kind));
+}
+
+}  // namespace iothub::net
