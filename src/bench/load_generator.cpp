@@ -22,7 +22,10 @@
 #include <charconv>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
+#include <netinet/in.h>
+#include <numeric>
 #include <sstream>
 #include <sys/resource.h>
 #include <thread>
@@ -56,6 +59,10 @@ struct options {
     int server_pid = 0;
     unsigned threads = 1;
     bool json_output = false;
+    std::string mode = "telemetry";      // telemetry | idle | storm
+    std::size_t connect_parallel = 256;  // connects in flight at once
+    double connect_rate = 0;             // connects started per second; 0 = as fast as answered
+    std::vector<std::string> sources;    // local addresses to connect from, in turn
 };
 
 std::int64_t steady_ns() {
@@ -79,6 +86,7 @@ struct shared_state {
     std::string first_failure;
     std::mutex failure_mutex;
     std::string payload_filler;
+    std::string server_name;  // SNI
     void fail(const std::string& why) {
         ++failed;
         std::lock_guard lock(failure_mutex);
@@ -92,8 +100,31 @@ struct shared_state {
 constexpr std::size_t send_slots = 1024;
 constexpr std::size_t max_window = send_slots - 1;
 
+// How a connect attempt ended: the CONNACK's return code, or no CONNACK at all.
+constexpr int no_connack = -1;
+
+class sim_device {
+  public:
+    virtual ~sim_device() = default;
+    // TCP connect (from `source` when given), TLS handshake (resuming `session` when given),
+    // CONNECT; `done` is called once on the device's shard with the CONNACK's code or no_connack.
+    virtual void open(const tcp::endpoint& to, std::optional<asio::ip::address> source,
+                      SSL_SESSION* session, std::function<void(int)> done) = 0;
+    virtual void begin_publishing(double per_device_rate, std::chrono::nanoseconds offset) = 0;
+    // DISCONNECT, then the socket closes.
+    virtual void stop() = 0;
+    // The socket closes at once, as when the network fails.
+    virtual void drop() = 0;
+    virtual std::size_t inflight() const = 0;
+    // The TLS session to resume on the next connect (caller owns it), or null.
+    virtual SSL_SESSION* session() = 0;
+    virtual bool resumed() const = 0;
+};
+
 template <class Stream>
-class device : public std::enable_shared_from_this<device<Stream>> {
+class device final : public sim_device, public std::enable_shared_from_this<device<Stream>> {
+    static constexpr bool tls = !std::is_same_v<Stream, tcp::socket>;
+
   public:
     device(Stream stream, shared_state& st, recorder& rec, std::string id, std::string username,
            std::string password)
@@ -105,11 +136,88 @@ class device : public std::enable_shared_from_this<device<Stream>> {
           password_(std::move(password)),
           topic_("devices/" + id_ + "/messages/events/"),
           timer_(stream_.get_executor()),
-          decoder_(1 << 16),
-          sent_at_(send_slots, 0) {}
+          decoder_(1 << 16) {}
 
-    void start(std::function<void(bool)> on_connack) {
-        on_connack_ = std::move(on_connack);
+    void open(const tcp::endpoint& to, std::optional<asio::ip::address> source,
+              SSL_SESSION* session, std::function<void(int)> done) override {
+        on_connack_ = std::move(done);
+        auto& sock = stream_.lowest_layer();
+        boost::system::error_code ec;
+        sock.open(to.protocol(), ec);
+        if (!ec && source) {
+            // The port is chosen at connect, per destination, not at bind: many source addresses
+            // then each get the whole ephemeral range.
+            int on = 1;
+            ::setsockopt(sock.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on);
+            sock.bind(tcp::endpoint(*source, 0), ec);
+        }
+        if (ec) return lost("socket: " + ec.message());
+        if constexpr (tls) {
+            SSL_set_tlsext_host_name(stream_.native_handle(), st_.server_name.c_str());
+            if (session) SSL_set_session(stream_.native_handle(), session);
+        }
+        sock.async_connect(to, [self = this->shared_from_this()](boost::system::error_code ec) {
+            if (ec) return self->lost("connect: " + ec.message());
+            self->stream_.lowest_layer().set_option(tcp::no_delay(true), ec);
+            if constexpr (tls) {
+                self->stream_.async_handshake(asio::ssl::stream_base::client,
+                                              [self](boost::system::error_code ec) {
+                                                  if (ec) return self->lost("TLS: " + ec.message());
+                                                  self->send_connect();
+                                              });
+            } else {
+                self->send_connect();
+            }
+        });
+    }
+
+    void begin_publishing(double per_device_rate, std::chrono::nanoseconds offset) override {
+        asio::post(
+            stream_.get_executor(), [self = this->shared_from_this(), per_device_rate, offset] {
+                if (per_device_rate <= 0) return self->publish_more();
+                self->interval_ =
+                    std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 / per_device_rate));
+                self->next_tick_ = steady::now() + offset;
+                self->tick();
+            });
+    }
+
+    void stop() override {
+        asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
+            self->timer_.cancel();
+            if (self->closing_) return;
+            mqtt::encode(mqtt::disconnect_packet{}, self->out_);
+            self->closing_ = true;
+            self->flush();
+        });
+    }
+
+    void drop() override {
+        asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
+            self->timer_.cancel();
+            self->closing_ = true;
+            boost::system::error_code ec;
+            self->stream_.lowest_layer().close(ec);
+        });
+    }
+
+    std::size_t inflight() const override { return inflight_; }
+
+    SSL_SESSION* session() override {
+        if constexpr (tls) {
+            // A copy: the live one is marked not resumable when this connection ends in error.
+            SSL_SESSION* live = SSL_get1_session(stream_.native_handle());
+            SSL_SESSION* copy = live ? SSL_SESSION_dup(live) : nullptr;
+            if (live) SSL_SESSION_free(live);
+            return copy;
+        }
+        return nullptr;
+    }
+    bool resumed() const override { return resumed_; }
+
+  private:
+    void send_connect() {
+        if constexpr (tls) resumed_ = SSL_session_reused(stream_.native_handle()) == 1;
         mqtt::connect_packet c{"MQTT", 4, true, 0, id_, username_, {}, {}};
         if (!password_.empty()) c.password = password_;
         mqtt::encode(c, out_);
@@ -117,26 +225,6 @@ class device : public std::enable_shared_from_this<device<Stream>> {
         read();
     }
 
-    void begin_publishing(double per_device_rate, std::chrono::nanoseconds offset) {
-        if (per_device_rate <= 0) return publish_more();
-        interval_ = std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 / per_device_rate));
-        next_tick_ = steady::now() + offset;
-        tick();
-    }
-
-    void stop() {
-        asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
-            self->timer_.cancel();
-            mqtt::encode(mqtt::disconnect_packet{}, self->out_);
-            self->closing_ = true;
-            self->flush();
-        });
-    }
-
-    std::size_t inflight() const { return inflight_; }
-    auto stream_executor() { return stream_.get_executor(); }
-
-  private:
     void tick() {
         timer_.expires_at(next_tick_);
         timer_.async_wait([self = this->shared_from_this()](boost::system::error_code ec) {
@@ -162,6 +250,7 @@ class device : public std::enable_shared_from_this<device<Stream>> {
         if (st_.opt.qos == 1) {
             if (++next_id_ == 0) next_id_ = 1;
             p.packet_id = next_id_;
+            if (sent_at_.empty()) sent_at_.assign(send_slots, 0);
             sent_at_[next_id_ % send_slots] = steady_ns();
             ++inflight_;
         }
@@ -171,7 +260,7 @@ class device : public std::enable_shared_from_this<device<Stream>> {
 
     // Unthrottled: fill the window (QoS 1), or one batch per write (QoS 0).
     void publish_more() {
-        if (st_.stopping) return;
+        if (st_.stopping || closing_) return;
         if (st_.opt.qos == 1) {
             while (inflight_ < st_.opt.window) publish_one();
         } else if (!writing_) {
@@ -200,13 +289,12 @@ class device : public std::enable_shared_from_this<device<Stream>> {
 
     void handle(const mqtt::packet& p) {
         if (auto* ack = std::get_if<mqtt::connack_packet>(&p)) {
-            if (on_connack_) on_connack_(ack->code == mqtt::connack_code::accepted);
-            on_connack_ = nullptr;
+            if (auto done = std::exchange(on_connack_, nullptr)) done(static_cast<int>(ack->code));
             return;
         }
         if (auto* ack = std::get_if<mqtt::puback_packet>(&p)) {
             --inflight_;
-            if (st_.measuring) {
+            if (st_.measuring && !sent_at_.empty()) {
                 auto us = (steady_ns() - sent_at_[ack->packet_id % send_slots]) / 1000;
                 rec_.puback_us.push_back(
                     static_cast<std::uint32_t>(std::clamp<std::int64_t>(us, 0, UINT32_MAX)));
@@ -227,17 +315,24 @@ class device : public std::enable_shared_from_this<device<Stream>> {
             [self = this->shared_from_this()](boost::system::error_code ec, std::size_t) {
                 self->writing_ = false;
                 if (ec) return self->lost(ec.message());
-                if (self->closing_ && self->out_.empty()) return;
+                if (self->closing_ && self->out_.empty()) {
+                    boost::system::error_code ignored;
+                    self->stream_.lowest_layer().shutdown(tcp::socket::shutdown_send, ignored);
+                    return;
+                }
                 if (self->st_.opt.qos == 0 && self->interval_.count() == 0) self->publish_more();
                 self->flush();
             });
     }
 
     void lost(const std::string& why) {
+        if (auto done = std::exchange(on_connack_, nullptr)) {
+            st_.fail(id_ + ": " + why);
+            done(no_connack);
+            return;
+        }
         if (closing_ || st_.stopping) return;
         closing_ = true;
-        if (on_connack_) on_connack_(false);
-        on_connack_ = nullptr;
         st_.fail(id_ + ": " + why);
     }
 
@@ -251,11 +346,11 @@ class device : public std::enable_shared_from_this<device<Stream>> {
     mqtt::decoder decoder_;
     std::array<char, 16 * 1024> buffer_;
     std::string out_, sending_;
-    bool writing_ = false, closing_ = false;
-    std::vector<std::int64_t> sent_at_;
+    bool writing_ = false, closing_ = false, resumed_ = false;
+    std::vector<std::int64_t> sent_at_;  // made on the first publish: idle devices stay small
     std::uint16_t next_id_ = 0;
     std::atomic<std::size_t> inflight_{0};  // read by the main thread when settling
-    std::function<void(bool)> on_connack_;
+    std::function<void(int)> on_connack_;
 };
 
 // Events in the hub's telemetry stream (sum over partitions of the next sequence number): what
@@ -407,93 +502,263 @@ target prepare(const options& o) {
     return t;
 }
 
-int run(const options& o) {
+long rss_kib(int pid) {
+    if (pid <= 0) return 0;
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    return 0;
+}
+
+// What one wave of connects did.
+struct connect_report {
+    std::size_t accepted = 0, resumed = 0, no_answer = 0;
+    std::map<int, std::size_t> refused;  // CONNACK code -> count
+    double seconds = 0, server_cpu = 0, client_cpu = 0;
+
+    json::object to_json() const {
+        json::object codes;
+        for (auto [code, n] : refused) codes[std::to_string(code)] = n;
+        const double total = static_cast<double>(accepted + no_answer) +
+                             static_cast<double>(std::accumulate(
+                                 refused.begin(), refused.end(), std::size_t{0},
+                                 [](std::size_t a, const auto& kv) { return a + kv.second; }));
+        return {{"attempts", total},
+                {"accepted", accepted},
+                {"resumedTls", resumed},
+                {"refusedByConnackCode", codes},
+                {"noAnswer", no_answer},
+                {"seconds", seconds},
+                {"connectsPerSecond", seconds > 0 ? static_cast<double>(accepted) / seconds : 0},
+                {"serverCpuSeconds", server_cpu},
+                {"serverCpuMsPerConnect",
+                 accepted > 0 ? server_cpu * 1000 / static_cast<double>(accepted) : 0},
+                {"clientCpuSeconds", client_cpu}};
+    }
+};
+
+// Everything a run connects: the devices, their credentials, where they go.
+class fleet {
+  public:
+    fleet(const options& o, const target& t, shared_state& st, runtime::shard_set& shards,
+          std::vector<recorder>& recorders)
+        : o_(o), t_(t), st_(st), shards_(shards), recorders_(recorders) {
+        if (!o.plain) {
+            std::filesystem::path ca = o.ca_file;
+            if (ca.empty() && t.access) ca = t.access->ca;
+            auto c = tls::make_client_context(ca);
+            if (!c) throw std::runtime_error(c.error().message());
+            tls_ = *c;
+        }
+        tcp::resolver resolver(shards.at(0));
+        auto found = resolver.resolve(t.host, std::to_string(t.port));
+        if (found.empty()) throw std::runtime_error("Cannot resolve " + t.host);
+        to_ = *found.begin();
+        for (const auto& a : o.sources) sources_.push_back(asio::ip::make_address(a));
+        expiry_ = unix_seconds(now()) + static_cast<std::int64_t>(o.warmup + o.duration) + 3600;
+        devices_.resize(o.devices);
+        sessions_.resize(o.devices, nullptr);
+    }
+    ~fleet() {
+        for (auto* s : sessions_)
+            if (s) SSL_SESSION_free(s);
+    }
+
+    // Connects every device (new connections), at most `parallel` at once and `rate` per second;
+    // resumes TLS sessions kept by a previous wave when `resume`.
+    connect_report connect_all(std::size_t parallel, double rate, bool resume) {
+        connect_report r;
+        std::mutex m;
+        std::atomic<std::size_t> answered{0};
+        auto cpu0 = sample_cpu(o_.server_pid);
+        const auto t0 = steady::now();
+        for (std::size_t i = 0; i < devices_.size(); ++i) {
+            while (i >= answered + parallel)
+                std::this_thread::sleep_for(std::chrono::microseconds(200));
+            if (rate > 0)
+                std::this_thread::sleep_until(
+                    t0 + std::chrono::nanoseconds(
+                             static_cast<std::int64_t>(1e9 * static_cast<double>(i) / rate)));
+            auto dev = make(i);
+            devices_[i] = dev;
+            std::optional<asio::ip::address> source;
+            if (!sources_.empty()) source = sources_[i % sources_.size()];
+            SSL_SESSION* session = resume ? sessions_[i] : nullptr;
+            dev->open(to_, source, session, [&, dev](int code) {
+                {
+                    std::lock_guard lock(m);
+                    if (code == static_cast<int>(mqtt::connack_code::accepted)) {
+                        ++r.accepted;
+                        if (dev->resumed()) ++r.resumed;
+                    } else if (code == no_connack) {
+                        ++r.no_answer;
+                    } else {
+                        ++r.refused[code];
+                    }
+                }
+                ++answered;
+            });
+        }
+        // Bounded: a connect the server never answers ends with the socket's own errors, and the
+        // whole wave gets a generous deadline on top.
+        const auto deadline =
+            steady::now() + std::chrono::seconds(60) + std::chrono::milliseconds(devices_.size());
+        while (answered < devices_.size() && steady::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        r.seconds = std::chrono::duration<double>(steady::now() - t0).count();
+        auto cpu1 = sample_cpu(o_.server_pid);
+        r.server_cpu = cpu1.server - cpu0.server;
+        r.client_cpu = cpu1.client - cpu0.client;
+        std::lock_guard lock(m);
+        r.no_answer += devices_.size() - answered;
+        return r;
+    }
+
+    // Every connection fails at once (kept TLS sessions for the next wave).
+    void drop_all() {
+        for (std::size_t i = 0; i < devices_.size(); ++i) {
+            if (!devices_[i]) continue;
+            if (sessions_[i]) SSL_SESSION_free(sessions_[i]);
+            sessions_[i] = devices_[i]->session();
+            devices_[i]->drop();
+        }
+    }
+
+    std::vector<std::shared_ptr<sim_device>>& devices() { return devices_; }
+
+  private:
+    std::shared_ptr<sim_device> make(std::size_t i) {
+        auto& io = shards_.at(static_cast<unsigned>(i % shards_.size()));
+        auto& rec = recorders_[i % shards_.size()];
+        std::string id = o_.prefix + std::to_string(i);
+        std::string user = o_.anonymous ? "" : t_.hub_name + "/" + id + "/?api-version=2021-04-12";
+        std::string pass = o_.anonymous ? ""
+                                        : auth::make_sas_token(t_.hub_name + "/devices/" + id,
+                                                               t_.keys[i], expiry_);
+        if (o_.plain)
+            return std::make_shared<device<tcp::socket>>(tcp::socket(io), st_, rec, id, user, pass);
+        return std::make_shared<device<asio::ssl::stream<tcp::socket>>>(
+            asio::ssl::stream<tcp::socket>(io, *tls_), st_, rec, id, user, pass);
+    }
+
+    const options& o_;
+    const target& t_;
+    shared_state& st_;
+    runtime::shard_set& shards_;
+    std::vector<recorder>& recorders_;
+    std::shared_ptr<asio::ssl::context> tls_;
+    tcp::endpoint to_;
+    std::vector<asio::ip::address> sources_;
+    std::int64_t expiry_ = 0;
+    std::vector<std::shared_ptr<sim_device>> devices_;
+    std::vector<SSL_SESSION*> sessions_;
+};
+
+void print_connects(const char* what, const connect_report& r) {
+    std::cout << "  " << what << ": " << r.accepted << " accepted";
+    if (r.resumed) std::cout << " (" << r.resumed << " resumed TLS)";
+    for (auto [code, n] : r.refused) std::cout << ", " << n << " refused with CONNACK " << code;
+    if (r.no_answer) std::cout << ", " << r.no_answer << " without an answer";
+    std::cout << " in " << r.seconds << " s -> "
+              << (r.seconds > 0 ? static_cast<double>(r.accepted) / r.seconds : 0) << " connects/s";
+    if (r.server_cpu > 0)
+        std::cout << ", server CPU " << r.server_cpu * 1000 / std::max<double>(1, r.accepted)
+                  << " ms per connect";
+    std::cout << "\n";
+}
+
+// Holds every device connected and idle: what the server pays per connection.
+int run_idle(const options& o, fleet& f, shared_state& st) {
+    const long rss0 = rss_kib(o.server_pid);
+    auto r = f.connect_all(o.connect_parallel, o.connect_rate, false);
+    auto cpu0 = sample_cpu(o.server_pid);
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.duration));
+    auto cpu1 = sample_cpu(o.server_pid);
+    const long rss1 = rss_kib(o.server_pid);
+    const double per_conn =
+        r.accepted ? static_cast<double>(rss1 - rss0) * 1024 / static_cast<double>(r.accepted) : 0;
+    json::object report{{"mode", "idle"},
+                        {"devices", o.devices},
+                        {"transport", o.plain ? "tcp" : "tls"},
+                        {"connect", r.to_json()},
+                        {"failures", st.failed.load()}};
+    if (o.server_pid > 0) {
+        report["serverRssBeforeKiB"] = rss0;
+        report["serverRssKiB"] = rss1;
+        report["rssBytesPerConnection"] = per_conn;
+        report["idleSeconds"] = o.duration;
+        report["idleServerCpuSeconds"] = cpu1.server - cpu0.server;
+    }
+    if (o.json_output) {
+        std::cout << json::serialize(report) << std::endl;
+    } else {
+        std::cout << "idle: " << o.devices << " devices, " << (o.plain ? "tcp" : "tls") << "\n";
+        print_connects("connect", r);
+        if (o.server_pid > 0)
+            std::cout << "  server RSS " << rss0 << " KiB -> " << rss1 << " KiB: " << per_conn
+                      << " B per connection; " << (cpu1.server - cpu0.server)
+                      << " s of server CPU while idle for " << o.duration << " s\n";
+    }
+    for (auto& d : f.devices())
+        if (d) d->stop();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    return r.accepted == o.devices ? 0 : 1;
+}
+
+// Every device connects, then all connections fail at once and every device reconnects at once
+// (resuming its TLS session), as after a network outage.
+int run_storm(const options& o, fleet& f, shared_state& st) {
+    auto first = f.connect_all(o.connect_parallel, o.connect_rate, false);
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.warmup));
+    f.drop_all();
+    auto storm = f.connect_all(o.devices, 0, true);
+    json::object report{{"mode", "storm"},
+                        {"devices", o.devices},
+                        {"transport", o.plain ? "tcp" : "tls"},
+                        {"connect", first.to_json()},
+                        {"reconnect", storm.to_json()},
+                        {"failures", st.failed.load()}};
+    if (o.json_output) {
+        std::cout << json::serialize(report) << std::endl;
+    } else {
+        std::cout << "storm: " << o.devices << " devices, " << (o.plain ? "tcp" : "tls") << "\n";
+        print_connects("connect  ", first);
+        print_connects("reconnect", storm);
+    }
+    for (auto& d : f.devices())
+        if (d) d->stop();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    // Refusals are the server's answer (a connect rate limit), not the tool's failure.
+    return storm.no_answer == 0 && first.no_answer == 0 ? 0 : 1;
+}
+
+int run(options o) {
     if (o.window == 0 || o.window > max_window)
         throw std::runtime_error("--window must be 1 to " + std::to_string(max_window) + ".");
     target t = prepare(o);
+    if (o.server_pid == 0 && t.access && t.access->layout)
+        if (auto running = instance::read_runtime(*t.access->layout); running && running->pid > 0)
+            o.server_pid = static_cast<int>(running->pid);
     shared_state st{o};
     st.payload_filler.assign(std::max<std::size_t>(o.payload, 32), 'x');
+    st.server_name = t.host;
     runtime::shard_set shards(o.threads);
     std::vector<recorder> recorders(shards.size());
-
-    std::shared_ptr<asio::ssl::context> tls_ctx;
-    if (!o.plain) {
-        std::filesystem::path ca = o.ca_file;
-        if (ca.empty() && t.access) ca = t.access->ca;
-        auto c = tls::make_client_context(ca);
-        if (!c) throw std::runtime_error(c.error().message());
-        tls_ctx = *c;
-    }
-    const auto expiry =
-        unix_seconds(now()) + static_cast<std::int64_t>(o.warmup + o.duration) + 3600;
-    std::vector<std::function<void(double, std::chrono::nanoseconds)>> starters;
-    std::vector<std::function<void()>> stoppers;
-    std::function<std::size_t()> inflight_sum;
-    std::vector<std::function<std::size_t()>> inflights;
-    std::mutex mutex;
-    std::atomic<std::size_t> answered{0};
-
     shards.start();
-    tcp::resolver resolver(shards.at(0));
-    auto endpoints = resolver.resolve(t.host, std::to_string(t.port));
+    fleet f(o, t, st, shards, recorders);
     std::cerr << "bench: connecting " << o.devices << " devices to " << t.host << ":" << t.port
               << (o.plain ? " (plain TCP)" : " (TLS)") << "\n";
-    const std::size_t wave = 64;  // handshakes in flight at once
-    for (std::size_t i = 0; i < o.devices; ++i) {
-        while (i >= answered + wave) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        auto& io = shards.at(static_cast<unsigned>(i % shards.size()));
-        auto& rec = recorders[i % shards.size()];
-        std::string id = o.prefix + std::to_string(i);
-        std::string user = o.anonymous ? "" : t.hub_name + "/" + id + "/?api-version=2021-04-12";
-        std::string pass =
-            o.anonymous ? ""
-                        : auth::make_sas_token(t.hub_name + "/devices/" + id, t.keys[i], expiry);
-        auto connack = [&](bool ok) {
-            if (ok) ++st.connected;
-            ++answered;
-        };
-        auto hook = [&](auto dev) {
-            std::lock_guard lock(mutex);
-            starters.push_back([dev](double rate, std::chrono::nanoseconds off) {
-                asio::post(dev->stream_executor(),
-                           [dev, rate, off] { dev->begin_publishing(rate, off); });
-            });
-            stoppers.push_back([dev] { dev->stop(); });
-            inflights.push_back([dev] { return dev->inflight(); });
-        };
-        tcp::socket sock(io);
-        boost::system::error_code ec;
-        asio::connect(sock, endpoints, ec);
-        if (ec) {
-            st.fail(id + ": " + ec.message());
-            ++answered;
-            continue;
-        }
-        sock.set_option(tcp::no_delay(true));
-        if (o.plain) {
-            auto dev =
-                std::make_shared<device<tcp::socket>>(std::move(sock), st, rec, id, user, pass);
-            hook(dev);
-            asio::post(io, [dev, connack] { dev->start(connack); });
-        } else {
-            asio::ssl::stream<tcp::socket> s(std::move(sock), *tls_ctx);
-            SSL_set_tlsext_host_name(s.native_handle(), t.host.c_str());
-            s.handshake(asio::ssl::stream_base::client, ec);
-            if (ec) {
-                st.fail(id + ": TLS: " + ec.message());
-                ++answered;
-                continue;
-            }
-            auto dev = std::make_shared<device<asio::ssl::stream<tcp::socket>>>(
-                std::move(s), st, rec, id, user, pass);
-            hook(dev);
-            asio::post(io, [dev, connack] { dev->start(connack); });
-        }
+    if (o.mode == "idle" || o.mode == "storm") {
+        int rc = o.mode == "idle" ? run_idle(o, f, st) : run_storm(o, f, st);
+        shards.stop();
+        return rc;
     }
-    while (answered < o.devices) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    if (st.connected < o.devices) {
-        std::cerr << "bench: " << st.connected << " of " << o.devices
+    auto connects = f.connect_all(o.connect_parallel, o.connect_rate, false);
+    if (connects.accepted < o.devices) {
+        std::cerr << "bench: " << connects.accepted << " of " << o.devices
                   << " devices connected; first failure: " << st.first_failure << "\n";
+        shards.stop();
         return 1;
     }
 
@@ -503,11 +768,12 @@ int run(const options& o) {
     if (visible == "mqtt") reader.run_mqtt(t.host, t.port);
 
     const double per_device = o.rate > 0 ? o.rate / static_cast<double>(o.devices) : 0;
-    for (std::size_t i = 0; i < starters.size(); ++i) {
+    auto& devices = f.devices();
+    for (std::size_t i = 0; i < devices.size(); ++i) {
         auto offset = per_device > 0 ? std::chrono::nanoseconds(static_cast<std::int64_t>(
-                                           1e9 / per_device * i / starters.size()))
+                                           1e9 / per_device * i / devices.size()))
                                      : std::chrono::nanoseconds(0);
-        starters[i](per_device, offset);
+        devices[i]->begin_publishing(per_device, offset);
     }
     std::this_thread::sleep_for(std::chrono::duration<double>(o.warmup));
     auto stored0 = stored_events(t.access);
@@ -539,11 +805,11 @@ int run(const options& o) {
     // Let what is in flight settle, briefly.
     for (int i = 0; i < 250; ++i) {
         std::size_t left = 0;
-        for (auto& f : inflights) left += f();
+        for (auto& d : devices) left += d->inflight();
         if (left == 0) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    for (auto& s : stoppers) s();
+    for (auto& d : devices) d->stop();
     reader.join();
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     shards.stop();
@@ -564,7 +830,9 @@ int run(const options& o) {
     if (o.qos == 0 && stored) counted = static_cast<double>(*stored);
     const double server_cpu = cpu1.server - cpu0.server;
     json::object report{
+        {"mode", "telemetry"},
         {"devices", o.devices},
+        {"connect", connects.to_json()},
         {"qos", o.qos},
         {"payloadBytes", o.payload},
         {"transport", o.plain ? "tcp" : "tls"},
@@ -640,6 +908,19 @@ void add_command(CLI::App& app, int& exit_code) {
     cmd->add_option("--server-pid", o->server_pid, "Report this process's CPU time");
     cmd->add_option("--threads", o->threads, "Generator threads (default 1)");
     cmd->add_flag("--json", o->json_output, "One JSON object instead of text");
+    cmd->add_option("--mode", o->mode,
+                    "telemetry (default); idle: connect and hold, report the server's memory "
+                    "per connection; storm: connect, drop every connection at once, reconnect "
+                    "all at once (resuming TLS)")
+        ->check(CLI::IsMember({"telemetry", "idle", "storm"}));
+    cmd->add_option("--connect-parallel", o->connect_parallel,
+                    "Connects in flight at once (default 256)")
+        ->check(CLI::PositiveNumber);
+    cmd->add_option("--connect-rate", o->connect_rate,
+                    "Connects started per second (default: as fast as they are answered)");
+    cmd->add_option("--source", o->sources,
+                    "Local address to connect from (repeat: devices take them in turn; more "
+                    "addresses, more ephemeral ports)");
     cmd->add_option("--data-dir", o->data_dir, "The hub's data directory (devices, ports, CA)");
     cmd->add_option("--connection-string", o->connection_string, "Service connection string");
     cmd->add_option("--ca-file", o->ca_file, "CA certificate to trust");

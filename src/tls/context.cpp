@@ -33,6 +33,12 @@ result<std::shared_ptr<ssl::context>> make_server_context(const std::filesystem:
     static constexpr unsigned char session_context[] = "iothub";
     SSL_CTX_set_session_id_context(ctx->native_handle(), session_context,
                                    sizeof session_context - 1);
+    // Resumption is by ticket only: the session travels with the client, encrypted under a key
+    // of this process, so the server keeps nothing per session (a server-side cache would hold
+    // one entry per connected device). One ticket per handshake is enough for the next connect
+    // and costs half the default two.
+    SSL_CTX_set_session_cache_mode(ctx->native_handle(), SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(ctx->native_handle(), 1);
     // Ask for a client certificate without demanding one or judging it here: the device's
     // registry entry decides whether it is acceptable (thumbprint or CA chain).
     SSL_CTX_set_verify(ctx->native_handle(), SSL_VERIFY_PEER,
