@@ -146,7 +146,8 @@ const std::vector<setting_def>& table() {
          boolean(&settings::storage_sync)},
         {{"storage.group_commit_delay_us", "IOTHUB_GROUP_COMMIT_DELAY_US",
           "--group-commit-delay-us",
-          "Microseconds a small telemetry batch waits to share an fsync (0 = none)"},
+          "Least microseconds between two telemetry fsyncs; an idle log commits at once (0 = no "
+          "pacing)"},
          unsigned_number(&settings::group_commit_delay_us, 100000)},
         {{"log.level", "IOTHUB_LOG_LEVEL", "--log-level", "trace, debug, info, warn, error"},
          one_of(&settings::log_level, {"trace", "debug", "info", "warn", "error", "off"})},

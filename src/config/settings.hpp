@@ -34,7 +34,7 @@ struct settings {
 
     std::string storage_engine = "rocksdb";  // rocksdb | memory
     bool storage_sync = true;
-    std::uint64_t group_commit_delay_us = 2000;  // see storage::event_log_settings
+    std::uint64_t group_commit_delay_us = 1000;  // see storage::event_log_settings
 
     std::string log_level = "info";
     unsigned threads = 0;           // 0 = one per core

@@ -249,8 +249,12 @@ void rocksdb_event_log::enqueue(int partition, std::vector<event_record> events,
 
 void rocksdb_event_log::linger(std::unique_lock<std::mutex>& lock) {
     if (!write_options_.sync || settings_.group_commit_delay.count() <= 0) return;
+    // Commits are paced, not delayed: one that comes at least the interval after the previous
+    // one started goes at once (an idle log adds no latency); sooner, it waits out the rest of
+    // the interval, or until the batch is full, collecting what arrives meanwhile.
+    const auto deadline = last_commit_ + settings_.group_commit_delay;
+    if (std::chrono::steady_clock::now() >= deadline) return;
     writer_state_ = writer_state::lingering;
-    const auto deadline = std::chrono::steady_clock::now() + settings_.group_commit_delay;
     queue_cv_.wait_until(lock, deadline, [&] {
         return stopping_ || queued_events_ >= settings_.group_commit_events;
     });
@@ -266,6 +270,7 @@ void rocksdb_event_log::run_writer() {
             if (queue_.empty()) return;  // stopping, and everything queued is written
             linger(lock);
             batch.swap(queue_);
+            last_commit_ = std::chrono::steady_clock::now();
             queued_events_ = 0;
             writer_state_ = writer_state::working;
         }

@@ -68,6 +68,7 @@ class rocksdb_event_log final : public event_log_core {
     std::condition_variable queue_cv_;
     std::vector<pending> queue_;
     std::size_t queued_events_ = 0;
+    std::chrono::steady_clock::time_point last_commit_;  // when the previous batch was taken
     // What the writer waits for, so appenders wake it only when it matters: a context switch per
     // message would cost more than the fsync it shares.
     enum class writer_state { working, idle, lingering } writer_state_ = writer_state::working;
