@@ -158,6 +158,7 @@ struct hub::impl {
     std::unique_ptr<c2d::c2d_service> c2d;
     std::unique_ptr<file_upload::file_upload_service> files;
     std::unique_ptr<methods::method_service> methods;
+    std::unique_ptr<session::connect_limiter> connects;
     std::unique_ptr<session::services> sessions;
     http::router routes;
     std::unique_ptr<http::server> https;
@@ -271,9 +272,11 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
                                               pool->post(std::move(fn));
                                           }});
 
-    im->sessions = std::make_unique<session::services>(
-        session::services{*im->authenticator, *im->connections, *im->telemetry, *im->twins,
-                          *im->methods, *im->c2d, im->storage->kv(), *im->blocking});
+    im->connects = std::make_unique<session::connect_limiter>(s.device_connects_per_second,
+                                                              s.device_connects_burst);
+    im->sessions = std::make_unique<session::services>(session::services{
+        *im->authenticator, *im->connections, *im->telemetry, *im->twins, *im->methods, *im->c2d,
+        im->storage->kv(), *im->blocking, im->connects.get()});
     auto* ready = &im->ready;
     im->routes.add("GET", "/health", [ready](http::request&, http::responder done) {
         if (ready->load())

@@ -52,6 +52,11 @@ struct settings {
     std::size_t twin_desired_bytes = 32 * 1024;
     std::size_t twin_reported_bytes = 32 * 1024;
     std::size_t twin_depth = 10;
+    // Device connects (MQTT and AMQP, over TCP or WebSockets) the hub accepts per second, as
+    // Azure's "device connections per second" throttle; 0 = unlimited. The burst is how many may
+    // come at once (0 = the rate).
+    std::uint32_t device_connects_per_second = 0;
+    std::uint32_t device_connects_burst = 0;
     // Cloud-to-device queues (Azure's defaults; its ranges where it has them).
     std::size_t c2d_max_depth = 50;
     std::uint32_t c2d_max_delivery_count = 10;

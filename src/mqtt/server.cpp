@@ -189,8 +189,11 @@ class handler final : public net::protocol_handler,
     void opened(const result<opening>& r) override {
         if (mqtt_.closed()) return;
         if (!r) {
-            auto code = r.error().code() == errc::device_disabled ? connack_code::server_unavailable
-                                                                  : connack_code::not_authorized;
+            // Azure answers a disabled device, and a connect over the hub's rate, with 3.
+            const auto e = r.error().code();
+            auto code = e == errc::device_disabled || e == errc::throttled
+                            ? connack_code::server_unavailable
+                            : connack_code::not_authorized;
             spdlog::info("{} {}: connection refused: {}", io_.stream().kind(), io_.stream().peer(),
                          r.error().message());
             mqtt_.refuse(code, r.error().message());

@@ -88,7 +88,24 @@ std::optional<std::string> session_record(storage::kv_store& kv, const std::stri
 }
 }  // namespace
 
+// Azure counts every device connection (each identity on a gateway's AMQP connection too) against
+// the hub's connect rate; a request-scoped HTTPS session is no connection.
+std::optional<error> device_session::throttle(const options& o) const {
+    if (!o.live || !svc_.connects || svc_.connects->try_acquire()) return std::nullopt;
+    return error(errc::throttled, "The hub's device connect rate (" +
+                                      std::to_string(svc_.connects->per_second()) +
+                                      " per second) is exceeded; retry later.");
+}
+
 void device_session::open(device_auth::device_credentials credentials, options o) {
+    if (auto refused = throttle(o)) {
+        // From the executor, as authentication would answer: adapters hear nothing inside open().
+        asio::post(ex_, [weak = weak_from_this(), e = std::move(*refused)] {
+            auto self = weak.lock();
+            if (self && !self->closed()) self->fail_open(e);
+        });
+        return;
+    }
     // Copied before `o` moves into the completion: argument order is unspecified.
     auto key = o.record_key;
     const bool clean = o.clean;
@@ -109,6 +126,7 @@ void device_session::open(device_auth::device_credentials credentials, options o
 }
 
 void device_session::open(device_auth::device_principal who, options o) {
+    if (auto refused = throttle(o)) return fail_open(*refused);
     if (o.record_key.empty()) return opened(std::move(who), std::move(o), std::nullopt);
     auto key = o.record_key;
     const bool clean = o.clean;

@@ -29,6 +29,7 @@
 #include "device_auth/device_auth.hpp"
 #include "methods/methods.hpp"
 #include "runtime/shards.hpp"
+#include "session/connect_limiter.hpp"
 #include "storage/event_log.hpp"
 #include "storage/kv_store.hpp"
 #include "telemetry/telemetry.hpp"
@@ -58,6 +59,8 @@ struct services {
     c2d::c2d_service& c2d;
     storage::kv_store& kv;  // persistent session records
     runtime::blocking_pool& blocking;
+    // The hub-wide connect rate, taken by every live open; none: unlimited.
+    connect_limiter* connects = nullptr;
 };
 
 // Telemetry that one connection has read and the hub has not yet stored, across the sessions it
@@ -153,7 +156,11 @@ class device_session : public std::enable_shared_from_this<device_session> {
     device_session(const device_session&) = delete;
     device_session& operator=(const device_session&) = delete;
 
-    // Authenticates (off the network thread), then opens; port.opened() tells the outcome.
+    // A live open first takes a connect from services::connects; without one it fails at once
+    // with errc::throttled, before any authentication or storage work.
+    //
+    // Authenticates (off the network thread), then opens; port.opened() tells the outcome, never
+    // before this returns.
     void open(device_auth::device_credentials credentials, options o);
     // Opens for an identity authenticated already (an AMQP put-token). port.opened() runs before
     // this returns unless a session record has to be read first.
@@ -215,6 +222,7 @@ class device_session : public std::enable_shared_from_this<device_session> {
     };
 
     void opened(device_auth::device_principal who, options o, std::optional<std::string> record);
+    std::optional<error> throttle(const options& o) const;
     void fail_open(const error& e);
     void end(const std::string& reason);  // from the hub's side
     result<void> charge(std::vector<storage::event_record>& messages, std::uint64_t ticket);

@@ -9,6 +9,7 @@
 
 #include <charconv>
 #include <set>
+#include <utility>
 
 namespace iothub::amqp::detail {
 namespace {
@@ -59,6 +60,8 @@ class identity final : public session::device_port {
     // Telemetry in flight: ticket -> (link, delivery); twin requests: ticket -> correlation.
     std::map<std::uint64_t, std::pair<std::uint64_t, pn_delivery_t*>> telemetry;
     std::map<std::uint64_t, saved_id> twin;
+    // A put-token open refused inside open(), for the attach to answer with.
+    std::optional<error> refused;
 };
 
 class device_links final : public link_family {
@@ -87,8 +90,12 @@ class device_links final : public link_family {
             id->session->open(*g->device, {});
             if (id->session->is_open()) return attach_decision::open();
             id->links.erase(ls.id);
-            return attach_decision::refuse("amqp:unauthorized-access",
-                                           "The identity could not be opened.");
+            // Why it did not open (the hub's connect rate: device-container-throttled).
+            const auto why = std::exchange(id->refused, std::nullopt);
+            drop_if_unused(ls.identity);
+            return why ? attach_decision::refuse(condition_for(why->code()), why->message())
+                       : attach_decision::refuse("amqp:unauthorized-access",
+                                                 "The identity could not be opened.");
         }
         // X.509 devices authenticate with the TLS client certificate instead of CBS.
         if (auto cert = c_.io().stream().client_certificate()) {
@@ -298,6 +305,10 @@ void identity::opened(const result<opening>& r) {
     this->waiting.clear();
     if (!r) {
         spdlog::debug("{}: {} refused: {}", c_.describe(), key_, r.error().message());
+        if (waiting.empty()) {  // the attach that opened it answers
+            refused = r.error();
+            return;
+        }
         // Refusing the last link ends this identity (and this object): only locals from here.
         auto& c = c_;
         const auto refusal =

@@ -279,6 +279,18 @@ TEST_F(AmqpLinks, DeviceLinksNeedTheirIdentitysToken) {
     EXPECT_EQ(remote_condition(l), "amqp:unauthorized-access");
 }
 
+TEST_F(AmqpLinks, ADeviceLinkOverTheHubsConnectRateIsRefusedAsThrottled) {
+    session::connect_limiter limit(1, 1);
+    sessions_.connects = &limit;
+    ASSERT_TRUE(limit.try_acquire());  // none left for the next second
+    ASSERT_EQ(put_token("hub.example/devices/dev1", device_token("dev1", key_)), 200);
+    auto* l = client_.sender("/devices/dev1/messages/events");
+    ASSERT_TRUE(exchange([&] { return remote_closed(l); }));
+    EXPECT_EQ(remote_condition(l), "com.microsoft:device-container-throttled");
+    EXPECT_FALSE(connections_.find("dev1", ""));
+    sessions_.connects = nullptr;
+}
+
 TEST_F(AmqpLinks, TelemetryIsAcceptedOnceStoredAndTheDeviceShowsConnected) {
     ASSERT_EQ(put_token("hub.example/devices/dev1", device_token("dev1", key_)), 200);
     auto* l = client_.sender("/devices/dev1/messages/events");

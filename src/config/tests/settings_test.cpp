@@ -123,6 +123,24 @@ TEST_F(Settings, C2dLimitsComeFromTheC2dTable) {
     EXPECT_NE(inverted.error().message().find("max_ttl"), std::string::npos);
 }
 
+TEST_F(Settings, TheDeviceConnectRateComesFromTheLimitsTable) {
+    auto plain = load(std::nullopt, {{"data_dir", dir_.string()}}, env({}));
+    ASSERT_TRUE(plain) << plain.error().message();
+    EXPECT_EQ(plain->device_connects_per_second, 0u) << "unlimited unless asked";
+    EXPECT_EQ(plain->device_connects_burst, 0u);
+    write("rate.toml", "[limits]\ndevice_connects_per_second = 100\n");
+    auto s = load(dir_ / "rate.toml", {{"data_dir", dir_.string()}},
+                  env({{"IOTHUB_DEVICE_CONNECTS_BURST", "500"}}));
+    ASSERT_TRUE(s) << s.error().message();
+    EXPECT_EQ(s->device_connects_per_second, 100u);
+    EXPECT_EQ(s->device_connects_burst, 500u);
+    for (const char* bad : {"-1", "1000001", "x"})
+        EXPECT_FALSE(load(std::nullopt,
+                          {{"data_dir", dir_.string()}, {"limits.device_connects_per_second", bad}},
+                          env({})))
+            << bad;
+}
+
 TEST_F(Settings, ReadsTheDataDirectorysFileWhenNoneIsNamed) {
     write("iothub.toml", "hostname = \"dir.example\"\n");
     auto s = load(std::nullopt, {{"data_dir", dir_.string()}}, env({}));

@@ -174,6 +174,38 @@ TEST_F(DeviceSession, AWrongKeyOrADisabledDeviceIsRefusedAndNothingIsAttached) {
     EXPECT_EQ(port2.open_result->error().code(), errc::device_disabled);
 }
 
+TEST_F(DeviceSession, ALiveOpenBeyondTheConnectRateIsThrottledBeforeAnythingElse) {
+    connect_limiter limit(1, 1);
+    services_.connects = &limit;
+    ASSERT_TRUE(limit.try_acquire());  // the bucket is empty for the next second
+    // Every open below is decided inside open(), microseconds after that.
+    recording_port wrong_key, granted, request;
+    auto a = make(wrong_key);
+    a->open(credentials("dev1", key2()), {});
+    EXPECT_FALSE(wrong_key.open_result) << "answered from the executor, not inside open()";
+    auto b = make(granted);
+    b->open(device_auth::device_principal{"dev2", "", "gen"}, {});
+    device_session::options scoped;
+    scoped.live = false;
+    auto c = make(request);
+    c->open(credentials("dev1", key_), scoped);
+
+    // Refused before authentication: a wrong key is not even looked at.
+    ASSERT_TRUE(run_until([&] { return wrong_key.open_result.has_value(); }));
+    ASSERT_FALSE(*wrong_key.open_result);
+    EXPECT_EQ(wrong_key.open_result->error().code(), errc::throttled);
+    EXPECT_TRUE(a->closed());
+    // An identity authenticated already (AMQP put-token) hears it at once.
+    ASSERT_TRUE(granted.open_result);
+    ASSERT_FALSE(*granted.open_result);
+    EXPECT_EQ(granted.open_result->error().code(), errc::throttled);
+    EXPECT_FALSE(connections_.find("dev2", ""));
+    // A request-scoped (HTTPS) session is no connection and takes nothing.
+    ASSERT_TRUE(run_until([&] { return request.open_result.has_value(); }));
+    EXPECT_TRUE(*request.open_result);
+    services_.connects = nullptr;
+}
+
 TEST_F(DeviceSession, ASecondSessionOfTheIdentityEndsTheFirst) {
     recording_port first, second;
     auto a = opened(first);
