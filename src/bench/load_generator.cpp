@@ -672,6 +672,9 @@ void print_connects(const char* what, const connect_report& r) {
 int run_idle(const options& o, fleet& f, shared_state& st) {
     const long rss0 = rss_kib(o.server_pid);
     auto r = f.connect_all(o.connect_parallel, o.connect_rate, false);
+    // For scripts that hold several fleets at once: this one is in place.
+    std::cerr << "bench: connected " << r.accepted << " of " << o.devices << " in " << r.seconds
+              << " s" << std::endl;
     auto cpu0 = sample_cpu(o.server_pid);
     std::this_thread::sleep_for(std::chrono::duration<double>(o.duration));
     auto cpu1 = sample_cpu(o.server_pid);
