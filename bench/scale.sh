@@ -36,7 +36,7 @@ ip link set lo up
 sources=()
 for i in $(seq 2 17); do ip addr add 127.0.0.$i/8 dev lo 2>/dev/null || true; sources+=(--source 127.0.0.$i); done
 work=$(mktemp -d /tmp/iothub-scale.XXXXXX)
-trap "kill \$(jobs -p) 2>/dev/null || true; rm -rf $work" EXIT
+trap "kill \$(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf $work" EXIT
 limit=$(ulimit -n)
 printf "%-10s %14s %14s %16s %14s %10s\n" devices "RSS/conn KiB" "connects/s" "msg/hub-CPU-s" "PUBACK p99 ms" "failures"
 for n in $STAGES; do
@@ -61,8 +61,8 @@ for n in $STAGES; do
   done
   # Each holder says on stderr when its devices are connected.
   deadline=$(( $(date +%s) + 120 + idle / 200 ))
-  while :; do
-    ready=$(grep -l "^bench: connected" "$work"/idle-*.log 2>/dev/null | wc -l)
+  while [ "$procs" -gt 0 ]; do
+    ready=$( (grep -l "^bench: connected" "$work"/idle-*.log 2>/dev/null || true) | wc -l)
     [ "$ready" -ge "$procs" ] && break
     [ "$(date +%s)" -gt "$deadline" ] && { echo "stage $n: idle devices did not connect in time" >&2; break; }
     sleep 0.2
