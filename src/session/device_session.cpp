@@ -152,7 +152,6 @@ void device_session::opened(device_auth::device_principal who, options o,
                             std::optional<std::string> record) {
     principal_ = std::move(who);
     options_ = std::move(o);
-    stamp_ = telemetry::telemetry_service::stamp_for(*principal_);
     channel_ = std::make_shared<channel>(weak_from_this(), ex_);
     if (options_.live)
         entry_ = svc_.connections.attach(
@@ -276,6 +275,8 @@ void device_session::flush_telemetry() {
     auto tickets = std::move(admitted_tickets_);
     admitted_.clear();
     admitted_tickets_.clear();
+    // Made on the first telemetry, once: a device that only listens never pays for it.
+    if (!stamp_) stamp_ = telemetry::telemetry_service::stamp_for(*principal_);
     // Stored even when the session closed meanwhile (an MQTT will goes out at the close); only
     // the port is no longer told.
     svc_.telemetry.ingest(

@@ -239,7 +239,7 @@ class device_session : public std::enable_shared_from_this<device_session> {
     state state_ = state::opening;
     options options_;
     std::optional<device_auth::device_principal> principal_;
-    std::shared_ptr<const storage::property_list> stamp_;
+    std::shared_ptr<const storage::property_list> stamp_;  // connection properties, lazily
     std::shared_ptr<connections::connection_table::entry> entry_;
     std::shared_ptr<channel> channel_;
 

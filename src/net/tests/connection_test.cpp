@@ -489,14 +489,9 @@ TEST(NetDeviceServer, ServesEchoConnectionsAndStopsThemPolitely) {
     }
 }
 
-// DISABLED: fails today. device_server's stream handler (connection.cpp, the lambda in
-// device_server's constructor) makes the handler and calls connection::start() directly on the
-// thread that accepted the socket (shard 0, where runtime::accept_connections resumes), not on
-// the shard the socket was accepted onto; stream_listeners::state::accepted passes it through
-// as is, although stream_listeners.hpp promises "each established stream on its shard's
-// executor". So with more than one shard, start() (the handshake step, the handler's start(),
-// the first async_wait and the wheel entry on that shard's timer_wheel) runs on the wrong
-// thread, racing with the owning shard. Enable once the stream is handed over on its shard.
+// The listener's callback runs on the shard that accepts (shard 0); the server must create and
+// start each connection on the shard its socket was handed to, or the handshake step, the
+// handler's start and the wheel entry race with that shard's thread.
 TEST(NetDeviceServer, ConnectionsAreStartedOnTheirOwnShard) {
     // With several shards, accepted sockets are spread round-robin; each connection and its
     // handler must live on the shard its socket belongs to ("the handler is called only there").
