@@ -332,7 +332,9 @@ class websocket_stream final : public stream {
         auto& c = *core_;
         if (c.reading || c.closing) return;
         c.reading = true;
-        c.in.resize(16 * 1024);
+        // A read is always pending on a WebSocket (Beast has no readiness wait), so this buffer
+        // lives as long as the connection: small, since a larger message just takes more reads.
+        c.in.resize(4 * 1024);
         c.ws.async_read_some(asio::buffer(c.in), [c = core_](error_code ec, std::size_t n) {
             c->reading = false;
             c->in_pos = 0;
