@@ -14,11 +14,11 @@
 // Threading: none. The owner calls every method from one thread (the connection's shard).
 #pragma once
 
+#include "common/fifo.hpp"
 #include "mqtt/codec.hpp"
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <optional>
 #include <set>
 #include <string>
@@ -99,7 +99,7 @@ class session {
         std::uint16_t packet_id;
         bool done;
     };
-    std::deque<pending_ack> inbound_;
+    fifo<pending_ack> inbound_;
     std::set<std::uint16_t> outbound_;
     std::uint16_t next_packet_id_ = 1;
 };

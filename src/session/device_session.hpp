@@ -25,6 +25,7 @@
 #pragma once
 
 #include "c2d/c2d.hpp"
+#include "common/fifo.hpp"
 #include "connections/connections.hpp"
 #include "device_auth/device_auth.hpp"
 #include "methods/methods.hpp"
@@ -38,7 +39,6 @@
 #include <boost/asio/any_io_executor.hpp>
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -247,7 +247,7 @@ class device_session : public std::enable_shared_from_this<device_session> {
     std::vector<pending_telemetry> admitted_tickets_;
     bool flush_posted_ = false;
 
-    std::deque<twin_request> twin_queue_;
+    fifo<twin_request> twin_queue_;
     bool twin_running_ = false;
 
     bool c2d_listening_ = false;

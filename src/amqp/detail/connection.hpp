@@ -21,6 +21,7 @@
 #include "amqp/detail/transfer_formats.hpp"
 #include "amqp/message_codec.hpp"
 #include "amqp/server.hpp"
+#include "common/fifo.hpp"
 #include "net/connection.hpp"
 #include "session/device_session.hpp"
 
@@ -32,7 +33,6 @@
 #include <proton/link.h>
 #include <proton/terminus.h>
 
-#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -91,14 +91,14 @@ struct link_state {
     // Senders: lock tokens of unsettled C2D, feedback or notification deliveries.
     std::map<pn_delivery_t*, std::string> locks;
     // Senders: encoded replies waiting for credit.
-    std::deque<std::string> outbox;
+    fifo<std::string> outbox;
     // Service C2D sends waiting to be enqueued, in order.
     struct pending_send {
         pn_delivery_t* delivery;
         result<c2d::message> message;
         std::string device_id;
     };
-    std::deque<pending_send> sends;
+    fifo<pending_send> sends;
     bool sending = false;
     // Event Hubs partition receivers.
     int partition = 0;

@@ -93,7 +93,7 @@ class service_links final : public link_family {
     void run_sends(link_state& ls) {
         if (ls.sending || ls.sends.empty()) return;
         ls.sending = true;
-        auto work = std::make_shared<std::deque<link_state::pending_send>>(std::move(ls.sends));
+        auto work = std::make_shared<fifo<link_state::pending_send>>(std::move(ls.sends));
         ls.sends.clear();
         c_.off_shard(
             ls.id,
