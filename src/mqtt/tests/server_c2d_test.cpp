@@ -12,6 +12,7 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <sys/socket.h>
 #include <thread>
 
@@ -66,7 +67,7 @@ class device_client {
             }
             std::array<char, 4096> buf;
             boost::system::error_code ec;
-            auto n = socket_.read_some(asio::buffer(buf), ec);
+            auto n = read(buf, ec);
             if (ec) {
                 ADD_FAILURE() << "read: " << ec.message();
                 return disconnect_packet{};
@@ -89,13 +90,28 @@ class device_client {
             }
             std::array<char, 4096> buf;
             boost::system::error_code ec;
-            auto n = socket_.read_some(asio::buffer(buf), ec);
+            auto n = read(buf, ec);
             if (ec) return ec == asio::error::eof || ec == asio::error::connection_reset;
             decoder_.feed(std::string_view(buf.data(), n));
         }
     }
 
   private:
+    // recv(2) itself, so the socket's receive timeout bounds every wait (Asio's synchronous read
+    // polls without one): a packet that never comes fails the test instead of hanging it.
+    std::size_t read(std::array<char, 4096>& buf, boost::system::error_code& ec) {
+        auto n = ::recv(socket_.native_handle(), buf.data(), buf.size(), 0);
+        if (n > 0) return static_cast<std::size_t>(n);
+        if (n == 0) {
+            ec = asio::error::eof;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            ec = asio::error::timed_out;
+        } else {
+            ec = boost::system::error_code(errno, boost::system::system_category());
+        }
+        return 0;
+    }
+
     asio::io_context io_;
     tcp::socket socket_;
     std::string device_id_, key_;
