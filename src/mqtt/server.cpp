@@ -194,8 +194,11 @@ class handler final : public net::protocol_handler,
             auto code = e == errc::device_disabled || e == errc::throttled
                             ? connack_code::server_unavailable
                             : connack_code::not_authorized;
-            spdlog::info("{} {}: connection refused: {}", io_.stream().kind(), io_.stream().peer(),
-                         r.error().message());
+            // A storm over the connect rate refuses thousands a second: one line each would bury
+            // the log, so those are debug; the session layer logs a line a second with the count.
+            spdlog::log(e == errc::throttled ? spdlog::level::debug : spdlog::level::info,
+                        "{} {}: connection refused: {}", io_.stream().kind(), io_.stream().peer(),
+                        r.error().message());
             mqtt_.refuse(code, r.error().message());
             return io_.wake();
         }

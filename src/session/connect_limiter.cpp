@@ -21,10 +21,21 @@ bool connect_limiter::try_acquire(clock::time_point now) {
     auto next = next_.load(std::memory_order_relaxed);
     for (;;) {
         const std::int64_t from = std::max(next, t);  // an idle bucket is full, no fuller
-        if (from - t > tolerance_ns_) return false;
+        if (from - t > tolerance_ns_) {
+            refused_.fetch_add(1, std::memory_order_relaxed);
+            return false;
+        }
         if (next_.compare_exchange_weak(next, from + interval_ns_, std::memory_order_relaxed))
             return true;
     }
+}
+
+bool connect_limiter::report_due(clock::time_point now) {
+    const std::int64_t t =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+    auto last = last_report_ns_.load(std::memory_order_relaxed);
+    if (last != std::numeric_limits<std::int64_t>::min() && t - last < 1'000'000'000) return false;
+    return last_report_ns_.compare_exchange_strong(last, t, std::memory_order_relaxed);
 }
 
 }  // namespace iothub::session

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 
 namespace iothub::session {
 
@@ -29,12 +30,20 @@ class connect_limiter {
     bool try_acquire(clock::time_point now);
     bool try_acquire() { return unlimited() || try_acquire(clock::now()); }
 
+    // Connects refused so far.
+    std::uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
+    // True for at most one caller per second: refusals come in storms, and the log gets a line
+    // a second, not one per device.
+    bool report_due(clock::time_point now);
+
   private:
     std::uint32_t per_second_;
     std::uint32_t burst_;
     std::int64_t interval_ns_ = 0;   // between two tokens
     std::int64_t tolerance_ns_ = 0;  // (burst - 1) intervals
     std::atomic<std::int64_t> next_;
+    std::atomic<std::uint64_t> refused_{0};
+    std::atomic<std::int64_t> last_report_ns_{std::numeric_limits<std::int64_t>::min()};
 };
 
 }  // namespace iothub::session

@@ -92,6 +92,11 @@ std::optional<std::string> session_record(storage::kv_store& kv, const std::stri
 // the hub's connect rate; a request-scoped HTTPS session is no connection.
 std::optional<error> device_session::throttle(const options& o) const {
     if (!o.live || !svc_.connects || svc_.connects->try_acquire()) return std::nullopt;
+    if (svc_.connects->report_due(connect_limiter::clock::now()))
+        spdlog::info(
+            "session: device connects over the hub's rate of {} per second are refused "
+            "({} so far)",
+            svc_.connects->per_second(), svc_.connects->refused());
     return error(errc::throttled, "The hub's device connect rate (" +
                                       std::to_string(svc_.connects->per_second()) +
                                       " per second) is exceeded; retry later.");

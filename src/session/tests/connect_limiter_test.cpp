@@ -67,5 +67,16 @@ TEST(ConnectLimiter, ConcurrentTakersGetExactlyTheBurst) {
     EXPECT_EQ(got.load(), 1000);
 }
 
+TEST(ConnectLimiter, CountsRefusalsAndReportsThemAtMostOnceASecond) {
+    connect_limiter l(10, 10);
+    const auto t = clock::time_point{} + 1h;
+    EXPECT_EQ(taken(l, t, 25), 10);
+    EXPECT_EQ(l.refused(), 15u);
+    EXPECT_TRUE(l.report_due(t));
+    EXPECT_FALSE(l.report_due(t + 999ms));
+    EXPECT_TRUE(l.report_due(t + 1s));
+    EXPECT_FALSE(l.report_due(t + 1s));
+}
+
 }  // namespace
 }  // namespace iothub::session
