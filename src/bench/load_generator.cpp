@@ -25,7 +25,6 @@
 #include <map>
 #include <mutex>
 #include <netinet/in.h>
-#include <numeric>
 #include <sstream>
 #include <sys/resource.h>
 #include <thread>
@@ -513,27 +512,27 @@ long rss_kib(int pid) {
 
 // What one wave of connects did.
 struct connect_report {
-    std::size_t accepted = 0, resumed = 0, no_answer = 0;
+    std::size_t attempts = 0, accepted = 0, resumed = 0, no_answer = 0;
     std::map<int, std::size_t> refused;  // CONNACK code -> count
     double seconds = 0, server_cpu = 0, client_cpu = 0;
+
+    double per_second() const { return seconds > 0 ? static_cast<double>(accepted) / seconds : 0; }
+    double server_ms_per_connect() const {
+        return accepted > 0 ? server_cpu * 1000 / static_cast<double>(accepted) : 0;
+    }
 
     json::object to_json() const {
         json::object codes;
         for (auto [code, n] : refused) codes[std::to_string(code)] = n;
-        const double total = static_cast<double>(accepted + no_answer) +
-                             static_cast<double>(std::accumulate(
-                                 refused.begin(), refused.end(), std::size_t{0},
-                                 [](std::size_t a, const auto& kv) { return a + kv.second; }));
-        return {{"attempts", total},
+        return {{"attempts", attempts},
                 {"accepted", accepted},
                 {"resumedTls", resumed},
                 {"refusedByConnackCode", codes},
                 {"noAnswer", no_answer},
                 {"seconds", seconds},
-                {"connectsPerSecond", seconds > 0 ? static_cast<double>(accepted) / seconds : 0},
+                {"connectsPerSecond", per_second()},
                 {"serverCpuSeconds", server_cpu},
-                {"serverCpuMsPerConnect",
-                 accepted > 0 ? server_cpu * 1000 / static_cast<double>(accepted) : 0},
+                {"serverCpuMsPerConnect", server_ms_per_connect()},
                 {"clientCpuSeconds", client_cpu}};
     }
 };
@@ -569,6 +568,7 @@ class fleet {
     // resumes TLS sessions kept by a previous wave when `resume`.
     connect_report connect_all(std::size_t parallel, double rate, bool resume) {
         connect_report r;
+        r.attempts = devices_.size();
         std::mutex m;
         std::atomic<std::size_t> answered{0};
         auto cpu0 = sample_cpu(o_.server_pid);
@@ -660,11 +660,9 @@ void print_connects(const char* what, const connect_report& r) {
     if (r.resumed) std::cout << " (" << r.resumed << " resumed TLS)";
     for (auto [code, n] : r.refused) std::cout << ", " << n << " refused with CONNACK " << code;
     if (r.no_answer) std::cout << ", " << r.no_answer << " without an answer";
-    std::cout << " in " << r.seconds << " s -> "
-              << (r.seconds > 0 ? static_cast<double>(r.accepted) / r.seconds : 0) << " connects/s";
+    std::cout << " in " << r.seconds << " s -> " << r.per_second() << " connects/s";
     if (r.server_cpu > 0)
-        std::cout << ", server CPU " << r.server_cpu * 1000 / std::max<double>(1, r.accepted)
-                  << " ms per connect";
+        std::cout << ", server CPU " << r.server_ms_per_connect() << " ms per connect";
     std::cout << "\n";
 }
 

@@ -1,6 +1,5 @@
 #include "net/connection.hpp"
 
-#include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
@@ -299,28 +298,26 @@ device_server::device_server(runtime::shard_set& shards, std::string protocol,
         shards, std::move(protocol),
         [weak = std::weak_ptr<state>(state_)](std::unique_ptr<net::stream> st,
                                               asio::any_io_executor ex) {
-            // The listener runs on one shard; the connection lives on the one its socket was
-            // accepted onto, and everything it does (its wheel entry too) happens there.
-            asio::dispatch(ex, [weak, st = std::move(st), ex]() mutable {
-                auto s = weak.lock();
-                if (!s) return;
-                auto c = std::make_shared<connection>(
-                    std::move(st), ex,
-                    [weak](connection* gone) {
-                        if (auto alive = weak.lock()) {
-                            std::lock_guard lock(alive->mutex);
-                            alive->live.erase(gone);
-                        }
-                    },
-                    s->handshake_timeout);
-                c->set_handler(s->factory(*c));
-                {
-                    std::lock_guard lock(s->mutex);
-                    if (s->stopping) return;
-                    s->live.emplace(c.get(), c);
-                }
-                c->start();
-            });
+            // On the stream's own shard (stream_listeners hands it over there), where the
+            // connection lives and everything it does (its wheel entry too) happens.
+            auto s = weak.lock();
+            if (!s) return;
+            auto c = std::make_shared<connection>(
+                std::move(st), ex,
+                [weak](connection* gone) {
+                    if (auto alive = weak.lock()) {
+                        std::lock_guard lock(alive->mutex);
+                        alive->live.erase(gone);
+                    }
+                },
+                s->handshake_timeout);
+            c->set_handler(s->factory(*c));
+            {
+                std::lock_guard lock(s->mutex);
+                if (s->stopping) return;
+                s->live.emplace(c.get(), c);
+            }
+            c->start();
         });
 }
 

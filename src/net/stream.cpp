@@ -37,16 +37,41 @@ auto asio_wait(direction d) {
     return d == direction::read ? tcp::socket::wait_read : tcp::socket::wait_write;
 }
 
-// --- TCP
-// ------------------------------------------------------------------------------------------
+// --- TCP ---
 
-class tcp_stream final : public stream {
+// What TCP and TLS streams share: the non-blocking socket, its readiness waits, and the names for
+// logs.
+class socket_stream : public stream {
   public:
-    tcp_stream(tcp::socket s, std::string_view kind)
+    socket_stream(tcp::socket s, std::string_view kind)
         : socket_(std::move(s)), peer_(endpoint_text(socket_)), kind_(kind) {
         error_code ec;
         socket_.non_blocking(true, ec);
     }
+    void async_wait(direction d, std::function<void(error_code)> ready) override {
+        socket_.async_wait(asio_wait(d), std::move(ready));
+    }
+    std::string peer() const override { return peer_; }
+    std::string_view kind() const override { return kind_; }
+
+  protected:
+    void close_socket() {
+        error_code ec;
+        socket_.shutdown(tcp::socket::shutdown_both, ec);
+        socket_.close(ec);
+    }
+
+    tcp::socket socket_;
+
+  private:
+    std::string peer_;
+    std::string_view kind_;
+};
+
+class tcp_stream final : public socket_stream {
+  public:
+    using socket_stream::socket_stream;
+
     io_result read_some(std::span<char> into) override {
         error_code ec;
         auto n = socket_.read_some(asio::buffer(into.data(), into.size()), ec);
@@ -62,25 +87,10 @@ class tcp_stream final : public stream {
         if (ec == asio::error::would_block) return io_result::wait(direction::write);
         return io_result::failure(ec.message());
     }
-    void async_wait(direction d, std::function<void(error_code)> ready) override {
-        socket_.async_wait(asio_wait(d), std::move(ready));
-    }
-    void close() override {
-        error_code ec;
-        socket_.shutdown(tcp::socket::shutdown_both, ec);
-        socket_.close(ec);
-    }
-    std::string peer() const override { return peer_; }
-    std::string_view kind() const override { return kind_; }
-
-  private:
-    tcp::socket socket_;
-    std::string peer_;
-    std::string_view kind_;
+    void close() override { close_socket(); }
 };
 
-// --- TLS
-// ------------------------------------------------------------------------------------------
+// --- TLS ---
 
 // OpenSSL's own socket BIO writes with write(2), which raises SIGPIPE on a connection the peer
 // reset; this one sends with MSG_NOSIGNAL, so no process-wide signal setting is needed.
@@ -103,7 +113,8 @@ int bio_puts(BIO* b, const char* s) {
     return bio_write(b, s, static_cast<int>(std::strlen(s)));
 }
 
-// The rest (the descriptor, flush, EOF) is the socket BIO's.
+// The rest (the descriptor, flush) is the socket BIO's. Reads never flag EOF, so a peer that
+// closes without close_notify reads as closed, not as a truncation error.
 BIO_METHOD* socket_method() {
     static BIO_METHOD* method = [] {
         const BIO_METHOD* base = BIO_s_socket();
@@ -131,13 +142,11 @@ std::string openssl_error(const char* what) {
     return out;
 }
 
-class tls_stream final : public stream {
+class tls_stream final : public socket_stream {
   public:
     tls_stream(tcp::socket s, asio::ssl::context& ctx, tls_role role, std::string_view kind,
                const std::string& server_name, SSL_SESSION* session)
-        : socket_(std::move(s)), peer_(endpoint_text(socket_)), kind_(kind) {
-        error_code ec;
-        socket_.non_blocking(true, ec);
+        : socket_stream(std::move(s), kind) {
         ssl_ = SSL_new(ctx.native_handle());
         if (!ssl_) return;
         BIO* bio = BIO_new(socket_method());
@@ -188,9 +197,6 @@ class tls_stream final : public stream {
         return outcome(r, "TLS write");
     }
     bool has_buffered_input() const override { return ssl_ && SSL_has_pending(ssl_) == 1; }
-    void async_wait(direction d, std::function<void(error_code)> ready) override {
-        socket_.async_wait(asio_wait(d), std::move(ready));
-    }
     void close() override {
         if (ssl_ && established_ && !broken_) {
             // One close_notify if the socket takes it now; nobody waits for the peer's.
@@ -198,15 +204,11 @@ class tls_stream final : public stream {
             SSL_shutdown(ssl_);
             ERR_clear_error();
         }
-        error_code ec;
-        socket_.shutdown(tcp::socket::shutdown_both, ec);
-        socket_.close(ec);
+        close_socket();
     }
     std::optional<auth::client_certificate> client_certificate() override {
         return ssl_ ? tls::peer_certificate(ssl_) : std::nullopt;
     }
-    std::string peer() const override { return peer_; }
-    std::string_view kind() const override { return kind_; }
 
     SSL* native() { return ssl_; }
 
@@ -233,16 +235,12 @@ class tls_stream final : public stream {
         }
     }
 
-    tcp::socket socket_;
     SSL* ssl_ = nullptr;
-    std::string peer_;
-    std::string_view kind_;
     bool established_ = false;
     bool broken_ = false;  // after a fatal error OpenSSL must not be asked to shut down
 };
 
-// --- WebSocket
-// ------------------------------------------------------------------------------------
+// --- WebSocket ---
 
 // Beast's WebSocket stream is completion-based; this keeps one read and one write in flight and
 // presents them as readiness.

@@ -90,8 +90,6 @@ std::string endpoint_text(const tcp::socket& s);
 // A name for logs, kept for the life of the process (a stream refers to it, never copies it).
 std::string_view intern_kind(std::string_view kind);
 
-using socket_type = asio::basic_stream_socket<tcp, asio::io_context::executor_type>;
-
 std::unique_ptr<stream> make_tcp_stream(tcp::socket s, std::string_view kind);
 
 enum class tls_role : std::uint8_t { server, client };

@@ -5,6 +5,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/websocket/ssl.hpp>
@@ -27,19 +28,21 @@ struct stream_listeners::state : std::enable_shared_from_this<state> {
     std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
     bool closed = false;
 
-    std::string_view plain_kind, tls_kind;
-
     state(runtime::shard_set& s, std::string p, stream_handler h)
-        : shards(s),
-          protocol(std::move(p)),
-          on_stream(std::move(h)),
-          plain_kind(intern_kind(protocol)),
-          tls_kind(intern_kind(protocol + "s")) {}
+        : shards(s), protocol(std::move(p)), on_stream(std::move(h)) {}
 
+    // Called on the accepting shard with a socket that belongs to another: the stream is made
+    // (for TLS, its SSL object) and handed over on the socket's own shard.
     void accepted(tcp::socket socket, const std::shared_ptr<asio::ssl::context>& tls) {
         auto ex = socket.get_executor();
-        if (!tls) return on_stream(make_tcp_stream(std::move(socket), plain_kind), ex);
-        on_stream(make_tls_stream(std::move(socket), *tls, tls_role::server, tls_kind), ex);
+        asio::dispatch(
+            ex, [self = shared_from_this(), socket = std::move(socket), tls, ex]() mutable {
+                if (!tls)
+                    return self->on_stream(make_tcp_stream(std::move(socket), self->protocol), ex);
+                self->on_stream(make_tls_stream(std::move(socket), *tls, tls_role::server,
+                                                self->protocol + "s"),
+                                ex);
+            });
     }
 };
 

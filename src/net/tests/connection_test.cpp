@@ -489,9 +489,9 @@ TEST(NetDeviceServer, ServesEchoConnectionsAndStopsThemPolitely) {
     }
 }
 
-// The listener's callback runs on the shard that accepts (shard 0); the server must create and
-// start each connection on the shard its socket was handed to, or the handshake step, the
-// handler's start and the wheel entry race with that shard's thread.
+// Sockets are accepted on shard 0 and belong to the shard they are handed to; each stream, its
+// connection and handler must be made and started there, or the handshake step, the handler's
+// start and the wheel entry race with that shard's thread.
 TEST(NetDeviceServer, ConnectionsAreStartedOnTheirOwnShard) {
     // With several shards, accepted sockets are spread round-robin; each connection and its
     // handler must live on the shard its socket belongs to ("the handler is called only there").
