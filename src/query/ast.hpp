@@ -88,6 +88,7 @@ struct plan {
     node_ptr where;
     std::vector<path> group_by;
     std::vector<const node*> aggregate_nodes;  // indexed by node::slot
+    bool ignore_case = false;                  // route conditions match names case-insensitively
 };
 
 }  // namespace iothub::query::detail

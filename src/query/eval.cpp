@@ -434,11 +434,22 @@ std::string_view aggregate_name(aggregate_kind k) {
     return "COUNT";
 }
 
-value lookup(const json::object& row, const path& p) {
+namespace {
+// An exact match first (the common case, and the only one when names differ only in case is
+// ambiguous), then the first name equal ignoring ASCII case.
+const json::value* member(const json::object& o, std::string_view name, bool ignore_case) {
+    if (auto it = o.find(name); it != o.end()) return &it->value();
+    if (!ignore_case) return nullptr;
+    for (const auto& kv : o)
+        if (iequals(kv.key(), name)) return &kv.value();
+    return nullptr;
+}
+}  // namespace
+
+value lookup(const json::object& row, const path& p, bool ignore_case) {
     if (p.empty() || p.front().is_index) return {};
-    auto it = row.find(p.front().name);
-    if (it == row.end()) return {};
-    const json::value* at = &it->value();
+    const json::value* at = member(row, p.front().name, ignore_case);
+    if (!at) return {};
     for (std::size_t i = 1; i < p.size(); ++i) {
         const segment& s = p[i];
         if (s.is_index) {
@@ -446,9 +457,8 @@ value lookup(const json::object& row, const path& p) {
             at = &at->get_array()[s.index];
         } else {
             if (!at->is_object()) return {};
-            auto next = at->get_object().find(s.name);
-            if (next == at->get_object().end()) return {};
-            at = &next->value();
+            at = member(at->get_object(), s.name, ignore_case);
+            if (!at) return {};
         }
     }
     return value::borrow(*at);
@@ -465,7 +475,7 @@ value evaluate(const node& n, const scope& s) {
                 if (n.slot >= s.keys->size() || !(*s.keys)[n.slot].defined()) return {};
                 return value::borrow((*s.keys)[n.slot].get());
             }
-            return s.row ? lookup(*s.row, n.steps) : value();
+            return s.row ? lookup(*s.row, n.steps, s.ignore_case) : value();
         case node_kind::negate: {
             value v = evaluate(*n.args[0], s);
             if (!v.defined() || !v.get().is_number()) return {};

@@ -65,10 +65,11 @@ struct scope {
     const boost::json::object* row = nullptr;
     const std::vector<value>* keys = nullptr;
     const std::vector<value>* aggregates = nullptr;
+    bool ignore_case = false;  // property names in paths
 };
 
 value evaluate(const node& n, const scope& s);
-value lookup(const boost::json::object& row, const path& p);
+value lookup(const boost::json::object& row, const path& p, bool ignore_case = false);
 
 // The running state of one aggregate over one group.
 class accumulator {

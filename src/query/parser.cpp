@@ -71,6 +71,21 @@ class parser {
         return p;
     }
 
+    // A bare expression, as a route condition is written: no SELECT, FROM or aggregates.
+    result<std::shared_ptr<plan>> run_condition() {
+        auto p = std::make_shared<plan>();
+        clause_ = clause::where;
+        if (cur().kind == token_kind::end) fail("The condition is empty");
+        if (!err_) p->where = expression();
+        if (!err_ && cur().kind != token_kind::end)
+            expected("an operator or the end of the condition");
+        if (!err_ && aggregate_count_ > 0)
+            fail("Aggregate functions cannot be used in a condition");
+        if (err_) return *err_;
+        p->ignore_case = true;
+        return p;
+    }
+
   private:
     // --- Tokens and errors ---
 
@@ -703,7 +718,8 @@ std::string to_string(const path& p) {
 
 namespace iothub::query {
 
-result<statement> parse(std::string_view text) {
+namespace {
+result<std::shared_ptr<detail::plan>> parse_plan(std::string_view text, bool condition) {
     // Characters, as Azure counts them; bytes would refuse shorter non-ASCII queries.
     std::size_t length = detail::char_position(text, text.size()) - 1;
     if (length > max_query_length)
@@ -712,9 +728,21 @@ result<statement> parse(std::string_view text) {
                                                  " characters (" + std::to_string(length) + ")");
     auto tokens = detail::tokenize(text);
     if (!tokens) return tokens.error();
-    auto p = detail::parser(text, std::move(*tokens)).run();
+    detail::parser parser(text, std::move(*tokens));
+    return condition ? parser.run_condition() : parser.run();
+}
+}  // namespace
+
+result<statement> parse(std::string_view text) {
+    auto p = parse_plan(text, false);
     if (!p) return p.error();
     return statement(std::move(*p));
+}
+
+result<condition> parse_condition(std::string_view text) {
+    auto p = parse_plan(text, true);
+    if (!p) return p.error();
+    return condition(std::move(*p));
 }
 
 }  // namespace iothub::query

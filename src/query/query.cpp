@@ -1,5 +1,6 @@
 #include "query/query.hpp"
 
+#include "common/encoding.hpp"
 #include "query/ast.hpp"
 #include "query/eval.hpp"
 
@@ -112,6 +113,40 @@ std::vector<std::string> statement::column_names() const {
     std::vector<std::string> names;
     for (const auto& item : plan_->items) names.push_back(item.name);
     return names;
+}
+
+std::string_view to_string(truth t) {
+    switch (t) {
+        case truth::true_:
+            return "true";
+        case truth::false_:
+            return "false";
+        default:
+            return "undefined";
+    }
+}
+
+condition::condition(std::shared_ptr<const detail::plan> plan) : plan_(std::move(plan)) {}
+
+truth condition::evaluate(const json::object& row) const {
+    detail::scope s{&row};
+    s.ignore_case = true;
+    value v = detail::evaluate(*plan_->where, s);
+    if (!v.defined() || !v.get().is_bool()) return truth::undefined;
+    return v.get().get_bool() ? truth::true_ : truth::false_;
+}
+
+bool condition::refers_to(std::string_view name) const {
+    bool found = false;
+    auto walk = [&](auto& self, const detail::node& n) -> void {
+        if (found) return;
+        if (n.kind == detail::node_kind::path && !n.steps.empty() && !n.steps[0].is_index &&
+            iequals(n.steps[0].name, name))
+            found = true;
+        for (const auto& a : n.args) self(self, *a);
+    };
+    walk(walk, *plan_->where);
+    return found;
 }
 
 bool statement::matches(const json::object& row) const {

@@ -87,6 +87,31 @@ class statement {
     std::shared_ptr<const detail::plan> plan_;
 };
 
+// The outcome of a condition: Azure's routing reports these three (a route matches only on true).
+enum class truth : std::uint8_t { false_, true_, undefined };
+std::string_view to_string(truth t);  // "false", "true", "undefined"
+
+// A message-routing condition: one Boolean expression in the same language (every function, no
+// aggregates, no SELECT/FROM), evaluated against a row whose property names match ignoring ASCII
+// case, as route conditions do. The caller builds the row: for a message, system properties under
+// `$name`, application properties under their names, `$body` and `$twin` as objects.
+class condition {
+  public:
+    truth evaluate(const boost::json::object& row) const;
+    // Whether any path starts with `name` (case-insensitive), e.g. "$body" or "$twin": the row
+    // needs that part only then, and it can be costly to build.
+    bool refers_to(std::string_view name) const;
+
+  private:
+    friend result<condition> parse_condition(std::string_view text);
+    explicit condition(std::shared_ptr<const detail::plan> plan);
+
+    std::shared_ptr<const detail::plan> plan_;
+};
+
+// Errors as parse()'s, e.g. "Syntax error at position 7: expected an expression but found end".
+result<condition> parse_condition(std::string_view text);
+
 // Errors are errc::argument_invalid with a message naming what is wrong and where, e.g.
 // "Syntax error at position 10: expected FROM but found 'devices'" for `SELECT * devices`, or
 // "Unknown function 'FOO' at position 8".
