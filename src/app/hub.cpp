@@ -351,8 +351,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     // Retention runs off the shards, every tenth of the retention period (100 ms to 1 min).
     boost::asio::co_spawn(
         timers,
-        [events = &im->storage->events(), hub_events = &im->storage->hub_events(),
-         pool = im->blocking.get(), &timers,
+        [engine = im->storage.get(), pool = im->blocking.get(), &timers,
          interval = std::clamp<std::chrono::milliseconds>(
              std::chrono::duration_cast<std::chrono::milliseconds>(s.retention) / 10,
              std::chrono::milliseconds(100),
@@ -363,10 +362,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
                 auto [ec] =
                     co_await t.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
                 if (ec) co_return;
-                pool->post([events, hub_events] {
-                    events->enforce_retention(now());
-                    hub_events->enforce_retention(now());
-                });
+                pool->post([engine] { engine->enforce_retention(now()); });
             }
         },
         boost::asio::detached);

@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <string_view>
 
 namespace iothub::storage {
 
@@ -21,9 +22,22 @@ class engine {
     // Events the hub raises about devices (twin changes; later lifecycle and connection state),
     // partitioned like telemetry, for routing to deliver where routes say.
     virtual event_log& hub_events() = 0;
+    // Further logs, by name (letters, digits, '.', '_', '-'; not "events" or "hub"): routing's
+    // ingest log and the event hubs routing endpoints host. Opened, and created on first use,
+    // with the telemetry log's partitions and retention; the reference stays valid until
+    // drop_log(name) or the engine ends. Opening blocks (it may create files).
+    virtual result<event_log*> log(std::string_view name) = 0;
+    // Removes a named log and every event in it (its endpoint is gone). Sequence numbers are not
+    // reused if the name comes back. The caller makes sure nothing uses the log any more.
+    virtual result<void> drop_log(std::string_view name) = 0;
+    // Retention over every log the engine has open.
+    virtual void enforce_retention(sys_time now) = 0;
     // Makes everything written so far durable and quiesces background work; called at shutdown.
     virtual result<void> flush() = 0;
 };
+
+// errc::argument_invalid unless `name` can name a log (see engine::log).
+result<void> check_log_name(std::string_view name);
 
 struct rocksdb_settings {
     std::filesystem::path path;

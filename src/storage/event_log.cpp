@@ -1,6 +1,7 @@
 #include "storage/event_log.hpp"
 
 #include "storage/detail/event_log_core.hpp"
+#include "storage/engine.hpp"
 
 #include <algorithm>
 
@@ -11,6 +12,17 @@ std::size_t event_size(const event_record& e) {
     for (const auto& [k, v] : e.application_properties) n += k.size() + v.size();
     for (const auto& [k, v] : e.system_properties) n += k.size() + v.size();
     return n;
+}
+
+result<void> check_log_name(std::string_view name) {
+    auto allowed = [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '_' || c == '-';
+    };
+    if (name.empty() || name.size() > 200 || name == "events" || name == "hub" ||
+        !std::all_of(name.begin(), name.end(), allowed))
+        return error(errc::argument_invalid, "'" + std::string(name) + "' cannot name a log.");
+    return {};
 }
 
 int partition_for(std::string_view device_id, int partitions) {

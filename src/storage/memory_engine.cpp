@@ -235,19 +235,43 @@ class memory_event_log final : public detail::event_log_core {
 class memory_engine final : public engine, public fault_injection {
   public:
     explicit memory_engine(const event_log_settings& events)
-        : kv_(faults_), events_(events, kv_, faults_), hub_events_(events, kv_, faults_) {}
+        : settings_(events),
+          kv_(faults_),
+          events_(events, kv_, faults_),
+          hub_events_(events, kv_, faults_) {}
     void fail_appends(std::size_t count) override { faults_.appends = count; }
     void fail_kv_writes(std::size_t count) override { faults_.kv_writes = count; }
     kv_store& kv() override { return kv_; }
     event_log& events() override { return events_; }
     event_log& hub_events() override { return hub_events_; }
+    result<event_log*> log(std::string_view name) override {
+        if (auto bad = check_log_name(name); !bad) return bad.error();
+        std::lock_guard lock(logs_mutex_);
+        auto& l = logs_[std::string(name)];
+        if (!l) l = std::make_unique<memory_event_log>(settings_, kv_, faults_);
+        return l.get();
+    }
+    result<void> drop_log(std::string_view name) override {
+        std::lock_guard lock(logs_mutex_);
+        if (auto it = logs_.find(name); it != logs_.end()) logs_.erase(it);
+        return {};
+    }
+    void enforce_retention(sys_time now) override {
+        events_.enforce_retention(now);
+        hub_events_.enforce_retention(now);
+        std::lock_guard lock(logs_mutex_);
+        for (auto& [name, l] : logs_) l->enforce_retention(now);
+    }
     result<void> flush() override { return {}; }
 
   private:
+    event_log_settings settings_;
     fault_counters faults_;
     memory_kv_store kv_;
     memory_event_log events_;
     memory_event_log hub_events_;
+    std::mutex logs_mutex_;
+    std::map<std::string, std::unique_ptr<memory_event_log>, std::less<>> logs_;
 };
 
 }  // namespace

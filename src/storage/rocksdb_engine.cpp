@@ -231,6 +231,16 @@ class rocksdb_kv_store final : public kv_store, public detail::kv_batch_writer {
     std::array<std::mutex, 64> locks_;
 };
 
+// Telemetry is written once, read in order, and dropped from the front. Each partition has its
+// own column family keyed by sequence number alone, so keys only ever increase: flushed files
+// never overlap and compaction moves them down without rewriting them.
+rocksdb::ColumnFamilyOptions events_options() {
+    rocksdb::ColumnFamilyOptions o;
+    o.write_buffer_size = 32 << 20;
+    o.compression = rocksdb::kLZ4Compression;
+    return o;
+}
+
 class rocksdb_engine final : public engine {
   public:
     static result<std::unique_ptr<engine>> open(const rocksdb_settings& settings) {
@@ -248,12 +258,6 @@ class rocksdb_engine final : public engine {
         // Registry and twin reads are point lookups: bloom filters and hashed data-block index.
         kv_options.OptimizeForPointLookup(64);
 
-        // Telemetry is written once, read in order, and dropped from the front. Each partition has
-        // its own column family keyed by sequence number alone, so keys only ever increase:
-        // flushed files never overlap and compaction moves them down without rewriting them.
-        rocksdb::ColumnFamilyOptions events_options;
-        events_options.write_buffer_size = 32 << 20;
-        events_options.compression = rocksdb::kLZ4Compression;
         // All memtables together stay within this, however many partitions there are.
         options.db_write_buffer_size = 256 << 20;
 
@@ -277,7 +281,7 @@ class rocksdb_engine final : public engine {
             else if (n == kv_family)
                 families.emplace_back(n, kv_options);
             else
-                families.emplace_back(n, events_options);
+                families.emplace_back(n, events_options());
         }
         std::vector<rocksdb::ColumnFamilyHandle*> handles;
         rocksdb::DB* raw = nullptr;
@@ -288,13 +292,14 @@ class rocksdb_engine final : public engine {
             return error(errc::already_exists,
                          "The database is in use by another process (" + s.ToString() + ").");
         if (!s.ok()) return storage_error(s);
-        auto engine = std::unique_ptr<rocksdb_engine>(new rocksdb_engine(raw, handles));
+        auto engine = std::unique_ptr<rocksdb_engine>(new rocksdb_engine(raw, handles, settings));
         auto handle = [&](const std::string& n) {
             for (std::size_t i = 0; i < families.size(); ++i)
                 if (families[i].name == n) return handles[i];
             return static_cast<rocksdb::ColumnFamilyHandle*>(nullptr);
         };
         auto* meta = handle(rocksdb::kDefaultColumnFamilyName);
+        engine->meta_ = meta;
 
         std::string last;
         s = raw->Get(rocksdb::ReadOptions(), meta, version_key, &last);
@@ -318,6 +323,7 @@ class rocksdb_engine final : public engine {
     ~rocksdb_engine() override {
         events_.reset();  // drains queued appends first
         hub_events_.reset();
+        logs_.clear();
         kv_.reset();
         for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
         db_->Close();
@@ -328,9 +334,74 @@ class rocksdb_engine final : public engine {
     event_log& events() override { return *events_; }
     event_log& hub_events() override { return *hub_events_; }
 
+    result<event_log*> log(std::string_view name) override {
+        if (auto bad = check_log_name(name); !bad) return bad.error();
+        std::lock_guard lock(logs_mutex_);
+        if (auto it = logs_.find(name); it != logs_.end()) return it->second.log.get();
+        named n;
+        for (int p = 0; p < settings_.events.partitions; ++p) {
+            const auto family = events_family_name(name, p);
+            rocksdb::ColumnFamilyHandle* h = nullptr;
+            for (auto* existing : handles_)
+                if (existing->GetName() == family) h = existing;
+            if (!h) {
+                auto s = db_->CreateColumnFamily(events_options(), family, &h);
+                if (!s.ok()) return storage_error(s);
+                handles_.push_back(h);
+            }
+            n.partitions.push_back(h);
+        }
+        auto opened = detail::rocksdb_event_log::open(std::string(name), db_, n.partitions, meta_,
+                                                      settings_.events, settings_.sync, kv_.get());
+        if (!opened) return opened.error();
+        n.log = std::move(*opened);
+        auto* out = n.log.get();
+        logs_.emplace(std::string(name), std::move(n));
+        return out;
+    }
+
+    result<void> drop_log(std::string_view name) override {
+        std::lock_guard retention(retention_mutex_);
+        std::lock_guard lock(logs_mutex_);
+        std::vector<rocksdb::ColumnFamilyHandle*> doomed;
+        if (auto it = logs_.find(name); it != logs_.end()) {
+            it->second.log.reset();
+            doomed = it->second.partitions;
+            logs_.erase(it);
+        } else {
+            for (int p = 0; p < settings_.events.partitions; ++p)
+                for (auto* h : handles_)
+                    if (h->GetName() == events_family_name(name, p)) doomed.push_back(h);
+        }
+        for (auto* h : doomed) {
+            auto s = db_->DropColumnFamily(h);
+            if (!s.ok()) return storage_error(s);
+            db_->DestroyColumnFamilyHandle(h);
+            std::erase(handles_, h);
+        }
+        return {};
+    }
+
+    void enforce_retention(sys_time now) override {
+        events_->enforce_retention(now);
+        hub_events_->enforce_retention(now);
+        // drop_log takes retention_mutex_ first too, so no log is freed during the pass.
+        std::lock_guard retention(retention_mutex_);
+        std::vector<detail::rocksdb_event_log*> open;
+        {
+            std::lock_guard lock(logs_mutex_);
+            for (auto& [name, n] : logs_) open.push_back(n.log.get());
+        }
+        for (auto* l : open) l->enforce_retention(now);
+    }
+
     result<void> flush() override {
         if (events_) events_->stop();
         if (hub_events_) hub_events_->stop();
+        {
+            std::lock_guard lock(logs_mutex_);
+            for (auto& [name, n] : logs_) n.log->stop();
+        }
         auto s = db_->FlushWAL(true);
         if (!s.ok()) return storage_error(s);
         s = db_->Flush(rocksdb::FlushOptions(), handles_);
@@ -339,11 +410,22 @@ class rocksdb_engine final : public engine {
     }
 
   private:
-    rocksdb_engine(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> handles)
-        : db_(db), handles_(std::move(handles)) {}
+    rocksdb_engine(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
+                   const rocksdb_settings& settings)
+        : db_(db), handles_(std::move(handles)), settings_(settings) {}
+
+    struct named {
+        std::vector<rocksdb::ColumnFamilyHandle*> partitions;
+        std::unique_ptr<detail::rocksdb_event_log> log;
+    };
 
     rocksdb::DB* db_;
     std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+    rocksdb_settings settings_;
+    rocksdb::ColumnFamilyHandle* meta_ = nullptr;
+    std::mutex logs_mutex_;
+    std::mutex retention_mutex_;
+    std::map<std::string, named, std::less<>> logs_;
     std::unique_ptr<rocksdb_kv_store> kv_;
     std::unique_ptr<detail::rocksdb_event_log> events_;
     std::unique_ptr<detail::rocksdb_event_log> hub_events_;

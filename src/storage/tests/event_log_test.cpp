@@ -213,6 +213,34 @@ TEST_P(EventLog, SurvivesReopen) {
     EXPECT_EQ(append(2, {make("next")}), (std::vector<std::uint64_t>{3}));
 }
 
+TEST_P(EventLog, NamedLogsAreSeparateSurviveReopenAndCanBeDropped) {
+    auto named = engine_->log("ep.hot");
+    ASSERT_TRUE(named) << named.error().message();
+    std::promise<result<std::vector<std::uint64_t>>> done;
+    (*named)->append(1, {make("routed")}, [&](auto r) { done.set_value(std::move(r)); });
+    ASSERT_TRUE(done.get_future().get());
+    EXPECT_EQ((*named)->info(1).next_sequence_number, 1u);
+    EXPECT_TRUE(log().info(1).empty()) << "the telemetry log does not see it";
+    EXPECT_EQ(*engine_->log("ep.hot"), *named) << "opened once";
+    for (auto bad : {"", "events", "hub", "a/b", "a b"}) EXPECT_FALSE(engine_->log(bad)) << bad;
+
+    if (GetParam() == "rocksdb") {
+        open({4, {std::chrono::hours(24), 0}});
+        auto again = engine_->log("ep.hot");
+        ASSERT_TRUE(again);
+        auto read = (*again)->read(1, 0, 10);
+        ASSERT_TRUE(read);
+        ASSERT_EQ(read->size(), 1u);
+        EXPECT_EQ(read->front().record.body, "routed");
+        engine_->enforce_retention(clock_);  // every open log, without harm
+    }
+    ASSERT_TRUE(engine_->drop_log("ep.hot"));
+    auto fresh = engine_->log("ep.hot");
+    ASSERT_TRUE(fresh);
+    EXPECT_TRUE((*fresh)->read(1, 0, 10)->empty()) << "dropping removed its events";
+    EXPECT_TRUE(engine_->drop_log("never-opened"));
+}
+
 TEST_P(EventLog, PartitionCountIsFixedPerDataDirectory) {
     if (GetParam() == "memory") GTEST_SKIP();
     engine_.reset();
