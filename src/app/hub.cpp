@@ -10,6 +10,7 @@
 #include "device_auth/device_auth.hpp"
 #include "file_upload/file_upload.hpp"
 #include "http/server.hpp"
+#include "hub_events/hub_events.hpp"
 #include "instance/instance.hpp"
 #include "lifecycle/lifecycle.hpp"
 #include "methods/methods.hpp"
@@ -150,6 +151,7 @@ struct hub::impl {
     std::unique_ptr<telemetry::telemetry_service> telemetry;
     std::unique_ptr<telemetry::consumer_groups> groups;
     std::unique_ptr<connections::connection_table> connections;
+    std::unique_ptr<hub_events::publisher> hub_events;
     std::unique_ptr<connections::activity_records> activity;
     std::unique_ptr<lifecycle::lifecycle_service> lifecycle;
     std::unique_ptr<certificates::ca_store> cas;
@@ -202,6 +204,14 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     im->groups =
         std::make_unique<telemetry::consumer_groups>(im->storage->kv(), s.max_consumer_groups);
     im->connections = std::make_unique<connections::connection_table>();
+    // Hub events carry the hub's name as Azure does: the host name's first label.
+    const auto hub_name = auth::event_hub_name(im->paths.identity.hostname);
+    im->hub_events = std::make_unique<hub_events::publisher>(im->storage->hub_events(), hub_name);
+    // Connected and disconnected, for every transport, from the one table that knows.
+    im->connections->on_state_change(
+        [events = im->hub_events.get()](const std::string& d, const std::string& m, bool up) {
+            events->connection_state({d, m}, up);
+        });
     im->cas = std::make_unique<certificates::ca_store>(im->storage->kv());
     if (auto r = im->cas->load(); !r) return r.error();
     im->authenticator = std::make_unique<device_auth::device_authenticator>(
@@ -240,9 +250,8 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     twin_limits.desired_bytes = s.twin_desired_bytes;
     twin_limits.reported_bytes = s.twin_reported_bytes;
     twin_limits.depth = s.twin_depth;
-    im->twins = std::make_unique<twin::twin_service>(im->storage->kv(), *im->registry,
-                                                     im->storage->hub_events(),
-                                                     im->paths.identity.hostname, twin_limits);
+    im->twins = std::make_unique<twin::twin_service>(
+        im->storage->kv(), *im->registry, im->storage->hub_events(), hub_name, twin_limits);
     im->twins->set_live(live);
     im->twins->set_offload(
         [pool = im->blocking.get()](std::function<void()> fn) { pool->post(std::move(fn)); });
@@ -270,7 +279,8 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         *im->registry, lifecycle::targets{*im->twins, *im->c2d, *im->connections, *im->activity,
                                           [pool = im->blocking.get()](std::function<void()> fn) {
                                               pool->post(std::move(fn));
-                                          }});
+                                          },
+                                          im->hub_events.get()});
 
     im->connects = std::make_unique<session::connect_limiter>(s.device_connects_per_second,
                                                               s.device_connects_burst);

@@ -22,6 +22,10 @@ std::shared_ptr<connection_table::entry> connection_table::attach(
         s.current = e;
         s.state_updated = now;
         s.last_activity_ns = e->last_activity_ns.load();
+        if (observer_) {
+            if (previous) observer_(e->device_id, e->module_id, false);
+            observer_(e->device_id, e->module_id, true);
+        }
     }
     if (previous) previous->close("a new connection for the same identity replaced this one");
     return e;
@@ -35,6 +39,7 @@ void connection_table::detach(const std::shared_ptr<entry>& e, sys_time now) {
     it->second.state_updated = now;
     it->second.last_activity_ns = e->last_activity_ns.load(std::memory_order_relaxed);
     if (e->module_id.empty()) --connected_devices_;
+    if (observer_) observer_(e->device_id, e->module_id, false);
 }
 
 void connection_table::touch(const std::string& device_id, const std::string& module_id,

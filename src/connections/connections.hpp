@@ -56,6 +56,14 @@ class connection_table {
         }
     };
 
+    // Told of each change of an identity's connection state, in the order they happen: connected
+    // (attach), disconnected (the live connection ended), and for a takeover disconnected then
+    // connected. Called with the table's lock held, so it must not block or call the table.
+    // Set before the hub serves.
+    using state_observer = std::function<void(const std::string& device_id,
+                                              const std::string& module_id, bool connected)>;
+    void on_state_change(state_observer observer) { observer_ = std::move(observer); }
+
     // Registers a live connection and closes the identity's previous one, if any.
     std::shared_ptr<entry> attach(std::string device_id, std::string module_id,
                                   std::function<void(const std::string&)> close, sys_time now,
@@ -96,6 +104,7 @@ class connection_table {
     }
 
     mutable std::mutex mutex_;
+    state_observer observer_;
     std::map<std::string, status, std::less<>> identities_;
     std::size_t connected_devices_ = 0;  // device connections only, as Azure counts them
 };

@@ -2,6 +2,9 @@
 
 #include "device_auth/device_auth.hpp"
 
+#include <boost/json/serialize.hpp>
+#include <spdlog/spdlog.h>
+
 namespace iothub::lifecycle {
 
 std::optional<std::string> ending_reason(const registry::identity_change& change) {
@@ -20,7 +23,21 @@ void lifecycle_service::on_access_ended(access_observer observer) {
     access_observers_.push_back(std::move(observer));
 }
 
+void lifecycle_service::raise(const registry::identity& id, bool created) {
+    if (!t_.events) return;
+    auto twin = t_.twins.view_of(id);
+    if (!twin) {
+        spdlog::warn("lifecycle: no {} event for {}: {}", created ? "created" : "deleted",
+                     id.device_id, twin.error().message());
+        return;
+    }
+    t_.events->device_lifecycle({id.device_id, id.module_id}, created,
+                                boost::json::serialize(*twin));
+}
+
 void lifecycle_service::changed(const registry::identity_change& c) {
+    if (!c.before && c.after) raise(*c.after, true);
+    if (c.before && !c.after) raise(*c.before, false);
     if (auto reason = ending_reason(c)) {
         const auto& id = c.before ? *c.before : *c.after;
         // A device's modules go with it.

@@ -8,8 +8,9 @@
 //    hears that its access ended, so a later attach with the old token fails.
 //
 // The registry tells observers synchronously after each commit, on the thread that wrote; the
-// storage work this causes goes to `offload` (the blocking pool). Later hub events about identity
-// lifecycle (created, deleted) are raised here too.
+// storage work this causes goes to `offload` (the blocking pool). The lifecycle hub events
+// (created, deleted, with the twin as it is or was) are raised here, synchronously on the writing
+// thread (a storage thread), so a device's events keep the order of its changes.
 //
 // Thread safety: observers may be added before the hub serves; changes arrive from any thread.
 #pragma once
@@ -17,6 +18,7 @@
 #include "c2d/c2d.hpp"
 #include "connections/activity.hpp"
 #include "connections/connections.hpp"
+#include "hub_events/hub_events.hpp"
 #include "registry/registry.hpp"
 #include "twin/twin.hpp"
 
@@ -33,6 +35,8 @@ struct targets {
     connections::activity_records& activity;
     // Runs storage work off the thread that changed the registry.
     std::function<void(std::function<void()>)> offload;
+    // Where created and deleted events are raised; none: not raised.
+    hub_events::publisher* events = nullptr;
 };
 
 // Why an identity's connections end, as the device hears it; nullopt when they do not.
@@ -49,6 +53,7 @@ class lifecycle_service {
 
   private:
     void changed(const registry::identity_change& change);
+    void raise(const registry::identity& id, bool created);
 
     targets t_;
     std::vector<access_observer> access_observers_;

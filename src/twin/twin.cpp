@@ -1,6 +1,7 @@
 #include "twin/twin.hpp"
 
 #include "common/crypto.hpp"
+#include "hub_events/hub_events.hpp"
 
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
@@ -175,6 +176,12 @@ result<twin_service::loaded> twin_service::load(const identity& id) {
     return l;
 }
 
+result<json::object> twin_service::view_of(const identity& id) {
+    auto twin = load(id);
+    if (!twin) return twin.error();
+    return service_view(id, *twin);
+}
+
 json::object twin_service::service_view(const identity& id, const loaded& twin) const {
     const auto live = live_(id);
     const auto& d = twin.doc;
@@ -343,22 +350,8 @@ void twin_service::run(std::shared_ptr<write_op> op) {
 
 storage::event_record twin_service::change_event(const identity& id, std::string_view op,
                                                  json::object body) const {
-    storage::event_record e;
-    e.body = json::serialize(body);
-    e.application_properties = {{"hubName", hub_name_},
-                                {"deviceId", id.device_id},
-                                {"operationTimestamp", format_iso8601(now())},
-                                {"iothub-message-schema", "twinChangeNotification"},
-                                {"opType", std::string(op)}};
-    if (id.is_module()) e.application_properties.emplace_back("moduleId", id.module_id);
-    e.system_properties = {{"message-id", random_uuid()},
-                           {"content-type", "application/json"},
-                           {"content-encoding", "utf-8"},
-                           {"iothub-connection-device-id", id.device_id},
-                           {"iothub-message-source", "twinChangeEvents"}};
-    if (id.is_module())
-        e.system_properties.emplace_back("iothub-connection-module-id", id.module_id);
-    return e;
+    return hub_events::twin_change(hub_name_, {id.device_id, id.module_id}, op,
+                                   json::serialize(body), now());
 }
 
 namespace {

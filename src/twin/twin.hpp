@@ -100,6 +100,9 @@ class twin_service {
     // --- whole-hub reads and housekeeping ----------------------------------------------------
     // A page of twins in identity order (see device_registry::scan).
     result<twin_page> scan(bool modules, std::string_view start_after, std::size_t limit);
+    // The twin of `id` as GET /twins shows it, read for that identity record even when the registry
+    // no longer has it (a deleted identity's last twin, before forget()).
+    result<boost::json::object> view_of(const registry::identity& id);
     // Removes the twin of an identity that was deleted. Best effort: it is invisible already.
     void forget(const registry::identity& deleted);
 

@@ -34,6 +34,26 @@ TEST(Connections, ANewConnectionReplacesTheOld) {
     EXPECT_EQ(t.connected_devices(), 0u);
 }
 
+TEST(Connections, StateChangesAreObservedInOrderAndOncePerTransition) {
+    connection_table t;
+    std::vector<std::string> seen;
+    t.on_state_change([&](const std::string& d, const std::string& m, bool connected) {
+        seen.push_back(d + (m.empty() ? "" : "/" + m) + (connected ? " up" : " down"));
+    });
+    auto first = t.attach(
+        "d", "", [](const std::string&) {}, t0);
+    auto second = t.attach(
+        "d", "", [](const std::string&) {}, t0);  // takeover
+    t.detach(first, t0);                          // superseded: nothing
+    auto module = t.attach(
+        "d", "m", [](const std::string&) {}, t0);
+    t.detach(second, t0);
+    t.detach(second, t0);  // twice: once only
+    t.detach(module, t0);
+    EXPECT_EQ(seen,
+              (std::vector<std::string>{"d up", "d down", "d up", "d/m up", "d down", "d/m down"}));
+}
+
 TEST(Connections, LastActivityFollowsTouches) {
     connection_table t;
     auto e = t.attach(

@@ -38,12 +38,44 @@ class Lifecycle : public ::testing::Test {
     connections::activity_records activity_{connections_, engine_->kv()};
     twin::twin_service twins_{engine_->kv(), registry_, engine_->hub_events(), "hub.example"};
     c2d::c2d_service c2d_{engine_->kv(), registry_, connections_};
+    hub_events::publisher events_{engine_->hub_events(), "hub"};
     lifecycle_service service_{
-        registry_, {twins_, c2d_, connections_, activity_, [](std::function<void()> fn) { fn(); }}};
+        registry_,
+        {twins_, c2d_, connections_, activity_, [](std::function<void()> fn) { fn(); }, &events_}};
     std::vector<std::shared_ptr<connections::connection_table::entry>> entries_;
     std::map<std::string, std::string> closed_;
     std::vector<std::string> ended_access_;
 };
+
+// Lifecycle events for dev2, in the order they were raised.
+std::vector<std::pair<std::string, json::object>> lifecycle_events(storage::event_log& log,
+                                                                   const std::string& device) {
+    std::vector<std::pair<std::string, json::object>> out;
+    auto read = log.read(storage::partition_for(device, log.partition_count()), 0, 100);
+    for (const auto& e : *read) {
+        std::string op, who;
+        for (const auto& [k, v] : e.record.application_properties) {
+            if (k == "opType") op = v;
+            if (k == "deviceId") who = v;
+        }
+        if (who == device && op.find("DeviceIdentity") != std::string::npos)
+            out.emplace_back(op, json::parse(e.record.body).as_object());
+    }
+    return out;
+}
+
+TEST_F(Lifecycle, CreatingAndDeletingRaiseLifecycleEventsWithTheTwin) {
+    ASSERT_TRUE(registry_.put_device(*registry::parse_device(json::object{}, "dev2"), {}));
+    ASSERT_TRUE(
+        twin::waiting::update(twins_, "dev2", "", json::object{{"tags", {{"room", 7}}}}, {}));
+    ASSERT_TRUE(registry_.delete_device("dev2", {}));
+    auto seen = lifecycle_events(engine_->hub_events(), "dev2");
+    ASSERT_EQ(seen.size(), 2u);
+    EXPECT_EQ(seen[0].first, "createDeviceIdentity");
+    EXPECT_EQ(seen[0].second.at("deviceId").as_string(), "dev2");
+    EXPECT_EQ(seen[1].first, "deleteDeviceIdentity");
+    EXPECT_EQ(seen[1].second.at("tags").at("room").as_int64(), 7) << "the twin as it was";
+}
 
 TEST_F(Lifecycle, DeletingADeviceEndsItsAndItsModulesConnectionsAndDropsItsState) {
     connect("dev1");
