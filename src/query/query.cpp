@@ -129,6 +129,7 @@ std::string_view to_string(truth t) {
 condition::condition(std::shared_ptr<const detail::plan> plan) : plan_(std::move(plan)) {}
 
 truth condition::evaluate(const json::object& row) const {
+    if (!plan_) return truth::true_;
     detail::scope s{&row};
     s.ignore_case = true;
     value v = detail::evaluate(*plan_->where, s);
@@ -137,6 +138,7 @@ truth condition::evaluate(const json::object& row) const {
 }
 
 bool condition::refers_to(std::string_view name) const {
+    if (!plan_) return false;
     bool found = false;
     auto walk = [&](auto& self, const detail::node& n) -> void {
         if (found) return;

@@ -97,6 +97,7 @@ std::string_view to_string(truth t);  // "false", "true", "undefined"
 // `$name`, application properties under their names, `$body` and `$twin` as objects.
 class condition {
   public:
+    condition() = default;  // `true`, as a route without a condition
     truth evaluate(const boost::json::object& row) const;
     // Whether any path starts with `name` (case-insensitive), e.g. "$body" or "$twin": the row
     // needs that part only then, and it can be costly to build.

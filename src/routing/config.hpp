@@ -34,7 +34,7 @@ enum class source : std::uint8_t {
     device_job_lifecycle_events,
 };
 inline constexpr std::size_t source_count = 5;
-std::string_view to_string(source s);                    // "DeviceMessages", ...
+std::string_view to_string(source s);                      // "DeviceMessages", ...
 std::optional<source> source_from(std::string_view name);  // case-insensitive
 
 // The endpoint names that need no declaration.

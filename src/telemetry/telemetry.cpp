@@ -65,11 +65,11 @@ void telemetry_service::ingest(const device_auth::device_principal& sender,
         });
         message.stamp = stamp;
     }
-    log_.append(partition_of(sender.device_id), std::move(messages),
-                [done = std::move(done)](result<std::vector<std::uint64_t>> r) {
-                    if (!r) return done(r.error());
-                    done({});
-                });
+    log_.load()->append(partition_of(sender.device_id), std::move(messages),
+                        [done = std::move(done)](result<std::vector<std::uint64_t>> r) {
+                            if (!r) return done(r.error());
+                            done({});
+                        });
 }
 
 }  // namespace iothub::telemetry

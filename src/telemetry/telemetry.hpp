@@ -8,6 +8,7 @@
 #include "device_auth/device_auth.hpp"
 #include "storage/event_log.hpp"
 
+#include <atomic>
 #include <functional>
 
 namespace iothub::telemetry {
@@ -18,7 +19,12 @@ class telemetry_service {
   public:
     telemetry_service(storage::event_log& log,
                       std::size_t max_message_size = default_max_message_size)
-        : log_(log), max_message_size_(max_message_size) {}
+        : log_(&log), max_message_size_(max_message_size) {}
+
+    // Where device messages go from now on: the telemetry stream itself, or routing's ingest log
+    // while routes decide where they go. Every log has the same partitions.
+    void set_destination(storage::event_log& log) { log_.store(&log); }
+    storage::event_log& destination() const { return *log_.load(); }
 
     // errc::message_too_large beyond the limit (body, property names and values).
     result<void> check(const storage::event_record& message) const;
@@ -45,12 +51,12 @@ class telemetry_service {
         const device_auth::device_principal& sender);
 
     int partition_of(std::string_view device_id) const {
-        return storage::partition_for(device_id, log_.partition_count());
+        return storage::partition_for(device_id, log_.load()->partition_count());
     }
     std::size_t max_message_size() const { return max_message_size_; }
 
   private:
-    storage::event_log& log_;
+    std::atomic<storage::event_log*> log_;
     std::size_t max_message_size_;
 };
 

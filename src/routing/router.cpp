@@ -1,0 +1,532 @@
+#include "routing/router.hpp"
+
+#include "common/encoding.hpp"
+
+#include <boost/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <future>
+#include <thread>
+#include <unordered_map>
+
+namespace iothub::routing {
+namespace json = boost::json;
+namespace {
+
+constexpr std::string_view config_key = "routing/config";
+constexpr std::string_view ingest_log = "ingest";
+constexpr auto twin_cache_ttl = std::chrono::seconds(5);
+constexpr std::size_t twin_cache_size = 10000;
+// Cursors that only skipped messages not meant for the endpoint are written at most this often.
+constexpr auto lazy_cursor_interval = std::chrono::seconds(1);
+
+std::string cursor_key(std::string_view endpoint, std::string_view log, int partition) {
+    return "routing/cursor/" + to_lower(endpoint) + "/" + std::string(log) + "/" +
+           std::to_string(partition);
+}
+
+// Which routing source a hub event belongs to, by the iothub-message-source it carries.
+std::optional<source> source_of_hub_event(const storage::event_record& r) {
+    for (const auto& [k, v] : r.system_properties) {
+        if (k != "iothub-message-source") continue;
+        if (v == "twinChangeEvents") return source::twin_change_events;
+        if (v == "deviceLifecycleEvents") return source::device_lifecycle_events;
+        if (v == "deviceConnectionStateEvents") return source::device_connection_state_events;
+        if (v == "deviceJobLifecycleEvents") return source::device_job_lifecycle_events;
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::string_view to_string(health_status s) {
+    switch (s) {
+        case health_status::healthy:
+            return "healthy";
+        case health_status::unhealthy:
+            return "unhealthy";
+        case health_status::degraded:
+            return "degraded";
+        case health_status::dead:
+            return "dead";
+        default:
+            return "unknown";
+    }
+}
+
+std::string router::hosted_log_name(std::string_view endpoint) {
+    return "eh." + to_lower(endpoint);
+}
+
+// --- one endpoint's delivery ---------------------------------------------------------------------
+
+class router::worker {
+  public:
+    // `target` null: the hub cannot deliver to this endpoint's type yet; `why` says so.
+    worker(router& r, std::string display, std::string definition, storage::event_log* target,
+           std::string why)
+        : r_(r),
+          display_(std::move(display)),
+          definition_(std::move(definition)),
+          target_(target),
+          undeliverable_(std::move(why)) {
+        health_.endpoint = display_;
+        lookup_ = [this](std::string_view d, std::string_view m) { return cached_twin(d, m); };
+    }
+    ~worker() { stop(); }
+
+    const std::string& definition() const { return definition_; }
+
+    result<void> start(bool fresh) {
+        auto& engine = r_.engine_;
+        sources_.push_back({r_.ingest_, std::string(ingest_log), true, {}});
+        sources_.push_back({&engine.hub_events(), "hub", false, {}});
+        std::vector<storage::kv_write> initial;
+        for (auto& s : sources_) {
+            for (int p = 0; p < s.log->partition_count(); ++p) {
+                std::optional<std::uint64_t> at;
+                if (!fresh) {
+                    auto stored = engine.kv().get(cursor_key(display_, s.name, p));
+                    if (!stored) return stored.error();
+                    if (*stored) at = std::stoull((*stored)->value);
+                }
+                if (!at) {
+                    at = s.log->info(p).next_sequence_number;
+                    initial.push_back({storage::kv_write::op::put, cursor_key(display_, s.name, p),
+                                       std::to_string(*at)});
+                }
+                s.next.push_back(*at);
+                s.saved.push_back(*at);
+            }
+        }
+        if (!initial.empty())
+            for (auto& w : engine.kv().apply(initial))
+                if (!w) return w.error();
+        thread_ = std::thread([this] { run(); });
+        return {};
+    }
+
+    void stop() {
+        {
+            std::lock_guard lock(m_);
+            stopping_ = true;
+        }
+        cv_.notify_all();
+        if (thread_.joinable()) thread_.join();
+    }
+
+    void wake() {
+        {
+            std::lock_guard lock(m_);
+            woken_ = true;
+        }
+        cv_.notify_all();
+    }
+
+    endpoint_health health() const {
+        std::lock_guard lock(health_mutex_);
+        return health_;
+    }
+
+  private:
+    struct source_cursor {
+        storage::event_log* log;
+        std::string name;
+        bool ingest;
+        std::vector<std::uint64_t> next;   // what to read next, per partition
+        std::vector<std::uint64_t> saved;  // what the kv store holds
+    };
+
+    bool stopping() {
+        std::lock_guard lock(m_);
+        return stopping_;
+    }
+
+    void run() {
+        auto backoff = r_.settings_.first_retry;
+        while (!stopping()) {
+            if (!target_) {
+                failed(undeliverable_);
+                wait(std::chrono::hours(1));
+                continue;
+            }
+            auto config = r_.config();
+            bool progressed = false;
+            auto outcome = pass(*config, progressed);
+            if (!outcome) {
+                failed(outcome.error().message());
+                wait(backoff);
+                backoff = std::min(backoff * 2, r_.settings_.max_retry);
+                continue;
+            }
+            backoff = r_.settings_.first_retry;
+            if (progressed) continue;
+            if (display_ == builtin_events && r_.direct_wanted_.load())
+                r_.telemetry_.set_destination(r_.engine_.events());
+            save_lazy_cursors(false);
+            wait_for_more();
+        }
+        save_lazy_cursors(true);
+    }
+
+    // One read per partition of every source; delivers what it selects.
+    result<void> pass(const routing_config& config, bool& progressed) {
+        for (auto& s : sources_) {
+            for (int p = 0; p < static_cast<int>(s.next.size()); ++p) {
+                auto batch = s.log->read(p, s.next[p], r_.settings_.read_batch);
+                if (!batch) return batch.error();
+                if (batch->empty()) continue;
+                std::vector<storage::event_record> out;
+                for (auto& e : *batch) {
+                    storage::event_record r;
+                    if (select(config, s.ingest, e, r)) out.push_back(std::move(r));
+                }
+                const auto next = batch->back().sequence_number + 1;
+                progressed = true;
+                if (out.empty()) {
+                    s.next[p] = next;  // saved lazily: re-reading skipped messages is harmless
+                    continue;
+                }
+                std::vector<storage::kv_write> writes;
+                writes.push_back({storage::kv_write::op::put, cursor_key(display_, s.name, p),
+                                  std::to_string(next)});
+                attempted();
+                const auto count = out.size();
+                if (auto r = deliver(p, std::move(out), std::move(writes)); !r) return r.error();
+                s.next[p] = next;
+                s.saved[p] = next;
+                succeeded(count);
+            }
+        }
+        return {};
+    }
+
+    result<void> deliver(int partition, std::vector<storage::event_record> events,
+                         std::vector<storage::kv_write> writes) {
+        std::promise<result<storage::appended>> done;
+        target_->append_with(
+            partition, std::move(events), std::move(writes),
+            [&done](result<storage::appended> r) { done.set_value(std::move(r)); });
+        auto r = done.get_future().get();
+        if (!r) return r.error();
+        return {};
+    }
+
+    bool select(const routing_config& config, bool device_message, const storage::stored_event& e,
+                storage::event_record& out) {
+        message_view view(e, &lookup_);
+        bool take = false;
+        if (device_message) {
+            const bool fallback_here =
+                config.fallback.enabled && iequals(config.fallback.endpoint, display_);
+            bool any_matched = false;
+            for (const auto& route : config.routes) {
+                if (!route.enabled || route.from != source::device_messages) continue;
+                const bool mine = iequals(route.endpoint, display_);
+                if (!mine && !fallback_here) continue;
+                auto t = view.evaluate(route.condition);
+                if (t == query::truth::undefined && mine) ++r_.undefined_;
+                if (t == query::truth::true_) {
+                    any_matched = true;
+                    if (mine) take = true;
+                }
+            }
+            if (!take && fallback_here && !any_matched)
+                take = view.evaluate(config.fallback.condition) == query::truth::true_;
+        } else {
+            auto from = source_of_hub_event(e.record);
+            if (!from) return false;
+            for (const auto& route : config.routes) {
+                if (!route.enabled || route.from != *from || !iequals(route.endpoint, display_))
+                    continue;
+                auto t = view.evaluate(route.condition);
+                if (t == query::truth::undefined) ++r_.undefined_;
+                if (t == query::truth::true_) {
+                    take = true;
+                    break;
+                }
+            }
+        }
+        if (!take) return false;
+        out = e.record;
+        out.stamp.reset();  // read() folded it into the system properties
+        for (const auto& en : config.enrichments) {
+            bool here = false;
+            for (const auto& name : en.endpoints) here = here || iequals(name, display_);
+            if (!here) continue;
+            auto value = view.enrichment(en.value, r_.settings_.hub_name);
+            bool replaced = false;
+            for (auto& [k, v] : out.application_properties)
+                if (k == en.key) {
+                    v = value;
+                    replaced = true;
+                }
+            if (!replaced) out.application_properties.emplace_back(en.key, std::move(value));
+        }
+        if (storage::event_size(out) > r_.settings_.max_message_bytes) {
+            ++r_.too_large_;
+            return false;
+        }
+        return true;
+    }
+
+    std::optional<json::object> cached_twin(std::string_view device, std::string_view module) {
+        if (!r_.twins_) return std::nullopt;
+        std::string key(device);
+        if (!module.empty()) key += "/" + std::string(module);
+        const auto now = std::chrono::steady_clock::now();
+        if (auto it = twins_.find(key); it != twins_.end() && it->second.first > now)
+            return it->second.second;
+        if (twins_.size() >= twin_cache_size) twins_.clear();
+        auto twin = r_.twins_(device, module);
+        twins_[key] = {now + twin_cache_ttl, twin};
+        return twin;
+    }
+
+    void save_lazy_cursors(bool force) {
+        const auto now = std::chrono::steady_clock::now();
+        if (!force && now - last_lazy_save_ < lazy_cursor_interval) return;
+        last_lazy_save_ = now;
+        std::vector<storage::kv_write> writes;
+        for (auto& s : sources_)
+            for (std::size_t p = 0; p < s.next.size(); ++p)
+                if (s.next[p] != s.saved[p])
+                    writes.push_back({storage::kv_write::op::put,
+                                      cursor_key(display_, s.name, static_cast<int>(p)),
+                                      std::to_string(s.next[p])});
+        if (writes.empty()) return;
+        auto results = r_.engine_.kv().apply(writes);
+        bool ok = true;
+        for (auto& w : results) ok = ok && w.has_value();
+        if (!ok) return;
+        for (auto& s : sources_) s.saved = s.next;
+    }
+
+    // Until a source partition grows past the cursor, the configuration changes, or a second
+    // passes (for lazily saved cursors).
+    void wait_for_more() {
+        std::vector<std::pair<storage::event_log*, std::uint64_t>> watches;
+        for (auto& s : sources_)
+            for (std::size_t p = 0; p < s.next.size(); ++p)
+                watches.emplace_back(
+                    s.log, s.log->watch(static_cast<int>(p), s.next[p], [this] { wake(); }));
+        wait(lazy_cursor_interval);
+        for (auto& [log, token] : watches) log->unwatch(token);
+    }
+
+    void wait(std::chrono::milliseconds max) {
+        std::unique_lock lock(m_);
+        cv_.wait_for(lock, max, [this] { return stopping_ || woken_; });
+        woken_ = false;
+    }
+
+    void attempted() {
+        std::lock_guard lock(health_mutex_);
+        health_.last_attempt_time = iothub::now();
+    }
+    void succeeded(std::size_t count) {
+        std::lock_guard lock(health_mutex_);
+        health_.status = health_status::healthy;
+        health_.last_success_time = iothub::now();
+        health_.delivered += count;
+    }
+    void failed(const std::string& why) {
+        std::lock_guard lock(health_mutex_);
+        if (health_.status != health_status::unhealthy || health_.last_error != why)
+            spdlog::warn("routing: endpoint '{}' is unhealthy: {}", display_, why);
+        health_.status = health_status::unhealthy;
+        health_.last_error = why;
+        health_.last_error_time = iothub::now();
+        health_.last_attempt_time = health_.last_error_time;
+    }
+
+    router& r_;
+    std::string display_;
+    std::string definition_;
+    storage::event_log* target_;
+    std::string undeliverable_;
+    twin_lookup lookup_;
+    std::unordered_map<
+        std::string, std::pair<std::chrono::steady_clock::time_point, std::optional<json::object>>>
+        twins_;
+    std::vector<source_cursor> sources_;
+    std::chrono::steady_clock::time_point last_lazy_save_{};
+
+    std::thread thread_;
+    std::mutex m_;
+    std::condition_variable cv_;
+    bool stopping_ = false;
+    bool woken_ = false;
+    mutable std::mutex health_mutex_;
+    endpoint_health health_;
+};
+
+// --- the router ----------------------------------------------------------------------------------
+
+router::router(storage::engine& engine, telemetry::telemetry_service& telemetry, twin_lookup twins,
+               router_settings settings)
+    : engine_(engine),
+      telemetry_(telemetry),
+      twins_(std::move(twins)),
+      settings_(std::move(settings)),
+      config_(std::make_shared<routing_config>(default_config())) {}
+
+router::~router() {
+    stop();
+}
+
+result<void> router::start(std::optional<routing_config> initial) {
+    auto ingest = engine_.log(ingest_log);
+    if (!ingest) return ingest.error();
+    ingest_ = *ingest;
+    std::shared_ptr<const routing_config> c;
+    if (initial) {
+        auto text = json::serialize(to_json(*initial));
+        if (auto r = engine_.kv().put(config_key, text); !r) return r.error();
+        c = std::make_shared<routing_config>(std::move(*initial));
+    } else {
+        auto stored = engine_.kv().get(config_key);
+        if (!stored) return stored.error();
+        if (*stored) {
+            auto parsed = parse(std::string_view((*stored)->value), settings_.limits);
+            if (!parsed)
+                return error(parsed.error().code(),
+                             "The stored routing configuration is not valid under this hub's "
+                             "limits: " +
+                                 parsed.error().message());
+            c = std::make_shared<routing_config>(std::move(*parsed));
+        } else {
+            c = std::make_shared<routing_config>(default_config());
+        }
+    }
+    return apply(std::move(c), false);
+}
+
+void router::stop() {
+    std::map<std::string, std::unique_ptr<worker>> doomed;
+    {
+        std::lock_guard lock(mutex_);
+        doomed.swap(workers_);
+    }
+    doomed.clear();  // joins each
+}
+
+std::shared_ptr<const routing_config> router::config() const {
+    std::lock_guard lock(mutex_);
+    return config_;
+}
+
+result<void> router::replace(routing_config c) {
+    std::lock_guard one(replace_mutex_);
+    if (!ingest_) return error(errc::server_error, "Routing has not started.");
+    auto text = json::serialize(to_json(c));
+    if (auto r = engine_.kv().put(config_key, text); !r) return r.error();
+    return apply(std::make_shared<routing_config>(std::move(c)), true);
+}
+
+result<void> router::apply(std::shared_ptr<const routing_config> c, bool fresh_endpoints) {
+    // What each endpoint that routes lead to is, as a definition: a changed definition is a new
+    // endpoint, which starts afresh.
+    struct target {
+        std::string display;
+        std::string definition;
+        storage::event_log* log = nullptr;
+        std::string why;
+    };
+    std::map<std::string, target> targets;
+    std::map<std::string, storage::event_log*> hosted;
+    for (const auto& e : c->endpoints) {
+        if (!e.hosted()) continue;
+        auto log = engine_.log(hosted_log_name(e.name));
+        if (!log) return log.error();
+        hosted[to_lower(e.name)] = *log;
+    }
+    auto add = [&](const std::string& name) {
+        const auto key = to_lower(name);
+        if (targets.contains(key)) return;
+        target t;
+        t.display = name;
+        if (key == builtin_events) {
+            t.display = std::string(builtin_events);
+            t.definition = "events";
+            t.log = &engine_.events();
+        } else if (key == builtin_eventgrid) {
+            t.display = std::string(builtin_eventgrid);
+            t.definition = "eventgrid";
+            t.why = "Event Grid subscriptions are not delivered by this hub yet.";
+        } else if (const auto* e = c->find_endpoint(name)) {
+            t.display = e->name;
+            t.definition = std::string(to_string(e->kind)) + json::serialize(e->raw);
+            if (e->hosted())
+                t.log = hosted[key];
+            else
+                t.why = "Delivery to " + std::string(to_string(e->kind)) +
+                        " endpoints is not built into this hub yet.";
+        }
+        targets[key] = std::move(t);
+    };
+    add(std::string(builtin_events));
+    for (const auto& r : c->routes)
+        if (r.enabled) add(r.endpoint);
+    if (c->fallback.enabled) add(c->fallback.endpoint);
+
+    std::vector<std::unique_ptr<worker>> retired;
+    std::vector<std::pair<worker*, bool>> started;
+    {
+        std::lock_guard lock(mutex_);
+        config_ = c;
+        hosted_ = std::move(hosted);
+        for (auto it = workers_.begin(); it != workers_.end();) {
+            auto t = targets.find(it->first);
+            if (t == targets.end() || t->second.definition != it->second->definition()) {
+                retired.push_back(std::move(it->second));
+                it = workers_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        for (auto& [key, t] : targets) {
+            if (workers_.contains(key)) continue;
+            auto w = std::make_unique<worker>(*this, t.display, t.definition, t.log, t.why);
+            // The built-in stream keeps its cursors through changes: what devices sent before
+            // still reaches it.
+            started.emplace_back(w.get(), fresh_endpoints && key != builtin_events);
+            workers_[key] = std::move(w);
+        }
+    }
+    retired.clear();
+    direct_wanted_ = !c->routes_source(source::device_messages);
+    if (!direct_wanted_) telemetry_.set_destination(*ingest_);
+    for (auto [w, fresh] : started)
+        if (auto r = w->start(fresh); !r) return r.error();
+    wake_all();
+    return {};
+}
+
+void router::wake_all() {
+    std::lock_guard lock(mutex_);
+    for (auto& [k, w] : workers_) w->wake();
+}
+
+storage::event_log* router::hosted_event_hub(std::string_view name) const {
+    std::lock_guard lock(mutex_);
+    auto it = hosted_.find(to_lower(name));
+    return it == hosted_.end() ? nullptr : it->second;
+}
+
+std::vector<endpoint_health> router::health() const {
+    std::vector<endpoint_health> out;
+    std::lock_guard lock(mutex_);
+    for (const auto& [k, w] : workers_) out.push_back(w->health());
+    // Endpoints no route leads to have never been tried.
+    for (const auto& e : config_->endpoints)
+        if (!workers_.contains(to_lower(e.name))) out.push_back({e.name});
+    return out;
+}
+
+router_counters router::counters() const {
+    return {undefined_.load(), 0, too_large_.load()};
+}
+
+}  // namespace iothub::routing

@@ -1,0 +1,117 @@
+// Routing at run time: the configuration in force (stored in the kv store, replaced as a whole),
+// and one delivery worker per endpoint that routes lead to.
+//
+// Device messages go straight to the telemetry stream while no route decides where they go (no
+// enabled DeviceMessages route, the fallback on to `events`, no enrichment for `events`): routing
+// then costs nothing. Otherwise they are appended to routing's ingest log, durably, before the
+// device hears they were accepted, and the built-in endpoint receives copies like any other
+// endpoint. Hub events are always in their own log.
+//
+// Each endpoint's worker reads the source logs from its own durable cursors (one per log and
+// partition), evaluates the routes that lead to it (for the fallback's endpoint: every
+// DeviceMessages route), stamps the enrichments listed for it, and delivers; a slow or failing
+// endpoint holds back only itself. Log endpoints (`events`, hosted event hubs) commit the copies
+// and the cursor in one atomic write, so a crash neither loses nor repeats a message; other
+// endpoints deliver, then move the cursor (at least once). What a worker cannot deliver it retries
+// with exponential backoff, nothing being skipped, and its health says so. A new endpoint starts
+// with the messages that arrive after the configuration that added it.
+//
+// Thread safety: every public method may be called from any thread; replace() and start() block.
+#pragma once
+
+#include "routing/config.hpp"
+#include "routing/evaluation.hpp"
+#include "storage/engine.hpp"
+#include "telemetry/telemetry.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace iothub::routing {
+
+enum class health_status : std::uint8_t { unknown, healthy, unhealthy, degraded, dead };
+std::string_view to_string(health_status s);
+
+struct endpoint_health {
+    std::string endpoint;
+    health_status status = health_status::unknown;
+    std::string last_error;
+    std::optional<sys_time> last_error_time;
+    std::optional<sys_time> last_success_time;
+    std::optional<sys_time> last_attempt_time;
+    std::uint64_t delivered = 0;  // messages
+};
+
+struct router_settings {
+    routing::limits limits;
+    std::string hub_name;  // for $iothubname
+    std::size_t read_batch = 256;
+    std::size_t max_message_bytes = 256 * 1024;  // after enrichment; larger ones are dropped
+    std::chrono::milliseconds first_retry{100};
+    std::chrono::milliseconds max_retry{30000};
+};
+
+struct router_counters {
+    std::uint64_t undefined_evaluations = 0;  // a condition was neither true nor false
+    std::uint64_t orphaned = 0;               // device messages no route took (fallback off)
+    std::uint64_t dropped_too_large = 0;      // too large once enriched
+};
+
+class router {
+  public:
+    router(storage::engine& engine, telemetry::telemetry_service& telemetry, twin_lookup twins,
+           router_settings settings);
+    ~router();
+    router(const router&) = delete;
+    router& operator=(const router&) = delete;
+
+    // Puts the stored configuration in force (the default when none is stored), or `initial`
+    // when given (the configuration file's), which is then stored in place of the old one, and
+    // starts delivering.
+    result<void> start(std::optional<routing_config> initial = std::nullopt);
+    // Stops every worker; what they had not delivered waits in the logs for the next start.
+    void stop();
+
+    std::shared_ptr<const routing_config> config() const;
+    // Stores `c` and puts it in force; the routing in force stays when it cannot be stored.
+    result<void> replace(routing_config c);
+
+    // The log behind a hosted event hub endpoint, by its name (case-insensitive); null when no
+    // such endpoint is configured.
+    storage::event_log* hosted_event_hub(std::string_view name) const;
+
+    std::vector<endpoint_health> health() const;
+    router_counters counters() const;
+
+    // The name of the log a hosted event hub endpoint keeps its events in.
+    static std::string hosted_log_name(std::string_view endpoint);
+
+  private:
+    class worker;
+    friend class worker;
+    result<void> apply(std::shared_ptr<const routing_config> c, bool fresh_endpoints);
+    void wake_all();
+
+    storage::engine& engine_;
+    telemetry::telemetry_service& telemetry_;
+    twin_lookup twins_;
+    router_settings settings_;
+    storage::event_log* ingest_ = nullptr;
+
+    mutable std::mutex mutex_;  // config_, workers_, hosted_
+    std::shared_ptr<const routing_config> config_;
+    std::map<std::string, std::unique_ptr<worker>> workers_;  // by lower-case endpoint name
+    std::map<std::string, storage::event_log*> hosted_;       // by lower-case endpoint name
+    std::mutex replace_mutex_;                                // one replace at a time
+
+    std::atomic<bool> direct_wanted_{true};
+    std::atomic<std::uint64_t> undefined_{0}, orphaned_{0}, too_large_{0};
+};
+
+}  // namespace iothub::routing
