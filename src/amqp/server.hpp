@@ -20,6 +20,7 @@
 #include "storage/event_log.hpp"
 #include "telemetry/consumer_groups.hpp"
 
+#include <functional>
 #include <memory>
 
 namespace iothub::amqp {
@@ -39,6 +40,9 @@ struct services {
     sys_time created;
     // File notifications for /messages/serviceBound/filenotifications.
     file_upload::file_upload_service& files;
+    // The event hubs routing endpoints host, by name (case-insensitive): read like the built-in
+    // one, with the same credentials; null when there is no such endpoint. May be empty.
+    std::function<storage::event_log*(std::string_view)> hosted_event_hub;
 };
 
 struct server_settings {

@@ -16,10 +16,12 @@
 #include "methods/methods.hpp"
 #include "mqtt/server.hpp"
 #include "registry/registry.hpp"
+#include "routing/router.hpp"
 #include "runtime/shards.hpp"
 #include "service_api/c2d_api.hpp"
 #include "service_api/certificates_api.hpp"
 #include "service_api/files_api.hpp"
+#include "service_api/routing_api.hpp"
 #include "service_api/service_api.hpp"
 #include "service_api/telemetry_api.hpp"
 #include "service_api/twins_api.hpp"
@@ -42,7 +44,9 @@
 
 #include <atomic>
 #include <csignal>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 #include <unistd.h>
 
@@ -152,6 +156,7 @@ struct hub::impl {
     std::unique_ptr<telemetry::consumer_groups> groups;
     std::unique_ptr<connections::connection_table> connections;
     std::unique_ptr<hub_events::publisher> hub_events;
+    std::unique_ptr<routing::router> router;
     std::unique_ptr<connections::activity_records> activity;
     std::unique_ptr<lifecycle::lifecycle_service> lifecycle;
     std::unique_ptr<certificates::ca_store> cas;
@@ -300,6 +305,38 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     service_api::add_twin_routes(im->routes, {*im->policies, *im->hosts, *im->twins, *im->methods});
     service_api::add_c2d_routes(im->routes, {*im->policies, *im->hosts, *im->c2d});
     service_api::add_certificate_routes(im->routes, {*im->policies, *im->hosts, *im->cas});
+
+    // Routing: where device messages and hub events go beyond the built-in stream.
+    routing::router_settings rs;
+    rs.hub_name = hub_name;
+    rs.limits.max_endpoints = s.routing_max_endpoints;
+    rs.limits.max_routes = s.routing_max_routes;
+    rs.limits.max_enrichments = s.routing_max_enrichments;
+    im->router = std::make_unique<routing::router>(
+        *im->storage, *im->telemetry,
+        [twins = im->twins.get()](std::string_view d,
+                                  std::string_view m) -> std::optional<boost::json::object> {
+            auto t = twins->get(d, m);
+            if (!t) return std::nullopt;
+            return std::move(*t);
+        },
+        rs);
+    std::optional<routing::routing_config> initial_routing;
+    if (!s.routing_file.empty()) {
+        std::ifstream in(s.routing_file);
+        if (!in) return error(errc::argument_invalid, "Cannot read " + s.routing_file.string());
+        std::stringstream text;
+        text << in.rdbuf();
+        auto parsed = routing::parse(text.str(), rs.limits);
+        if (!parsed)
+            return error(parsed.error().code(),
+                         s.routing_file.string() + ": " + parsed.error().message());
+        initial_routing = std::move(*parsed);
+    }
+    if (auto r = im->router->start(std::move(initial_routing)); !r)
+        return error(r.error().code(), "Routing: " + r.error().message());
+    service_api::add_routing_routes(im->routes,
+                                    {*im->policies, *im->hosts, *im->router, rs.limits});
     device_api::add_routes(im->routes, {*im->authenticator, *im->sessions,
                                         device_api::default_max_batch_bytes, im->files.get()});
     service_api::add_file_routes(im->routes, {*im->policies, *im->hosts, *im->files});
@@ -320,7 +357,10 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         amqp::services{*im->authenticator, *im->policies, *im->hosts, *im->c2d,
                        im->paths.identity.hostname, im->storage->events(), *im->groups,
                        auth::event_hub_name(im->paths.identity.hostname),
-                       created_time(im->paths.where), *im->files},
+                       created_time(im->paths.where), *im->files,
+                       [router = im->router.get()](std::string_view name) {
+                           return router->hosted_event_hub(name);
+                       }},
         *im->sessions);
 
     // A token held on an AMQP connection stops counting when its identity's access ends, even
@@ -466,7 +506,8 @@ void hub::stop() {
     if (auto r = im.activity->flush(); !r)
         spdlog::warn("lastActivityTime not recorded: {}", r.error().message());
     im.lifecycle.reset();
-    im.c2d.reset();  // before the storage it writes to
+    if (im.router) im.router->stop();  // its workers write cursors: before storage goes
+    im.c2d.reset();                    // before the storage it writes to
     im.files.reset();
     if (auto r = im.storage->flush(); !r)
         spdlog::error("storage flush failed: {}", r.error().message());

@@ -69,6 +69,12 @@ struct settings {
     std::uint64_t files_max_bytes = 256ull << 20;
     std::chrono::seconds files_sas_ttl{std::chrono::hours(1)};
     std::chrono::seconds shutdown_grace{10};
+    // Message routing: a JSON document in ARM's properties.routing shape put in force at start
+    // (it replaces what the hub stored), and the limits on documents (Azure's paid tier).
+    std::filesystem::path routing_file;
+    std::size_t routing_max_endpoints = 10;
+    std::size_t routing_max_routes = 100;
+    std::size_t routing_max_enrichments = 10;
 };
 
 struct setting_info {

@@ -103,6 +103,7 @@ struct link_state {
     // Event Hubs partition receivers.
     int partition = 0;
     std::uint64_t next_sequence = 0;
+    storage::event_log* log = nullptr;  // an event hub partition receiver's event hub
     bool reading = false;
     std::uint64_t watch = 0;
     std::string epoch_key;  // set when it holds an epoch

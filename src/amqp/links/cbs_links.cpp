@@ -8,6 +8,16 @@
 namespace iothub::amqp::detail {
 namespace {
 
+// The first path segment of a token audience (`sb://host/entity/...` or `host/entity`).
+std::string audience_entity(std::string_view audience) {
+    if (auto scheme = audience.find("://"); scheme != std::string_view::npos)
+        audience.remove_prefix(scheme + 3);
+    auto slash = audience.find('/');
+    if (slash == std::string_view::npos) return {};
+    audience.remove_prefix(slash + 1);
+    return std::string(audience.substr(0, audience.find('/')));
+}
+
 class cbs_links final : public link_family {
   public:
     using link_family::link_family;
@@ -29,8 +39,13 @@ class cbs_links final : public link_family {
         c_.off_shard(
             ls.id,
             [r = std::move(r), &svc = c_.svc()] {
-                return authorize_put_token(r, svc.authenticator, svc.policies, svc.hosts,
-                                           svc.event_hub, iothub::now());
+                // A token for a hosted event hub names that entity instead of the built-in one.
+                std::string_view entity = svc.event_hub;
+                auto hosted = audience_entity(r.audience);
+                if (svc.hosted_event_hub && !hosted.empty() && svc.hosted_event_hub(hosted))
+                    entity = hosted;
+                return authorize_put_token(r, svc.authenticator, svc.policies, svc.hosts, entity,
+                                           iothub::now());
             },
             [this, id, reply](link_state&, result<grant> g) { answer(std::move(g), id, reply); });
     }

@@ -48,17 +48,20 @@ class event_hub_links final : public link_family {
                 "Reading events needs a token of a policy with ServiceConnect.");
         ls.grant_key = g->key();
         auto& svc = c_.svc();
-        if (!iequals(a.entity, svc.event_hub))
-            return attach_decision::refuse("amqp:not-found", "The event hub is '" + svc.event_hub +
-                                                                 "', not '" + a.entity + "'.");
+        const bool builtin = iequals(a.entity, svc.event_hub);
+        ls.log = log_for(a.entity);
+        if (!ls.log)
+            return attach_decision::refuse(
+                "amqp:not-found", "No event hub '" + a.entity + "': the built-in one is '" +
+                                      svc.event_hub + "', others are routing endpoints.");
         int partition = -1;
         auto [p, ec] =
             std::from_chars(a.partition.data(), a.partition.data() + a.partition.size(), partition);
         if (ec != std::errc{} || p != a.partition.data() + a.partition.size() || partition < 0 ||
-            partition >= svc.events.partition_count())
+            partition >= ls.log->partition_count())
             return attach_decision::refuse(
                 "amqp:not-found", "Partition '" + a.partition + "' does not exist; there are " +
-                                      std::to_string(svc.events.partition_count()) + ".");
+                                      std::to_string(ls.log->partition_count()) + ".");
         auto selector = selector_of(pn_terminus_filter(pn_link_remote_source(ls.link)));
         if (!selector)
             return attach_decision::refuse(condition_for(selector.error().code()),
@@ -70,11 +73,16 @@ class event_hub_links final : public link_family {
         // arrives before it grants credit, so the start is fixed at attach, not at first credit.
         c_.off_shard(
             ls.id,
-            [&svc, group = a.consumer_group, partition, position]() -> result<std::uint64_t> {
-                if (auto found = svc.groups.find(group); !found) return found.error();
-                return svc.events.resolve(partition, position);
+            // Hosted event hubs take any consumer group name, as an Event Hubs namespace's own
+            // groups are not the hub's to manage.
+            [&svc, log = ls.log, builtin, group = a.consumer_group, partition,
+             position]() -> result<std::uint64_t> {
+                if (builtin)
+                    if (auto found = svc.groups.find(group); !found) return found.error();
+                return log->resolve(partition, position);
             },
-            [this, group = a.consumer_group](link_state& ls, result<std::uint64_t> start) {
+            [this, group = to_lower(a.entity) + "/" + a.consumer_group](
+                link_state& ls, result<std::uint64_t> start) {
                 if (!start)
                     return c_.finish_attach(
                         ls.id, attach_decision::refuse(condition_for(start.error().code()),
@@ -108,7 +116,14 @@ class event_hub_links final : public link_family {
     }
 
   private:
-    // Exclusive (epoch) receivers, per consumer group and partition, hub-wide.
+    // The built-in stream or a hosted routing endpoint, by the entity a client names.
+    storage::event_log* log_for(std::string_view entity) {
+        auto& svc = c_.svc();
+        if (iequals(entity, svc.event_hub)) return &svc.events;
+        return svc.hosted_event_hub ? svc.hosted_event_hub(entity) : nullptr;
+    }
+
+    // Exclusive (epoch) receivers, per event hub, consumer group and partition, hub-wide.
     attach_decision claim_epoch(link_state& ls, const std::string& group) {
         const auto epoch = epoch_of(ls.link);
         const auto key = to_lower(group) + "/" + std::to_string(ls.partition);
@@ -147,8 +162,7 @@ class event_hub_links final : public link_family {
     }
 
     void close_partition(link_state& ls) {
-        auto& svc = c_.svc();
-        if (ls.watch) svc.events.unwatch(ls.watch);
+        if (ls.watch && ls.log) ls.log->unwatch(ls.watch);
         ls.watch = 0;
         if (ls.epoch_key.empty()) return;
         auto& srv = c_.server();
@@ -170,7 +184,7 @@ class event_hub_links final : public link_family {
         c_.off_shard(
             ls.id,
             // A reader behind retention gets the oldest events still kept: read() clamps.
-            [&events = c_.svc().events, partition = ls.partition, from = ls.next_sequence, max] {
+            [&events = *ls.log, partition = ls.partition, from = ls.next_sequence, max] {
                 return events.read(partition, from, max);
             },
             [this, max](link_state& ls, result<std::vector<storage::stored_event>> r) {
@@ -186,7 +200,7 @@ class event_hub_links final : public link_family {
                     ls.next_sequence = e.sequence_number + 1;
                 }
                 if (r->size() == max) return pump(ls);
-                auto& events = c_.svc().events;
+                auto& events = *ls.log;
                 if (ls.watch) events.unwatch(ls.watch);
                 ls.watch = events.watch(ls.partition, ls.next_sequence,
                                         [weak = c_.io().handle(), this, id = ls.id] {
@@ -221,9 +235,11 @@ class event_hub_links final : public link_family {
         auto* out = c_.scratch();
         pn_message_clear(out);
         bool allowed = c_.service_grant() != nullptr;
+        auto* log = log_for(name);
         if (!allowed && security_token) {
             auto g = authorize_event_hubs_token(*security_token, svc.policies, svc.hosts,
-                                                svc.event_hub, iothub::now());
+                                                log ? std::string_view(name) : svc.event_hub,
+                                                iothub::now());
             allowed = g.has_value();
             if (!g) description = g.error().message();
         }
@@ -233,20 +249,21 @@ class event_hub_links final : public link_family {
         } else if (operation != "READ") {
             status = 400;
             description = "Unsupported operation '" + operation + "'.";
-        } else if (!iequals(name, svc.event_hub)) {
+        } else if (!log) {
             status = 404;
-            description = "The event hub is '" + svc.event_hub + "'.";
+            description =
+                "No event hub '" + name + "': the built-in one is '" + svc.event_hub + "'.";
         } else if (type == "com.microsoft:eventhub") {
-            fill_eventhub_info(out, svc.event_hub, svc.created, svc.events.partition_count());
+            fill_eventhub_info(out, name, svc.created, log->partition_count());
         } else if (type == "com.microsoft:partition") {
             int p = -1;
             auto [end, ec] = std::from_chars(partition_text.data(),
                                              partition_text.data() + partition_text.size(), p);
-            if (ec != std::errc{} || p < 0 || p >= svc.events.partition_count()) {
+            if (ec != std::errc{} || p < 0 || p >= log->partition_count()) {
                 status = 404;
                 description = "Partition '" + partition_text + "' does not exist.";
             } else {
-                fill_partition_info(out, svc.event_hub, p, svc.events.info(p));
+                fill_partition_info(out, name, p, log->info(p));
             }
         } else {
             status = 400;
