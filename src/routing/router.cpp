@@ -18,8 +18,8 @@ constexpr std::string_view config_key = "routing/config";
 constexpr std::string_view ingest_log = "ingest";
 constexpr auto twin_cache_ttl = std::chrono::seconds(5);
 constexpr std::size_t twin_cache_size = 10000;
-// Cursors that only skipped messages not meant for the endpoint are written at most this often.
-constexpr auto lazy_cursor_interval = std::chrono::seconds(1);
+// How long an idle worker waits before it looks again (sinks flush what is due).
+constexpr auto idle_interval = std::chrono::seconds(1);
 
 std::string cursor_key(std::string_view endpoint, std::string_view log, int partition) {
     return "routing/cursor/" + to_lower(endpoint) + "/" + std::string(log) + "/" +
@@ -61,22 +61,66 @@ std::string router::hosted_log_name(std::string_view endpoint) {
 
 // --- one endpoint's delivery ---------------------------------------------------------------------
 
+// The hub's own logs (the built-in stream, hosted event hubs): the copies and the cursor commit
+// together, so after a crash nothing is lost and nothing repeated. Cursors of batches that held
+// nothing for the log are kept back and written when the worker is idle.
+class log_sink final : public sink {
+  public:
+    log_sink(storage::event_log& log, storage::kv_store& kv) : log_(log), kv_(kv) {}
+
+    result<void> deliver(int partition, std::vector<storage::event_record> events,
+                         storage::kv_write cursor) override {
+        if (events.empty()) {
+            held_.hold(std::move(cursor));
+            return {};
+        }
+        held_.forget(cursor.key);
+        std::promise<result<storage::appended>> done;
+        log_.append_with(partition, std::move(events), {std::move(cursor)},
+                         [&done](result<storage::appended> r) { done.set_value(std::move(r)); });
+        auto r = done.get_future().get();
+        if (!r) return r.error();
+        return {};
+    }
+
+    result<void> flush(sys_time, bool) override { return held_.write(kv_); }
+
+  private:
+    storage::event_log& log_;
+    storage::kv_store& kv_;
+    held_cursors held_;
+};
+
+struct router::worker_spec {
+    std::string display;       // cursors and health go by it
+    std::string route_target;  // the endpoint name routes and enrichments use
+    std::string definition;
+    std::function<result<std::unique_ptr<sink>>()> make_sink;
+    std::function<bool(const storage::event_record&)> hub_events;
+    std::function<bool(const storage::event_record&)> filter;
+    bool keeps_cursors = false;  // never starts afresh (the built-in stream)
+};
+
+// --- one endpoint's delivery ---------------------------------------------------------------------
+
 class router::worker {
   public:
-    // `target` null: the hub cannot deliver to this endpoint's type yet; `why` says so.
-    worker(router& r, std::string display, std::string definition, storage::event_log* target,
-           std::string why)
+    worker(router& r, worker_spec spec)
         : r_(r),
-          display_(std::move(display)),
-          definition_(std::move(definition)),
-          target_(target),
-          undeliverable_(std::move(why)) {
+          display_(std::move(spec.display)),
+          target_name_(std::move(spec.route_target)),
+          definition_(std::move(spec.definition)),
+          make_sink_(std::move(spec.make_sink)),
+          hub_events_(std::move(spec.hub_events)),
+          filter_(std::move(spec.filter)),
+          keeps_cursors_(spec.keeps_cursors) {
         health_.endpoint = display_;
         lookup_ = [this](std::string_view d, std::string_view m) { return cached_twin(d, m); };
     }
     ~worker() { stop(); }
 
     const std::string& definition() const { return definition_; }
+    bool keeps_cursors() const { return keeps_cursors_; }
 
     result<void> start(bool fresh) {
         auto& engine = r_.engine_;
@@ -97,12 +141,18 @@ class router::worker {
                                        std::to_string(*at)});
                 }
                 s.next.push_back(*at);
-                s.saved.push_back(*at);
             }
         }
         if (!initial.empty())
             for (auto& w : engine.kv().apply(initial))
                 if (!w) return w.error();
+        auto made = make_sink_ ? make_sink_()
+                               : result<std::unique_ptr<sink>>(error(
+                                     errc::bad_request, "Nothing delivers to this endpoint."));
+        if (made)
+            sink_ = std::move(*made);
+        else
+            undeliverable_ = made.error().message();
         thread_ = std::thread([this] { run(); });
         return {};
     }
@@ -134,8 +184,7 @@ class router::worker {
         storage::event_log* log;
         std::string name;
         bool ingest;
-        std::vector<std::uint64_t> next;   // what to read next, per partition
-        std::vector<std::uint64_t> saved;  // what the kv store holds
+        std::vector<std::uint64_t> next;  // what to read next, per partition
     };
 
     bool stopping() {
@@ -146,7 +195,7 @@ class router::worker {
     void run() {
         auto backoff = r_.settings_.first_retry;
         while (!stopping()) {
-            if (!target_) {
+            if (!sink_) {
                 failed(undeliverable_);
                 wait(std::chrono::hours(1));
                 continue;
@@ -154,6 +203,7 @@ class router::worker {
             auto config = r_.config();
             bool progressed = false;
             auto outcome = pass(*config, progressed);
+            if (outcome && !progressed) outcome = sink_->flush(iothub::now(), false);
             if (!outcome) {
                 failed(outcome.error().message());
                 wait(backoff);
@@ -162,15 +212,17 @@ class router::worker {
             }
             backoff = r_.settings_.first_retry;
             if (progressed) continue;
-            if (display_ == builtin_events && r_.direct_wanted_.load())
+            if (target_name_ == builtin_events && r_.direct_wanted_.load())
                 r_.telemetry_.set_destination(r_.engine_.events());
-            save_lazy_cursors(false);
             wait_for_more();
         }
-        save_lazy_cursors(true);
+        if (sink_)
+            if (auto r = sink_->flush(iothub::now(), true); !r)
+                spdlog::warn("routing: endpoint '{}' kept some positions unsaved: {}", display_,
+                             r.error().message());
     }
 
-    // One read per partition of every source; delivers what it selects.
+    // One read per partition of every source; hands what it selects to the sink.
     result<void> pass(const routing_config& config, bool& progressed) {
         for (auto& s : sources_) {
             for (int p = 0; p < static_cast<int>(s.next.size()); ++p) {
@@ -183,33 +235,17 @@ class router::worker {
                     if (select(config, s.ingest, e, r)) out.push_back(std::move(r));
                 }
                 const auto next = batch->back().sequence_number + 1;
-                progressed = true;
-                if (out.empty()) {
-                    s.next[p] = next;  // saved lazily: re-reading skipped messages is harmless
-                    continue;
-                }
-                std::vector<storage::kv_write> writes;
-                writes.push_back({storage::kv_write::op::put, cursor_key(display_, s.name, p),
-                                  std::to_string(next)});
-                attempted();
                 const auto count = out.size();
-                if (auto r = deliver(p, std::move(out), std::move(writes)); !r) return r.error();
+                if (count > 0) attempted();
+                storage::kv_write cursor{storage::kv_write::op::put,
+                                         cursor_key(display_, s.name, p), std::to_string(next)};
+                if (auto r = sink_->deliver(p, std::move(out), std::move(cursor)); !r)
+                    return r.error();
                 s.next[p] = next;
-                s.saved[p] = next;
-                succeeded(count);
+                progressed = true;
+                if (count > 0) succeeded(count);
             }
         }
-        return {};
-    }
-
-    result<void> deliver(int partition, std::vector<storage::event_record> events,
-                         std::vector<storage::kv_write> writes) {
-        std::promise<result<storage::appended>> done;
-        target_->append_with(
-            partition, std::move(events), std::move(writes),
-            [&done](result<storage::appended> r) { done.set_value(std::move(r)); });
-        auto r = done.get_future().get();
-        if (!r) return r.error();
         return {};
     }
 
@@ -219,11 +255,11 @@ class router::worker {
         bool take = false;
         if (device_message) {
             const bool fallback_here =
-                config.fallback.enabled && iequals(config.fallback.endpoint, display_);
+                config.fallback.enabled && iequals(config.fallback.endpoint, target_name_);
             bool any_matched = false;
             for (const auto& route : config.routes) {
                 if (!route.enabled || route.from != source::device_messages) continue;
-                const bool mine = iequals(route.endpoint, display_);
+                const bool mine = iequals(route.endpoint, target_name_);
                 if (!mine && !fallback_here) continue;
                 auto t = view.evaluate(route.condition);
                 if (t == query::truth::undefined && mine) ++r_.undefined_;
@@ -237,15 +273,15 @@ class router::worker {
         } else {
             auto from = source_of_hub_event(e.record);
             if (!from) return false;
+            take = hub_events_ && hub_events_(e.record);
             for (const auto& route : config.routes) {
-                if (!route.enabled || route.from != *from || !iequals(route.endpoint, display_))
+                if (take) break;
+                if (!route.enabled || route.from != *from ||
+                    !iequals(route.endpoint, target_name_))
                     continue;
                 auto t = view.evaluate(route.condition);
                 if (t == query::truth::undefined) ++r_.undefined_;
-                if (t == query::truth::true_) {
-                    take = true;
-                    break;
-                }
+                take = t == query::truth::true_;
             }
         }
         if (!take) return false;
@@ -253,7 +289,7 @@ class router::worker {
         out.stamp.reset();  // read() folded it into the system properties
         for (const auto& en : config.enrichments) {
             bool here = false;
-            for (const auto& name : en.endpoints) here = here || iequals(name, display_);
+            for (const auto& name : en.endpoints) here = here || iequals(name, target_name_);
             if (!here) continue;
             auto value = view.enrichment(en.value, r_.settings_.hub_name);
             bool replaced = false;
@@ -268,7 +304,7 @@ class router::worker {
             ++r_.too_large_;
             return false;
         }
-        return true;
+        return !filter_ || filter_(out);
     }
 
     std::optional<json::object> cached_twin(std::string_view device, std::string_view module) {
@@ -284,34 +320,15 @@ class router::worker {
         return twin;
     }
 
-    void save_lazy_cursors(bool force) {
-        const auto now = std::chrono::steady_clock::now();
-        if (!force && now - last_lazy_save_ < lazy_cursor_interval) return;
-        last_lazy_save_ = now;
-        std::vector<storage::kv_write> writes;
-        for (auto& s : sources_)
-            for (std::size_t p = 0; p < s.next.size(); ++p)
-                if (s.next[p] != s.saved[p])
-                    writes.push_back({storage::kv_write::op::put,
-                                      cursor_key(display_, s.name, static_cast<int>(p)),
-                                      std::to_string(s.next[p])});
-        if (writes.empty()) return;
-        auto results = r_.engine_.kv().apply(writes);
-        bool ok = true;
-        for (auto& w : results) ok = ok && w.has_value();
-        if (!ok) return;
-        for (auto& s : sources_) s.saved = s.next;
-    }
-
     // Until a source partition grows past the cursor, the configuration changes, or a second
-    // passes (for lazily saved cursors).
+    // passes (sinks flush what is due).
     void wait_for_more() {
         std::vector<std::pair<storage::event_log*, std::uint64_t>> watches;
         for (auto& s : sources_)
             for (std::size_t p = 0; p < s.next.size(); ++p)
-                watches.emplace_back(
-                    s.log, s.log->watch(static_cast<int>(p), s.next[p], [this] { wake(); }));
-        wait(lazy_cursor_interval);
+                watches.emplace_back(s.log, s.log->watch(static_cast<int>(p), s.next[p],
+                                                         [this] { wake(); }));
+        wait(idle_interval);
         for (auto& [log, token] : watches) log->unwatch(token);
     }
 
@@ -327,6 +344,8 @@ class router::worker {
     }
     void succeeded(std::size_t count) {
         std::lock_guard lock(health_mutex_);
+        if (health_.status == health_status::unhealthy)
+            spdlog::info("routing: endpoint '{}' is healthy again", display_);
         health_.status = health_status::healthy;
         health_.last_success_time = iothub::now();
         health_.delivered += count;
@@ -343,15 +362,19 @@ class router::worker {
 
     router& r_;
     std::string display_;
+    std::string target_name_;
     std::string definition_;
-    storage::event_log* target_;
+    std::function<result<std::unique_ptr<sink>>()> make_sink_;
+    std::function<bool(const storage::event_record&)> hub_events_;
+    std::function<bool(const storage::event_record&)> filter_;
+    bool keeps_cursors_;
+    std::unique_ptr<sink> sink_;
     std::string undeliverable_;
     twin_lookup lookup_;
-    std::unordered_map<
-        std::string, std::pair<std::chrono::steady_clock::time_point, std::optional<json::object>>>
+    std::unordered_map<std::string, std::pair<std::chrono::steady_clock::time_point,
+                                              std::optional<json::object>>>
         twins_;
     std::vector<source_cursor> sources_;
-    std::chrono::steady_clock::time_point last_lazy_save_{};
 
     std::thread thread_;
     std::mutex m_;
@@ -426,15 +449,6 @@ result<void> router::replace(routing_config c) {
 }
 
 result<void> router::apply(std::shared_ptr<const routing_config> c, bool fresh_endpoints) {
-    // What each endpoint that routes lead to is, as a definition: a changed definition is a new
-    // endpoint, which starts afresh.
-    struct target {
-        std::string display;
-        std::string definition;
-        storage::event_log* log = nullptr;
-        std::string why;
-    };
-    std::map<std::string, target> targets;
     std::map<std::string, storage::event_log*> hosted;
     for (const auto& e : c->endpoints) {
         if (!e.hosted()) continue;
@@ -442,66 +456,106 @@ result<void> router::apply(std::shared_ptr<const routing_config> c, bool fresh_e
         if (!log) return log.error();
         hosted[to_lower(e.name)] = *log;
     }
+    std::vector<tap> taps;
+    {
+        std::lock_guard lock(mutex_);
+        config_ = c;
+        hosted_ = hosted;
+        taps = taps_;
+    }
+    std::map<std::string, worker_spec> wanted;
+    auto& kv = engine_.kv();
+    // Each endpoint that routes lead to, with a definition: a changed definition is a new
+    // endpoint, which starts afresh.
     auto add = [&](const std::string& name) {
         const auto key = to_lower(name);
-        if (targets.contains(key)) return;
-        target t;
-        t.display = name;
+        if (wanted.contains(key) || key == builtin_eventgrid) return;  // subscriptions are taps
+        worker_spec w;
         if (key == builtin_events) {
-            t.display = std::string(builtin_events);
-            t.definition = "events";
-            t.log = &engine_.events();
-        } else if (key == builtin_eventgrid) {
-            t.display = std::string(builtin_eventgrid);
-            t.definition = "eventgrid";
-            t.why = "Event Grid subscriptions are not delivered by this hub yet.";
+            w.display = w.route_target = std::string(builtin_events);
+            w.definition = "events";
+            w.keeps_cursors = true;
+            w.make_sink = [this, &kv]() -> result<std::unique_ptr<sink>> {
+                return std::unique_ptr<sink>(std::make_unique<log_sink>(engine_.events(), kv));
+            };
         } else if (const auto* e = c->find_endpoint(name)) {
-            t.display = e->name;
-            t.definition = std::string(to_string(e->kind)) + json::serialize(e->raw);
-            if (e->hosted())
-                t.log = hosted[key];
-            else
-                t.why = "Delivery to " + std::string(to_string(e->kind)) +
-                        " endpoints is not built into this hub yet.";
+            w.display = w.route_target = e->name;
+            w.definition = std::string(to_string(e->kind)) + json::serialize(e->raw);
+            if (e->hosted()) {
+                w.make_sink = [log = hosted[key], &kv]() -> result<std::unique_ptr<sink>> {
+                    return std::unique_ptr<sink>(std::make_unique<log_sink>(*log, kv));
+                };
+            } else {
+                w.make_sink = [this, endpoint = *e]() -> result<std::unique_ptr<sink>> {
+                    if (!settings_.sinks)
+                        return error(errc::bad_request,
+                                     "Delivery to " + std::string(to_string(endpoint.kind)) +
+                                         " endpoints is not built into this hub.");
+                    return settings_.sinks(endpoint);
+                };
+            }
+        } else {
+            return;
         }
-        targets[key] = std::move(t);
+        wanted[key] = std::move(w);
     };
     add(std::string(builtin_events));
     for (const auto& r : c->routes)
         if (r.enabled) add(r.endpoint);
     if (c->fallback.enabled) add(c->fallback.endpoint);
+    for (const auto& t : taps) {
+        worker_spec w;
+        w.display = t.route_target + "/" + t.name;
+        w.route_target = t.route_target;
+        w.definition = t.definition;
+        w.make_sink = t.make_sink;
+        w.hub_events = t.hub_events;
+        w.filter = t.filter;
+        wanted[to_lower(w.display)] = std::move(w);
+    }
+    direct_wanted_ = !c->routes_source(source::device_messages);
+    if (!direct_wanted_) telemetry_.set_destination(*ingest_);
+    return reconcile(std::move(wanted), fresh_endpoints);
+}
 
+result<void> router::reconcile(std::map<std::string, worker_spec> wanted, bool fresh) {
     std::vector<std::unique_ptr<worker>> retired;
     std::vector<std::pair<worker*, bool>> started;
     {
         std::lock_guard lock(mutex_);
-        config_ = c;
-        hosted_ = std::move(hosted);
         for (auto it = workers_.begin(); it != workers_.end();) {
-            auto t = targets.find(it->first);
-            if (t == targets.end() || t->second.definition != it->second->definition()) {
+            auto w = wanted.find(it->first);
+            if (w == wanted.end() || w->second.definition != it->second->definition()) {
                 retired.push_back(std::move(it->second));
                 it = workers_.erase(it);
             } else {
                 ++it;
             }
         }
-        for (auto& [key, t] : targets) {
+        for (auto& [key, spec] : wanted) {
             if (workers_.contains(key)) continue;
-            auto w = std::make_unique<worker>(*this, t.display, t.definition, t.log, t.why);
+            auto w = std::make_unique<worker>(*this, std::move(spec));
             // The built-in stream keeps its cursors through changes: what devices sent before
             // still reaches it.
-            started.emplace_back(w.get(), fresh_endpoints && key != builtin_events);
+            started.emplace_back(w.get(), fresh && !w->keeps_cursors());
             workers_[key] = std::move(w);
         }
     }
-    retired.clear();
-    direct_wanted_ = !c->routes_source(source::device_messages);
-    if (!direct_wanted_) telemetry_.set_destination(*ingest_);
-    for (auto [w, fresh] : started)
-        if (auto r = w->start(fresh); !r) return r.error();
+    retired.clear();  // joins them
+    for (auto [w, afresh] : started)
+        if (auto r = w->start(afresh); !r) return r.error();
     wake_all();
     return {};
+}
+
+result<void> router::set_taps(std::vector<tap> taps) {
+    std::lock_guard one(replace_mutex_);
+    {
+        std::lock_guard lock(mutex_);
+        taps_ = std::move(taps);
+    }
+    if (!ingest_) return {};  // start() puts them in force
+    return apply(config(), true);
 }
 
 void router::wake_all() {

@@ -21,11 +21,13 @@
 
 #include "routing/config.hpp"
 #include "routing/evaluation.hpp"
+#include "routing/sink.hpp"
 #include "storage/engine.hpp"
 #include "telemetry/telemetry.hpp"
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -48,8 +50,25 @@ struct endpoint_health {
     std::uint64_t delivered = 0;  // messages
 };
 
+// Makes the sink for an endpoint the hub does not keep in its own logs (webhooks, storage
+// containers, Kafka, external Event Hubs). errc::bad_request for a type it cannot deliver to.
+using sink_factory = std::function<result<std::unique_ptr<sink>>(const endpoint& e)>;
+
+// A consumer of routed messages beside the endpoints, with its own cursors and health (an Event
+// Grid subscription): it takes what routes to `route_target` select, plus the hub events
+// `hub_events` accepts without a route, and `filter` has the last word on each.
+struct tap {
+    std::string name;        // unique among taps; health and cursors go by "<target>/<name>"
+    std::string definition;  // a changed definition restarts the tap afresh
+    std::string route_target;
+    std::function<bool(const storage::event_record&)> hub_events;
+    std::function<bool(const storage::event_record&)> filter;
+    std::function<result<std::unique_ptr<sink>>()> make_sink;
+};
+
 struct router_settings {
     routing::limits limits;
+    sink_factory sinks;
     std::string hub_name;  // for $iothubname
     std::size_t read_batch = 256;
     std::size_t max_message_bytes = 256 * 1024;  // after enrichment; larger ones are dropped
@@ -82,6 +101,9 @@ class router {
     // Stores `c` and puts it in force; the routing in force stays when it cannot be stored.
     result<void> replace(routing_config c);
 
+    // Replaces the taps; new ones start with what arrives from now on.
+    result<void> set_taps(std::vector<tap> taps);
+
     // The log behind a hosted event hub endpoint, by its name (case-insensitive); null when no
     // such endpoint is configured.
     storage::event_log* hosted_event_hub(std::string_view name) const;
@@ -95,7 +117,9 @@ class router {
   private:
     class worker;
     friend class worker;
+    struct worker_spec;
     result<void> apply(std::shared_ptr<const routing_config> c, bool fresh_endpoints);
+    result<void> reconcile(std::map<std::string, worker_spec> wanted, bool fresh);
     void wake_all();
 
     storage::engine& engine_;
@@ -107,6 +131,7 @@ class router {
     mutable std::mutex mutex_;  // config_, workers_, hosted_
     std::shared_ptr<const routing_config> config_;
     std::map<std::string, std::unique_ptr<worker>> workers_;  // by lower-case endpoint name
+    std::vector<tap> taps_;
     std::map<std::string, storage::event_log*> hosted_;       // by lower-case endpoint name
     std::mutex replace_mutex_;                                // one replace at a time
 

@@ -1,0 +1,203 @@
+#include "http/client.hpp"
+
+#include "common/encoding.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+
+#include <charconv>
+#include <optional>
+
+namespace iothub::http {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+
+result<url> parse_url(std::string_view text) {
+    url u;
+    auto bad = [&] {
+        return error(errc::argument_invalid,
+                     "'" + std::string(text) + "' is not an http:// or https:// URL.");
+    };
+    std::string_view rest;
+    if (text.size() > 8 && iequals(text.substr(0, 8), "https://")) {
+        u.tls = true;
+        rest = text.substr(8);
+    } else if (text.size() > 7 && iequals(text.substr(0, 7), "http://")) {
+        rest = text.substr(7);
+    } else {
+        return bad();
+    }
+    auto slash = rest.find_first_of("/?");
+    auto authority = rest.substr(0, slash);
+    if (slash != std::string_view::npos) {
+        u.target = std::string(rest.substr(slash));
+        if (u.target.front() == '?') u.target = "/" + u.target;
+    }
+    if (authority.find('@') != std::string_view::npos) return bad();
+    std::string_view port;
+    if (authority.starts_with("[")) {
+        auto close = authority.find(']');
+        if (close == std::string_view::npos) return bad();
+        u.host = std::string(authority.substr(1, close - 1));
+        auto after = authority.substr(close + 1);
+        if (!after.empty()) {
+            if (after.front() != ':') return bad();
+            port = after.substr(1);
+        }
+    } else {
+        auto colon = authority.rfind(':');
+        u.host = std::string(authority.substr(0, colon));
+        if (colon != std::string_view::npos) port = authority.substr(colon + 1);
+    }
+    if (u.host.empty()) return bad();
+    u.port = u.tls ? 443 : 80;
+    if (!port.empty()) {
+        unsigned v = 0;
+        auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
+        if (ec != std::errc{} || p != port.data() + port.size() || v == 0 || v > 65535)
+            return bad();
+        u.port = static_cast<std::uint16_t>(v);
+    }
+    return u;
+}
+
+struct client::impl {
+    url origin;
+    client_options options;
+    asio::io_context io;
+    asio::ssl::context ssl{asio::ssl::context::tls_client};
+    std::optional<beast::tcp_stream> plain;
+    std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
+    beast::flat_buffer buffer;
+    bool ssl_ready = false;
+
+    // Runs the io_context until the operation started before it completes; the stream's expiry
+    // bounds it.
+    void run() {
+        io.restart();
+        io.run();
+    }
+
+    beast::tcp_stream& tcp() { return origin.tls ? beast::get_lowest_layer(*secure) : *plain; }
+
+    result<void> open(std::chrono::steady_clock::time_point deadline) {
+        if (origin.tls && !ssl_ready) {
+            ssl.set_default_verify_paths();
+            for (const auto& f : options.extra_ca_files) {
+                boost::system::error_code ec;
+                ssl.load_verify_file(f.string(), ec);
+                if (ec) return error(errc::server_error, "Cannot read CA file " + f.string());
+            }
+            ssl.set_verify_mode(asio::ssl::verify_peer);
+            ssl_ready = true;
+        }
+        if (origin.tls)
+            secure.emplace(io, ssl);
+        else
+            plain.emplace(io);
+        buffer.clear();
+        boost::system::error_code ec;
+        asio::ip::tcp::resolver resolver(io);
+        asio::ip::tcp::resolver::results_type endpoints;
+        resolver.async_resolve(origin.host, std::to_string(origin.port),
+                               [&](const boost::system::error_code& e, auto r) {
+                                   ec = e;
+                                   endpoints = std::move(r);
+                               });
+        run();
+        if (ec) return failure("resolving " + origin.host, ec);
+        tcp().expires_at(deadline);
+        tcp().async_connect(endpoints, [&](const boost::system::error_code& e, const auto&) {
+            ec = e;
+        });
+        run();
+        if (ec) return failure("connecting to " + origin.host, ec);
+        if (origin.tls) {
+            SSL_set_tlsext_host_name(secure->native_handle(), origin.host.c_str());
+            secure->set_verify_callback(asio::ssl::host_name_verification(origin.host));
+            secure->async_handshake(asio::ssl::stream_base::client,
+                                    [&](const boost::system::error_code& e) { ec = e; });
+            run();
+            if (ec) return failure("TLS with " + origin.host, ec);
+        }
+        return {};
+    }
+
+    error failure(const std::string& what, const boost::system::error_code& ec) {
+        close();
+        const bool timeout = ec == beast::error::timeout;
+        return error(errc::server_error,
+                     what + (timeout ? ": timed out" : ": " + ec.message()));
+    }
+
+    void close() {
+        plain.reset();
+        secure.reset();
+    }
+    bool is_open() const { return plain.has_value() || secure.has_value(); }
+
+    template <class Stream>
+    result<client_response> exchange(Stream& s, bhttp::request<bhttp::string_body>& req) {
+        boost::system::error_code ec;
+        bhttp::async_write(s, req, [&](const boost::system::error_code& e, std::size_t) { ec = e; });
+        run();
+        if (ec) return failure("sending to " + origin.host, ec);
+        bhttp::response_parser<bhttp::string_body> parser;
+        parser.body_limit(1024 * 1024);
+        bhttp::async_read(s, buffer, parser,
+                          [&](const boost::system::error_code& e, std::size_t) { ec = e; });
+        run();
+        if (ec) return failure("reading from " + origin.host, ec);
+        auto res = parser.release();
+        client_response out;
+        out.status = static_cast<int>(res.result_int());
+        out.body = std::move(res.body());
+        for (const auto& f : res)
+            out.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+        if (!res.keep_alive()) close();
+        return out;
+    }
+
+    result<client_response> post(std::string_view body,
+                                 const std::vector<std::pair<std::string, std::string>>& headers) {
+        const auto deadline = std::chrono::steady_clock::now() + options.timeout;
+        bhttp::request<bhttp::string_body> req{bhttp::verb::post, origin.target, 11};
+        req.set(bhttp::field::host, origin.host);
+        req.set(bhttp::field::user_agent, "iothub");
+        for (const auto& [k, v] : headers) req.set(k, v);
+        req.body() = std::string(body);
+        req.prepare_payload();
+        req.keep_alive(true);
+        // A kept connection may have been closed by the server meanwhile: one fresh attempt.
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            const bool reused = is_open();
+            if (!reused)
+                if (auto r = open(deadline); !r) return r.error();
+            tcp().expires_at(deadline);
+            auto r = origin.tls ? exchange(*secure, req) : exchange(*plain, req);
+            if (r || !reused) return r;
+        }
+        return error(errc::server_error, "The connection to " + origin.host + " failed.");
+    }
+};
+
+client::client(url origin, client_options options) : impl_(std::make_unique<impl>()) {
+    impl_->origin = std::move(origin);
+    impl_->options = std::move(options);
+}
+client::~client() = default;
+client::client(client&&) noexcept = default;
+client& client::operator=(client&&) noexcept = default;
+
+result<client_response> client::post(
+    std::string_view body, const std::vector<std::pair<std::string, std::string>>& headers) {
+    return impl_->post(body, headers);
+}
+
+}  // namespace iothub::http
