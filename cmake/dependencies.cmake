@@ -5,6 +5,8 @@ find_package(RocksDB REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(Threads REQUIRED)
+# Avro's deflate codec for storage-container endpoints.
+find_package(ZLIB REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(TOMLPP REQUIRED IMPORTED_TARGET tomlplusplus)
 # AMQP 1.0 framing, sessions and links (the C connection driver; the hub does its own I/O).
