@@ -1,4 +1,4 @@
-#include "routing/blob_format.hpp"
+#include "endpoints/blob_format.hpp"
 
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
@@ -13,7 +13,7 @@
 #include <vector>
 #include <zlib.h>
 
-namespace iothub::routing {
+namespace iothub::endpoints {
 namespace {
 namespace json = boost::json;
 
@@ -231,4 +231,4 @@ std::string encode_blob(std::span<const blob_message> messages, blob_encoding en
     return {};
 }
 
-}  // namespace iothub::routing
+}  // namespace iothub::endpoints

@@ -1,7 +1,7 @@
 // The blobs of storage-container endpoints: Avro object container files (read back here by a
 // reader written from the Avro 1.11 specification, and by Apache's Python reader when it is
 // installed) and JSON lines, each against what Azure writes.
-#include "routing/blob_format.hpp"
+#include "endpoints/blob_format.hpp"
 
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
@@ -19,7 +19,7 @@
 #include <vector>
 #include <zlib.h>
 
-namespace iothub::routing {
+namespace iothub::endpoints {
 namespace {
 namespace json = boost::json;
 namespace fs = std::filesystem;
@@ -235,7 +235,7 @@ void expect_sample_records(const std::vector<record>& records) {
     EXPECT_EQ(records[2].properties, (props{{"level", "storage"}, {"customerID", "6ce345b8"}}));
 }
 
-TEST(routing_blob, avro_is_azures_container_with_one_block_of_records) {
+TEST(blob_format, avro_is_azures_container_with_one_block_of_records) {
     auto batch = sample_batch();
     auto blob = encode_blob(batch, blob_encoding::avro);
     ASSERT_EQ(blob.substr(0, 4), std::string("Obj\x01", 4));
@@ -251,7 +251,7 @@ TEST(routing_blob, avro_is_azures_container_with_one_block_of_records) {
     EXPECT_NE(read_container(encode_blob(batch, blob_encoding::avro)).sync, f.sync);
 }
 
-TEST(routing_blob, avro_deflate_compresses_each_block_raw) {
+TEST(blob_format, avro_deflate_compresses_each_block_raw) {
     auto batch = sample_batch();
     for (int i = 0; i < 20; ++i) batch.push_back(batch[0]);  // compressible
     auto plain = encode_blob(batch, blob_encoding::avro);
@@ -265,7 +265,7 @@ TEST(routing_blob, avro_deflate_compresses_each_block_raw) {
     expect_sample_records(f.records);
 }
 
-TEST(routing_blob, large_batches_split_into_blocks_each_ending_with_the_sync_marker) {
+TEST(blob_format, large_batches_split_into_blocks_each_ending_with_the_sync_marker) {
     std::vector<blob_message> batch(10);
     for (std::size_t i = 0; i < batch.size(); ++i) {
         batch[i].enqueued_time = at("2024-01-01T00:00:00Z");
@@ -283,7 +283,7 @@ TEST(routing_blob, large_batches_split_into_blocks_each_ending_with_the_sync_mar
     }
 }
 
-TEST(routing_blob, enqueued_time_of_the_message_wins_and_message_source_is_left_out) {
+TEST(blob_format, enqueued_time_of_the_message_wins_and_message_source_is_left_out) {
     std::vector<blob_message> batch(1);
     batch[0].enqueued_time = at("2024-01-01T00:00:00Z");
     batch[0].system_properties = {{"iothub-enqueuedtime", "2024-01-01T00:00:01.0000000Z"},
@@ -315,7 +315,7 @@ json::object object_of(const props& p) {
     return o;
 }
 
-TEST(routing_blob, json_is_one_record_per_line_with_json_bodies_inline) {
+TEST(blob_format, json_is_one_record_per_line_with_json_bodies_inline) {
     auto batch = sample_batch();
     auto blob = encode_blob(batch, blob_encoding::json);
     ASSERT_FALSE(blob.empty());
@@ -362,7 +362,7 @@ TEST(routing_blob, json_is_one_record_per_line_with_json_bodies_inline) {
     EXPECT_EQ(records[4]["EnqueuedTimeUtc"], json::value("2018-07-05T15:11:46.0000000Z"));
 }
 
-TEST(routing_blob, empty_batch_is_a_header_only_container_or_an_empty_blob) {
+TEST(blob_format, empty_batch_is_a_header_only_container_or_an_empty_blob) {
     for (auto [encoding, codec] : {std::pair{blob_encoding::avro, "null"},
                                    std::pair{blob_encoding::avro_deflate, "deflate"}}) {
         auto blob = encode_blob({}, encoding);
@@ -478,4 +478,4 @@ TEST_F(routing_blob_python, apache_avro_reads_many_blocks_and_empty_containers) 
 }
 
 }  // namespace
-}  // namespace iothub::routing
+}  // namespace iothub::endpoints

@@ -6,12 +6,17 @@
 
 #include "common/time.hpp"
 #include "routing/config.hpp"
+#include "routing/evaluation.hpp"
 #include "storage/event_log.hpp"
 
 #include <span>
 #include <string>
 
-namespace iothub::routing {
+namespace iothub::endpoints {
+
+using routing::blob_encoding;
+using routing::body_is_json;
+using routing::keyword_of;
 
 struct blob_message {
     sys_time enqueued_time;
@@ -28,4 +33,4 @@ struct blob_message {
 // cannot get memory, like any other allocation here.
 std::string encode_blob(std::span<const blob_message> messages, blob_encoding encoding);
 
-}  // namespace iothub::routing
+}  // namespace iothub::endpoints
