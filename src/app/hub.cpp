@@ -8,6 +8,9 @@
 #include "connections/connections.hpp"
 #include "device_api/device_api.hpp"
 #include "device_auth/device_auth.hpp"
+#include "endpoints/eventgrid.hpp"
+#include "endpoints/kafka_sink.hpp"
+#include "endpoints/webhook_sink.hpp"
 #include "file_upload/file_upload.hpp"
 #include "http/server.hpp"
 #include "hub_events/hub_events.hpp"
@@ -20,6 +23,7 @@
 #include "runtime/shards.hpp"
 #include "service_api/c2d_api.hpp"
 #include "service_api/certificates_api.hpp"
+#include "service_api/eventgrid_api.hpp"
 #include "service_api/files_api.hpp"
 #include "service_api/routing_api.hpp"
 #include "service_api/service_api.hpp"
@@ -157,6 +161,7 @@ struct hub::impl {
     std::unique_ptr<connections::connection_table> connections;
     std::unique_ptr<hub_events::publisher> hub_events;
     std::unique_ptr<routing::router> router;
+    std::unique_ptr<endpoints::event_grid> event_grid;
     std::unique_ptr<connections::activity_records> activity;
     std::unique_ptr<lifecycle::lifecycle_service> lifecycle;
     std::unique_ptr<certificates::ca_store> cas;
@@ -312,6 +317,20 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     rs.limits.max_endpoints = s.routing_max_endpoints;
     rs.limits.max_routes = s.routing_max_routes;
     rs.limits.max_enrichments = s.routing_max_enrichments;
+    rs.sinks = [kv = &im->storage->kv()](
+                   const routing::endpoint& e) -> result<std::unique_ptr<routing::sink>> {
+        switch (e.kind) {
+            case routing::endpoint_kind::webhook:
+                return endpoints::make_webhook_sink(e, *kv);
+            case routing::endpoint_kind::kafka:
+                return endpoints::make_kafka_sink(e, *kv);
+            default:
+                return error(errc::bad_request, "Delivery to " +
+                                                    std::string(routing::to_string(e.kind)) +
+                                                    " endpoints with a connection string is not "
+                                                    "built into this hub yet.");
+        }
+    };
     im->router = std::make_unique<routing::router>(
         *im->storage, *im->telemetry,
         [twins = im->twins.get()](std::string_view d,
@@ -337,6 +356,11 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         return error(r.error().code(), "Routing: " + r.error().message());
     service_api::add_routing_routes(im->routes,
                                     {*im->policies, *im->hosts, *im->router, rs.limits});
+    im->event_grid =
+        std::make_unique<endpoints::event_grid>(im->storage->kv(), *im->router, hub_name);
+    if (auto r = im->event_grid->start(); !r)
+        return error(r.error().code(), "Event Grid subscriptions: " + r.error().message());
+    service_api::add_event_grid_routes(im->routes, {*im->policies, *im->hosts, *im->event_grid});
     device_api::add_routes(im->routes, {*im->authenticator, *im->sessions,
                                         device_api::default_max_batch_bytes, im->files.get()});
     service_api::add_file_routes(im->routes, {*im->policies, *im->hosts, *im->files});
@@ -507,6 +531,7 @@ void hub::stop() {
         spdlog::warn("lastActivityTime not recorded: {}", r.error().message());
     im.lifecycle.reset();
     if (im.router) im.router->stop();  // its workers write cursors: before storage goes
+    im.event_grid.reset();             // after the taps that deliver for it
     im.c2d.reset();                    // before the storage it writes to
     im.files.reset();
     if (auto r = im.storage->flush(); !r)

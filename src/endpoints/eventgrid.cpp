@@ -54,8 +54,7 @@ result<std::uint32_t> bounded(const json::object& o, std::string_view key, std::
 }  // namespace
 
 result<event_subscription> parse_subscription(std::string_view name, std::string_view body) {
-    if (name.empty() || name.size() > 64 ||
-        !std::all_of(name.begin(), name.end(), [](char c) {
+    if (name.empty() || name.size() > 64 || !std::all_of(name.begin(), name.end(), [](char c) {
             return std::isalnum(static_cast<unsigned char>(c)) || c == '-';
         }))
         return error(errc::argument_invalid,
@@ -64,8 +63,7 @@ result<event_subscription> parse_subscription(std::string_view name, std::string
     auto doc = json::parse(body, ec);
     if (ec || !doc.is_object()) return error(errc::format_error, "The body must be a JSON object.");
     const json::object* props = &doc.get_object();
-    if (const auto* p = member(*props, "properties"); p && p->is_object())
-        props = &p->get_object();
+    if (const auto* p = member(*props, "properties"); p && p->is_object()) props = &p->get_object();
     event_subscription s;
     s.name = std::string(name);
 
@@ -210,7 +208,8 @@ class event_grid::sink final : public routing::sink {
             progress_done_ = i;
             const auto end = std::min(events.size(), i + sub_.max_events_per_batch);
             json::array body;
-            for (auto j = i; j < end; ++j) body.push_back(eg_.event_for(events[j], sub_.cloud_events));
+            for (auto j = i; j < end; ++j)
+                body.push_back(eg_.event_for(events[j], sub_.cloud_events));
             auto sent = post(body, "Notification", attempts_ + 1);
             if (!sent) {
                 ++attempts_;
@@ -262,22 +261,23 @@ class event_grid::sink final : public routing::sink {
         if (now < next_validation_)
             return error(errc::server_error, "The subscription awaits its validation.");
         const auto code = random_uuid();
-        json::array body{json::object{
-            {"id", random_uuid()},
-            {"topic", eg_.topic_},
-            {"subject", ""},
-            {"data", {{"validationCode", code}, {"validationUrl", nullptr}}},
-            {"eventType", "Microsoft.EventGrid.SubscriptionValidationEvent"},
-            {"eventTime", format_iso8601(iothub::now())},
-            {"metadataVersion", "1"},
-            {"dataVersion", "2"}}};
+        json::array body{
+            json::object{{"id", random_uuid()},
+                         {"topic", eg_.topic_},
+                         {"subject", ""},
+                         {"data", {{"validationCode", code}, {"validationUrl", nullptr}}},
+                         {"eventType", "Microsoft.EventGrid.SubscriptionValidationEvent"},
+                         {"eventTime", format_iso8601(iothub::now())},
+                         {"metadataVersion", "1"},
+                         {"dataVersion", "2"}}};
         auto sent = post(body, "SubscriptionValidation", 1);
         std::string why;
         if (sent) {
             boost::system::error_code ec;
             auto answer = json::parse(last_answer_, ec);
             const json::value* response = nullptr;
-            if (!ec && answer.is_object()) response = member(answer.get_object(), "validationResponse");
+            if (!ec && answer.is_object())
+                response = member(answer.get_object(), "validationResponse");
             if (response && response->is_string() && response->get_string() == code) {
                 sub_.validated = true;
                 validation_backoff_ = std::chrono::seconds(1);
@@ -290,10 +290,10 @@ class event_grid::sink final : public routing::sink {
             why = sent.error().message();
         }
         next_validation_ = now + validation_backoff_;
-        validation_backoff_ = std::min<std::chrono::milliseconds>(validation_backoff_ * 2,
-                                                                  std::chrono::minutes(1));
-        return error(errc::server_error, "The validation handshake with " + sub_.endpoint_url +
-                                             " failed: " + why);
+        validation_backoff_ =
+            std::min<std::chrono::milliseconds>(validation_backoff_ * 2, std::chrono::minutes(1));
+        return error(errc::server_error,
+                     "The validation handshake with " + sub_.endpoint_url + " failed: " + why);
     }
 
     void count(std::uint64_t delivered, std::uint64_t dropped) {
@@ -326,9 +326,10 @@ event_grid::event_grid(storage::kv_store& kv, routing::router& router, std::stri
     std::string upper = hub_name_;
     for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     // Azure's topic names the hub's ARM resource; a self-hosted hub has no subscription or group.
-    topic_ = "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/IOTHUB/PROVIDERS/"
-             "MICROSOFT.DEVICES/IOTHUBS/" +
-             upper;
+    topic_ =
+        "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/IOTHUB/PROVIDERS/"
+        "MICROSOFT.DEVICES/IOTHUBS/" +
+        upper;
 }
 
 namespace {
@@ -351,8 +352,8 @@ result<void> event_grid::start() {
             auto name = v.get_object().contains("name") ? v.at("name").as_string() : "";
             auto s = parse_subscription(std::string(name), e.data.value);
             if (!s) {
-                spdlog::warn("event grid: stored subscription '{}' ignored: {}",
-                             std::string(name), s.error().message());
+                spdlog::warn("event grid: stored subscription '{}' ignored: {}", std::string(name),
+                             s.error().message());
                 continue;
             }
             if (auto* val = v.get_object().if_contains("validated"); val && val->is_bool())
@@ -492,14 +493,17 @@ json::object event_grid::event_for(const storage::event_record& r, bool cloud_ev
                                   property(r.system_properties, "content-encoding")))
             body = json::parse(r.body, ec);
         if (body.is_null() || ec)
-            body = base64_encode(std::span(reinterpret_cast<const std::uint8_t*>(r.body.data()),
-                                           r.body.size()));
+            body = base64_encode(
+                std::span(reinterpret_cast<const std::uint8_t*>(r.body.data()), r.body.size()));
         json::object props, sys;
         for (const auto& [k, v] : r.application_properties) props[k] = v;
         for (const auto& [k, v] : r.system_properties) {
-            if (k == "content-type") sys["iothub-content-type"] = v;
-            else if (k == "content-encoding") sys["iothub-content-encoding"] = v;
-            else if (k.starts_with("iothub-")) sys[k] = v;
+            if (k == "content-type")
+                sys["iothub-content-type"] = v;
+            else if (k == "content-encoding")
+                sys["iothub-content-encoding"] = v;
+            else if (k.starts_with("iothub-"))
+                sys[k] = v;
         }
         sys["iothub-message-source"] = "Telemetry";
         data = {{"properties", props}, {"systemProperties", sys}, {"body", body}};
@@ -524,9 +528,14 @@ json::object event_grid::event_for(const storage::event_record& r, bool cloud_ev
     }
     auto subject = subject_of(r);
     if (cloud_events)
-        return json::object{{"id", id},          {"source", topic_},   {"specversion", "1.0"},
-                            {"type", type},      {"subject", subject}, {"time", time},
-                            {"datacontenttype", "application/json"},   {"data", data}};
+        return json::object{{"id", id},
+                            {"source", topic_},
+                            {"specversion", "1.0"},
+                            {"type", type},
+                            {"subject", subject},
+                            {"time", time},
+                            {"datacontenttype", "application/json"},
+                            {"data", data}};
     return json::object{{"id", id},
                         {"topic", topic_},
                         {"subject", subject},

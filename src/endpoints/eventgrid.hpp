@@ -7,7 +7,8 @@
 //    device messages a route sends to the built-in endpoint name `eventgrid`, as in Azure.
 //  - Each subscription is a routing tap: its own cursors, health and retries, so a slow receiver
 //    holds back only itself. It starts with what happens after it was created.
-//  - Before anything else, the validation handshake: a Microsoft.EventGrid.SubscriptionValidationEvent
+//  - Before anything else, the validation handshake: a
+//  Microsoft.EventGrid.SubscriptionValidationEvent
 //    POSTed with `aeg-event-type: SubscriptionValidation`, answered by a 2xx whose body is
 //    {"validationResponse": <the code>}. Until then the subscription is not active: its events are
 //    not sent (they are dropped and counted), and the handshake is retried with backoff.

@@ -13,7 +13,10 @@ class webhook_sink final : public routing::sink {
   public:
     webhook_sink(const routing::endpoint& e, http::url url, storage::kv_store& kv,
                  http::client_options options)
-        : name_(e.name), headers_(e.headers), client_(std::move(url), std::move(options)), kv_(kv) {}
+        : name_(e.name),
+          headers_(e.headers),
+          client_(std::move(url), std::move(options)),
+          kv_(kv) {}
 
     result<void> deliver(int, std::vector<storage::event_record> events,
                          storage::kv_write cursor) override {
@@ -31,8 +34,8 @@ class webhook_sink final : public routing::sink {
             auto r = client_.post(m.body, h);
             if (!r) return r.error();
             if (r->status < 200 || r->status > 299)
-                return error(errc::server_error, "The webhook answered HTTP " +
-                                                     std::to_string(r->status) + ".");
+                return error(errc::server_error,
+                             "The webhook answered HTTP " + std::to_string(r->status) + ".");
         }
         held_.hold(std::move(cursor));
         return {};

@@ -113,9 +113,8 @@ struct client::impl {
         run();
         if (ec) return failure("resolving " + origin.host, ec);
         tcp().expires_at(deadline);
-        tcp().async_connect(endpoints, [&](const boost::system::error_code& e, const auto&) {
-            ec = e;
-        });
+        tcp().async_connect(endpoints,
+                            [&](const boost::system::error_code& e, const auto&) { ec = e; });
         run();
         if (ec) return failure("connecting to " + origin.host, ec);
         if (origin.tls) {
@@ -132,8 +131,7 @@ struct client::impl {
     error failure(const std::string& what, const boost::system::error_code& ec) {
         close();
         const bool timeout = ec == beast::error::timeout;
-        return error(errc::server_error,
-                     what + (timeout ? ": timed out" : ": " + ec.message()));
+        return error(errc::server_error, what + (timeout ? ": timed out" : ": " + ec.message()));
     }
 
     void close() {
@@ -145,7 +143,8 @@ struct client::impl {
     template <class Stream>
     result<client_response> exchange(Stream& s, bhttp::request<bhttp::string_body>& req) {
         boost::system::error_code ec;
-        bhttp::async_write(s, req, [&](const boost::system::error_code& e, std::size_t) { ec = e; });
+        bhttp::async_write(s, req,
+                           [&](const boost::system::error_code& e, std::size_t) { ec = e; });
         run();
         if (ec) return failure("sending to " + origin.host, ec);
         bhttp::response_parser<bhttp::string_body> parser;

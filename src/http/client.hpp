@@ -33,7 +33,7 @@ struct client_response {
 };
 
 struct client_options {
-    std::chrono::milliseconds timeout{30000};  // connect, send and receive together
+    std::chrono::milliseconds timeout{30000};           // connect, send and receive together
     std::vector<std::filesystem::path> extra_ca_files;  // trusted besides the system's
 };
 

@@ -3,7 +3,6 @@
 // that leads there.
 #include "endpoints/eventgrid.hpp"
 #include "endpoints/webhook_sink.hpp"
-
 #include "storage/engine.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
@@ -12,11 +11,10 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
-#include <sys/socket.h>
-
 #include <condition_variable>
 #include <functional>
 #include <future>
+#include <sys/socket.h>
 #include <thread>
 
 namespace iothub::endpoints {
@@ -179,7 +177,8 @@ TEST(webhook, a_refusal_or_a_dead_receiver_fails_the_batch_and_keeps_the_cursor)
     quick.timeout = 2s;
     auto dead = make_webhook_sink(e, engine->kv(), quick);
     ASSERT_TRUE(dead);
-    EXPECT_FALSE((*dead)->deliver(0, {telemetry("d1", "{}")}, {storage::kv_write::op::put, "c", "1"}));
+    EXPECT_FALSE(
+        (*dead)->deliver(0, {telemetry("d1", "{}")}, {storage::kv_write::op::put, "c", "1"}));
 }
 
 class EventGrid : public ::testing::Test {
@@ -189,7 +188,8 @@ class EventGrid : public ::testing::Test {
         s.hub_name = "hub1";
         s.first_retry = 10ms;
         s.max_retry = 50ms;
-        router_ = std::make_unique<routing::router>(*engine_, telemetry_, routing::twin_lookup{}, s);
+        router_ =
+            std::make_unique<routing::router>(*engine_, telemetry_, routing::twin_lookup{}, s);
         ASSERT_TRUE(router_->start());
         http::client_options quick;
         quick.timeout = 2s;
@@ -219,8 +219,9 @@ class EventGrid : public ::testing::Test {
     }
     event_subscription subscribe(const std::string& url, std::string extra = "") {
         auto s = parse_subscription(
-            "sub1", R"({"properties":{"destination":{"endpointType":"WebHook","properties":{"endpointUrl":")" +
-                        url + R"("}})" + extra + "}}");
+            "sub1",
+            R"({"properties":{"destination":{"endpointType":"WebHook","properties":{"endpointUrl":")" +
+                url + R"("}})" + extra + "}}");
         EXPECT_TRUE(s) << (s ? "" : s.error().message());
         auto put = grid_->put(*s);
         EXPECT_TRUE(put);
@@ -236,8 +237,10 @@ class EventGrid : public ::testing::Test {
 // Answers the handshake by echoing the code; 2xx to the rest.
 receiver::responder validating() {
     return [](const receiver::request& r) -> std::pair<int, std::string> {
-        if (r.headers.count("aeg-event-type") && r.headers.at("aeg-event-type") == "SubscriptionValidation") {
-            auto code = json::parse(r.body).as_array()[0].at("data").at("validationCode").as_string();
+        if (r.headers.count("aeg-event-type") &&
+            r.headers.at("aeg-event-type") == "SubscriptionValidation") {
+            auto code =
+                json::parse(r.body).as_array()[0].at("data").at("validationCode").as_string();
             return {200, json::serialize(json::object{{"validationResponse", code}})};
         }
         return {200, ""};
@@ -309,8 +312,7 @@ TEST_F(EventGrid, FiltersAndCloudEventsSchema) {
 TEST_F(EventGrid, RetriesThenDropsAfterThePolicy) {
     std::atomic<int> notifications{0};
     receiver rx([&](const receiver::request& r) -> std::pair<int, std::string> {
-        if (r.headers.at("aeg-event-type") == "SubscriptionValidation")
-            return validating()(r);
+        if (r.headers.at("aeg-event-type") == "SubscriptionValidation") return validating()(r);
         ++notifications;
         return {503, "busy"};
     });
@@ -331,14 +333,16 @@ TEST(EventGridSubscription, BadDocumentsAreRefused) {
     EXPECT_FALSE(parse_subscription("bad name!", R"({"destination":{}})"));
     EXPECT_FALSE(parse_subscription("s", R"({"destination":{"endpointType":"EventHub"}})"));
     EXPECT_FALSE(parse_subscription(
-        "s", R"({"destination":{"endpointType":"WebHook","properties":{"endpointUrl":"ftp://x"}}})"));
+        "s",
+        R"({"destination":{"endpointType":"WebHook","properties":{"endpointUrl":"ftp://x"}}})"));
     auto unknown = parse_subscription(
         "s", R"({"destination":{"endpointType":"WebHook","properties":{"endpointUrl":"http://x/"}},
                  "filter":{"includedEventTypes":["Microsoft.Devices.Nope"]}})");
     ASSERT_FALSE(unknown);
     EXPECT_NE(unknown.error().message().find("Nope"), std::string::npos);
     auto bare = parse_subscription(
-        "s", R"({"destination":{"endpointType":"webhook","properties":{"endpointUrl":"https://x/"}}})");
+        "s",
+        R"({"destination":{"endpointType":"webhook","properties":{"endpointUrl":"https://x/"}}})");
     ASSERT_TRUE(bare) << "a bare properties object is accepted";
     EXPECT_EQ(bare->max_delivery_attempts, 30u);
     EXPECT_EQ(bare->event_ttl_minutes, 1440u);
