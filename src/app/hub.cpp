@@ -8,6 +8,7 @@
 #include "connections/connections.hpp"
 #include "device_api/device_api.hpp"
 #include "device_auth/device_auth.hpp"
+#include "endpoints/blob_sink.hpp"
 #include "endpoints/eventgrid.hpp"
 #include "endpoints/kafka_sink.hpp"
 #include "endpoints/webhook_sink.hpp"
@@ -162,6 +163,7 @@ struct hub::impl {
     std::unique_ptr<hub_events::publisher> hub_events;
     std::unique_ptr<routing::router> router;
     std::unique_ptr<endpoints::event_grid> event_grid;
+    std::unique_ptr<file_upload::blob_containers> blobs;
     std::unique_ptr<connections::activity_records> activity;
     std::unique_ptr<lifecycle::lifecycle_service> lifecycle;
     std::unique_ptr<certificates::ca_store> cas;
@@ -317,19 +319,25 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     rs.limits.max_endpoints = s.routing_max_endpoints;
     rs.limits.max_routes = s.routing_max_routes;
     rs.limits.max_enrichments = s.routing_max_enrichments;
-    rs.sinks = [kv = &im->storage->kv()](
-                   const routing::endpoint& e) -> result<std::unique_ptr<routing::sink>> {
+    im->blobs =
+        std::make_unique<file_upload::blob_containers>(im->storage->kv(), s.data_dir / "routed");
+    rs.sinks = [kv = &im->storage->kv(), blobs = im->blobs.get(),
+                hub_name](const routing::endpoint& e) -> result<std::unique_ptr<routing::sink>> {
         switch (e.kind) {
+            case routing::endpoint_kind::storage_container:
+                if (e.connection_string.empty())
+                    return endpoints::make_blob_sink(e, *blobs, *kv, hub_name);
+                break;
             case routing::endpoint_kind::webhook:
                 return endpoints::make_webhook_sink(e, *kv);
             case routing::endpoint_kind::kafka:
                 return endpoints::make_kafka_sink(e, *kv);
             default:
-                return error(errc::bad_request, "Delivery to " +
-                                                    std::string(routing::to_string(e.kind)) +
-                                                    " endpoints with a connection string is not "
-                                                    "built into this hub yet.");
+                break;
         }
+        return error(errc::bad_request, "Delivery to " + std::string(routing::to_string(e.kind)) +
+                                            " endpoints with a connection string is not "
+                                            "built into this hub yet.");
     };
     im->router = std::make_unique<routing::router>(
         *im->storage, *im->telemetry,
@@ -373,6 +381,8 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
              auto t = std::make_shared<boost::asio::steady_timer>(timers, delay);
              t->async_wait([t, fn = std::move(fn)](const boost::system::error_code&) { fn(); });
          }});
+    // Last: `/{container}` must not shadow any API path.
+    device_api::add_blob_read_routes(im->routes, {*im->blobs, *im->policies});
 
     im->mqtt = std::make_unique<mqtt::server>(*im->shards, *im->sessions, mqtt::server_settings{});
 

@@ -8,6 +8,7 @@
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
 #include "common/time.hpp"
+#include "file_upload/blob_containers.hpp"
 
 #include <boost/json.hpp>
 
@@ -685,6 +686,11 @@ void add_commands(CLI::App& app, int& exit_code) {
     auto event_hubs = std::make_shared<bool>(false);
     cs->add_flag("--event-hubs", *event_hubs,
                  "Print the Event Hubs-compatible connection string (Endpoint=sb://...) instead");
+    auto storage = std::make_shared<bool>(false);
+    cs->add_flag("--storage", *storage,
+                 "Print a Blob storage connection string (BlobEndpoint=...;SharedAccessSignature="
+                 "...) that reads the containers routing writes, valid for a year")
+        ->excludes("--event-hubs");
     cs->final_callback([=] {
         run([=] {
             auto hub = connect(*inv, false);
@@ -692,6 +698,16 @@ void add_commands(CLI::App& app, int& exit_code) {
             for (const auto& p : hub.local->policies) {
                 if (p.name != hub.policy) continue;
                 const auto& key = inv->key_type == "secondary" ? p.secondary_key : p.primary_key;
+                if (*storage) {
+                    auth::access_policy signer = p;
+                    signer.primary_key = key;
+                    std::cout << "BlobEndpoint=https://" << hub.hostname
+                              << "/;SharedAccessSignature="
+                              << file_upload::sign_account_sas(
+                                     signer, iothub::now() + std::chrono::hours(24 * 365))
+                              << "\n";
+                    continue;
+                }
                 std::cout << (*event_hubs
                                   ? auth::event_hubs_connection_string(hub.hostname, p.name, key)
                                   : auth::service_connection_string(hub.hostname, p.name, key))

@@ -16,6 +16,7 @@
 #pragma once
 
 #include "device_auth/device_auth.hpp"
+#include "file_upload/blob_containers.hpp"
 #include "file_upload/file_upload.hpp"
 #include "http/router.hpp"
 #include "session/device_session.hpp"
@@ -41,5 +42,13 @@ result<device_auth::device_principal> authenticate(device_auth::device_authentic
 // File upload: the device's session calls and the blob endpoint (files.cpp).
 void add_file_routes(http::router& routes, device_auth::device_authenticator& auth,
                      file_upload::file_upload_service& files);
+
+// Reads of the containers the hub writes (routing's storage endpoints), under an account SAS
+// (blob_reads.cpp). Register last: `/{container}` would otherwise shadow API paths.
+struct blob_read_context {
+    file_upload::blob_containers& blobs;
+    const auth::policy_set& policies;
+};
+void add_blob_read_routes(http::router& routes, blob_read_context ctx);
 
 }  // namespace iothub::device_api

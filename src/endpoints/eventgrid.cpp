@@ -332,6 +332,11 @@ event_grid::event_grid(storage::kv_store& kv, routing::router& router, std::stri
         upper;
 }
 
+event_grid::~event_grid() {
+    if (auto r = router_.set_taps({}); !r)
+        spdlog::warn("event grid: subscriptions not stopped: {}", r.error().message());
+}
+
 namespace {
 json::object stored_form(const event_subscription& s) {
     auto o = to_json(s);

@@ -64,6 +64,10 @@ class event_grid {
   public:
     event_grid(storage::kv_store& kv, routing::router& router, std::string hub_name,
                http::client_options client = {});
+    // Takes its taps out of the router first: their sinks refer to it.
+    ~event_grid();
+    event_grid(const event_grid&) = delete;
+    event_grid& operator=(const event_grid&) = delete;
 
     // Loads the stored subscriptions and puts them in force.
     result<void> start();

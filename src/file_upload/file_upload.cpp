@@ -2,6 +2,7 @@
 
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
+#include "file_upload/detail/output_file.hpp"
 #include "queue/peek_lock_queue.hpp"
 
 #include <boost/json.hpp>
@@ -20,6 +21,7 @@
 namespace iothub::file_upload {
 namespace json = boost::json;
 namespace fs = std::filesystem;
+using detail::output_file;
 
 namespace {
 
@@ -96,37 +98,6 @@ std::optional<file_notification> notification_from(std::string_view text) {
 error io_error(const std::string& what) {
     return error(errc::server_error, what + ": " + std::strerror(errno));
 }
-
-// Writes through a file descriptor so the data can be fsync'ed before it is renamed into place.
-class output_file {
-  public:
-    explicit output_file(const fs::path& p)
-        : fd_(::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) {}
-    ~output_file() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    output_file(const output_file&) = delete;
-    output_file& operator=(const output_file&) = delete;
-    bool ok() const { return fd_ >= 0; }
-    bool write(std::string_view data) {
-        while (!data.empty()) {
-            auto n = ::write(fd_, data.data(), data.size());
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) return false;
-            data.remove_prefix(static_cast<std::size_t>(n));
-        }
-        return true;
-    }
-    bool finish() {
-        bool good = ::fsync(fd_) == 0;
-        good = ::close(fd_) == 0 && good;
-        fd_ = -1;
-        return good;
-    }
-
-  private:
-    int fd_;
-};
 
 }  // namespace
 

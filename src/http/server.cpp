@@ -53,7 +53,10 @@ bhttp::response<bhttp::string_body> to_beast(response r, unsigned version, bool 
     for (auto& [k, v] : r.headers) out.set(k, v);
     out.body() = std::move(r.body);
     out.keep_alive(keep_alive);
-    out.prepare_payload();
+    // An answer to HEAD states the length of the body it does not carry.
+    const bool head_answer =
+        out.body().empty() && out.find(bhttp::field::content_length) != out.end();
+    if (!head_answer) out.prepare_payload();
     return out;
 }
 

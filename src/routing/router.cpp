@@ -276,8 +276,7 @@ class router::worker {
             take = hub_events_ && hub_events_(e.record);
             for (const auto& route : config.routes) {
                 if (take) break;
-                if (!route.enabled || route.from != *from ||
-                    !iequals(route.endpoint, target_name_))
+                if (!route.enabled || route.from != *from || !iequals(route.endpoint, target_name_))
                     continue;
                 auto t = view.evaluate(route.condition);
                 if (t == query::truth::undefined) ++r_.undefined_;
@@ -287,6 +286,13 @@ class router::worker {
         if (!take) return false;
         out = e.record;
         out.stamp.reset();  // read() folded it into the system properties
+        // When the hub took it, as endpoints show it; the copy is enqueued again later.
+        bool stamped = false;
+        for (const auto& [k, v] : out.system_properties)
+            stamped = stamped || k == "iothub-enqueuedtime";
+        if (!stamped)
+            out.system_properties.emplace_back("iothub-enqueuedtime",
+                                               format_iso8601(e.enqueued_time));
         for (const auto& en : config.enrichments) {
             bool here = false;
             for (const auto& name : en.endpoints) here = here || iequals(name, target_name_);
@@ -326,8 +332,8 @@ class router::worker {
         std::vector<std::pair<storage::event_log*, std::uint64_t>> watches;
         for (auto& s : sources_)
             for (std::size_t p = 0; p < s.next.size(); ++p)
-                watches.emplace_back(s.log, s.log->watch(static_cast<int>(p), s.next[p],
-                                                         [this] { wake(); }));
+                watches.emplace_back(
+                    s.log, s.log->watch(static_cast<int>(p), s.next[p], [this] { wake(); }));
         wait(idle_interval);
         for (auto& [log, token] : watches) log->unwatch(token);
     }
@@ -371,8 +377,8 @@ class router::worker {
     std::unique_ptr<sink> sink_;
     std::string undeliverable_;
     twin_lookup lookup_;
-    std::unordered_map<std::string, std::pair<std::chrono::steady_clock::time_point,
-                                              std::optional<json::object>>>
+    std::unordered_map<
+        std::string, std::pair<std::chrono::steady_clock::time_point, std::optional<json::object>>>
         twins_;
     std::vector<source_cursor> sources_;
 
@@ -427,6 +433,8 @@ result<void> router::start(std::optional<routing_config> initial) {
 }
 
 void router::stop() {
+    std::lock_guard one(replace_mutex_);
+    stopped_ = true;
     std::map<std::string, std::unique_ptr<worker>> doomed;
     {
         std::lock_guard lock(mutex_);
@@ -442,7 +450,7 @@ std::shared_ptr<const routing_config> router::config() const {
 
 result<void> router::replace(routing_config c) {
     std::lock_guard one(replace_mutex_);
-    if (!ingest_) return error(errc::server_error, "Routing has not started.");
+    if (!ingest_ || stopped_) return error(errc::server_error, "Routing is not running.");
     auto text = json::serialize(to_json(c));
     if (auto r = engine_.kv().put(config_key, text); !r) return r.error();
     return apply(std::make_shared<routing_config>(std::move(c)), true);
@@ -554,7 +562,7 @@ result<void> router::set_taps(std::vector<tap> taps) {
         std::lock_guard lock(mutex_);
         taps_ = std::move(taps);
     }
-    if (!ingest_) return {};  // start() puts them in force
+    if (!ingest_ || stopped_) return {};  // start() puts them in force; a stopped router stays so
     return apply(config(), true);
 }
 

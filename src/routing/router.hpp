@@ -132,8 +132,9 @@ class router {
     std::shared_ptr<const routing_config> config_;
     std::map<std::string, std::unique_ptr<worker>> workers_;  // by lower-case endpoint name
     std::vector<tap> taps_;
-    std::map<std::string, storage::event_log*> hosted_;       // by lower-case endpoint name
-    std::mutex replace_mutex_;                                // one replace at a time
+    std::map<std::string, storage::event_log*> hosted_;  // by lower-case endpoint name
+    std::mutex replace_mutex_;                           // one replace at a time
+    bool stopped_ = false;                               // under replace_mutex_
 
     std::atomic<bool> direct_wanted_{true};
     std::atomic<std::uint64_t> undefined_{0}, orphaned_{0}, too_large_{0};

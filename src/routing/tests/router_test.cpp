@@ -166,6 +166,11 @@ TEST_P(Router, MatchedMessagesGoToTheirEndpointAndTheRestToTheFallback) {
     for (const auto& e : events)
         devices.insert(property(e.record.system_properties, "iothub-connection-device-id"));
     EXPECT_EQ(devices, (std::set<std::string>{"d3", "d4"}));
+    // The hot endpoint's worker counts d4's undefined condition when it reads it.
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (router_->counters().undefined_evaluations < 1 &&
+           std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(5ms);
     EXPECT_GE(router_->counters().undefined_evaluations, 1u);
     for (const auto& h : router_->health())
         if (iequals(h.endpoint, "hot")) {
