@@ -294,20 +294,6 @@ void add_certificate_commands(CLI::App& app, const std::shared_ptr<invocation>& 
     });
 }
 
-// Reads a JSON argument given inline or as @file.
-json::value json_argument(const std::string& text, const std::string& what) {
-    std::string content = text;
-    if (!text.empty() && text.front() == '@') {
-        std::ifstream in(text.substr(1));
-        if (!in) throw failure{"Cannot read " + text.substr(1) + "."};
-        content.assign(std::istreambuf_iterator<char>(in), {});
-    }
-    boost::system::error_code ec;
-    auto v = json::parse(content, ec);
-    if (ec) throw failure{what + " is not valid JSON: " + ec.message()};
-    return v;
-}
-
 std::string twin_path(const invocation& inv, std::string_view action = {}) {
     std::string p = "/twins/" + percent_encode(inv.device_id);
     if (!inv.module_id.empty()) p += "/modules/" + percent_encode(inv.module_id);
@@ -341,12 +327,7 @@ void c2d_send(const invocation& inv, c2d_options o) {
         if (!in) throw failure{"Cannot read " + o.body_file + "."};
         m.body.assign(std::istreambuf_iterator<char>(in), {});
     }
-    for (const auto& p : o.properties) {
-        auto eq = p.find('=');
-        if (eq == 0 || eq == std::string::npos)
-            throw failure{"--property takes key=value, not '" + p + "'."};
-        m.properties.emplace_back(p.substr(0, eq), p.substr(eq + 1));
-    }
+    for (const auto& p : o.properties) m.properties.push_back(key_value(p, "--property"));
     if (o.expiry < 0) throw failure{"--expiry must not be negative."};
     if (o.expiry) m.expiry_ms = (unix_seconds(now()) + o.expiry) * 1000;
     // The hub correlates feedback by message id, so every message gets one.
@@ -724,6 +705,7 @@ void add_commands(CLI::App& app, int& exit_code) {
     add_file_commands(app, inv, run);
     add_method_commands(app, inv, run);
     add_query_command(app, inv, run);
+    add_routing_commands(app, inv, run);
 
     auto* stats = app.add_subcommand("stats", "Registry and connection statistics");
     stats->final_callback([=] {

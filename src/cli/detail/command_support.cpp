@@ -1,6 +1,8 @@
 #include "cli/detail/command_support.hpp"
 
+#include <fstream>
 #include <iostream>
+#include <iterator>
 
 namespace iothub::cli::detail {
 
@@ -21,6 +23,28 @@ json::value request_json(const hub_access& hub, const std::string& method,
     auto v = json::parse(r->body, ec);
     if (ec) throw failure{"The hub answered with invalid JSON: " + ec.message()};
     return v;
+}
+
+std::string read_input(const std::string& path) {
+    if (path == "-") return std::string((std::istreambuf_iterator<char>(std::cin)), {});
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw failure{"Cannot read " + path + "."};
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+json::value json_argument(const std::string& text, const std::string& what) {
+    std::string content = !text.empty() && text.front() == '@' ? read_input(text.substr(1)) : text;
+    boost::system::error_code ec;
+    auto v = json::parse(content, ec);
+    if (ec) throw failure{what + " is not valid JSON: " + ec.message()};
+    return v;
+}
+
+std::pair<std::string, std::string> key_value(const std::string& text, const std::string& option) {
+    auto eq = text.find('=');
+    if (eq == 0 || eq == std::string::npos)
+        throw failure{option + " takes key=value, not '" + text + "'."};
+    return {text.substr(0, eq), text.substr(eq + 1)};
 }
 
 void print_pretty(std::ostream& out, const json::value& v, int indent) {

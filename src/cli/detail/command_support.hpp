@@ -41,11 +41,25 @@ json::value request_json(const hub_access& hub, const std::string& method,
                          const std::string& target, const std::string& body = {},
                          const std::vector<std::pair<std::string, std::string>>& headers = {});
 
+// The text of a file, or of stdin for "-".
+std::string read_input(const std::string& path);
+
+// Reads a JSON argument given inline or as @file.
+json::value json_argument(const std::string& text, const std::string& what);
+
+// Splits a `key=value` argument of `option`; the value may contain '=' but the key may not be
+// empty.
+std::pair<std::string, std::string> key_value(const std::string& text, const std::string& option);
+
 // Runs a command body, turning a failure into a message and exit status 1.
 using runner = std::function<void(std::function<void()>)>;
 
 // `iothub monitor` (monitor.cpp).
 void add_monitor_command(CLI::App& app, const std::shared_ptr<invocation>& inv, const runner& run);
+
+// `iothub routing`, `endpoint`, `route`, `enrichment` and `event-subscription`
+// (routing_commands.cpp).
+void add_routing_commands(CLI::App& app, const std::shared_ptr<invocation>& inv, const runner& run);
 
 void print_pretty(std::ostream& out, const json::value& v, int indent);
 // JSON for people, to stdout.
