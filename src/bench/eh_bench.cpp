@@ -35,6 +35,9 @@ struct eh_options {
     int server_pid = 0;
     std::string prefix = "ehbench-";
     std::string consumer_group = "$Default";
+    std::string entity;      // read a hosted event hub (a routing endpoint) instead
+    bool json_body = false;  // JSON bodies, sent as application/json in UTF-8
+    std::string properties;  // application properties on every message: "k=v&k2=v2"
     bool json_output = false;
 };
 
@@ -45,13 +48,20 @@ std::int64_t steady_ns() {
 
 // The body: "<run> <seq> <send time ns> " and padding. Events of other runs (or other writers)
 // in the stream are counted apart.
-std::string body_of(const std::string& run, std::size_t seq, std::size_t payload) {
+// With `json`, the same as a JSON object routes can read: {"r":"<run> <seq> <ns> ","pad":"x.."}.
+std::string body_of(const std::string& run, std::size_t seq, std::size_t payload, bool json) {
     std::string b = run + " " + std::to_string(seq) + " " + std::to_string(steady_ns()) + " ";
+    if (json) {
+        std::string out = R"({"r":")" + b + R"(","seq":)" + std::to_string(seq) + R"(,"pad":")";
+        if (out.size() + 2 < payload) out.append(payload - out.size() - 2, 'x');
+        return out + "\"}";
+    }
     if (b.size() < payload) b.append(payload - b.size(), 'x');
     return b;
 }
 
 bool parse_body(std::string_view b, std::string_view run, std::int64_t& sent_ns) {
+    if (b.starts_with(R"({"r":")")) b.remove_prefix(6);
     if (b.substr(0, run.size()) != run || b.size() <= run.size() + 1) return false;
     b.remove_prefix(run.size() + 1);
     auto space = b.find(' ');
@@ -96,6 +106,7 @@ json::object run(const eh_options& o) {
     tally t;
     cli::eh_reader_options ro;
     ro.consumer_group = o.consumer_group;
+    ro.entity = o.entity;
     ro.start.kind = cli::eh_start::latest;
     ro.on_event = [&t, &run_id](const cli::eh_event& e) {
         const auto at = steady_ns();
@@ -135,8 +146,11 @@ json::object run(const eh_options& o) {
         const std::size_t share = o.count / o.devices + (i < o.count % o.devices ? 1 : 0);
         writers.emplace_back([&, i, share] {
             auto& dev = *devices[i];
+            std::string bag = o.properties;
+            if (o.json_body)
+                bag += std::string(bag.empty() ? "" : "&") + "$.ct=application%2Fjson&$.ce=utf-8";
             const std::string topic =
-                "devices/" + o.prefix + std::to_string(i) + "/messages/events/";
+                "devices/" + o.prefix + std::to_string(i) + "/messages/events/" + bag;
             const auto interval = o.rate > 0 ? std::chrono::nanoseconds(static_cast<std::int64_t>(
                                                    1e9 * static_cast<double>(o.devices) / o.rate))
                                              : std::chrono::nanoseconds(0);
@@ -148,7 +162,7 @@ json::object run(const eh_options& o) {
                         std::this_thread::sleep_until(next);
                         next += interval;
                     }
-                    dev.publish(topic, body_of(run_id, i * o.count + k, o.payload));
+                    dev.publish(topic, body_of(run_id, i * o.count + k, o.payload, o.json_body));
                     ++sent;
                 }
             } catch (const std::exception& e) {
@@ -222,6 +236,13 @@ void add_eh_command(CLI::App& app, int& exit_code) {
                     "Seconds to wait for the reader after the last write (default 10)");
     cmd->add_flag("--mqtt-plain", o->plain, "Devices over plain TCP (serve --mqtt-plain)");
     cmd->add_option("-g,--consumer-group", o->consumer_group, "Consumer group (default $Default)");
+    cmd->add_option("--entity", o->entity,
+                    "Read this event hub that a routing endpoint hosts instead of the built-in one");
+    cmd->add_flag("--json-body", o->json_body,
+                  "JSON bodies sent as application/json, utf-8 (routes can read $body)");
+    cmd->add_option("--properties", o->properties,
+                    "Application properties on every message, as a topic's property bag: "
+                    "k=v&k2=v2");
     cmd->add_option("--server-pid", o->server_pid,
                     "The hub's pid for CPU time (default: from runtime.json)");
     cmd->add_option("--prefix", o->prefix, "Device id prefix (default ehbench-)");

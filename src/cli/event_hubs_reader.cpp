@@ -108,7 +108,9 @@ struct event_hubs_reader::impl : proton::messaging_handler {
     std::size_t opened = 0;
 
     impl(hub_access h, eh_reader_options o)
-        : hub(std::move(h)), options(std::move(o)), entity(auth::event_hub_name(hub.hostname)) {}
+        : hub(std::move(h)),
+          options(std::move(o)),
+          entity(options.entity.empty() ? auth::event_hub_name(hub.hostname) : options.entity) {}
 
     std::string token() const {
         return auth::make_sas_token("sb://" + hub.hostname + "/" + entity, hub.key,

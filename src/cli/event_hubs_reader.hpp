@@ -43,6 +43,7 @@ struct eh_event {
 };
 
 struct eh_reader_options {
+    std::string entity;  // empty: the built-in endpoint; else an event hub routing hosts
     std::string consumer_group = "$Default";
     std::vector<int> partitions;  // empty: every partition the hub reports
     eh_start start;

@@ -126,7 +126,10 @@ std::string_view to_string(truth t) {
     }
 }
 
-condition::condition(std::shared_ptr<const detail::plan> plan) : plan_(std::move(plan)) {}
+condition::condition(std::shared_ptr<const detail::plan> plan) : plan_(std::move(plan)) {
+    reads_body_ = refers_to("$body");
+    reads_twin_ = refers_to("$twin");
+}
 
 truth condition::evaluate(const json::object& row) const {
     if (!plan_) return truth::true_;

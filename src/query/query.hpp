@@ -102,12 +102,17 @@ class condition {
     // Whether any path starts with `name` (case-insensitive), e.g. "$body" or "$twin": the row
     // needs that part only then, and it can be costly to build.
     bool refers_to(std::string_view name) const;
+    // refers_to("$body") and refers_to("$twin"), worked out once at parse time: asked per message.
+    bool reads_body() const { return reads_body_; }
+    bool reads_twin() const { return reads_twin_; }
 
   private:
     friend result<condition> parse_condition(std::string_view text);
     explicit condition(std::shared_ptr<const detail::plan> plan);
 
     std::shared_ptr<const detail::plan> plan_;
+    bool reads_body_ = false;
+    bool reads_twin_ = false;
 };
 
 // Errors as parse()'s, e.g. "Syntax error at position 7: expected an expression but found end".

@@ -110,8 +110,8 @@ void message_view::need_twin() {
 }
 
 query::truth message_view::evaluate(const query::condition& c) {
-    if (c.refers_to("$body")) need_body();
-    if (c.refers_to("$twin")) need_twin();
+    if (c.reads_body()) need_body();
+    if (c.reads_twin()) need_twin();
     return c.evaluate(row_);
 }
 

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
+#include <deque>
 #include <future>
 #include <thread>
 #include <unordered_map>
@@ -89,6 +90,81 @@ class log_sink final : public sink {
     storage::event_log& log_;
     storage::kv_store& kv_;
     held_cursors held_;
+};
+
+// The outcome of every route for one message, computed by the first worker that reads it and
+// shared by the others: the body is parsed and each condition evaluated once per message, not
+// once per endpoint. Entry i is route i of the configuration (false when it is disabled or of
+// another source); the last is the fallback's condition. Kept for the most recent messages only;
+// a worker far behind the others computes its own.
+class router::evaluations {
+  public:
+    using outcomes = std::shared_ptr<const std::vector<query::truth>>;
+
+    outcomes find(std::uint64_t generation, std::uint64_t key) {
+        std::lock_guard lock(mutex_);
+        auto it = map_.find(key);
+        if (it == map_.end() || it->second.first != generation) return nullptr;
+        return it->second.second;
+    }
+    void put(std::uint64_t generation, std::uint64_t key, outcomes o) {
+        std::lock_guard lock(mutex_);
+        auto [it, inserted] = map_.insert_or_assign(key, std::pair{generation, std::move(o)});
+        if (inserted) order_.push_back(key);
+        while (order_.size() > capacity) {
+            map_.erase(order_.front());
+            order_.pop_front();
+        }
+    }
+    // Source log, partition and sequence number in one key.
+    static std::uint64_t key(int source, int partition, std::uint64_t sequence) {
+        return (static_cast<std::uint64_t>(source) << 62) |
+               (static_cast<std::uint64_t>(partition) << 56) | (sequence & ((1ull << 56) - 1));
+    }
+
+  private:
+    static constexpr std::size_t capacity = 1 << 16;
+    std::mutex mutex_;
+    std::unordered_map<std::uint64_t, std::pair<std::uint64_t, outcomes>> map_;
+    std::deque<std::uint64_t> order_;
+};
+
+// Batches read from the source logs, shared by the workers: every endpoint reads every message,
+// and one read from storage serves them all. A worker gets the cached batch that holds its
+// position (from that position on), or reads a new one; a few recent batches are kept per
+// partition, so a worker far behind reads for itself.
+class router::reads {
+  public:
+    using batch = std::shared_ptr<const std::vector<storage::stored_event>>;
+
+    // The events from `from` on: a batch and the index of `from` in it (size() when empty).
+    result<std::pair<batch, std::size_t>> read(storage::event_log& log, int source,
+                                               int partition, std::uint64_t from,
+                                               std::size_t max) {
+        std::deque<batch>* recent = nullptr;
+        {
+            std::lock_guard lock(mutex_);
+            recent = &recent_[{source, partition}];  // map nodes stay where they are
+            for (const auto& b : *recent) {
+                const auto first = b->front().sequence_number;
+                if (from >= first && from <= b->back().sequence_number)
+                    return std::pair{b, static_cast<std::size_t>(from - first)};
+            }
+        }
+        auto fresh = log.read(partition, from, max);
+        if (!fresh) return fresh.error();
+        auto b = std::make_shared<const std::vector<storage::stored_event>>(std::move(*fresh));
+        if (b->empty()) return std::pair{b, std::size_t{0}};
+        std::lock_guard lock(mutex_);
+        recent->push_back(b);
+        if (recent->size() > kept) recent->pop_front();
+        return std::pair{b, std::size_t{0}};
+    }
+
+  private:
+    static constexpr std::size_t kept = 8;
+    std::mutex mutex_;
+    std::map<std::pair<int, int>, std::deque<batch>> recent_;
 };
 
 struct router::worker_spec {
@@ -200,9 +276,9 @@ class router::worker {
                 wait(std::chrono::hours(1));
                 continue;
             }
-            auto config = r_.config();
+            auto [config, generation] = r_.current();
             bool progressed = false;
-            auto outcome = pass(*config, progressed);
+            auto outcome = pass(*config, generation, progressed);
             if (outcome && !progressed) outcome = sink_->flush(iothub::now(), false);
             if (!outcome) {
                 failed(outcome.error().message());
@@ -211,7 +287,13 @@ class router::worker {
                 continue;
             }
             backoff = r_.settings_.first_retry;
-            if (progressed) continue;
+            if (progressed) {
+                // Under a steady stream a pass finds a few messages each time: waking every
+                // worker for each commit costs more than the work. Small passes wait a moment
+                // for more (the latency this adds is bounded by `gather`).
+                if (read_ < r_.settings_.read_batch / 4) pause(r_.settings_.gather);
+                continue;
+            }
             if (target_name_ == builtin_events && r_.direct_wanted_.load())
                 r_.telemetry_.set_destination(r_.engine_.events());
             wait_for_more();
@@ -223,18 +305,27 @@ class router::worker {
     }
 
     // One read per partition of every source; hands what it selects to the sink.
-    result<void> pass(const routing_config& config, bool& progressed) {
-        for (auto& s : sources_) {
+    result<void> pass(const routing_config& config, std::uint64_t generation, bool& progressed) {
+        read_ = 0;
+        for (std::size_t source = 0; source < sources_.size(); ++source) {
+            auto& s = sources_[source];
             for (int p = 0; p < static_cast<int>(s.next.size()); ++p) {
-                auto batch = s.log->read(p, s.next[p], r_.settings_.read_batch);
-                if (!batch) return batch.error();
-                if (batch->empty()) continue;
+                auto read = r_.reads_->read(*s.log, static_cast<int>(source), p, s.next[p],
+                                            r_.settings_.read_batch);
+                if (!read) return read.error();
+                const auto& [events, first] = *read;
+                if (first >= events->size()) continue;
+                read_ += events->size() - first;
                 std::vector<storage::event_record> out;
-                for (auto& e : *batch) {
+                for (auto i = first; i < events->size(); ++i) {
+                    const auto& e = (*events)[i];
                     storage::event_record r;
-                    if (select(config, s.ingest, e, r)) out.push_back(std::move(r));
+                    const auto key = evaluations::key(static_cast<int>(source), p,
+                                                      e.sequence_number);
+                    if (select(config, generation, key, s.ingest, e, r))
+                        out.push_back(std::move(r));
                 }
-                const auto next = batch->back().sequence_number + 1;
+                const auto next = events->back().sequence_number + 1;
                 const auto count = out.size();
                 if (count > 0) attempted();
                 storage::kv_write cursor{storage::kv_write::op::put,
@@ -249,39 +340,52 @@ class router::worker {
         return {};
     }
 
-    bool select(const routing_config& config, bool device_message, const storage::stored_event& e,
+    // Every route's outcome for `e`: from the shared evaluations, or computed here (and shared).
+    evaluations::outcomes outcomes_of(const routing_config& config, std::uint64_t generation,
+                                      std::uint64_t key, bool device_message,
+                                      const storage::stored_event& e,
+                                      const std::function<message_view&()>& view_of) {
+        if (auto known = r_.evaluations_->find(generation, key)) return known;
+        auto& view = view_of();
+        auto out = std::make_shared<std::vector<query::truth>>(config.routes.size() + 1,
+                                                               query::truth::false_);
+        const auto from = device_message ? std::optional(source::device_messages)
+                                         : source_of_hub_event(e.record);
+        for (std::size_t i = 0; i < config.routes.size(); ++i) {
+            const auto& route = config.routes[i];
+            if (!route.enabled || !from || route.from != *from) continue;
+            (*out)[i] = view.evaluate(route.condition);
+            if ((*out)[i] == query::truth::undefined) ++r_.undefined_;
+        }
+        if (device_message && config.fallback.enabled)
+            out->back() = view.evaluate(config.fallback.condition);
+        r_.evaluations_->put(generation, key, out);
+        return out;
+    }
+
+    bool select(const routing_config& config, std::uint64_t generation, std::uint64_t key,
+                bool device_message, const storage::stored_event& e,
                 storage::event_record& out) {
-        message_view view(e, &lookup_);
+        // Built only when this worker evaluates or enriches: most messages were evaluated already.
+        std::optional<message_view> view;
+        const std::function<message_view&()> view_of = [&]() -> message_view& {
+            if (!view) view.emplace(e, &lookup_);
+            return *view;
+        };
+        auto outcomes = outcomes_of(config, generation, key, device_message, e, view_of);
         bool take = false;
+        bool any_matched = false;
+        for (std::size_t i = 0; i < config.routes.size(); ++i) {
+            if ((*outcomes)[i] != query::truth::true_) continue;
+            any_matched = true;
+            take = take || iequals(config.routes[i].endpoint, target_name_);
+        }
         if (device_message) {
-            const bool fallback_here =
-                config.fallback.enabled && iequals(config.fallback.endpoint, target_name_);
-            bool any_matched = false;
-            for (const auto& route : config.routes) {
-                if (!route.enabled || route.from != source::device_messages) continue;
-                const bool mine = iequals(route.endpoint, target_name_);
-                if (!mine && !fallback_here) continue;
-                auto t = view.evaluate(route.condition);
-                if (t == query::truth::undefined && mine) ++r_.undefined_;
-                if (t == query::truth::true_) {
-                    any_matched = true;
-                    if (mine) take = true;
-                }
-            }
-            if (!take && fallback_here && !any_matched)
-                take = view.evaluate(config.fallback.condition) == query::truth::true_;
-        } else {
-            auto from = source_of_hub_event(e.record);
-            if (!from) return false;
-            take = hub_events_ && hub_events_(e.record);
-            for (const auto& route : config.routes) {
-                if (take) break;
-                if (!route.enabled || route.from != *from || !iequals(route.endpoint, target_name_))
-                    continue;
-                auto t = view.evaluate(route.condition);
-                if (t == query::truth::undefined) ++r_.undefined_;
-                take = t == query::truth::true_;
-            }
+            if (!take && !any_matched && config.fallback.enabled &&
+                iequals(config.fallback.endpoint, target_name_))
+                take = outcomes->back() == query::truth::true_;
+        } else if (!take) {
+            take = hub_events_ && source_of_hub_event(e.record) && hub_events_(e.record);
         }
         if (!take) return false;
         out = e.record;
@@ -297,7 +401,7 @@ class router::worker {
             bool here = false;
             for (const auto& name : en.endpoints) here = here || iequals(name, target_name_);
             if (!here) continue;
-            auto value = view.enrichment(en.value, r_.settings_.hub_name);
+            auto value = view_of().enrichment(en.value, r_.settings_.hub_name);
             bool replaced = false;
             for (auto& [k, v] : out.application_properties)
                 if (k == en.key) {
@@ -336,6 +440,12 @@ class router::worker {
                     s.log, s.log->watch(static_cast<int>(p), s.next[p], [this] { wake(); }));
         wait(idle_interval);
         for (auto& [log, token] : watches) log->unwatch(token);
+    }
+
+    // Sleeps, woken only by stop.
+    void pause(std::chrono::microseconds d) {
+        std::unique_lock lock(m_);
+        cv_.wait_for(lock, d, [this] { return stopping_; });
     }
 
     void wait(std::chrono::milliseconds max) {
@@ -381,6 +491,7 @@ class router::worker {
         std::string, std::pair<std::chrono::steady_clock::time_point, std::optional<json::object>>>
         twins_;
     std::vector<source_cursor> sources_;
+    std::size_t read_ = 0;  // messages the last pass read
 
     std::thread thread_;
     std::mutex m_;
@@ -399,7 +510,9 @@ router::router(storage::engine& engine, telemetry::telemetry_service& telemetry,
       telemetry_(telemetry),
       twins_(std::move(twins)),
       settings_(std::move(settings)),
-      config_(std::make_shared<routing_config>(default_config())) {}
+      config_(std::make_shared<routing_config>(default_config())),
+      evaluations_(std::make_unique<evaluations>()),
+      reads_(std::make_unique<reads>()) {}
 
 router::~router() {
     stop();
@@ -443,6 +556,11 @@ void router::stop() {
     doomed.clear();  // joins each
 }
 
+std::pair<std::shared_ptr<const routing_config>, std::uint64_t> router::current() const {
+    std::lock_guard lock(mutex_);
+    return {config_, generation_};
+}
+
 std::shared_ptr<const routing_config> router::config() const {
     std::lock_guard lock(mutex_);
     return config_;
@@ -460,7 +578,8 @@ result<void> router::apply(std::shared_ptr<const routing_config> c, bool fresh_e
     std::map<std::string, storage::event_log*> hosted;
     for (const auto& e : c->endpoints) {
         if (!e.hosted()) continue;
-        auto log = engine_.log(hosted_log_name(e.name));
+        // Copies of the synced ingest log, committed with their cursor: no fsync of their own.
+        auto log = engine_.log(hosted_log_name(e.name), false);
         if (!log) return log.error();
         hosted[to_lower(e.name)] = *log;
     }
@@ -468,6 +587,7 @@ result<void> router::apply(std::shared_ptr<const routing_config> c, bool fresh_e
     {
         std::lock_guard lock(mutex_);
         config_ = c;
+        ++generation_;
         hosted_ = hosted;
         taps = taps_;
     }

@@ -71,6 +71,8 @@ struct router_settings {
     sink_factory sinks;
     std::string hub_name;  // for $iothubname
     std::size_t read_batch = 256;
+    // After a pass that found little, a worker waits this long for more before the next one.
+    std::chrono::microseconds gather{2000};
     std::size_t max_message_bytes = 256 * 1024;  // after enrichment; larger ones are dropped
     std::chrono::milliseconds first_retry{100};
     std::chrono::milliseconds max_retry{30000};
@@ -117,6 +119,10 @@ class router {
   private:
     class worker;
     friend class worker;
+    class evaluations;
+    class reads;
+    // The configuration in force and its generation (changes with every apply).
+    std::pair<std::shared_ptr<const routing_config>, std::uint64_t> current() const;
     struct worker_spec;
     result<void> apply(std::shared_ptr<const routing_config> c, bool fresh_endpoints);
     result<void> reconcile(std::map<std::string, worker_spec> wanted, bool fresh);
@@ -130,6 +136,9 @@ class router {
 
     mutable std::mutex mutex_;  // config_, workers_, hosted_
     std::shared_ptr<const routing_config> config_;
+    std::uint64_t generation_ = 0;
+    std::unique_ptr<evaluations> evaluations_;
+    std::unique_ptr<reads> reads_;
     std::map<std::string, std::unique_ptr<worker>> workers_;  // by lower-case endpoint name
     std::vector<tap> taps_;
     std::map<std::string, storage::event_log*> hosted_;  // by lower-case endpoint name

@@ -25,8 +25,11 @@ class engine {
     // Further logs, by name (letters, digits, '.', '_', '-'; not "events" or "hub"): routing's
     // ingest log and the event hubs routing endpoints host. Opened, and created on first use,
     // with the telemetry log's partitions and retention; the reference stays valid until
-    // drop_log(name) or the engine ends. Opening blocks (it may create files).
-    virtual result<event_log*> log(std::string_view name) = 0;
+    // drop_log(name) or the engine ends. Opening blocks (it may create files). A log that is not
+    // `synced` commits without fsync (when storage syncs at all): for copies the caller can make
+    // again from a synced source, written with their source position in the same commit, so a
+    // power loss takes both or neither. The first open decides.
+    virtual result<event_log*> log(std::string_view name, bool synced = true) = 0;
     // Removes a named log and every event in it (its endpoint is gone). Sequence numbers are not
     // reused if the name comes back. The caller makes sure nothing uses the log any more.
     virtual result<void> drop_log(std::string_view name) = 0;

@@ -244,7 +244,7 @@ class memory_engine final : public engine, public fault_injection {
     kv_store& kv() override { return kv_; }
     event_log& events() override { return events_; }
     event_log& hub_events() override { return hub_events_; }
-    result<event_log*> log(std::string_view name) override {
+    result<event_log*> log(std::string_view name, bool) override {
         if (auto bad = check_log_name(name); !bad) return bad.error();
         std::lock_guard lock(logs_mutex_);
         auto& l = logs_[std::string(name)];

@@ -334,7 +334,7 @@ class rocksdb_engine final : public engine {
     event_log& events() override { return *events_; }
     event_log& hub_events() override { return *hub_events_; }
 
-    result<event_log*> log(std::string_view name) override {
+    result<event_log*> log(std::string_view name, bool synced) override {
         if (auto bad = check_log_name(name); !bad) return bad.error();
         std::lock_guard lock(logs_mutex_);
         if (auto it = logs_.find(name); it != logs_.end()) return it->second.log.get();
@@ -352,7 +352,7 @@ class rocksdb_engine final : public engine {
             n.partitions.push_back(h);
         }
         auto opened = detail::rocksdb_event_log::open(std::string(name), db_, n.partitions, meta_,
-                                                      settings_.events, settings_.sync, kv_.get());
+                                                      settings_.events, settings_.sync && synced, kv_.get());
         if (!opened) return opened.error();
         n.log = std::move(*opened);
         auto* out = n.log.get();
