@@ -230,6 +230,12 @@ class router::worker {
         else
             undeliverable_ = made.error().message();
         thread_ = std::thread([this] { run(); });
+        spdlog::debug("routing: endpoint '{}' starts at {}", display_, [&] {
+            std::string at;
+            for (auto& s : sources_)
+                for (auto n : s.next) at += s.name + ":" + std::to_string(n) + " ";
+            return at;
+        }());
         return {};
     }
 
