@@ -349,6 +349,15 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         },
         rs);
     std::optional<routing::routing_config> initial_routing;
+    if (!s.routing_file.empty() && !s.routing_document.empty())
+        return error(errc::argument_invalid,
+                     "Give the routing document either in the configuration file's [routing] "
+                     "table or in routing.file, not both.");
+    if (!s.routing_document.empty()) {
+        auto parsed = routing::parse(s.routing_document, rs.limits);
+        if (!parsed) return error(parsed.error().code(), "[routing]: " + parsed.error().message());
+        initial_routing = std::move(*parsed);
+    }
     if (!s.routing_file.empty()) {
         std::ifstream in(s.routing_file);
         if (!in) return error(errc::argument_invalid, "Cannot read " + s.routing_file.string());

@@ -6,6 +6,7 @@
 
 #include <charconv>
 #include <cstdlib>
+#include <sstream>
 
 namespace iothub::config {
 namespace {
@@ -296,6 +297,27 @@ result<void> apply_toml(settings& s, const toml::table& tbl, const std::string& 
         std::string key =
             prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
         if (auto sub = node.as_table()) {
+            if (key == "routing") {
+                // The routing document itself, in TOML (endpoints, routes, fallbackRoute,
+                // enrichments), beside the routing settings: handed on as JSON.
+                toml::table document;
+                toml::table settings_only;
+                for (const auto& [rk, rv] : *sub) {
+                    const auto name = std::string(rk.str());
+                    if (name == "endpoints" || name == "routes" || name == "fallbackRoute" ||
+                        name == "enrichments")
+                        document.insert(rk, rv);
+                    else
+                        settings_only.insert(rk, rv);
+                }
+                if (!document.empty()) {
+                    std::ostringstream json;
+                    json << toml::json_formatter{document};
+                    s.routing_document = json.str();
+                }
+                if (auto r = apply_toml(s, settings_only, key, file); !r) return r;
+                continue;
+            }
             if (auto r = apply_toml(s, *sub, key, file); !r) return r;
             continue;
         }

@@ -72,6 +72,9 @@ struct settings {
     // Message routing: a JSON document in ARM's properties.routing shape put in force at start
     // (it replaces what the hub stored), and the limits on documents (Azure's paid tier).
     std::filesystem::path routing_file;
+    // The same document written in the TOML file's [routing] table (endpoints, routes,
+    // fallbackRoute, enrichments), as JSON; at most one of the two may be given.
+    std::string routing_document;
     std::size_t routing_max_endpoints = 10;
     std::size_t routing_max_routes = 100;
     std::size_t routing_max_enrichments = 10;

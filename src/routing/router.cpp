@@ -138,9 +138,8 @@ class router::reads {
     using batch = std::shared_ptr<const std::vector<storage::stored_event>>;
 
     // The events from `from` on: a batch and the index of `from` in it (size() when empty).
-    result<std::pair<batch, std::size_t>> read(storage::event_log& log, int source,
-                                               int partition, std::uint64_t from,
-                                               std::size_t max) {
+    result<std::pair<batch, std::size_t>> read(storage::event_log& log, int source, int partition,
+                                               std::uint64_t from, std::size_t max) {
         std::deque<batch>* recent = nullptr;
         {
             std::lock_guard lock(mutex_);
@@ -326,8 +325,8 @@ class router::worker {
                 for (auto i = first; i < events->size(); ++i) {
                     const auto& e = (*events)[i];
                     storage::event_record r;
-                    const auto key = evaluations::key(static_cast<int>(source), p,
-                                                      e.sequence_number);
+                    const auto key =
+                        evaluations::key(static_cast<int>(source), p, e.sequence_number);
                     if (select(config, generation, key, s.ingest, e, r))
                         out.push_back(std::move(r));
                 }
@@ -355,8 +354,8 @@ class router::worker {
         auto& view = view_of();
         auto out = std::make_shared<std::vector<query::truth>>(config.routes.size() + 1,
                                                                query::truth::false_);
-        const auto from = device_message ? std::optional(source::device_messages)
-                                         : source_of_hub_event(e.record);
+        const auto from =
+            device_message ? std::optional(source::device_messages) : source_of_hub_event(e.record);
         for (std::size_t i = 0; i < config.routes.size(); ++i) {
             const auto& route = config.routes[i];
             if (!route.enabled || !from || route.from != *from) continue;
@@ -370,8 +369,7 @@ class router::worker {
     }
 
     bool select(const routing_config& config, std::uint64_t generation, std::uint64_t key,
-                bool device_message, const storage::stored_event& e,
-                storage::event_record& out) {
+                bool device_message, const storage::stored_event& e, storage::event_record& out) {
         // Built only when this worker evaluates or enriches: most messages were evaluated already.
         std::optional<message_view> view;
         const std::function<message_view&()> view_of = [&]() -> message_view& {

@@ -64,6 +64,29 @@ sync = false
     EXPECT_FALSE(s->storage_sync);
 }
 
+TEST_F(Settings, TheRoutingTableCarriesTheDocumentBesideItsSettings) {
+    auto file = write("hub.toml", R"(
+[routing]
+max_routes = 20
+[[routing.endpoints.eventHubs]]
+name = "hot"
+[[routing.routes]]
+name = "critical"
+source = "DeviceMessages"
+condition = "level = 'critical'"
+endpointNames = ["hot"]
+isEnabled = true
+)");
+    auto s = load(file, {}, env({}));
+    ASSERT_TRUE(s) << s.error().message();
+    EXPECT_EQ(s->routing_max_routes, 20u);
+    EXPECT_NE(s->routing_document.find("\"critical\""), std::string::npos) << s->routing_document;
+    EXPECT_NE(s->routing_document.find("\"eventHubs\""), std::string::npos);
+    EXPECT_EQ(s->routing_document.find("max_routes"), std::string::npos);
+    auto unknown = load(write("bad.toml", "[routing]\nnosuch = 1\n"), {}, env({}));
+    EXPECT_FALSE(unknown) << "other keys of [routing] are still settings";
+}
+
 TEST_F(Settings, RetentionTakesDurationsWithUnits) {
     for (auto [text, seconds] :
          {std::pair{"90s", 90}, {"30m", 1800}, {"24h", 86400}, {"7d", 604800}}) {
