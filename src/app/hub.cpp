@@ -319,6 +319,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     rs.limits.max_endpoints = s.routing_max_endpoints;
     rs.limits.max_routes = s.routing_max_routes;
     rs.limits.max_enrichments = s.routing_max_enrichments;
+    rs.dead_after = s.routing_dead_after;
     im->blobs =
         std::make_unique<file_upload::blob_containers>(im->storage->kv(), s.data_dir / "routed");
     rs.sinks = [kv = &im->storage->kv(), blobs = im->blobs.get(),

@@ -235,6 +235,11 @@ const std::vector<setting_def>& table() {
         {{"routing.max_enrichments", "IOTHUB_ROUTING_MAX_ENRICHMENTS", "--routing-max-enrichments",
           "Message enrichments, 0 to 100"},
          number_in(&settings::routing_max_enrichments, 0, 100)},
+        {{"routing.dead_after_seconds", "IOTHUB_ROUTING_DEAD_AFTER_SECONDS",
+          "--routing-dead-after-seconds",
+          "Seconds an endpoint may keep failing before it is dead and its messages are dropped, "
+          "10 to 604800"},
+         seconds_in(&settings::routing_dead_after, 10, 604800)},
         {{"c2d.max_depth", "IOTHUB_C2D_MAX_DEPTH", "--c2d-max-depth",
           "Cloud-to-device messages a device's queue holds, 1 to 5000"},
          number_in(&settings::c2d_max_depth, 1, 5000)},

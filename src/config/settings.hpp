@@ -78,6 +78,7 @@ struct settings {
     std::size_t routing_max_endpoints = 10;
     std::size_t routing_max_routes = 100;
     std::size_t routing_max_enrichments = 10;
+    std::chrono::seconds routing_dead_after{3600};  // failing this long: the endpoint is dead
 };
 
 struct setting_info {

@@ -335,8 +335,19 @@ class router::worker {
                 if (count > 0) attempted();
                 storage::kv_write cursor{storage::kv_write::op::put,
                                          cursor_key(display_, s.name, p), std::to_string(next)};
-                if (auto r = sink_->deliver(p, std::move(out), std::move(cursor)); !r)
-                    return r.error();
+                if (auto r = sink_->deliver(p, std::move(out), cursor); !r) {
+                    if (!dead()) return r.error();
+                    // A dead endpoint's messages are dropped, as Azure drops them, after one
+                    // more try each; the worker goes on so the others' backlog does not grow.
+                    spdlog::warn("routing: endpoint '{}' is dead; {} message(s) dropped: {}",
+                                 display_, count, r.error().message());
+                    dropped(count, r.error().message());
+                    if (auto skip = sink_->deliver(p, {}, std::move(cursor)); !skip)
+                        return skip.error();
+                    s.next[p] = next;
+                    progressed = true;
+                    continue;
+                }
                 s.next[p] = next;
                 progressed = true;
                 if (count > 0) succeeded(count);
@@ -464,14 +475,39 @@ class router::worker {
     }
     void succeeded(std::size_t count) {
         std::lock_guard lock(health_mutex_);
-        if (health_.status == health_status::unhealthy)
+        if (health_.status == health_status::unhealthy || health_.status == health_status::dead)
             spdlog::info("routing: endpoint '{}' is healthy again", display_);
         health_.status = health_status::healthy;
         health_.last_success_time = iothub::now();
         health_.delivered += count;
     }
+    // Unhealthy for longer than the settings allow: Azure's `dead`.
+    bool dead() {
+        std::lock_guard lock(health_mutex_);
+        return health_.status == health_status::dead;
+    }
+    void dropped(std::size_t count, const std::string& why) {
+        std::lock_guard lock(health_mutex_);
+        health_.dropped += count;
+        health_.last_error = why;
+        health_.last_error_time = health_.last_attempt_time = iothub::now();
+    }
     void failed(const std::string& why) {
         std::lock_guard lock(health_mutex_);
+        const auto now = iothub::now();
+        if (health_.status != health_status::unhealthy && health_.status != health_status::dead)
+            unhealthy_since_ = now;
+        if (health_.status != health_status::dead &&
+            now - unhealthy_since_ >= r_.settings_.dead_after) {
+            spdlog::error("routing: endpoint '{}' is dead after failing since {}: {}", display_,
+                          format_iso8601(unhealthy_since_), why);
+            health_.status = health_status::dead;
+        }
+        if (health_.status == health_status::dead) {
+            health_.last_error = why;
+            health_.last_error_time = health_.last_attempt_time = now;
+            return;
+        }
         if (health_.status != health_status::unhealthy || health_.last_error != why)
             spdlog::warn("routing: endpoint '{}' is unhealthy: {}", display_, why);
         health_.status = health_status::unhealthy;
@@ -504,6 +540,7 @@ class router::worker {
     bool woken_ = false;
     mutable std::mutex health_mutex_;
     endpoint_health health_;
+    sys_time unhealthy_since_{};
 };
 
 // --- the router ----------------------------------------------------------------------------------

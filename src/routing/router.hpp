@@ -48,6 +48,7 @@ struct endpoint_health {
     std::optional<sys_time> last_success_time;
     std::optional<sys_time> last_attempt_time;
     std::uint64_t delivered = 0;  // messages
+    std::uint64_t dropped = 0;    // messages a dead endpoint did not take
 };
 
 // Makes the sink for an endpoint the hub does not keep in its own logs (webhooks, storage
@@ -76,6 +77,9 @@ struct router_settings {
     std::size_t max_message_bytes = 256 * 1024;  // after enrichment; larger ones are dropped
     std::chrono::milliseconds first_retry{100};
     std::chrono::milliseconds max_retry{30000};
+    // An endpoint that keeps failing this long is `dead`: each batch gets one more try, then is
+    // dropped (Azure declares an endpoint dead after about an hour).
+    std::chrono::seconds dead_after{3600};
 };
 
 struct router_counters {

@@ -110,7 +110,9 @@ void add_routing_routes(http::router& routes, routing_context ctx) {
                                {"lastKnownError", h.last_error},
                                {"lastKnownErrorTime", rfc1123(h.last_error_time)},
                                {"lastSuccessfulSendAttemptTime", rfc1123(h.last_success_time)},
-                               {"lastSendAttemptTime", rfc1123(h.last_attempt_time)}});
+                               {"lastSendAttemptTime", rfc1123(h.last_attempt_time)},
+                               {"deliveredMessages", h.delivered},
+                               {"droppedMessages", h.dropped}});
                        return response::json(200, json::object{{"value", value}});
                    }),
                blocking);

@@ -46,6 +46,15 @@ class Router : public ::testing::TestWithParam<std::string> {
         std::filesystem::remove_all(dir_);
     }
 
+    // A sink that refuses everything, for endpoint types the tests do not run.
+    struct refusing_sink final : sink {
+        result<void> deliver(int, std::vector<storage::event_record>, storage::kv_write) override {
+            return error(errc::server_error, "refused");
+        }
+        result<void> flush(sys_time, bool) override { return {}; }
+    };
+    std::chrono::seconds dead_after_{3600};
+
     void open() {
         router_.reset();
         telemetry_.reset();
@@ -60,6 +69,13 @@ class Router : public ::testing::TestWithParam<std::string> {
         telemetry_ = std::make_unique<telemetry::telemetry_service>(engine_->events());
         router_settings s;
         s.hub_name = "hub1";
+        s.dead_after = dead_after_;
+        s.first_retry = 10ms;
+        s.max_retry = 50ms;
+        s.sinks = [](const endpoint& e) -> result<std::unique_ptr<sink>> {
+            if (e.kind == endpoint_kind::kafka) return std::unique_ptr<sink>(new refusing_sink);
+            return error(errc::bad_request, "not in these tests");
+        };
         router_ = std::make_unique<router>(
             *engine_, *telemetry_,
             [this](std::string_view d, std::string_view) -> std::optional<json::object> {
@@ -268,6 +284,29 @@ TEST_P(Router, EndpointsTheHubCannotDeliverToYetAreUnhealthyAndKeepTheirMessages
         ASSERT_LT(std::chrono::steady_clock::now(), until) << "never reported unhealthy";
         std::this_thread::sleep_for(10ms);
     }
+}
+
+TEST_P(Router, AnEndpointFailingLongerThanAllowedIsDeadAndItsMessagesAreDropped) {
+    dead_after_ = 1s;
+    open();
+    configure(R"({
+      "endpoints": {"kafka": [{"name": "lake", "brokers": "127.0.0.1:1", "topic": "t"}]},
+      "routes": [{"name": "k", "source": "DeviceMessages", "endpointNames": ["lake"],
+                  "isEnabled": true}]
+    })");
+    send(message("d1", "{}"));
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    endpoint_health lake;
+    for (;;) {
+        for (const auto& h : router_->health())
+            if (h.endpoint == "lake") lake = h;
+        if (lake.status == health_status::dead && lake.dropped >= 1) break;
+        ASSERT_LT(std::chrono::steady_clock::now(), until)
+            << "status " << to_string(lake.status) << ", dropped " << lake.dropped;
+        std::this_thread::sleep_for(20ms);
+        send(message("d1", "{}"));  // messages keep coming; a dead endpoint does not hold them
+    }
+    EXPECT_EQ(lake.last_error, "refused");
 }
 
 TEST_P(Router, AfterARestartDeliveryResumesWithoutLossOrRepetition) {
