@@ -6,13 +6,11 @@
 'use strict';
 const { it } = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
 const { execFileSync } = require('node:child_process');
-const mqtt = require('mqtt');
 const { EventHubConsumerClient, earliestEventPosition } = require('@azure/event-hubs');
 const { Registry } = require('azure-iothub');
-const { SharedAccessSignature } = require('azure-iot-common');
 const { Hub, bin, connectionString, readTelemetry, dataDir, sleep, eventually, serviceRequest } = require('./lib/hub');
+const { startQos1Load } = require('./lib/load');
 
 const DEVICES = 10;
 const LOAD_MS = 1500;
@@ -27,44 +25,15 @@ it('every acknowledged message reaches its routed endpoint after kill -9', async
     },
   });
   assert.equal(r.status, 200, JSON.stringify(r.json));
-  const ca = fs.readFileSync(`${dataDir}/tls/ca.pem`);
   const acked = { even: new Set(), odd: new Set() };
-  let stop = false;
-  const publishers = [];
-  for (let d = 0; d < DEVICES; d++) {
-    const id = `rcrash-${d}`;
-    const key = (await registry.create({ deviceId: id })).responseBody.authentication.symmetricKey.primaryKey;
-    const password = SharedAccessSignature.create(`localhost%2Fdevices%2F${id}`, undefined, key,
-      Math.floor(Date.now() / 1000) + 600).toString();
-    const client = mqtt.connect('mqtts://localhost:8883', { ca, clientId: id, clean: true, reconnectPeriod: 0,
-      username: `localhost/${id}/?api-version=2021-04-12`, password });
-    client.on('error', () => {});
-    await new Promise((resolve, reject) => { client.once('connect', resolve); client.once('error', reject); });
-    publishers.push(new Promise((resolve) => {
-      let n = 0;
-      let inflight = 0;
-      const pump = () => {
-        while (!stop && client.connected && inflight < 8) {
-          const parity = n % 2 === 0 ? 'even' : 'odd';
-          const body = `${id}:${n++}`;
-          inflight++;
-          client.publish(`devices/${id}/messages/events/parity=${parity}`, body, { qos: 1 }, (err) => {
-            inflight--;
-            if (!err) acked[parity].add(body);
-            pump();
-          });
-        }
-        if (stop || !client.connected) resolve();
-      };
-      client.once('close', resolve);
-      pump();
-    }));
-  }
+  const parity = (n) => (n % 2 === 0 ? 'even' : 'odd');
+  const load = await startQos1Load(registry, Array.from({ length: DEVICES }, (_, d) => `rcrash-${d}`),
+    (id, n) => ({ body: `${id}:${n}`, topicSuffix: `parity=${parity(n)}` }),
+    (body, n) => acked[parity(n)].add(body));
   await sleep(LOAD_MS);
   const { signal } = await hub.kill();
   assert.equal(signal, 'SIGKILL');
-  stop = true;
-  await Promise.all(publishers);
+  await load.stop();
   assert.ok(acked.even.size > 50 && acked.odd.size > 50, `enough load (${acked.even.size} + ${acked.odd.size})`);
 
   hub = await Hub.start();
