@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <condition_variable>
 #include <deque>
 #include <future>
@@ -101,21 +102,33 @@ class router::evaluations {
   public:
     using outcomes = std::shared_ptr<const std::vector<query::truth>>;
 
-    outcomes find(std::uint64_t generation, std::uint64_t key) {
+    // What is known of keys[i], into found[i] (left null when unknown), under one lock.
+    void find(std::uint64_t generation, const std::vector<std::uint64_t>& keys,
+              std::vector<outcomes>& found) {
         std::lock_guard lock(mutex_);
-        auto it = map_.find(key);
-        if (it == map_.end() || it->second.first != generation) return nullptr;
-        return it->second.second;
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+            auto it = map_.find(keys[i]);
+            if (it != map_.end() && it->second.first == generation) found[i] = it->second.second;
+        }
     }
-    void put(std::uint64_t generation, std::uint64_t key, outcomes o) {
+    void put(std::uint64_t generation, const std::vector<std::pair<std::uint64_t, outcomes>>& add) {
         std::lock_guard lock(mutex_);
-        auto [it, inserted] = map_.insert_or_assign(key, std::pair{generation, std::move(o)});
-        if (inserted) order_.push_back(key);
+        for (const auto& [key, o] : add) {
+            auto [it, inserted] = map_.insert_or_assign(key, std::pair{generation, o});
+            if (inserted) order_.push_back(key);
+        }
         while (order_.size() > capacity) {
             map_.erase(order_.front());
             order_.pop_front();
         }
     }
+    // Held while a worker looks up and works out the outcomes of a batch of one source
+    // partition: the workers a commit wakes together would otherwise all evaluate the same new
+    // messages; this way the first does, and the others find its outcomes.
+    std::mutex& gate(int source, int partition) {
+        return gates_[static_cast<std::size_t>(source * 32 + partition) % gates_.size()];
+    }
+
     // Source log, partition and sequence number in one key.
     static std::uint64_t key(int source, int partition, std::uint64_t sequence) {
         return (static_cast<std::uint64_t>(source) << 62) |
@@ -124,6 +137,7 @@ class router::evaluations {
 
   private:
     static constexpr std::size_t capacity = 1 << 16;
+    std::array<std::mutex, 64> gates_;
     std::mutex mutex_;
     std::unordered_map<std::uint64_t, std::pair<std::uint64_t, outcomes>> map_;
     std::deque<std::uint64_t> order_;
@@ -312,6 +326,7 @@ class router::worker {
     // One read per partition of every source; hands what it selects to the sink.
     result<void> pass(const routing_config& config, std::uint64_t generation, bool& progressed) {
         read_ = 0;
+        learn(config, generation);
         for (std::size_t source = 0; source < sources_.size(); ++source) {
             auto& s = sources_[source];
             for (int p = 0; p < static_cast<int>(s.next.size()); ++p) {
@@ -321,13 +336,31 @@ class router::worker {
                 const auto& [events, first] = *read;
                 if (first >= events->size()) continue;
                 read_ += events->size() - first;
+                // Every route's outcome for each message: known from another worker, or worked
+                // out here and shared.
+                const auto n = events->size() - first;
+                keys_.resize(n);
+                for (std::size_t i = 0; i < n; ++i)
+                    keys_[i] = evaluations::key(static_cast<int>(source), p,
+                                                (*events)[first + i].sequence_number);
+                known_.assign(n, nullptr);
+                {
+                    std::lock_guard gate(r_.evaluations_->gate(static_cast<int>(source), p));
+                    r_.evaluations_->find(generation, keys_, known_);
+                    computed_.clear();
+                    for (std::size_t i = 0; i < n; ++i) {
+                        if (known_[i]) continue;
+                        message_view view((*events)[first + i], &lookup_);
+                        known_[i] = evaluate(config, s.ingest, (*events)[first + i], view);
+                        computed_.emplace_back(keys_[i], known_[i]);
+                    }
+                    if (!computed_.empty()) r_.evaluations_->put(generation, computed_);
+                }
                 std::vector<storage::event_record> out;
-                for (auto i = first; i < events->size(); ++i) {
-                    const auto& e = (*events)[i];
+                for (std::size_t i = 0; i < n; ++i) {
+                    std::optional<message_view> view;  // made only to enrich
                     storage::event_record r;
-                    const auto key =
-                        evaluations::key(static_cast<int>(source), p, e.sequence_number);
-                    if (select(config, generation, key, s.ingest, e, r))
+                    if (select(*known_[i], s.ingest, (*events)[first + i], view, r))
                         out.push_back(std::move(r));
                 }
                 const auto next = events->back().sequence_number + 1;
@@ -357,12 +390,8 @@ class router::worker {
     }
 
     // Every route's outcome for `e`: from the shared evaluations, or computed here (and shared).
-    evaluations::outcomes outcomes_of(const routing_config& config, std::uint64_t generation,
-                                      std::uint64_t key, bool device_message,
-                                      const storage::stored_event& e,
-                                      const std::function<message_view&()>& view_of) {
-        if (auto known = r_.evaluations_->find(generation, key)) return known;
-        auto& view = view_of();
+    evaluations::outcomes evaluate(const routing_config& config, bool device_message,
+                                   const storage::stored_event& e, message_view& view) {
         auto out = std::make_shared<std::vector<query::truth>>(config.routes.size() + 1,
                                                                query::truth::false_);
         const auto from =
@@ -375,30 +404,40 @@ class router::worker {
         }
         if (device_message && config.fallback.enabled)
             out->back() = view.evaluate(config.fallback.condition);
-        r_.evaluations_->put(generation, key, out);
         return out;
     }
 
-    bool select(const routing_config& config, std::uint64_t generation, std::uint64_t key,
-                bool device_message, const storage::stored_event& e, storage::event_record& out) {
-        // Built only when this worker evaluates or enriches: most messages were evaluated already.
-        std::optional<message_view> view;
-        const std::function<message_view&()> view_of = [&]() -> message_view& {
-            if (!view) view.emplace(e, &lookup_);
-            return *view;
-        };
-        auto outcomes = outcomes_of(config, generation, key, device_message, e, view_of);
+    // Which routes, the fallback and the enrichments lead here, worked out once per
+    // configuration rather than per message.
+    void learn(const routing_config& config, std::uint64_t generation) {
+        if (learned_ == generation) return;
+        learned_ = generation;
+        mine_.assign(config.routes.size(), false);
+        for (std::size_t i = 0; i < config.routes.size(); ++i)
+            mine_[i] = iequals(config.routes[i].endpoint, target_name_);
+        fallback_here_ = config.fallback.enabled && iequals(config.fallback.endpoint, target_name_);
+        enrichments_.clear();
+        for (const auto& en : config.enrichments)
+            for (const auto& name : en.endpoints)
+                if (iequals(name, target_name_)) {
+                    enrichments_.push_back(&en);
+                    break;
+                }
+    }
+
+    bool select(const std::vector<query::truth>& outcomes, bool device_message,
+                const storage::stored_event& e, std::optional<message_view>& view,
+                storage::event_record& out) {
         bool take = false;
         bool any_matched = false;
-        for (std::size_t i = 0; i < config.routes.size(); ++i) {
-            if ((*outcomes)[i] != query::truth::true_) continue;
+        for (std::size_t i = 0; i < mine_.size(); ++i) {
+            if (outcomes[i] != query::truth::true_) continue;
             any_matched = true;
-            take = take || iequals(config.routes[i].endpoint, target_name_);
+            take = take || mine_[i];
         }
         if (device_message) {
-            if (!take && !any_matched && config.fallback.enabled &&
-                iequals(config.fallback.endpoint, target_name_))
-                take = outcomes->back() == query::truth::true_;
+            if (!take && !any_matched && fallback_here_)
+                take = outcomes.back() == query::truth::true_;
         } else if (!take) {
             take = hub_events_ && source_of_hub_event(e.record) && hub_events_(e.record);
         }
@@ -412,11 +451,10 @@ class router::worker {
         if (!stamped)
             out.system_properties.emplace_back("iothub-enqueuedtime",
                                                format_iso8601(e.enqueued_time));
-        for (const auto& en : config.enrichments) {
-            bool here = false;
-            for (const auto& name : en.endpoints) here = here || iequals(name, target_name_);
-            if (!here) continue;
-            auto value = view_of().enrichment(en.value, r_.settings_.hub_name);
+        for (const auto* en_ptr : enrichments_) {
+            const auto& en = *en_ptr;
+            if (!view) view.emplace(e, &lookup_);
+            auto value = view->enrichment(en.value, r_.settings_.hub_name);
             bool replaced = false;
             for (auto& [k, v] : out.application_properties)
                 if (k == en.key) {
@@ -532,6 +570,15 @@ class router::worker {
         twins_;
     std::vector<source_cursor> sources_;
     std::size_t read_ = 0;  // messages the last pass read
+    // Scratch of pass(), kept to reuse their memory.
+    std::vector<std::uint64_t> keys_;
+    std::vector<evaluations::outcomes> known_;
+    std::vector<std::pair<std::uint64_t, evaluations::outcomes>> computed_;
+    // learn()'s results for the configuration of generation learned_ (generations start at 1).
+    std::uint64_t learned_ = 0;
+    std::vector<bool> mine_;
+    bool fallback_here_ = false;
+    std::vector<const enrichment*> enrichments_;
 
     std::thread thread_;
     std::mutex m_;
