@@ -16,6 +16,14 @@
 #include <optional>
 #include <set>
 
+// librdkafka starts its threads with C11 thrd_create, which ThreadSanitizer does not see: its
+// threads crash inside the sanitizer's allocator. The sink is tested in the other builds.
+#if defined(__SANITIZE_THREAD__)
+#define SKIP_UNDER_TSAN() GTEST_SKIP() << "librdkafka's threads cannot run under ThreadSanitizer"
+#else
+#define SKIP_UNDER_TSAN() (void)0
+#endif
+
 namespace iothub::endpoints {
 namespace {
 using namespace std::chrono_literals;
@@ -172,6 +180,7 @@ endpoint kafka_endpoint(std::string brokers, std::map<std::string, std::string> 
 }
 
 TEST(kafka_sink, delivers_keyed_messages_with_headers_in_order_per_device) {
+    SKIP_UNDER_TSAN();
     mock_cluster cluster(3);
     ASSERT_TRUE(cluster.ok());
     auto engine = storage::open_memory();
@@ -231,6 +240,7 @@ TEST(kafka_sink, delivers_keyed_messages_with_headers_in_order_per_device) {
 }
 
 TEST(kafka_sink, fails_while_the_cluster_is_down_and_delivers_on_retry) {
+    SKIP_UNDER_TSAN();
     mock_cluster cluster(3);
     ASSERT_TRUE(cluster.ok());
     cluster.set_up(false);
@@ -277,6 +287,7 @@ TEST(kafka_sink, fails_while_the_cluster_is_down_and_delivers_on_retry) {
 }
 
 TEST(kafka_sink, names_an_unreachable_broker_and_closes_promptly) {
+    SKIP_UNDER_TSAN();
     auto engine = storage::open_memory();
     auto made = make_kafka_sink(kafka_endpoint("127.0.0.1:1"), engine->kv(), 1000ms);
     ASSERT_TRUE(made) << made.error().message();
@@ -298,6 +309,7 @@ TEST(kafka_sink, names_an_unreachable_broker_and_closes_promptly) {
 }
 
 TEST(kafka_sink, refuses_unknown_properties_and_invalid_values) {
+    SKIP_UNDER_TSAN();
     auto engine = storage::open_memory();
     auto made = make_kafka_sink(
         kafka_endpoint("127.0.0.1:9092", {{"linger.ms", "1"}, {"compresion.type", "lz4"}}),
