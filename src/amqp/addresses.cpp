@@ -61,6 +61,14 @@ node_address classify_address(std::string_view address) {
         out.partition = std::string(s[4]);
         return out;
     }
+    // What an Event Hubs producer attaches to: the entity, or one of its partitions.
+    if ((s.size() == 1 || (s.size() == 3 && iequals(s[1], "partitions") && !s[2].empty())) &&
+        !s[0].empty()) {
+        out.what = k::eh_entity;
+        out.entity = std::string(s[0]);
+        if (s.size() == 3) out.partition = std::string(s[2]);
+        return out;
+    }
     if (s.size() == 2 && iequals(s[0], "messages") && iequals(s[1], "devicebound")) {
         out.what = k::service_c2d;
         return out;

@@ -23,14 +23,15 @@ struct node_address {
         service_file_notifications,  // /messages/serviceBound/filenotifications
         eh_management,               // $management (Event Hubs)
         eh_partition,                // {entity}/ConsumerGroups/{cg}/Partitions/{n} (Event Hubs)
+        eh_entity,                   // {entity}[/Partitions/{n}]: an event hub sent to
         unknown,
     };
     kind what = kind::unknown;
     std::string device_id;
     std::string module_id;
-    std::string entity;          // eh_partition: the event hub's name as the client wrote it
+    std::string entity;          // eh_*: the event hub's name as the client wrote it
     std::string consumer_group;  // eh_partition
-    std::string partition;       // eh_partition: the id as text, unchecked
+    std::string partition;       // eh_partition, eh_entity (empty: none named): text, unchecked
 
     bool is_device() const {
         return what == kind::device_events || what == kind::device_c2d ||

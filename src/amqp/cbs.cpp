@@ -100,13 +100,20 @@ result<grant> authorize_event_hubs_token(std::string_view text, const auth::poli
         return error(errc::unauthorized,
                      "The shared access signature does not match policy '" + policy->name + "'.");
     if (!policy->granted.has(auth::right::service_connect))
-        return error(errc::unauthorized, "Policy '" + policy->name +
-                                             "' lacks ServiceConnect, which reading events needs.");
+        return error(errc::unauthorized,
+                     "Policy '" + policy->name +
+                         "' lacks ServiceConnect, which reading and sending events need.");
     grant g;
     g.policy = policy->name;
     g.rights = policy->granted;
+    g.entity = to_lower(event_hub);
     g.expires = expires;
     return g;
+}
+
+bool grant::allows_sending_to(std::string_view name) const {
+    return !device && rights.has(auth::right::service_connect) &&
+           (entity.empty() || iequals(entity, name));
 }
 
 }  // namespace iothub::amqp

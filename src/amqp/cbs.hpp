@@ -16,10 +16,20 @@ struct grant {
     std::optional<device_auth::device_principal> device;  // set for device and module tokens
     std::string policy;                                   // set for service tokens
     auth::rights rights;                                  // what a service token allows
+    // Event Hubs tokens: the event hub (lower case) the token is scoped to; empty for tokens of
+    // the whole hub. Sends to a hosted event hub need a token for it or for the whole hub.
+    std::string entity;
     std::optional<sys_time> expires;
 
-    // "d", "d/m" for devices; "$service/<policy>" for service tokens.
-    std::string key() const { return device ? device->key() : "$service/" + policy; }
+    // "d", "d/m" for devices; "$service/<policy>[/<entity>]" for service tokens, so tokens of one
+    // policy for different event hubs are held side by side and each renews itself.
+    std::string key() const {
+        if (device) return device->key();
+        return "$service/" + policy + (entity.empty() ? "" : "/" + entity);
+    }
+
+    // Covers sending to the event hub `name` (a ServiceConnect policy, for it or the whole hub).
+    bool allows_sending_to(std::string_view name) const;
 };
 
 // The parts of a put-token request the hub reads.

@@ -101,6 +101,7 @@ connection::connection(std::shared_ptr<server_state> srv, net::connection_io& io
     devices_ = make_device_links(*this);
     service_ = make_service_links(*this);
     event_hubs_ = make_event_hub_links(*this);
+    event_hub_sends_ = make_event_hub_send_links(*this);
 }
 
 connection::~connection() {
@@ -109,6 +110,7 @@ connection::~connection() {
     devices_.reset();
     service_.reset();
     event_hubs_.reset();
+    event_hub_sends_.reset();
     if (driver_.transport || driver_.connection) pn_connection_driver_destroy(&driver_);
     std::free(encode_buffer_.start);
 }
@@ -220,7 +222,9 @@ void connection::on_deadline() {
 void connection::closed() {
     if (closed_) return;
     closed_ = true;
-    for (auto* f : {cbs_.get(), devices_.get(), service_.get(), event_hubs_.get()}) f->closing();
+    for (auto* f :
+         {cbs_.get(), devices_.get(), service_.get(), event_hubs_.get(), event_hub_sends_.get()})
+        f->closing();
     links_.clear();
     by_id_.clear();
     spdlog::debug("{}: closed", describe());
@@ -358,6 +362,8 @@ link_family* connection::family_of(role r) {
         case role::management_out:
         case role::event_hub_partition:
             return event_hubs_.get();
+        case role::event_hub_send:
+            return event_hub_sends_.get();
     }
     return nullptr;
 }
@@ -421,11 +427,15 @@ void connection::on_attach(pn_link_t* l) {
         case k::eh_partition:
             if (hub_sends) r = role::event_hub_partition;
             break;
+        case k::eh_entity:
+            if (!hub_sends) r = role::event_hub_send;
+            break;
         case k::unknown:
             break;
     }
     if (!r) {
-        if (a.what == k::unknown)
+        // A receiver from a bare name asks for no node the hub has.
+        if (a.what == k::unknown || a.what == k::eh_entity)
             return refuse(l, "amqp:not-found", "Unknown address '" + address + "'.");
         return refuse(l, "amqp:not-allowed",
                       std::string("The hub does not ") + (hub_sends ? "send from" : "receive on") +
@@ -470,7 +480,9 @@ void connection::open_link(link_state& ls) {
     pn_link_set_snd_settle_mode(l, pn_link_remote_snd_settle_mode(l));
     pn_link_set_rcv_settle_mode(l, pn_link_remote_rcv_settle_mode(l));
     const bool hub_sends = pn_link_is_sender(l);
-    if (!hub_sends) {
+    if (ls.what == role::event_hub_send) {
+        pn_link_set_max_message_size(l, event_hub_send_max_bytes);
+    } else if (!hub_sends) {
         const std::uint64_t limit = ls.what == role::service_c2d
                                         ? srv_->svc.c2d.limits().max_message_bytes
                                         : srv_->sessions.telemetry.max_message_size();
@@ -597,10 +609,11 @@ void connection::on_delivery(pn_delivery_t* d) {
     std::string bytes(pn_delivery_pending(d), '\0');
     pn_link_recv(l, bytes.data(), bytes.size());
     pn_link_advance(l);
-    // Only device telemetry takes batches; a format the hub does not know is never read as if it
-    // were a plain message.
+    // Only device telemetry and Event Hubs producers send batches; a format the hub does not know
+    // is never read as if it were a plain message.
     const auto format = forget_format(d);
-    if (format == batched_message_format && ls.what == role::d2c) {
+    if (format == batched_message_format &&
+        (ls.what == role::d2c || ls.what == role::event_hub_send)) {
         ++ls.unsettled;
         return family_of(ls.what)->batch(ls, d, bytes);
     }
@@ -609,7 +622,7 @@ void connection::on_delivery(pn_delivery_t* d) {
                         "Message format " + std::to_string(format) +
                             " is not supported on this link" +
                             (format == batched_message_format
-                                 ? "; only device telemetry takes batched messages."
+                                 ? "; only device telemetry and event hubs take batched messages."
                                  : "."));
         return top_up(ls);
     }
@@ -711,6 +724,12 @@ const grant* connection::grant_for(const std::string& key) const {
 const grant* connection::service_grant() const {
     for (const auto& [key, g] : grants_)
         if (!g.device && g.rights.has(auth::right::service_connect)) return &g;
+    return nullptr;
+}
+
+const grant* connection::event_hub_grant(std::string_view entity) const {
+    for (const auto& [key, g] : grants_)
+        if (g.allows_sending_to(entity)) return &g;
     return nullptr;
 }
 

@@ -320,6 +320,18 @@ result<storage::event_record> to_event(pn_message_t* m) {
     return e;
 }
 
+result<storage::event_record> to_event_hub_event(pn_message_t* m) {
+    auto e = to_event(m);
+    if (!e) return e;
+    for (auto& [k, v] : annotations(m)) {
+        if (!k.starts_with("iothub-") && k != "x-opt-partition-key") continue;
+        const bool kept = std::any_of(e->system_properties.begin(), e->system_properties.end(),
+                                      [&](const auto& p) { return p.first == k; });
+        if (!kept && !v.empty()) e->system_properties.emplace_back(std::move(k), std::move(v));
+    }
+    return e;
+}
+
 result<c2d::message> to_c2d_message(pn_message_t* m) {
     c2d::message out;
     auto body = body_bytes(m);

@@ -61,6 +61,11 @@ std::optional<std::string> joined_data_body(std::string_view encoded);
 // errc::format_error for a body that is not bytes.
 result<storage::event_record> to_event(pn_message_t* m);
 
+// An event an Event Hubs producer sent to a hosted event hub: what to_event keeps, plus every
+// `iothub-*` annotation (a routed message's device, auth method, source ...) and
+// `x-opt-partition-key` as system properties, so readers see them as annotations again.
+result<storage::event_record> to_event_hub_event(pn_message_t* m);
+
 // A service's C2D message; `iothub-ack` parsed. The target device comes from `to`, separately.
 result<c2d::message> to_c2d_message(pn_message_t* m);
 

@@ -10,6 +10,7 @@
 #include "device_auth/device_auth.hpp"
 #include "endpoints/blob_sink.hpp"
 #include "endpoints/eventgrid.hpp"
+#include "endpoints/eventhub_sink.hpp"
 #include "endpoints/kafka_sink.hpp"
 #include "endpoints/webhook_sink.hpp"
 #include "file_upload/file_upload.hpp"
@@ -322,15 +323,36 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     rs.dead_after = s.routing_dead_after;
     im->blobs =
         std::make_unique<file_upload::blob_containers>(im->storage->kv(), s.data_dir / "routed");
-    rs.sinks = [kv = &im->storage->kv(), blobs = im->blobs.get(),
-                hub_name](const routing::endpoint& e) -> result<std::unique_ptr<routing::sink>> {
+    // Receivers with a private CA: the operator names it. An external event hub may also be
+    // another iothub on this machine, whose certificate the development CA here signed.
+    http::client_options http_options;
+    endpoints::eventhub_sink_options eventhub_options;
+    if (!s.routing_trusted_ca_file.empty()) {
+        std::error_code ec;
+        if (!std::filesystem::is_regular_file(s.routing_trusted_ca_file, ec))
+            return error(errc::argument_invalid,
+                         "routing.trusted_ca_file: " + s.routing_trusted_ca_file.string() +
+                             " is not a readable file.");
+        http_options.extra_ca_files.push_back(s.routing_trusted_ca_file);
+        eventhub_options.extra_ca_files.push_back(s.routing_trusted_ca_file);
+    }
+    if (std::error_code ec;
+        std::filesystem::is_regular_file(im->paths.where.tls_dir / "ca.pem", ec))
+        eventhub_options.extra_ca_files.push_back(im->paths.where.tls_dir / "ca.pem");
+    rs.sinks =
+        [kv = &im->storage->kv(), blobs = im->blobs.get(), hub_name, http_options,
+         eventhub_options](const routing::endpoint& e) -> result<std::unique_ptr<routing::sink>> {
         switch (e.kind) {
             case routing::endpoint_kind::storage_container:
                 if (e.connection_string.empty())
                     return endpoints::make_blob_sink(e, *blobs, *kv, hub_name);
                 break;
+            case routing::endpoint_kind::event_hub:
+                if (!e.connection_string.empty())
+                    return endpoints::make_eventhub_sink(e, *kv, eventhub_options);
+                break;
             case routing::endpoint_kind::webhook:
-                return endpoints::make_webhook_sink(e, *kv);
+                return endpoints::make_webhook_sink(e, *kv, http_options);
             case routing::endpoint_kind::kafka:
                 return endpoints::make_kafka_sink(e, *kv);
             default:
@@ -374,8 +396,8 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         return error(r.error().code(), "Routing: " + r.error().message());
     service_api::add_routing_routes(im->routes,
                                     {*im->policies, *im->hosts, *im->router, rs.limits});
-    im->event_grid =
-        std::make_unique<endpoints::event_grid>(im->storage->kv(), *im->router, hub_name);
+    im->event_grid = std::make_unique<endpoints::event_grid>(im->storage->kv(), *im->router,
+                                                             hub_name, http_options);
     if (auto r = im->event_grid->start(); !r)
         return error(r.error().code(), "Event Grid subscriptions: " + r.error().message());
     service_api::add_event_grid_routes(im->routes, {*im->policies, *im->hosts, *im->event_grid});

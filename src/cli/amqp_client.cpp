@@ -1,5 +1,6 @@
 #include "cli/amqp_client.hpp"
 
+#include "amqp_client/support.hpp"
 #include "auth/sas.hpp"
 #include "cli/detail/amqp_session.hpp"
 #include "common/crypto.hpp"
@@ -36,24 +37,8 @@
 namespace iothub::cli {
 namespace {
 
-// The C++ binding gives no access to a rejection's error condition; the C object behind a
-// tracker has it, and a class derived from tracker may read its (protected) handle.
-struct delivery_of : proton::tracker {
-    explicit delivery_of(const proton::tracker& t) : proton::tracker(t) {}
-    pn_delivery_t* get() const { return pn_object(); }
-};
-
 // The condition of a send that failed with its connection, not by the hub's decision.
 const std::string connection_failed = "amqp:connection:failed";
-
-std::string text_of(const proton::value& v) {
-    if (v.type() == proton::BINARY) {
-        auto b = proton::get<proton::binary>(v);
-        return std::string(b.begin(), b.end());
-    }
-    if (v.type() == proton::STRING) return proton::get<std::string>(v);
-    return proton::to_string(v);
-}
 
 }  // namespace
 
@@ -112,7 +97,7 @@ struct amqp_service_client::impl : proton::messaging_handler {
         if (s == cbs_out && !token_sent) {
             token_sent = true;
             token_request_id = random_uuid();
-            s.send(detail::put_token_request(
+            s.send(amqp_client::put_token_request(
                 token_request_id, hub.hostname,
                 auth::make_sas_token(hub.hostname, hub.key, unix_seconds(now()) + 3600,
                                      hub.policy)));
@@ -132,17 +117,16 @@ struct amqp_service_client::impl : proton::messaging_handler {
     void on_message(proton::delivery& d, proton::message& m) override {
         if (d.receiver() == cbs_in) {
             if (m.correlation_id() != proton::message_id(token_request_id)) return;
-            auto status = m.properties().get("status-code");
-            auto code = status.empty() ? 0 : proton::coerce<std::int64_t>(status);
+            const auto code = amqp_client::status_of(m);
             if (code != 200) {
-                auto why = m.properties().get("status-description");
+                auto why = amqp_client::status_description(m);
                 fail("The hub refused the service token (" + std::to_string(code) +
-                     (why.empty() ? std::string() : ": " + text_of(why)) + ").");
+                     (why.empty() ? std::string() : ": " + why) + ").");
                 return;
             }
             c2d_out = conn.open_sender("/messages/devicebound");
         } else if (d.receiver() == feedback_in) {
-            const bool more = on_feedback ? on_feedback(text_of(m.body())) : false;
+            const bool more = on_feedback ? on_feedback(amqp_client::text_of(m.body())) : false;
             // Accepted when this returns (auto-accept); credit only for what is still wanted.
             if (more) feedback_in.add_credit(1);
         }
@@ -174,12 +158,9 @@ struct amqp_service_client::impl : proton::messaging_handler {
     void on_tracker_accept(proton::tracker& t) override { settle(t, {true, {}, {}}); }
     void on_tracker_reject(proton::tracker& t) override {
         send_outcome o{false, "amqp:rejected", {}};
-        if (auto* d = delivery_of(t).get()) {
-            auto* c = pn_disposition_condition(pn_delivery_remote(d));
-            if (c && pn_condition_is_set(c)) {
-                o.condition = pn_condition_get_name(c);
-                if (const char* text = pn_condition_get_description(c)) o.description = text;
-            }
+        if (auto c = amqp_client::condition_of(t); !c.name.empty()) {
+            o.condition = std::move(c.name);
+            o.description = std::move(c.description);
         }
         settle(t, std::move(o));
     }

@@ -1,5 +1,6 @@
 #include "cli/event_hubs_reader.hpp"
 
+#include "amqp_client/support.hpp"
 #include "auth/connection_string.hpp"
 #include "auth/sas.hpp"
 #include "cli/detail/amqp_session.hpp"
@@ -39,26 +40,6 @@ namespace {
 constexpr std::uint64_t selector_descriptor = 0x468C00000004ull;
 // Where this client asks `$management` to send its answers.
 const std::string management_reply = "iothub-cli-management";
-
-std::string text_of(const proton::value& v) {
-    switch (v.type()) {
-        case proton::BINARY: {
-            auto b = proton::get<proton::binary>(v);
-            return std::string(b.begin(), b.end());
-        }
-        case proton::STRING:
-            return proton::get<std::string>(v);
-        case proton::SYMBOL:
-            return proton::get<proton::symbol>(v);
-        case proton::TIMESTAMP:
-            return format_iso8601(sys_time(
-                std::chrono::milliseconds(proton::get<proton::timestamp>(v).milliseconds())));
-        case proton::NULL_TYPE:
-            return {};
-        default:
-            return proton::to_string(v);
-    }
-}
 
 std::string id_text(const proton::message_id& id) {
     if (id.empty()) return {};
@@ -143,8 +124,8 @@ struct event_hubs_reader::impl : proton::messaging_handler {
         if (s == cbs_out && !token_sent) {
             token_sent = true;
             token_request_id = random_uuid();
-            s.send(detail::put_token_request(token_request_id,
-                                             "sb://" + hub.hostname + "/" + entity, token()));
+            s.send(amqp_client::put_token_request(token_request_id,
+                                                  "sb://" + hub.hostname + "/" + entity, token()));
         } else if (s == mgmt_out && !read_sent) {
             read_sent = true;
             read_request_id = random_uuid();
@@ -241,12 +222,12 @@ struct event_hubs_reader::impl : proton::messaging_handler {
             if (k == "x-opt-sequence-number") {
                 e.sequence_number = proton::coerce<std::int64_t>(v);
             } else if (k == "x-opt-offset") {
-                e.offset = text_of(v);
+                e.offset = amqp_client::text_of(v);
             } else if (k == "x-opt-enqueued-time") {
                 if (v.type() == proton::TIMESTAMP)
                     e.enqueued_ms = proton::get<proton::timestamp>(v).milliseconds();
             } else if (k.rfind("x-opt-", 0) != 0) {
-                e.system_properties.emplace_back(k, text_of(v));
+                e.system_properties.emplace_back(k, amqp_client::text_of(v));
             }
         }
         auto add = [&](const char* name, std::string value) {
@@ -269,7 +250,7 @@ struct event_hubs_reader::impl : proton::messaging_handler {
         for (const auto& [k, v] : props)
             e.properties.emplace_back(
                 k, v.type() == proton::STRING ? proton::get<std::string>(v) : proton::to_string(v));
-        e.body = text_of(m.body());
+        e.body = amqp_client::text_of(m.body());
         if (options.on_event) options.on_event(e);
     }
 

@@ -240,6 +240,10 @@ const std::vector<setting_def>& table() {
           "Seconds an endpoint may keep failing before it is dead and its messages are dropped, "
           "10 to 604800"},
          seconds_in(&settings::routing_dead_after, 10, 604800)},
+        {{"routing.trusted_ca_file", "IOTHUB_ROUTING_TRUSTED_CA_FILE", "--routing-trusted-ca-file",
+          "PEM CA certificates routing trusts besides the system's (webhooks, Event Grid, external "
+          "event hubs)"},
+         text(&settings::routing_trusted_ca_file)},
         {{"c2d.max_depth", "IOTHUB_C2D_MAX_DEPTH", "--c2d-max-depth",
           "Cloud-to-device messages a device's queue holds, 1 to 5000"},
          number_in(&settings::c2d_max_depth, 1, 5000)},

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <deque>
 #include <future>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -184,6 +185,10 @@ struct router::worker_spec {
     std::string display;       // cursors and health go by it
     std::string route_target;  // the endpoint name routes and enrichments use
     std::string definition;
+    // What the worker delivers to, beyond its settings: a custom endpoint's type and name. A
+    // changed definition with the same identity (a new key, a fixed address) resumes from the
+    // cursors, so what waited for the fix is not skipped; a new identity starts afresh.
+    std::string identity;
     std::function<result<std::unique_ptr<sink>>()> make_sink;
     std::function<bool(const storage::event_record&)> hub_events;
     std::function<bool(const storage::event_record&)> filter;
@@ -199,6 +204,7 @@ class router::worker {
           display_(std::move(spec.display)),
           target_name_(std::move(spec.route_target)),
           definition_(std::move(spec.definition)),
+          identity_(std::move(spec.identity)),
           make_sink_(std::move(spec.make_sink)),
           hub_events_(std::move(spec.hub_events)),
           filter_(std::move(spec.filter)),
@@ -209,6 +215,7 @@ class router::worker {
     ~worker() { stop(); }
 
     const std::string& definition() const { return definition_; }
+    const std::string& identity() const { return identity_; }
     bool keeps_cursors() const { return keeps_cursors_; }
 
     result<void> start(bool fresh) {
@@ -558,6 +565,7 @@ class router::worker {
     std::string display_;
     std::string target_name_;
     std::string definition_;
+    std::string identity_;
     std::function<result<std::unique_ptr<sink>>()> make_sink_;
     std::function<bool(const storage::event_record&)> hub_events_;
     std::function<bool(const storage::event_record&)> filter_;
@@ -689,7 +697,7 @@ result<void> router::apply(std::shared_ptr<const routing_config> c, bool fresh_e
         worker_spec w;
         if (key == builtin_events) {
             w.display = w.route_target = std::string(builtin_events);
-            w.definition = "events";
+            w.definition = w.identity = "events";
             w.keeps_cursors = true;
             w.make_sink = [this, &kv]() -> result<std::unique_ptr<sink>> {
                 return std::unique_ptr<sink>(std::make_unique<log_sink>(engine_.events(), kv));
@@ -697,6 +705,7 @@ result<void> router::apply(std::shared_ptr<const routing_config> c, bool fresh_e
         } else if (const auto* e = c->find_endpoint(name)) {
             w.display = w.route_target = e->name;
             w.definition = std::string(to_string(e->kind)) + json::serialize(e->raw);
+            w.identity = std::string(to_string(e->kind)) + "/" + key;
             if (e->hosted()) {
                 w.make_sink = [log = hosted[key], &kv]() -> result<std::unique_ptr<sink>> {
                     return std::unique_ptr<sink>(std::make_unique<log_sink>(*log, kv));
@@ -724,6 +733,7 @@ result<void> router::apply(std::shared_ptr<const routing_config> c, bool fresh_e
         w.display = t.route_target + "/" + t.name;
         w.route_target = t.route_target;
         w.definition = t.definition;
+        w.identity = w.display + "/" + t.definition;  // a changed subscription starts afresh
         w.make_sink = t.make_sink;
         w.hub_events = t.hub_events;
         w.filter = t.filter;
@@ -737,11 +747,14 @@ result<void> router::apply(std::shared_ptr<const routing_config> c, bool fresh_e
 result<void> router::reconcile(std::map<std::string, worker_spec> wanted, bool fresh) {
     std::vector<std::unique_ptr<worker>> retired;
     std::vector<std::pair<worker*, bool>> started;
+    std::set<std::string> resumed;  // redefined, same identity: they keep their cursors
     {
         std::lock_guard lock(mutex_);
         for (auto it = workers_.begin(); it != workers_.end();) {
             auto w = wanted.find(it->first);
             if (w == wanted.end() || w->second.definition != it->second->definition()) {
+                if (w != wanted.end() && w->second.identity == it->second->identity())
+                    resumed.insert(it->first);
                 retired.push_back(std::move(it->second));
                 it = workers_.erase(it);
             } else {
@@ -753,7 +766,7 @@ result<void> router::reconcile(std::map<std::string, worker_spec> wanted, bool f
             auto w = std::make_unique<worker>(*this, std::move(spec));
             // The built-in stream keeps its cursors through changes: what devices sent before
             // still reaches it.
-            started.emplace_back(w.get(), fresh && !w->keeps_cursors());
+            started.emplace_back(w.get(), fresh && !w->keeps_cursors() && !resumed.contains(key));
             workers_[key] = std::move(w);
         }
     }

@@ -14,7 +14,9 @@
 // and the cursor in one atomic write, so a crash neither loses nor repeats a message; other
 // endpoints deliver, then move the cursor (at least once). What a worker cannot deliver it retries
 // with exponential backoff, nothing being skipped, and its health says so. A new endpoint starts
-// with the messages that arrive after the configuration that added it.
+// with the messages that arrive after the configuration that added it; an endpoint redefined
+// under the same name and type (a new key, a corrected address) goes on from where it was, so
+// what waited for the fix is delivered.
 //
 // Thread safety: every public method may be called from any thread; replace() and start() block.
 #pragma once

@@ -8,6 +8,7 @@
 //                    session per identity; gateways carry many)
 //   service_links    the service's C2D sends, feedback and file notifications
 //   event_hub_links  Event Hubs partition receivers, epochs, `$management`
+//   event_hub_sends  Event Hubs producers sending to the event hubs routing endpoints host
 //
 // The connection needs no socket: it is a net::protocol_handler (bytes in, bytes out), so its
 // link families are tested by pairing a client driver with it in memory. Everything runs on the
@@ -73,7 +74,12 @@ enum class role : std::uint8_t {
     management_in,
     management_out,
     event_hub_partition,
+    event_hub_send,  // a producer's sender: the hub receives events for a hosted event hub
 };
+
+// The largest message (a batch, for most producers) a hosted event hub takes: Event Hubs
+// Standard's limit, which producers read off the attach to size their batches.
+inline constexpr std::uint64_t event_hub_send_max_bytes = 1024 * 1024;
 
 struct link_state {
     std::uint64_t id = 0;
@@ -100,10 +106,11 @@ struct link_state {
     };
     fifo<pending_send> sends;
     bool sending = false;
-    // Event Hubs partition receivers.
+    // Event Hubs partition receivers; a hosted event hub's sender names one (else -1).
     int partition = 0;
     std::uint64_t next_sequence = 0;
-    storage::event_log* log = nullptr;  // an event hub partition receiver's event hub
+    storage::event_log* log = nullptr;  // an event hub partition receiver's or sender's
+    std::uint32_t rotation = 0;         // a sender's next partition for events without a key
     bool reading = false;
     std::uint64_t watch = 0;
     std::string epoch_key;  // set when it holds an epoch
@@ -227,6 +234,8 @@ class connection final : public net::protocol_handler {
     void add_grant(grant g);
     const grant* grant_for(const std::string& key) const;
     const grant* service_grant() const;
+    // A grant that lets the connection send to the event hub `entity` (grant::allows_sending_to).
+    const grant* event_hub_grant(std::string_view entity) const;
     void drop_grant(const std::string& key);
     // From the server: the identity's access ended; tokens held for it (and for a device's
     // modules) stop counting.
@@ -287,7 +296,7 @@ class connection final : public net::protocol_handler {
     std::unordered_map<pn_link_t*, std::unique_ptr<link_state>> links_;
     std::unordered_map<std::uint64_t, link_state*> by_id_;
     std::map<std::string, grant> grants_;
-    std::unique_ptr<link_family> cbs_, devices_, service_, event_hubs_;
+    std::unique_ptr<link_family> cbs_, devices_, service_, event_hubs_, event_hub_sends_;
 };
 
 // The families, each in its own file.
@@ -295,5 +304,6 @@ std::unique_ptr<link_family> make_cbs_links(connection& c);
 std::unique_ptr<link_family> make_device_links(connection& c);
 std::unique_ptr<link_family> make_service_links(connection& c);
 std::unique_ptr<link_family> make_event_hub_links(connection& c);
+std::unique_ptr<link_family> make_event_hub_send_links(connection& c);
 
 }  // namespace iothub::amqp::detail

@@ -40,9 +40,10 @@ TEST(Addresses, IdsKeepTheirCharactersAndEncodedIdsAreDecoded) {
 }
 
 TEST(Addresses, AnythingElseIsUnknown) {
-    for (auto a : {"", "/", "/foo", "/devices", "/devices//messages/events", "/devices/d/messages",
+    for (auto a : {"", "/", "/devices//messages/events", "/devices/d/messages",
                    "/devices/d/messages/events/extra", "/devices/d/modules/m/messages/devicebound",
-                   "/messages/serviceBound/other", "amqps://host"}) {
+                   "/messages/serviceBound/other", "amqps://host", "myhub/Partitions",
+                   "myhub/Partitions/0/x", "myhub/other/0"}) {
         auto n = classify_address(a);
         EXPECT_EQ(n.what, k::unknown) << a;
         EXPECT_TRUE(n.device_id.empty()) << a;
@@ -238,6 +239,22 @@ TEST(EventHubs, AddressesOfPartitionsAndManagement) {
     EXPECT_EQ(classify_address("$management").what, node_address::kind::eh_management);
     EXPECT_EQ(classify_address("myhub/ConsumerGroups/cg/Partitions").what,
               node_address::kind::unknown);
+}
+
+TEST(EventHubs, AddressesProducersSendTo) {
+    for (auto a : {"inbox", "/inbox", "amqps://localhost/inbox", "sb://localhost:5671/inbox"}) {
+        auto n = classify_address(a);
+        EXPECT_EQ(n.what, node_address::kind::eh_entity) << a;
+        EXPECT_EQ(n.entity, "inbox") << a;
+        EXPECT_TRUE(n.partition.empty()) << a;
+    }
+    auto p = classify_address("amqps://localhost/Inbox/partitions/2");
+    EXPECT_EQ(p.what, node_address::kind::eh_entity);
+    EXPECT_EQ(p.entity, "Inbox") << "names are kept as written";
+    EXPECT_EQ(p.partition, "2");
+    // Fixed names win over entities that would look the same.
+    EXPECT_EQ(classify_address("$cbs").what, node_address::kind::cbs);
+    EXPECT_EQ(classify_address("/messages/devicebound").what, node_address::kind::service_c2d);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include "amqp/detail/connection.hpp"
 #include "auth/connection_string.hpp"
 #include "auth/sas.hpp"
+#include "common/encoding.hpp"
 #include "storage/engine.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -15,6 +16,7 @@
 #include <proton/event.h>
 #include <proton/session.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 
@@ -166,6 +168,14 @@ class AmqpLinks : public ::testing::Test {
             services{authenticator_, policies_, hosts_, c2d_, "hub.example", engine_->events(),
                      groups_, auth::event_hub_name("hub.example"), now(), *files_},
             sessions_, server_settings{});
+        // Two event hubs routing endpoints host.
+        inbox_ = *engine_->log("hosted-inbox");
+        mirror_ = *engine_->log("hosted-mirror");
+        state_->svc.hosted_event_hub = [this](std::string_view name) -> storage::event_log* {
+            if (iequals(name, "inbox")) return inbox_;
+            if (iequals(name, "mirror")) return mirror_;
+            return nullptr;
+        };
         conn_ = std::make_shared<net::connection>(std::make_unique<memory_stream>(wire_),
                                                   io_.get_executor(), nullptr);
         auto handler = std::make_unique<detail::connection>(state_, *conn_);
@@ -233,6 +243,16 @@ class AmqpLinks : public ::testing::Test {
         return auth::make_sas_token("hub.example", p->primary_key, unix_seconds(now()) + 3600,
                                     "service");
     }
+    // An Event Hubs token (the key's text signs) for `sb://hub.example/<entity>`.
+    std::string event_hubs_token(const std::string& entity, const std::string& policy = "service") {
+        const auto* p = policies_.find(policy);
+        return auth::make_sas_token("sb://hub.example/" + entity, p->primary_key,
+                                    unix_seconds(now()) + 3600, policy, auth::key_encoding::text);
+    }
+    std::string delivery_condition(pn_delivery_t* d) {
+        const char* n = pn_condition_get_name(pn_disposition_condition(pn_delivery_remote(d)));
+        return n ? n : "";
+    }
 
     std::unique_ptr<storage::engine> engine_ = storage::open_memory({4, {}});
     registry::device_registry registry_{engine_->kv()};
@@ -252,6 +272,8 @@ class AmqpLinks : public ::testing::Test {
     std::filesystem::path root_;
     std::unique_ptr<file_upload::file_upload_service> files_;
     std::shared_ptr<detail::server_state> state_;
+    storage::event_log* inbox_ = nullptr;
+    storage::event_log* mirror_ = nullptr;
     std::string wire_;
     std::shared_ptr<net::connection> conn_;
     detail::connection* hub_ = nullptr;
@@ -430,6 +452,140 @@ TEST_F(AmqpLinks, PartitionReceiversNeedAnExistingConsumerGroupAndReadEvents) {
     telemetry_.ingest({"dev1"}, e, [&](result<void> x) { done = x; });
     ASSERT_TRUE(exchange([&] { return client_.on(r) == 1; }));
     EXPECT_EQ(body_bytes(client_.received.back().message.get()), "after attach");
+}
+
+// --- sends to hosted event hubs -----------------------------------------------------------------
+
+TEST_F(AmqpLinks, HostedEventHubSendersNeedATokenForTheirEntityAndAnEntityThatTakesSends) {
+    auto* no_token = client_.sender("inbox");
+    ASSERT_TRUE(exchange([&] { return remote_closed(no_token); }));
+    EXPECT_EQ(remote_condition(no_token), "amqp:unauthorized-access");
+
+    ASSERT_EQ(put_token("sb://hub.example/mirror", event_hubs_token("mirror")), 200);
+    auto* other_entity = client_.sender("inbox");
+    ASSERT_TRUE(exchange([&] { return remote_closed(other_entity); }));
+    EXPECT_EQ(remote_condition(other_entity), "amqp:unauthorized-access")
+        << "a token for mirror does not cover inbox";
+    auto* mirror = client_.sender("amqps://hub.example/Mirror");
+    ASSERT_TRUE(exchange([&] { return remote_open(mirror); }));
+    EXPECT_FALSE(remote_closed(mirror));
+
+    ASSERT_EQ(put_token("hub.example", service_token()), 200);
+    for (const std::string& address :
+         {auth::event_hub_name("hub.example"), std::string("nowhere"),
+          std::string("inbox/Partitions/4"), std::string("inbox/Partitions/x")}) {
+        auto* l = client_.sender(address);
+        ASSERT_TRUE(exchange([&] { return remote_closed(l); })) << address;
+        EXPECT_EQ(remote_condition(l), "amqp:not-found") << address;
+    }
+    auto* receiver = client_.receiver("inbox");
+    ASSERT_TRUE(exchange([&] { return remote_closed(receiver); }));
+    EXPECT_EQ(remote_condition(receiver), "amqp:not-found");
+    // A token of the whole hub covers every hosted event hub.
+    auto* inbox = client_.sender("inbox");
+    ASSERT_TRUE(exchange([&] { return remote_open(inbox); }));
+    EXPECT_FALSE(remote_closed(inbox));
+    EXPECT_EQ(pn_link_remote_max_message_size(inbox), detail::event_hub_send_max_bytes);
+}
+
+TEST_F(AmqpLinks, EventsSentToAHostedEventHubAreAcceptedOnceStoredWithTheirProperties) {
+    ASSERT_EQ(put_token("sb://hub.example/inbox", event_hubs_token("inbox")), 200);
+    auto* l = client_.sender("inbox");
+    ASSERT_TRUE(exchange([&] { return remote_open(l) && pn_link_credit(l) > 0; }));
+    auto m = make_message();
+    pn_atom_t id;
+    id.type = PN_STRING;
+    id.u.as_bytes = pn_bytes(2, "m1");
+    pn_message_set_id(m.get(), id);
+    pn_message_set_content_type(m.get(), "application/json");
+    put_string_property(pn_message_properties(m.get()), "level", "high");
+    auto* ann = pn_message_annotations(m.get());
+    put_string_property(ann, "x-opt-partition-key", "dev-7", true);
+    put_string_property(ann, "iothub-connection-device-id", "dev-7", true);
+    put_string_property(ann, "x-opt-other", "dropped", true);
+    set_data_body(m.get(), R"({"t":1})");
+    auto* d = client_.send(l, m.get());
+    ASSERT_TRUE(exchange([&] { return pn_delivery_remote_state(d) != 0; }));
+    EXPECT_EQ(pn_delivery_remote_state(d), PN_ACCEPTED);
+
+    const int p = storage::partition_for("dev-7", inbox_->partition_count());
+    auto events = inbox_->read(p, 0, 10);
+    ASSERT_TRUE(events);
+    ASSERT_EQ(events->size(), 1u);
+    const auto& r = events->front().record;
+    EXPECT_EQ(r.body, R"({"t":1})");
+    EXPECT_EQ(r.application_properties, (storage::property_list{{"level", "high"}}));
+    auto sys = [&](const std::string& k) -> std::string {
+        for (const auto& [name, v] : r.system_properties)
+            if (name == k) return v;
+        return "(absent)";
+    };
+    EXPECT_EQ(sys("message-id"), "m1");
+    EXPECT_EQ(sys("content-type"), "application/json");
+    EXPECT_EQ(sys("iothub-connection-device-id"), "dev-7");
+    EXPECT_EQ(sys("x-opt-partition-key"), "dev-7");
+    EXPECT_EQ(sys("x-opt-other"), "(absent)");
+    EXPECT_EQ(engine_->events().info(0).next_sequence_number +
+                  engine_->events().info(1).next_sequence_number +
+                  engine_->events().info(2).next_sequence_number +
+                  engine_->events().info(3).next_sequence_number,
+              0u)
+        << "nothing reaches the built-in stream";
+}
+
+TEST_F(AmqpLinks, HostedEventHubEventsGoToTheNamedPartitionElseInRotation) {
+    ASSERT_EQ(put_token("sb://hub.example/inbox", event_hubs_token("inbox")), 200);
+    auto* fixed = client_.sender("inbox/Partitions/2");
+    auto* any = client_.sender("inbox");
+    ASSERT_TRUE(exchange([&] {
+        return remote_open(fixed) && remote_open(any) && pn_link_credit(fixed) > 0 &&
+               pn_link_credit(any) > 0;
+    }));
+    auto m = make_message();
+    std::vector<pn_delivery_t*> sent;
+    for (int i = 0; i < 2; ++i) {
+        set_data_body(m.get(), "fixed-" + std::to_string(i));
+        put_string_property(pn_message_annotations(m.get()), "x-opt-partition-key", "ignored",
+                            true);
+        sent.push_back(client_.send(fixed, m.get()));
+    }
+    pn_message_clear(m.get());
+    for (int i = 0; i < 4; ++i) {
+        set_data_body(m.get(), "any-" + std::to_string(i));
+        sent.push_back(client_.send(any, m.get()));
+    }
+    ASSERT_TRUE(exchange([&] {
+        return std::all_of(sent.begin(), sent.end(),
+                           [](pn_delivery_t* d) { return pn_delivery_remote_state(d) != 0; });
+    }));
+    for (auto* d : sent) EXPECT_EQ(pn_delivery_remote_state(d), PN_ACCEPTED);
+    std::vector<std::string> bodies[4];
+    for (int p = 0; p < 4; ++p)
+        for (const auto& e : *inbox_->read(p, 0, 10)) bodies[p].push_back(e.record.body);
+    EXPECT_EQ(bodies[2], (std::vector<std::string>{"fixed-0", "fixed-1", "any-2"}));
+    EXPECT_EQ(bodies[0], (std::vector<std::string>{"any-0"}));
+    EXPECT_EQ(bodies[1], (std::vector<std::string>{"any-1"}));
+    EXPECT_EQ(bodies[3], (std::vector<std::string>{"any-3"}));
+}
+
+TEST_F(AmqpLinks, AHostedEventHubSendThatCannotBeStoredIsRejectedAndTheLinkGoesOn) {
+    ASSERT_EQ(put_token("sb://hub.example/inbox", event_hubs_token("inbox")), 200);
+    auto* l = client_.sender("inbox/Partitions/0");
+    ASSERT_TRUE(exchange([&] { return remote_open(l) && pn_link_credit(l) > 0; }));
+    storage::faults_of(*engine_)->fail_appends(1);
+    auto m = make_message();
+    set_data_body(m.get(), "lost");
+    auto* lost = client_.send(l, m.get());
+    ASSERT_TRUE(exchange([&] { return pn_delivery_remote_state(lost) != 0; }));
+    EXPECT_EQ(pn_delivery_remote_state(lost), PN_REJECTED);
+    EXPECT_EQ(delivery_condition(lost), "amqp:internal-error");
+    set_data_body(m.get(), "kept");
+    auto* kept = client_.send(l, m.get());
+    ASSERT_TRUE(exchange([&] { return pn_delivery_remote_state(kept) != 0; }));
+    EXPECT_EQ(pn_delivery_remote_state(kept), PN_ACCEPTED);
+    auto events = inbox_->read(0, 0, 10);
+    ASSERT_EQ(events->size(), 1u);
+    EXPECT_EQ(events->front().record.body, "kept");
 }
 
 }  // namespace

@@ -120,6 +120,25 @@ TEST_F(Settings, ConsumerGroupLimitComesFromTheTelemetryTable) {
             << bad;
 }
 
+TEST_F(Settings, RoutingTrustsAnExtraCaFileFromTheRoutingTable) {
+    auto plain = load(std::nullopt, {{"data_dir", dir_.string()}}, env({}));
+    ASSERT_TRUE(plain) << plain.error().message();
+    EXPECT_TRUE(plain->routing_trusted_ca_file.empty());
+    write("ca.toml", "[routing]\ntrusted_ca_file = \"/etc/receivers/ca.pem\"\n");
+    auto s = load(dir_ / "ca.toml", {{"data_dir", dir_.string()}}, env({}));
+    ASSERT_TRUE(s) << s.error().message();
+    EXPECT_EQ(s->routing_trusted_ca_file, "/etc/receivers/ca.pem");
+    auto e = load(std::nullopt, {{"data_dir", dir_.string()}},
+                  env({{"IOTHUB_ROUTING_TRUSTED_CA_FILE", "/tmp/env-ca.pem"}}));
+    ASSERT_TRUE(e) << e.error().message();
+    EXPECT_EQ(e->routing_trusted_ca_file, "/tmp/env-ca.pem");
+    auto f = load(dir_ / "ca.toml",
+                  {{"data_dir", dir_.string()}, {"routing.trusted_ca_file", "/tmp/flag-ca.pem"}},
+                  env({}));
+    ASSERT_TRUE(f) << f.error().message();
+    EXPECT_EQ(f->routing_trusted_ca_file, "/tmp/flag-ca.pem");
+}
+
 TEST_F(Settings, C2dLimitsComeFromTheC2dTable) {
     write("c2d.toml", "[c2d]\nmax_depth = 200\nlock_timeout_seconds = 30\n");
     auto s = load(dir_ / "c2d.toml", {{"data_dir", dir_.string()}},

@@ -72,9 +72,14 @@ class Router : public ::testing::TestWithParam<std::string> {
         s.dead_after = dead_after_;
         s.first_retry = 10ms;
         s.max_retry = 50ms;
-        s.sinks = [](const endpoint& e) -> result<std::unique_ptr<sink>> {
+        // Kafka endpoints refuse everything; webhooks whose address says "good" deliver to
+        // `delivered_`, "bad" ones fail; the hub has no sink for any other.
+        s.sinks = [this](const endpoint& e) -> result<std::unique_ptr<sink>> {
             if (e.kind == endpoint_kind::kafka) return std::unique_ptr<sink>(new refusing_sink);
-            return error(errc::bad_request, "not in these tests");
+            const bool good = e.endpoint_uri.find("good") != std::string::npos;
+            if (!good && e.endpoint_uri.find("bad") == std::string::npos)
+                return error(errc::bad_request, "Not built into this test.");
+            return std::unique_ptr<sink>(std::make_unique<recording_sink>(good, *this));
         };
         router_ = std::make_unique<router>(
             *engine_, *telemetry_,
@@ -136,6 +141,30 @@ class Router : public ::testing::TestWithParam<std::string> {
         }
     }
 
+    class recording_sink final : public sink {
+      public:
+        recording_sink(bool works, Router& t) : works_(works), t_(t) {}
+        result<void> deliver(int, std::vector<storage::event_record> events,
+                             storage::kv_write cursor) override {
+            if (!works_ && !events.empty())
+                return error(errc::unauthorized, "The receiver refused the key.");
+            std::lock_guard lock(t_.delivered_mutex_);
+            for (auto& e : events) t_.delivered_.push_back(e.body);
+            held_.hold(std::move(cursor));
+            return {};
+        }
+        result<void> flush(sys_time, bool) override { return held_.write(t_.engine_->kv()); }
+
+      private:
+        bool works_;
+        Router& t_;
+        held_cursors held_;
+    };
+    std::vector<std::string> delivered() {
+        std::lock_guard lock(delivered_mutex_);
+        return delivered_;
+    }
+
     storage::event_log& hosted(std::string_view name) {
         auto* log = router_->hosted_event_hub(name);
         EXPECT_NE(log, nullptr) << name;
@@ -148,6 +177,8 @@ class Router : public ::testing::TestWithParam<std::string> {
     std::unique_ptr<telemetry::telemetry_service> telemetry_;
     std::unique_ptr<router> router_;
     std::map<std::string, json::object> twins_;
+    std::mutex delivered_mutex_;
+    std::vector<std::string> delivered_;
 };
 
 constexpr std::string_view hot_route = R"({
@@ -312,6 +343,47 @@ TEST_P(Router, AnEndpointFailingLongerThanAllowedIsDeadAndItsMessagesAreDropped)
         send(message("d1", "{}"));  // messages keep coming; a dead endpoint does not hold them
     }
     EXPECT_EQ(lake.last_error, "refused");
+}
+
+TEST_P(Router, AnEndpointRedefinedUnderItsNameDeliversWhatWaitedForTheFix) {
+    auto hook = [](std::string_view uri) {
+        return R"({"endpoints": {"webhooks": [{"name": "hook", "endpointUri": ")" +
+               std::string(uri) + R"("}]},
+          "routes": [{"name": "w", "source": "DeviceMessages", "endpointNames": ["hook"],
+                      "isEnabled": true}]})";
+    };
+    configure(hook("http://bad.example/x"));
+    for (int i = 0; i < 3; ++i) send(message("d1", "m" + std::to_string(i)));
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    auto unhealthy = [&] {
+        for (const auto& h : router_->health())
+            if (h.endpoint == "hook" && h.status == health_status::unhealthy) return true;
+        return false;
+    };
+    while (!unhealthy()) {
+        ASSERT_LT(std::chrono::steady_clock::now(), until) << "never reported unhealthy";
+        std::this_thread::sleep_for(10ms);
+    }
+    configure(hook("http://good.example/x"));
+    send(message("d1", "m3"));
+    while (delivered().size() < 4) {
+        ASSERT_LT(std::chrono::steady_clock::now(), until) << "held messages not delivered";
+        std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_EQ(delivered(), (std::vector<std::string>{"m0", "m1", "m2", "m3"}));
+
+    // Another name is another endpoint: it starts with what comes after it.
+    configure(R"({"endpoints": {"webhooks": [{"name": "hook2", "endpointUri": "http://good/2"}]},
+          "routes": [{"name": "w", "source": "DeviceMessages", "endpointNames": ["hook2"],
+                      "isEnabled": true}]})");
+    send(message("d1", "m4"));
+    while (delivered().size() < 5) {
+        ASSERT_LT(std::chrono::steady_clock::now(), until);
+        std::this_thread::sleep_for(10ms);
+    }
+    std::this_thread::sleep_for(100ms);
+    EXPECT_EQ(delivered().back(), "m4");
+    EXPECT_EQ(delivered().size(), 5u);
 }
 
 TEST_P(Router, AfterARestartDeliveryResumesWithoutLossOrRepetition) {
