@@ -709,6 +709,40 @@ void connection::reject(link_state& ls, pn_delivery_t* d, std::string_view condi
     top_up(ls);
 }
 
+std::optional<std::vector<storage::event_record>> connection::decode_batch(
+    link_state& ls, pn_delivery_t* d, std::string_view bytes, std::string_view noun,
+    const std::function<result<storage::event_record>(pn_message_t*)>& convert) {
+    auto sections = data_sections(bytes);
+    if (!sections) {
+        reject(ls, d, "amqp:decode-error",
+               "The batched message could not be read: " + sections.error().message());
+        return std::nullopt;
+    }
+    std::vector<storage::event_record> events;
+    events.reserve(sections->size());
+    auto* m = scratch();
+    for (std::size_t i = 0; i < sections->size(); ++i) {
+        const auto inner = (*sections)[i];
+        const auto which = std::string(noun) + " " + std::to_string(i + 1) + " of " +
+                           std::to_string(sections->size()) + " in the batch";
+        pn_message_clear(m);
+        // Checked before proton sees it: proton asserts (aborts the process) on an empty input
+        // and reads some truncated sections without complaint.
+        if (!well_formed_message(inner) || pn_message_decode(m, inner.data(), inner.size()) != 0) {
+            reject(ls, d, "amqp:decode-error",
+                   which + " could not be decoded; nothing of the batch was stored.");
+            return std::nullopt;
+        }
+        auto e = convert(m);
+        if (!e) {
+            settle_error(ls, d, error(e.error().code(), which + ": " + e.error().message()));
+            return std::nullopt;
+        }
+        events.push_back(std::move(*e));
+    }
+    return events;
+}
+
 // --- authorization ------------------------------------------------------------------------------
 
 void connection::add_grant(grant g) {

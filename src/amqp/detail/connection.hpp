@@ -224,6 +224,13 @@ class connection final : public net::protocol_handler {
     void settle_error(link_state& ls, pn_delivery_t* d, const error& e);
     void reject(link_state& ls, pn_delivery_t* d, std::string_view condition,
                 std::string_view description);
+    // A batched message's data sections, each a whole message made into an event by `convert`
+    // (which sees the decoded inner message). Taken or refused whole: on the first fault the
+    // delivery is refused, naming the message ("<noun> 3 of 10 in the batch"), and nullopt
+    // comes back.
+    std::optional<std::vector<storage::event_record>> decode_batch(
+        link_state& ls, pn_delivery_t* d, std::string_view bytes, std::string_view noun,
+        const std::function<result<storage::event_record>(pn_message_t*)>& convert);
     // Senders: sends `m` now or when credit comes; send_now needs credit.
     void send(link_state& ls, pn_message_t* m);
     pn_delivery_t* send_now(link_state& ls, pn_message_t* m, std::string_view tag);

@@ -159,33 +159,11 @@ class device_links final : public link_family {
         auto* id = find(ls.identity);
         if (!id || !id->session || !id->session->is_open())
             return c_.reject(ls, d, "amqp:unauthorized-access", "The identity is not open.");
-        auto sections = data_sections(bytes);
-        if (!sections)
-            return c_.reject(
-                ls, d, "amqp:decode-error",
-                "The batched message could not be read: " + sections.error().message());
-        std::vector<storage::event_record> events;
-        events.reserve(sections->size());
-        auto* m = c_.scratch();
-        for (std::size_t i = 0; i < sections->size(); ++i) {
-            const auto inner = (*sections)[i];
-            const auto which = "Message " + std::to_string(i + 1) + " of " +
-                               std::to_string(sections->size()) + " in the batch";
-            pn_message_clear(m);
-            // Checked before proton sees it: proton asserts (aborts the process) on an empty
-            // input and reads some truncated sections without complaint.
-            if (!well_formed_message(inner) ||
-                pn_message_decode(m, inner.data(), inner.size()) != 0)
-                return c_.reject(ls, d, "amqp:decode-error",
-                                 which + " could not be decoded; nothing of the batch was stored.");
-            auto e = to_event(m);
-            if (!e)
-                return c_.settle_error(ls, d,
-                                       error(e.error().code(), which + ": " + e.error().message()));
-            events.push_back(std::move(*e));
-        }
+        auto events =
+            c_.decode_batch(ls, d, bytes, "Message", [](pn_message_t* m) { return to_event(m); });
+        if (!events) return;
         const auto ticket = next_ticket_++;
-        if (auto ok = id->session->admit_batch(std::move(events), ticket); !ok)
+        if (auto ok = id->session->admit_batch(std::move(*events), ticket); !ok)
             return c_.settle_error(ls, d, ok.error());
         id->telemetry.emplace(ticket, std::pair{ls.id, d});
     }

@@ -70,37 +70,19 @@ class event_hub_sends final : public link_family {
     // refused whole, and goes to one partition: the envelope's key is the batch's, and producers
     // give every event of a keyed batch the same key.
     void batch(link_state& ls, pn_delivery_t* d, std::string_view bytes) override {
-        auto sections = data_sections(bytes);
-        if (!sections)
-            return c_.reject(
-                ls, d, "amqp:decode-error",
-                "The batched message could not be read: " + sections.error().message());
+        // The envelope's key, else the first event's.
         auto* m = c_.scratch();
         pn_message_clear(m);
         std::optional<std::string> key;
         if (pn_message_decode(m, bytes.data(), bytes.size()) == 0)
             key = annotation(m, partition_key);
-        std::vector<storage::event_record> events;
-        events.reserve(sections->size());
-        for (std::size_t i = 0; i < sections->size(); ++i) {
-            const auto inner = (*sections)[i];
-            const auto which = "Event " + std::to_string(i + 1) + " of " +
-                               std::to_string(sections->size()) + " in the batch";
-            pn_message_clear(m);
-            // Checked before proton sees it: proton asserts on an empty input and reads some
-            // truncated sections without complaint.
-            if (!well_formed_message(inner) ||
-                pn_message_decode(m, inner.data(), inner.size()) != 0)
-                return c_.reject(ls, d, "amqp:decode-error",
-                                 which + " could not be decoded; nothing of the batch was stored.");
-            auto e = to_event_hub_event(m);
-            if (!e)
-                return c_.settle_error(ls, d,
-                                       error(e.error().code(), which + ": " + e.error().message()));
-            if (!key) key = annotation(m, partition_key);
-            events.push_back(std::move(*e));
-        }
-        append(ls, d, std::move(events), key);
+        auto events = c_.decode_batch(ls, d, bytes, "Event", [&key](pn_message_t* inner) {
+            auto e = to_event_hub_event(inner);
+            if (e && !key) key = annotation(inner, partition_key);
+            return e;
+        });
+        if (!events) return;
+        append(ls, d, std::move(*events), key);
     }
 
   private:
