@@ -249,13 +249,14 @@ class router::worker {
             sink_ = std::move(*made);
         else
             undeliverable_ = made.error().message();
-        thread_ = std::thread([this] { run(); });
+        // Logged before the thread starts: from then on the positions are the thread's.
         spdlog::debug("routing: endpoint '{}' starts at {}", display_, [&] {
             std::string at;
             for (auto& s : sources_)
                 for (auto n : s.next) at += s.name + ":" + std::to_string(n) + " ";
             return at;
         }());
+        thread_ = std::thread([this] { run(); });
         return {};
     }
 
