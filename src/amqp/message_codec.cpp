@@ -323,10 +323,12 @@ result<storage::event_record> to_event(pn_message_t* m) {
 result<storage::event_record> to_event_hub_event(pn_message_t* m) {
     auto e = to_event(m);
     if (!e) return e;
-    for (auto& [k, v] : annotations(m)) {
+    for (auto& annotation : annotations(m)) {
+        auto& [k, v] = annotation;
         if (!k.starts_with("iothub-") && k != "x-opt-partition-key") continue;
+        const auto& name = annotation.first;  // a lambda may not capture a structured binding
         const bool kept = std::any_of(e->system_properties.begin(), e->system_properties.end(),
-                                      [&](const auto& p) { return p.first == k; });
+                                      [&name](const auto& p) { return p.first == name; });
         if (!kept && !v.empty()) e->system_properties.emplace_back(std::move(k), std::move(v));
     }
     return e;
