@@ -1,8 +1,19 @@
 #include "auth/connection_string.hpp"
 
+#include "common/encoding.hpp"
+
 #include <array>
 
 namespace iothub::auth {
+namespace {
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+}  // namespace
 
 result<connection_string> connection_string::parse(std::string_view text) {
     connection_string cs;
@@ -11,12 +22,14 @@ result<connection_string> connection_string::parse(std::string_view text) {
         std::string_view part = text.substr(0, semi);
         text = semi == std::string_view::npos ? std::string_view{} : text.substr(semi + 1);
         if (part.empty()) continue;  // tolerate "a=b;;c=d" and a trailing ';'
+        part = trim(part);
+        if (part.empty()) continue;
         auto eq = part.find('=');
         if (eq == std::string_view::npos || eq == 0)
             return error(
                 errc::argument_invalid,
                 "Malformed connection string: expected Key=Value, got '" + std::string(part) + "'");
-        cs.fields_[std::string(part.substr(0, eq))] = std::string(part.substr(eq + 1));
+        cs.fields_[std::string(trim(part.substr(0, eq)))] = std::string(trim(part.substr(eq + 1)));
     }
     if (cs.fields_.empty()) return error(errc::argument_invalid, "Empty connection string");
     return cs;
@@ -26,6 +39,13 @@ std::optional<std::string> connection_string::get(std::string_view key) const {
     auto it = fields_.find(key);
     if (it == fields_.end()) return std::nullopt;
     return it->second;
+}
+
+std::optional<std::string> connection_string::get_ignoring_case(std::string_view key) const {
+    if (auto exact = get(key)) return exact;
+    for (const auto& [k, v] : fields_)
+        if (iequals(k, key)) return v;
+    return std::nullopt;
 }
 
 std::string connection_string::to_string() const {

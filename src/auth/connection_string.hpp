@@ -15,7 +15,11 @@ class connection_string {
   public:
     static result<connection_string> parse(std::string_view text);
 
+    // Keys are case-sensitive, as the IoT Hub SDKs read them; keys and values are trimmed of
+    // spaces at parse.
     std::optional<std::string> get(std::string_view key) const;
+    // Event Hubs connection strings match keys ignoring case (`EntityPath`, `entityPath`).
+    std::optional<std::string> get_ignoring_case(std::string_view key) const;
     bool has(std::string_view key) const { return fields_.contains(std::string(key)); }
     void set(std::string key, std::string value) { fields_[std::move(key)] = std::move(value); }
 

@@ -236,8 +236,9 @@ void add_eh_command(CLI::App& app, int& exit_code) {
                     "Seconds to wait for the reader after the last write (default 10)");
     cmd->add_flag("--mqtt-plain", o->plain, "Devices over plain TCP (serve --mqtt-plain)");
     cmd->add_option("-g,--consumer-group", o->consumer_group, "Consumer group (default $Default)");
-    cmd->add_option("--entity", o->entity,
-                    "Read this event hub that a routing endpoint hosts instead of the built-in one");
+    cmd->add_option(
+        "--entity", o->entity,
+        "Read this event hub that a routing endpoint hosts instead of the built-in one");
     cmd->add_flag("--json-body", o->json_body,
                   "JSON bodies sent as application/json, utf-8 (routes can read $body)");
     cmd->add_option("--properties", o->properties,

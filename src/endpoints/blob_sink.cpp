@@ -11,9 +11,8 @@ namespace iothub::endpoints {
 namespace {
 
 std::string property(const storage::property_list& l, std::string_view name) {
-    for (const auto& [k, v] : l)
-        if (k == name) return v;
-    return {};
+    const auto* v = storage::find_property(l, name);
+    return v ? *v : std::string();
 }
 
 class blob_sink final : public routing::sink {
@@ -41,17 +40,14 @@ class blob_sink final : public routing::sink {
         return {};
     }
 
-    result<void> flush(sys_time now, bool final) override {
+    // A batch that waits keeps its positions unsaved, at the hub's stop too: its messages are
+    // read again on the next start.
+    result<void> flush(sys_time now, bool) override {
         for (auto& [p, b] : batches_) {
-            const bool due = !b.messages.empty() &&
-                             now - b.started >= std::chrono::seconds(e_.batch_frequency_seconds);
-            if (due) {
+            if (b.messages.empty()) {
+                if (auto r = b.cursors.write(kv_); !r) return r;
+            } else if (now - b.started >= std::chrono::seconds(e_.batch_frequency_seconds)) {
                 if (auto r = write(p, b); !r) return r;
-            } else if (b.messages.empty() || final) {
-                // Nothing waits to be written (or the hub stops: what waits is read again on
-                // the next start, its positions are not saved).
-                if (b.messages.empty())
-                    if (auto r = b.cursors.write(kv_); !r) return r;
             }
         }
         return {};

@@ -2,6 +2,7 @@
 
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
+#include "hub_events/hub_events.hpp"
 #include "routing/evaluation.hpp"
 
 #include <boost/json.hpp>
@@ -21,9 +22,8 @@ constexpr std::array<std::string_view, 5> event_types{
     "Microsoft.Devices.DeviceTelemetry"};
 
 std::string property(const storage::property_list& l, std::string_view name) {
-    for (const auto& [k, v] : l)
-        if (k == name) return v;
-    return {};
+    const auto* v = storage::find_property(l, name);
+    return v ? *v : std::string();
 }
 
 // Keys of ARM documents match ignoring case.
@@ -49,6 +49,11 @@ result<std::uint32_t> bounded(const json::object& o, std::string_view key, std::
                                                  std::to_string(min) + " to " +
                                                  std::to_string(max) + ".");
     return static_cast<std::uint32_t>(v->get_int64());
+}
+
+std::string to_upper(std::string s) {
+    for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return s;
 }
 
 }  // namespace
@@ -163,13 +168,13 @@ std::string event_type_of(const storage::event_record& r) {
     const auto source = property(r.system_properties, "iothub-message-source");
     const auto op = property(r.application_properties, "opType");
     if (source == "Telemetry") return "Microsoft.Devices.DeviceTelemetry";
-    if (source == "deviceLifecycleEvents") {
-        if (op == "createDeviceIdentity") return "Microsoft.Devices.DeviceCreated";
-        if (op == "deleteDeviceIdentity") return "Microsoft.Devices.DeviceDeleted";
+    if (source == hub_events::lifecycle_source) {
+        if (op == hub_events::created_op) return "Microsoft.Devices.DeviceCreated";
+        if (op == hub_events::deleted_op) return "Microsoft.Devices.DeviceDeleted";
     }
-    if (source == "deviceConnectionStateEvents") {
-        if (op == "deviceConnected") return "Microsoft.Devices.DeviceConnected";
-        if (op == "deviceDisconnected") return "Microsoft.Devices.DeviceDisconnected";
+    if (source == hub_events::connection_state_source) {
+        if (op == hub_events::connected_op) return "Microsoft.Devices.DeviceConnected";
+        if (op == hub_events::disconnected_op) return "Microsoft.Devices.DeviceDisconnected";
     }
     return {};
 }
@@ -300,11 +305,6 @@ class event_grid::sink final : public routing::sink {
         eg_.counted(sub_.name, sub_.validated, delivered, dropped);
     }
 
-    static std::string to_upper(std::string s) {
-        for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-        return s;
-    }
-
     event_grid& eg_;
     event_subscription sub_;
     http::client client_;
@@ -323,13 +323,11 @@ class event_grid::sink final : public routing::sink {
 event_grid::event_grid(storage::kv_store& kv, routing::router& router, std::string hub_name,
                        http::client_options client)
     : kv_(kv), router_(router), hub_name_(std::move(hub_name)), client_(std::move(client)) {
-    std::string upper = hub_name_;
-    for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     // Azure's topic names the hub's ARM resource; a self-hosted hub has no subscription or group.
     topic_ =
         "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/IOTHUB/PROVIDERS/"
         "MICROSOFT.DEVICES/IOTHUBS/" +
-        upper;
+        to_upper(hub_name_);
 }
 
 event_grid::~event_grid() {

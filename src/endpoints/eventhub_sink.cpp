@@ -1,6 +1,7 @@
 #include "endpoints/eventhub_sink.hpp"
 
 #include "amqp_client/support.hpp"
+#include "auth/connection_string.hpp"
 #include "auth/sas.hpp"
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
@@ -52,38 +53,9 @@ error invalid(const routing::endpoint& e, const std::string& what) {
     return error(errc::argument_invalid, "Event hub endpoint '" + e.name + "': " + what);
 }
 
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-}
-
-// `Key=Value;...`, keys ignoring case; a value may contain '=' (Base64 keys end with it).
-std::map<std::string, std::string> fields_of(std::string_view text) {
-    std::map<std::string, std::string> out;
-    while (!text.empty()) {
-        auto semi = text.find(';');
-        auto segment = text.substr(0, semi);
-        text = semi == std::string_view::npos ? std::string_view() : text.substr(semi + 1);
-        auto eq = segment.find('=');
-        if (eq == std::string_view::npos) continue;
-        auto key = to_lower(trim(segment.substr(0, eq)));
-        if (!key.empty()) out.emplace(std::move(key), std::string(trim(segment.substr(eq + 1))));
-    }
-    return out;
-}
-
-const storage::property_list* stamp_of(const storage::event_record& e) {
-    return e.stamp ? e.stamp.get() : nullptr;
-}
-
 const std::string* find(const storage::event_record& e, std::string_view name) {
-    for (const auto& [k, v] : e.system_properties)
-        if (k == name) return &v;
-    if (const auto* s = stamp_of(e))
-        for (const auto& [k, v] : *s)
-            if (k == name) return &v;
-    return nullptr;
+    if (const auto* v = storage::find_property(e.system_properties, name)) return v;
+    return e.stamp ? storage::find_property(*e.stamp, name) : nullptr;
 }
 
 // A routed message as the event hub receives it (the module comment says what goes where).
@@ -115,7 +87,7 @@ proton::message to_message(const storage::event_record& e) {
         }
     };
     system(e.system_properties);
-    if (const auto* s = stamp_of(e)) system(*s);
+    if (e.stamp) system(*e.stamp);
     if (const auto* device = find(e, device_id_property))
         annotations.put(proton::annotation_key("x-opt-partition-key"), *device);
     return m;
@@ -533,9 +505,12 @@ std::string eventhub_target::audience() const {
 }
 
 result<eventhub_target> parse_eventhub_target(const routing::endpoint& e) {
-    auto f = fields_of(e.connection_string);
+    auto cs = auth::connection_string::parse(e.connection_string);
+    if (!cs) return invalid(e, cs.error().message());
+    auto field = [&cs](std::string_view key) { return cs->get_ignoring_case(key).value_or(""); };
     eventhub_target t;
-    std::string_view endpoint = f["endpoint"];
+    const auto endpoint_text = field("Endpoint");
+    std::string_view endpoint = endpoint_text;
     if (!iequals(endpoint.substr(0, 5), "sb://"))
         return invalid(e, "the connection string needs Endpoint=sb://<host>/.");
     endpoint.remove_prefix(5);
@@ -552,7 +527,7 @@ result<eventhub_target> parse_eventhub_target(const routing::endpoint& e) {
         if (colon != std::string_view::npos) port = endpoint.substr(colon);
     }
     if (t.host.empty()) return invalid(e, "the connection string's Endpoint has no host.");
-    t.tls = !iequals(f["usedevelopmentemulator"], "true");
+    t.tls = !iequals(field("UseDevelopmentEmulator"), "true");
     t.port = t.tls ? 5671 : 5672;
     if (!port.empty()) {
         port.remove_prefix(1);  // ':'
@@ -562,11 +537,11 @@ result<eventhub_target> parse_eventhub_target(const routing::endpoint& e) {
             return invalid(e, "the Endpoint's port is not valid.");
         t.port = static_cast<std::uint16_t>(n);
     }
-    t.key_name = f["sharedaccesskeyname"];
-    t.key = f["sharedaccesskey"];
+    t.key_name = field("SharedAccessKeyName");
+    t.key = field("SharedAccessKey");
     if (t.key_name.empty() || t.key.empty())
         return invalid(e, "the connection string needs SharedAccessKeyName and SharedAccessKey.");
-    t.entity = f["entitypath"];
+    t.entity = field("EntityPath");
     if (t.entity.empty()) t.entity = e.entity_path;
     if (t.entity.empty())
         return invalid(e,

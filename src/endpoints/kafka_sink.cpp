@@ -1,5 +1,7 @@
 #include "endpoints/kafka_sink.hpp"
 
+#include "endpoints/properties.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -18,7 +20,6 @@ using std::chrono::steady_clock;
 // (with its reason) can come up to that long after message.timeout.ms.
 constexpr milliseconds report_grace{1500};
 constexpr milliseconds close_timeout{2000};
-constexpr std::string_view system_prefix = "iothub-";
 constexpr std::string_view device_id_property = "iothub-connection-device-id";
 
 int to_ms(milliseconds d) {
@@ -52,12 +53,6 @@ bool transient(rd_kafka_resp_err_t err) {
         default:
             return false;
     }
-}
-
-const std::string* find(const storage::property_list& l, std::string_view name) {
-    for (const auto& [k, v] : l)
-        if (k == name) return &v;
-    return nullptr;
 }
 
 struct conf_deleter {
@@ -188,8 +183,8 @@ void kafka_sink::stop() {
 
 result<void> kafka_sink::produce(const storage::event_record& e,
                                  steady_clock::time_point deadline) {
-    const std::string* device = find(e.system_properties, device_id_property);
-    if (!device && e.stamp) device = find(*e.stamp, device_id_property);
+    const std::string* device = storage::find_property(e.system_properties, device_id_property);
+    if (!device && e.stamp) device = storage::find_property(*e.stamp, device_id_property);
 
     rd_kafka_headers_t* headers =
         rd_kafka_headers_new(e.application_properties.size() + e.system_properties.size() +
@@ -199,7 +194,7 @@ result<void> kafka_sink::produce(const storage::event_record& e,
                             static_cast<ssize_t>(v.size()));
     auto add_system = [&](const storage::property_list& l) {
         for (const auto& [k, v] : l) {
-            std::string name = k.starts_with(system_prefix) ? k : std::string(system_prefix) + k;
+            const auto name = system_header(k);
             rd_kafka_header_add(headers, name.data(), static_cast<ssize_t>(name.size()), v.data(),
                                 static_cast<ssize_t>(v.size()));
         }

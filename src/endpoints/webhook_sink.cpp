@@ -13,10 +13,7 @@ class webhook_sink final : public routing::sink {
   public:
     webhook_sink(const routing::endpoint& e, http::url url, storage::kv_store& kv,
                  http::client_options options)
-        : name_(e.name),
-          headers_(e.headers),
-          client_(std::move(url), std::move(options)),
-          kv_(kv) {}
+        : headers_(e.headers), client_(std::move(url), std::move(options)), kv_(kv) {}
 
     result<void> deliver(int, std::vector<storage::event_record> events,
                          storage::kv_write cursor) override {
@@ -44,7 +41,6 @@ class webhook_sink final : public routing::sink {
     result<void> flush(sys_time, bool) override { return held_.write(kv_); }
 
   private:
-    std::string name_;
     std::vector<std::pair<std::string, std::string>> headers_;
     http::client client_;
     storage::kv_store& kv_;
@@ -52,11 +48,6 @@ class webhook_sink final : public routing::sink {
 };
 
 }  // namespace
-
-std::string system_header(std::string_view wire_name) {
-    if (wire_name.starts_with("iothub-")) return std::string(wire_name);
-    return "iothub-" + std::string(wire_name);
-}
 
 result<std::unique_ptr<routing::sink>> make_webhook_sink(const routing::endpoint& e,
                                                          storage::kv_store& kv,

@@ -6,6 +6,7 @@
 // device: a message is sent only after the one before it was accepted.
 #pragma once
 
+#include "endpoints/properties.hpp"
 #include "http/client.hpp"
 #include "routing/config.hpp"
 #include "routing/sink.hpp"
@@ -13,10 +14,6 @@
 #include <memory>
 
 namespace iothub::endpoints {
-
-// The header a system property travels in: `iothub-` and its wire name, unless it has that
-// prefix already (iothub-connection-device-id stays as it is).
-std::string system_header(std::string_view wire_name);
 
 result<std::unique_ptr<routing::sink>> make_webhook_sink(const routing::endpoint& e,
                                                          storage::kv_store& kv,

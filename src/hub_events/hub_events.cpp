@@ -44,7 +44,7 @@ storage::event_record twin_change(std::string_view hub, subject who, std::string
 storage::event_record lifecycle(std::string_view hub, subject who, bool created, std::string twin,
                                 sys_time at) {
     return envelope(hub, who, lifecycle_source, "deviceLifecycleNotification",
-                    created ? "createDeviceIdentity" : "deleteDeviceIdentity", std::move(twin), at);
+                    created ? created_op : deleted_op, std::move(twin), at);
 }
 
 storage::event_record connection_state(std::string_view hub, subject who, bool connected,
@@ -53,7 +53,7 @@ storage::event_record connection_state(std::string_view hub, subject who, bool c
     body += sequence_number;
     body += "\"}";
     return envelope(hub, who, connection_state_source, "deviceConnectionStateNotification",
-                    connected ? "deviceConnected" : "deviceDisconnected", std::move(body), at);
+                    connected ? connected_op : disconnected_op, std::move(body), at);
 }
 
 publisher::publisher(storage::event_log& log, std::string hub_name, std::function<sys_time()> clock)

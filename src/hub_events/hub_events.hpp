@@ -32,6 +32,13 @@ struct subject {
 inline constexpr std::string_view twin_change_source = "twinChangeEvents";
 inline constexpr std::string_view lifecycle_source = "deviceLifecycleEvents";
 inline constexpr std::string_view connection_state_source = "deviceConnectionStateEvents";
+inline constexpr std::string_view job_lifecycle_source = "deviceJobLifecycleEvents";  // with jobs
+
+// opType values.
+inline constexpr std::string_view created_op = "createDeviceIdentity";
+inline constexpr std::string_view deleted_op = "deleteDeviceIdentity";
+inline constexpr std::string_view connected_op = "deviceConnected";
+inline constexpr std::string_view disconnected_op = "deviceDisconnected";
 
 // `op` is updateTwin (a patch) or replaceTwin; `body` the JSON Azure sends for it.
 storage::event_record twin_change(std::string_view hub, subject who, std::string_view op,

@@ -1,6 +1,7 @@
 #include "routing/router.hpp"
 
 #include "common/encoding.hpp"
+#include "hub_events/hub_events.hpp"
 
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
@@ -31,13 +32,12 @@ std::string cursor_key(std::string_view endpoint, std::string_view log, int part
 
 // Which routing source a hub event belongs to, by the iothub-message-source it carries.
 std::optional<source> source_of_hub_event(const storage::event_record& r) {
-    for (const auto& [k, v] : r.system_properties) {
-        if (k != "iothub-message-source") continue;
-        if (v == "twinChangeEvents") return source::twin_change_events;
-        if (v == "deviceLifecycleEvents") return source::device_lifecycle_events;
-        if (v == "deviceConnectionStateEvents") return source::device_connection_state_events;
-        if (v == "deviceJobLifecycleEvents") return source::device_job_lifecycle_events;
-    }
+    const auto* v = storage::find_property(r.system_properties, "iothub-message-source");
+    if (!v) return std::nullopt;
+    if (*v == hub_events::twin_change_source) return source::twin_change_events;
+    if (*v == hub_events::lifecycle_source) return source::device_lifecycle_events;
+    if (*v == hub_events::connection_state_source) return source::device_connection_state_events;
+    if (*v == hub_events::job_lifecycle_source) return source::device_job_lifecycle_events;
     return std::nullopt;
 }
 
@@ -453,10 +453,7 @@ class router::worker {
         out = e.record;
         out.stamp.reset();  // read() folded it into the system properties
         // When the hub took it, as endpoints show it; the copy is enqueued again later.
-        bool stamped = false;
-        for (const auto& [k, v] : out.system_properties)
-            stamped = stamped || k == "iothub-enqueuedtime";
-        if (!stamped)
+        if (!storage::find_property(out.system_properties, "iothub-enqueuedtime"))
             out.system_properties.emplace_back("iothub-enqueuedtime",
                                                format_iso8601(e.enqueued_time));
         for (const auto* en_ptr : enrichments_) {
@@ -810,7 +807,7 @@ std::vector<endpoint_health> router::health() const {
 }
 
 router_counters router::counters() const {
-    return {undefined_.load(), 0, too_large_.load()};
+    return {undefined_.load(), too_large_.load()};
 }
 
 }  // namespace iothub::routing

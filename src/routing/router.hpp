@@ -86,7 +86,6 @@ struct router_settings {
 
 struct router_counters {
     std::uint64_t undefined_evaluations = 0;  // a condition was neither true nor false
-    std::uint64_t orphaned = 0;               // device messages no route took (fallback off)
     std::uint64_t dropped_too_large = 0;      // too large once enriched
 };
 
@@ -152,7 +151,7 @@ class router {
     bool stopped_ = false;                               // under replace_mutex_
 
     std::atomic<bool> direct_wanted_{true};
-    std::atomic<std::uint64_t> undefined_{0}, orphaned_{0}, too_large_{0};
+    std::atomic<std::uint64_t> undefined_{0}, too_large_{0};
 };
 
 }  // namespace iothub::routing

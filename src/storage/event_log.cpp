@@ -25,6 +25,12 @@ result<void> check_log_name(std::string_view name) {
     return {};
 }
 
+const std::string* find_property(const property_list& list, std::string_view name) {
+    for (const auto& [k, v] : list)
+        if (k == name) return &v;
+    return nullptr;
+}
+
 int partition_for(std::string_view device_id, int partitions) {
     std::uint32_t h = 2166136261u;
     for (unsigned char c : device_id) {

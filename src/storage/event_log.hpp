@@ -48,6 +48,9 @@ struct event_record {
     std::shared_ptr<const property_list> stamp;
 };
 
+// The value of the first property named `name` (exactly), or null.
+const std::string* find_property(const property_list& list, std::string_view name);
+
 // Body, property names and values (the stamp excluded): what counts against the 256 KB message
 // limit and for size-based retention.
 std::size_t event_size(const event_record& e);

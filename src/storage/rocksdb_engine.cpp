@@ -351,8 +351,9 @@ class rocksdb_engine final : public engine {
             }
             n.partitions.push_back(h);
         }
-        auto opened = detail::rocksdb_event_log::open(std::string(name), db_, n.partitions, meta_,
-                                                      settings_.events, settings_.sync && synced, kv_.get());
+        auto opened =
+            detail::rocksdb_event_log::open(std::string(name), db_, n.partitions, meta_,
+                                            settings_.events, settings_.sync && synced, kv_.get());
         if (!opened) return opened.error();
         n.log = std::move(*opened);
         auto* out = n.log.get();

@@ -10,7 +10,7 @@ const http = require('node:http');
 const { Registry } = require('azure-iothub');
 const { Client, Message } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
-const { Hub, connectionString, eventually, serviceRequest, sleep } = require('./lib/hub');
+const { Hub, connectionString, eventually, serviceRequest } = require('./lib/hub');
 
 let hub;
 let registry;
@@ -132,7 +132,9 @@ describe('event grid and webhooks', () => {
     assert.equal(r.status, 200);
     await registry.create({ deviceId: 'grid-d2' });
     await eventually(() => at('/wrong').length >= 1, 10000, 'a handshake');
-    await sleep(1500);
+    // The created event is handled (dropped: the subscription is not active), not sent.
+    await eventually(async () => (await serviceRequest({ path: '/eventSubscriptions/wrong' })).json
+      .properties.droppedEvents >= 1, 10000, 'the event dropped');
     assert.ok(at('/wrong').every((x) => x.headers['aeg-event-type'] === 'SubscriptionValidation'));
     const shown = (await serviceRequest({ path: '/eventSubscriptions/wrong' })).json;
     assert.equal(shown.properties.provisioningState, 'AwaitingManualAction');
