@@ -11,6 +11,9 @@ find_package(PkgConfig REQUIRED)
 pkg_check_modules(TOMLPP REQUIRED IMPORTED_TARGET tomlplusplus)
 # Kafka routing endpoints (the C API; its mock cluster serves the tests).
 pkg_check_modules(RDKAFKA REQUIRED IMPORTED_TARGET rdkafka)
+# The cluster engine (JetStream) and the nats routing endpoint.
+# (Debian's cnats CMake package names a static library it does not ship; pkg-config is right.)
+pkg_check_modules(NATS REQUIRED IMPORTED_TARGET libnats)
 # AMQP 1.0 framing, sessions and links (the C connection driver; the hub does its own I/O).
 # Debian's libqpid-proton.pc points at a wrong prefix, so the library is found directly.
 find_path(PROTON_INCLUDE_DIR proton/connection_driver.h REQUIRED)

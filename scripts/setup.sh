@@ -21,7 +21,8 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libssl-dev zlib1g-dev
   librocksdb-dev libspdlog-dev libcli11-dev libtomlplusplus-dev libgtest-dev libjemalloc-dev
-  libqpid-proton11-dev libqpid-proton-cpp12-dev librdkafka-dev python3-azure python3-avro
+  libqpid-proton11-dev libqpid-proton-cpp12-dev librdkafka-dev libnats-dev nats-server
+  python3-azure python3-avro
   iproute2 util-linux libcap2-bin ca-certificates curl openssl
   clang libclang-rt-14-dev mosquitto mosquitto-clients
 )

@@ -1,15 +1,20 @@
 // Opens the storage the hub runs on and hands out its interfaces. The embedded engine (RocksDB,
 // one database per data directory) is the default; the in-memory engine keeps nothing across
-// restarts and exists for throwaway hubs (`--storage memory`) and tests.
+// restarts and exists for throwaway hubs (`--storage memory`) and tests; the JetStream engine keeps
+// everything in a NATS JetStream cluster, so any number of hub nodes share one hub's state and
+// none of them holds anything a restart would lose.
 #pragma once
 
 #include "common/error.hpp"
 #include "storage/event_log.hpp"
 #include "storage/kv_store.hpp"
 
+#include <chrono>
 #include <filesystem>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace iothub::storage {
 
@@ -51,6 +56,25 @@ struct rocksdb_settings {
 
 // errc::already_exists when another process has the database open.
 result<std::unique_ptr<engine>> open_rocksdb(const rocksdb_settings& settings);
+
+struct jetstream_settings {
+    std::vector<std::string> servers;  // nats://host:port (tls:// for TLS)
+    // Names every stream and subject the hub uses ("<prefix>_STATE", "<prefix>.state", ...), so
+    // several hubs can share one JetStream cluster. Letters, digits, '-' and '_'.
+    std::string prefix = "IOTHUB";
+    int replicas = 1;                          // 3 on a three-server cluster
+    std::string name = "iothub";               // the connection's name, as NATS shows it
+    std::string credentials_file;              // NATS .creds (user JWT and NKey seed)
+    std::string user, password, token;         // or plain credentials
+    std::string ca_file, cert_file, key_file;  // TLS to NATS (client certificate optional)
+    std::chrono::milliseconds timeout{5000};   // for each JetStream request
+    std::size_t tail_cache_bytes = 8 << 20;    // recent events each node keeps per partition
+    event_log_settings events;                 // the clock is the streams' (not settable)
+};
+
+// Connects, creates the streams it needs (or checks them) and loads the state. Fails with
+// errc::service_unavailable when no server or no JetStream quorum answers.
+result<std::unique_ptr<engine>> open_jetstream(const jetstream_settings& settings);
 std::unique_ptr<engine> open_memory(const event_log_settings& events = {});
 
 // Faults the in-memory engine can be told to produce, so tests reach the paths where storage

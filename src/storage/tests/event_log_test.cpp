@@ -2,6 +2,7 @@
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
 #include "storage/engine.hpp"
+#include "storage/tests/nats_server.hpp"
 
 #include <gtest/gtest.h>
 
@@ -36,6 +37,15 @@ class EventLog : public ::testing::TestWithParam<std::string> {
         engine_.reset();
         if (GetParam() == "memory") {
             engine_ = open_memory(s);
+        } else if (GetParam() == "jetstream") {
+            if (!nats_) nats_ = std::make_unique<testing::nats_server>();
+            ASSERT_FALSE(nats_->url().empty()) << "nats-server did not start";
+            jetstream_settings js;
+            js.servers = {nats_->url()};
+            js.events = s;
+            auto e = open_jetstream(js);
+            ASSERT_TRUE(e) << e.error().message();
+            engine_ = std::move(*e);
         } else {
             rocksdb_settings rs{dir_, true, 2, s};
             auto e = open_rocksdb(rs);
@@ -53,6 +63,7 @@ class EventLog : public ::testing::TestWithParam<std::string> {
         return r ? *r : std::vector<std::uint64_t>{};
     }
 
+    std::unique_ptr<testing::nats_server> nats_;
     std::filesystem::path dir_ =
         std::filesystem::temp_directory_path() / ("iothub-log-" + hex_encode(random_bytes(6)));
     std::unique_ptr<engine> engine_;
@@ -87,9 +98,13 @@ TEST_P(EventLog, ReadsBackEverythingThatWasWritten) {
 
 TEST_P(EventLog, ResolvesEveryKindOfPosition) {
     append(0, {make("a"), make("b")});
-    auto middle = clock_;
     clock_ += std::chrono::milliseconds(2);
     append(0, {make("c")});
+    // The times the log gave (the engine's clock, or the JetStream stream's).
+    auto times = *log().read(0, 0, 3);
+    ASSERT_EQ(times.size(), 3u);
+    ASSERT_LT(times[1].enqueued_time, times[2].enqueued_time);
+    auto middle = times[1].enqueued_time;
     EXPECT_EQ(log().resolve(0, read_position::earliest()), 0u);
     EXPECT_EQ(log().resolve(0, read_position::latest()), 3u);
     EXPECT_EQ(log().resolve(0, read_position::after_sequence(0)), 1u);
@@ -97,7 +112,9 @@ TEST_P(EventLog, ResolvesEveryKindOfPosition) {
     EXPECT_EQ(log().resolve(0, read_position::at_sequence(99)), 3u);
     EXPECT_EQ(log().resolve(0, read_position::after_time(middle)), 2u);
     EXPECT_EQ(log().resolve(0, read_position::after_time(middle - std::chrono::hours(1))), 0u);
-    EXPECT_EQ(log().resolve(0, read_position::after_time(clock_ + std::chrono::hours(1))), 3u);
+    EXPECT_EQ(
+        log().resolve(0, read_position::after_time(times[2].enqueued_time + std::chrono::hours(1))),
+        3u);
 }
 
 TEST_P(EventLog, WatchFiresOnceTheSequenceArrives) {
@@ -156,6 +173,8 @@ TEST_P(EventLog, ConcurrentAppendersAllLandInOrderPerAppender) {
 }
 
 TEST_P(EventLog, RetentionByAgeKeepsNumbersAndResumesReadersAtTheOldest) {
+    if (GetParam() == "jetstream")
+        GTEST_SKIP() << "the streams age events by the servers' clock (StreamsAgeEventsOut)";
     append(0, {make("old1"), make("old2")});
     auto later = clock_ + std::chrono::hours(25);  // as if a day passed
     append(0, {make("new")});
@@ -172,7 +191,25 @@ TEST_P(EventLog, RetentionByAgeKeepsNumbersAndResumesReadersAtTheOldest) {
     EXPECT_EQ(rest->front().record.body, "after");
 }
 
+// JetStream removes events by age itself, by its own clock; the engine learns where each
+// partition now begins.
+TEST_P(EventLog, StreamsAgeEventsOut) {
+    if (GetParam() != "jetstream") GTEST_SKIP() << "the other engines follow the hub's clock";
+    open({4, {std::chrono::seconds(1), 0}});
+    append(0, {make("old1"), make("old2")});
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (log().info(0).begin_sequence_number < 2 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        log().enforce_retention(std::chrono::system_clock::now());
+    }
+    EXPECT_EQ(log().info(0).begin_sequence_number, 2u);
+    EXPECT_TRUE(log().read(0, 0, 10)->empty());
+    EXPECT_EQ(append(0, {make("new")}), (std::vector<std::uint64_t>{2}));
+}
+
 TEST_P(EventLog, RetentionByAgeDropsOnlyWhatIsOld) {
+    if (GetParam() == "jetstream")
+        GTEST_SKIP() << "the streams age events by the servers' clock (StreamsAgeEventsOut)";
     append(1, {make("a"), make("b")});
     clock_ += std::chrono::milliseconds(5);
     auto boundary = clock_;
@@ -202,6 +239,14 @@ TEST_P(EventLog, RetentionBySizeDropsTheOldestFirst) {
 
 TEST_P(EventLog, SurvivesReopen) {
     if (GetParam() == "memory") GTEST_SKIP() << "the memory engine keeps nothing by design";
+    if (GetParam() == "jetstream") {
+        append(2, {make("kept1"), make("kept2")});
+        open({4, {std::chrono::hours(24), 0}});
+        EXPECT_EQ(log().info(2).next_sequence_number, 2u);
+        EXPECT_EQ(log().read(2, 0, 10)->front().record.body, "kept1");
+        EXPECT_EQ(append(2, {make("next")}), (std::vector<std::uint64_t>{2}));
+        return;
+    }
     append(2, {make("kept1"), make("kept2")});
     log().enforce_retention(clock_ + std::chrono::hours(48));
     append(2, {make("kept3")});
@@ -224,7 +269,7 @@ TEST_P(EventLog, NamedLogsAreSeparateSurviveReopenAndCanBeDropped) {
     EXPECT_EQ(*engine_->log("ep.hot"), *named) << "opened once";
     for (auto bad : {"", "events", "hub", "a/b", "a b"}) EXPECT_FALSE(engine_->log(bad)) << bad;
 
-    if (GetParam() == "rocksdb") {
+    if (GetParam() != "memory") {
         open({4, {std::chrono::hours(24), 0}});
         auto again = engine_->log("ep.hot");
         ASSERT_TRUE(again);
@@ -244,6 +289,16 @@ TEST_P(EventLog, NamedLogsAreSeparateSurviveReopenAndCanBeDropped) {
 TEST_P(EventLog, PartitionCountIsFixedPerDataDirectory) {
     if (GetParam() == "memory") GTEST_SKIP();
     engine_.reset();
+    if (GetParam() == "jetstream") {
+        jetstream_settings js;
+        js.servers = {nats_->url()};
+        js.events.partitions = 8;
+        auto e = open_jetstream(js);
+        ASSERT_FALSE(e);
+        EXPECT_NE(e.error().message().find("cannot change"), std::string::npos)
+            << e.error().message();
+        return;
+    }
     rocksdb_settings rs{dir_, true, 2, {8, {}}};
     auto e = open_rocksdb(rs);
     ASSERT_FALSE(e);
@@ -323,7 +378,7 @@ TEST_P(EventLog, ConcurrentAppendWithOnOneRecordLetsEachConditionSeeTheOther) {
         EXPECT_EQ((*events)[i].record.body, std::to_string(i + 1)) << "in commit order";
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, EventLog, ::testing::Values("memory", "rocksdb"),
+INSTANTIATE_TEST_SUITE_P(Engines, EventLog, ::testing::Values("memory", "rocksdb", "jetstream"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

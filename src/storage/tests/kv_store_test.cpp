@@ -2,6 +2,7 @@
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
 #include "storage/engine.hpp"
+#include "storage/tests/nats_server.hpp"
 
 #include <gtest/gtest.h>
 
@@ -25,6 +26,14 @@ class KvStore : public ::testing::TestWithParam<std::string> {
         engine_.reset();
         if (GetParam() == "memory") {
             engine_ = open_memory();
+        } else if (GetParam() == "jetstream") {
+            if (!nats_) nats_ = std::make_unique<testing::nats_server>();
+            ASSERT_FALSE(nats_->url().empty()) << "nats-server did not start";
+            jetstream_settings js;
+            js.servers = {nats_->url()};
+            auto e = open_jetstream(js);
+            ASSERT_TRUE(e) << e.error().message();
+            engine_ = std::move(*e);
         } else {
             auto e = open_rocksdb({dir_.path, true, 2});
             ASSERT_TRUE(e) << e.error().message();
@@ -34,6 +43,7 @@ class KvStore : public ::testing::TestWithParam<std::string> {
     kv_store& kv() { return engine_->kv(); }
 
     temp_dir dir_;
+    std::unique_ptr<testing::nats_server> nats_;
     std::unique_ptr<engine> engine_;
 };
 
@@ -165,7 +175,7 @@ TEST_P(KvStore, SurvivesReopenWithVersionsStillIncreasing) {
     EXPECT_GT(*kv().put("after", "z"), v) << "the version counter must survive a restart";
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, KvStore, ::testing::Values("memory", "rocksdb"),
+INSTANTIATE_TEST_SUITE_P(Engines, KvStore, ::testing::Values("memory", "rocksdb", "jetstream"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -1,0 +1,154 @@
+// The JetStream engine's parts.
+//
+// State (the kv store) is a replicated state machine: every write is a batch published to one
+// stream, `<prefix>_STATE`; every node applies the stream in order to its own in-memory map, and
+// a batch's conditions are checked when it is applied, so all nodes reach the same verdict
+// without talking to each other. The stream sequence of a batch makes its versions (hub-wide,
+// increasing), and a writer learns its outcome by applying its own batch. Reads first ask the
+// stream for its last sequence and wait until the map has applied that far, so a read sees
+// every write acknowledged before it began, on whichever node.
+//
+// Event logs are one stream per partition (`<prefix>_<log>_<p>`): stream sequence - 1 is the
+// event's sequence number and the stream's timestamp its enqueued time, the same on every node.
+// Each node follows every partition from its tail (one ordered consumer each), which wakes
+// watchers, serves readers that keep up from memory, and completes appends once this node can
+// read them back.
+#pragma once
+
+#include "storage/detail/event_log_core.hpp"
+#include "storage/detail/nats.hpp"
+#include "storage/engine.hpp"
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+namespace iothub::storage::detail {
+
+// The connection and JetStream context the engine's parts share.
+struct jetstream_link {
+    jetstream_settings settings;
+    nats_ptr<natsConnection> nc;
+    nats_ptr<jsCtx> js;
+    std::string node;  // this process, among the writers of the state stream
+
+    static result<std::unique_ptr<jetstream_link>> connect(const jetstream_settings& settings);
+    // Creates the stream, or brings an existing one to `config`'s limits.
+    result<void> ensure_stream(jsStreamConfig& config);
+    result<nats_ptr<jsStreamInfo>> stream_info(const std::string& stream);
+    jsOptions options() const;
+};
+
+class jetstream_kv final : public kv_store {
+  public:
+    explicit jetstream_kv(jetstream_link& link);
+    ~jetstream_kv() override;
+    // Creates the stream, subscribes and applies what is already there.
+    result<void> start();
+
+    result<std::optional<versioned_value>> get(std::string_view key) override;
+    std::vector<result<std::uint64_t>> apply(std::span<const kv_write> writes) override;
+    result<std::vector<kv_entry>> scan(std::string_view prefix, std::string_view start_after,
+                                       std::size_t limit) override;
+    // Every write or none (for append_with): the first condition that fails is the answer.
+    result<std::vector<std::uint64_t>> apply_all(std::span<const kv_write> writes);
+
+  private:
+    using outcome = std::vector<result<std::uint64_t>>;
+    static void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* self);
+    void apply_batch(std::uint64_t sequence, std::string_view payload);
+    result<outcome> commit(std::span<const kv_write> writes, bool all_or_nothing);
+    // Waits until every batch committed before the call is applied here.
+    result<void> catch_up();
+    result<void> wait_applied(std::uint64_t sequence);
+
+    jetstream_link& link_;
+    std::string stream_, subject_;
+    nats_ptr<natsSubscription> sub_;
+
+    std::mutex mutex_;
+    std::condition_variable applied_cv_;
+    std::map<std::string, versioned_value, std::less<>> data_;
+    std::uint64_t applied_ = 0;              // the last stream sequence applied
+    std::map<std::uint64_t, outcome> mine_;  // outcomes of this node's batches, until taken
+
+    // One stream-info request serves every read that arrived before it was sent.
+    std::mutex barrier_mutex_;
+    std::condition_variable barrier_cv_;
+    bool barrier_in_flight_ = false;
+    std::uint64_t barrier_requested_ = 0, barrier_sent_ = 0, barrier_done_ = 0;
+    result<std::uint64_t> barrier_last_ = std::uint64_t{0};
+};
+
+class jetstream_event_log final : public event_log_core {
+  public:
+    jetstream_event_log(jetstream_link& link, jetstream_kv& kv, std::string name,
+                        const event_log_settings& settings);
+    ~jetstream_event_log() override;
+    result<void> start();
+    // Removes every event (drop_log); the streams stay, so sequence numbers are never reused.
+    result<void> purge();
+
+    void append(int partition, std::vector<event_record> events, append_callback done) override;
+    void append_with(int partition, std::vector<event_record> events, std::vector<kv_write> writes,
+                     append_with_callback done) override;
+    result<std::vector<stored_event>> read(int partition, std::uint64_t from_sequence,
+                                           std::size_t max_events) override;
+    void enforce_retention(sys_time now) override;
+    // Fails appends whose acknowledgements are overdue (the cluster may have lost quorum).
+    void expire(std::chrono::steady_clock::time_point now);
+
+  protected:
+    result<sys_time> enqueued_time_of(int partition, std::uint64_t sequence) override;
+
+  private:
+    struct pending {
+        int partition = 0;
+        std::vector<std::uint64_t> sequences;
+        std::size_t outstanding = 0;
+        std::optional<error> failure;
+        bool finished = false;
+        std::chrono::steady_clock::time_point deadline;
+        append_callback done;
+    };
+    struct partition_state {
+        jetstream_event_log* owner = nullptr;
+        int index = 0;
+        std::string stream, subject;
+        nats_ptr<natsSubscription> tail;
+        std::mutex publish_order;  // one append's events stay together
+        // Guarded by the log's cache_mutex_:
+        std::deque<stored_event> cache;
+        std::size_t cache_bytes = 0;
+        std::uint64_t delivered = 0;  // sequence numbers below it reached this node
+        std::multimap<std::uint64_t, std::shared_ptr<pending>> waiting;  // by last sequence
+    };
+
+    static void on_tail(natsConnection*, natsSubscription*, natsMsg* msg, void* self);
+    static void on_ack(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* failure, void* self);
+    result<void> subscribe_tail(int partition, std::uint64_t from_stream_sequence);
+    void settle(const std::shared_ptr<pending>& p);
+    result<std::vector<stored_event>> fetch(int partition, std::uint64_t from, std::size_t max);
+
+    jetstream_link& link_;
+    jetstream_kv& kv_;
+    std::string name_;
+    event_log_settings settings_;
+    nats_ptr<jsCtx> async_js_;
+    std::vector<std::unique_ptr<partition_state>> parts_;
+    std::mutex cache_mutex_;
+    std::mutex inflight_mutex_;
+    std::unordered_map<natsMsg*, std::pair<std::shared_ptr<pending>, std::size_t>> inflight_;
+
+    // append_with's kv half blocks on the cluster; it runs here, never on the caller's thread.
+    std::mutex work_mutex_;
+    std::condition_variable work_cv_;
+    std::deque<std::function<void()>> work_;
+    bool stopping_ = false;
+    std::thread worker_;
+};
+
+}  // namespace iothub::storage::detail

@@ -1,0 +1,128 @@
+// The JetStream engine: a hub's whole state in a NATS JetStream cluster (see
+// detail/jetstream.hpp for how the kv store and the event logs map onto streams).
+#include "storage/detail/jetstream.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <thread>
+
+namespace iothub::storage {
+namespace {
+
+class jetstream_engine final : public engine {
+  public:
+    static result<std::unique_ptr<engine>> open(const jetstream_settings& s) {
+        if (s.replicas < 1 || s.replicas > 5)
+            return error(errc::argument_invalid, "JetStream replicas must be 1 to 5.");
+        auto link = detail::jetstream_link::connect(s);
+        if (!link) return link.error();
+        std::unique_ptr<jetstream_engine> e(new jetstream_engine(std::move(*link)));
+        if (auto ok = e->kv_->start(); !ok) return ok.error();
+        e->events_ =
+            std::make_unique<detail::jetstream_event_log>(*e->link_, *e->kv_, "events", s.events);
+        if (auto ok = e->events_->start(); !ok) return ok.error();
+        e->hub_ =
+            std::make_unique<detail::jetstream_event_log>(*e->link_, *e->kv_, "hub", s.events);
+        if (auto ok = e->hub_->start(); !ok) return ok.error();
+        e->housekeeping_ = std::thread([raw = e.get()] { raw->housekeep(); });
+        return std::unique_ptr<engine>(std::move(e));
+    }
+
+    ~jetstream_engine() override {
+        {
+            std::lock_guard lock(stop_mutex_);
+            stopping_ = true;
+        }
+        stop_cv_.notify_all();
+        if (housekeeping_.joinable()) housekeeping_.join();
+        {
+            std::lock_guard lock(logs_mutex_);
+            logs_.clear();
+        }
+        hub_.reset();
+        events_.reset();
+        kv_.reset();
+        link_.reset();
+    }
+
+    kv_store& kv() override { return *kv_; }
+    event_log& events() override { return *events_; }
+    event_log& hub_events() override { return *hub_; }
+
+    result<event_log*> log(std::string_view name, bool) override {
+        // Every JetStream write is replicated before it is acknowledged: no cheaper kind exists.
+        if (auto ok = check_log_name(name); !ok) return ok.error();
+        std::lock_guard lock(logs_mutex_);
+        if (auto it = logs_.find(name); it != logs_.end()) return it->second.get();
+        auto log = std::make_unique<detail::jetstream_event_log>(*link_, *kv_, std::string(name),
+                                                                 link_->settings.events);
+        if (auto ok = log->start(); !ok) return ok.error();
+        auto* raw = log.get();
+        logs_.emplace(std::string(name), std::move(log));
+        return raw;
+    }
+
+    result<void> drop_log(std::string_view name) override {
+        // Opened first, so the streams of a log this node never used are emptied too.
+        auto opened = log(name, true);
+        if (!opened) return opened.error();
+        std::unique_ptr<detail::jetstream_event_log> dropped;
+        {
+            std::lock_guard lock(logs_mutex_);
+            auto it = logs_.find(name);
+            if (it == logs_.end()) return {};
+            dropped = std::move(it->second);
+            logs_.erase(it);
+        }
+        return dropped->purge();
+    }
+
+    void enforce_retention(sys_time now) override {
+        events_->enforce_retention(now);
+        hub_->enforce_retention(now);
+        std::lock_guard lock(logs_mutex_);
+        for (auto& [name, log] : logs_) log->enforce_retention(now);
+    }
+
+    result<void> flush() override {
+        if (auto st = natsConnection_FlushTimeout(link_->nc.get(), 2000); st != NATS_OK)
+            return detail::nats_error("Flushing to NATS", st);
+        return {};
+    }
+
+  private:
+    explicit jetstream_engine(std::unique_ptr<detail::jetstream_link> link)
+        : link_(std::move(link)), kv_(std::make_unique<detail::jetstream_kv>(*link_)) {}
+
+    // Fails appends the cluster has not acknowledged in time, so a device waiting for its PUBACK
+    // hears "server busy" instead of nothing while NATS has no quorum.
+    void housekeep() {
+        std::unique_lock lock(stop_mutex_);
+        while (
+            !stop_cv_.wait_for(lock, std::chrono::milliseconds(250), [&] { return stopping_; })) {
+            const auto now = std::chrono::steady_clock::now();
+            events_->expire(now);
+            hub_->expire(now);
+            std::lock_guard logs(logs_mutex_);
+            for (auto& [name, log] : logs_) log->expire(now);
+        }
+    }
+
+    std::unique_ptr<detail::jetstream_link> link_;
+    std::unique_ptr<detail::jetstream_kv> kv_;
+    std::unique_ptr<detail::jetstream_event_log> events_, hub_;
+    std::mutex logs_mutex_;
+    std::map<std::string, std::unique_ptr<detail::jetstream_event_log>, std::less<>> logs_;
+    std::mutex stop_mutex_;
+    std::condition_variable stop_cv_;
+    bool stopping_ = false;
+    std::thread housekeeping_;
+};
+
+}  // namespace
+
+result<std::unique_ptr<engine>> open_jetstream(const jetstream_settings& settings) {
+    return jetstream_engine::open(settings);
+}
+
+}  // namespace iothub::storage

@@ -1,0 +1,447 @@
+// The JetStream engine's connection and its kv store: a state machine replicated through one
+// stream (see detail/jetstream.hpp).
+#include "common/crypto.hpp"
+#include "common/encoding.hpp"
+#include "common/thread_role.hpp"
+#include "storage/detail/event_codec.hpp"
+#include "storage/detail/jetstream.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace iothub::storage::detail {
+
+error nats_error(std::string_view what, natsStatus status, jsErrCode code) {
+    std::string text(what);
+    text += ": ";
+    text += natsStatus_GetText(status);
+    if (const char* last = nats_GetLastError(nullptr); last && *last && status != NATS_TIMEOUT) {
+        text += " (";
+        text += last;
+        text += ")";
+    }
+    if (code == js_wrong_last_sequence) return error(errc::precondition_failed, text);
+    switch (status) {
+        case NATS_TIMEOUT:
+        case NATS_NO_RESPONDERS:
+        case NATS_NO_SERVER:
+        case NATS_CONNECTION_CLOSED:
+        case NATS_CONNECTION_DISCONNECTED:
+        case NATS_STALE_CONNECTION:
+        case NATS_NOT_YET_CONNECTED:
+            return error(errc::service_unavailable, "The storage cluster is unavailable. " + text);
+        default:
+            break;
+    }
+    // 10008: JetStream temporarily unavailable (no leader, no quorum).
+    if (code == static_cast<jsErrCode>(10008))
+        return error(errc::service_unavailable, "The storage cluster is unavailable. " + text);
+    return error(errc::server_error, text);
+}
+
+std::string stream_token(std::string_view name) {
+    static constexpr char hex[] = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : name) {
+        if (std::isalnum(c) || c == '-') {
+            out += static_cast<char>(c);
+        } else {
+            out += '_';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        }
+    }
+    return out;
+}
+
+result<std::unique_ptr<jetstream_link>> jetstream_link::connect(const jetstream_settings& s) {
+    if (s.servers.empty()) return error(errc::argument_invalid, "No NATS server given.");
+    if (s.prefix.empty() || !std::all_of(s.prefix.begin(), s.prefix.end(), [](unsigned char c) {
+            return std::isalnum(c) || c == '-' || c == '_';
+        }))
+        return error(errc::argument_invalid,
+                     "The JetStream prefix takes letters, digits, '-' and '_'.");
+    auto link = std::make_unique<jetstream_link>();
+    link->settings = s;
+    link->node = hex_encode(random_bytes(8));
+
+    natsOptions* raw = nullptr;
+    if (auto st = natsOptions_Create(&raw); st != NATS_OK) return nats_error("NATS options", st);
+    nats_ptr<natsOptions> opts(raw);
+    std::vector<const char*> urls;
+    for (const auto& u : s.servers) urls.push_back(u.c_str());
+    natsStatus st = natsOptions_SetServers(opts.get(), urls.data(), static_cast<int>(urls.size()));
+    if (st == NATS_OK) st = natsOptions_SetName(opts.get(), s.name.c_str());
+    // Reconnect for ever: a hub node outlives any NATS outage and resumes by itself.
+    if (st == NATS_OK) st = natsOptions_SetMaxReconnect(opts.get(), -1);
+    if (st == NATS_OK) st = natsOptions_SetReconnectWait(opts.get(), 250);
+    if (st == NATS_OK) st = natsOptions_SetTimeout(opts.get(), 2000);
+    // Publishes while disconnected fail at once instead of queueing for a server that may not
+    // come back before the caller's deadline.
+    if (st == NATS_OK) st = natsOptions_SetReconnectBufSize(opts.get(), 0);
+    if (st == NATS_OK && !s.credentials_file.empty())
+        st = natsOptions_SetUserCredentialsFromFiles(opts.get(), s.credentials_file.c_str(),
+                                                     nullptr);
+    if (st == NATS_OK && !s.user.empty())
+        st = natsOptions_SetUserInfo(opts.get(), s.user.c_str(), s.password.c_str());
+    if (st == NATS_OK && !s.token.empty()) st = natsOptions_SetToken(opts.get(), s.token.c_str());
+    if (st == NATS_OK && !s.ca_file.empty()) {
+        st = natsOptions_SetSecure(opts.get(), true);
+        if (st == NATS_OK)
+            st = natsOptions_LoadCATrustedCertificates(opts.get(), s.ca_file.c_str());
+    }
+    if (st == NATS_OK && !s.cert_file.empty())
+        st = natsOptions_LoadCertificatesChain(opts.get(), s.cert_file.c_str(), s.key_file.c_str());
+    if (st != NATS_OK) return nats_error("NATS options", st);
+
+    natsConnection* nc = nullptr;
+    if (st = natsConnection_Connect(&nc, opts.get()); st != NATS_OK)
+        return nats_error("Connecting to NATS", st);
+    link->nc.reset(nc);
+    jsOptions jo = link->options();
+    jsCtx* js = nullptr;
+    if (st = natsConnection_JetStream(&js, nc, &jo); st != NATS_OK)
+        return nats_error("JetStream", st);
+    link->js.reset(js);
+    return link;
+}
+
+jsOptions jetstream_link::options() const {
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = settings.timeout.count();
+    return jo;
+}
+
+result<void> jetstream_link::ensure_stream(jsStreamConfig& config) {
+    jsErrCode code = static_cast<jsErrCode>(0);
+    jsStreamInfo* info = nullptr;
+    natsStatus st = js_AddStream(&info, js.get(), &config, nullptr, &code);
+    if (st == NATS_OK) {
+        jsStreamInfo_Destroy(info);
+        return {};
+    }
+    // 10058: the stream exists with another configuration (limits changed in the settings).
+    if (code == static_cast<jsErrCode>(10058)) {
+        st = js_UpdateStream(&info, js.get(), &config, nullptr, &code);
+        if (st == NATS_OK) {
+            jsStreamInfo_Destroy(info);
+            return {};
+        }
+    }
+    return nats_error(std::string("Creating stream ") + config.Name, st, code);
+}
+
+result<nats_ptr<jsStreamInfo>> jetstream_link::stream_info(const std::string& stream) {
+    jsErrCode code = static_cast<jsErrCode>(0);
+    jsStreamInfo* info = nullptr;
+    auto st = js_GetStreamInfo(&info, js.get(), stream.c_str(), nullptr, &code);
+    if (st != NATS_OK) return nats_error("Stream " + stream, st, code);
+    return nats_ptr<jsStreamInfo>(info);
+}
+
+namespace {
+
+// A batch on the state stream: who wrote it, whether it is all-or-nothing, its writes.
+std::string encode_batch(const std::string& node, std::span<const kv_write> writes,
+                         bool all_or_nothing) {
+    std::string out;
+    put_string(out, node);
+    out += static_cast<char>(all_or_nothing ? 1 : 0);
+    put_varint(out, writes.size());
+    for (const auto& w : writes) {
+        out += static_cast<char>(w.operation);
+        out += static_cast<char>(w.condition.what());
+        put_varint(out, w.condition.expected_version());
+        put_string(out, w.key);
+        put_string(out, w.operation == kv_write::op::put ? std::string_view(w.value) : "");
+    }
+    return out;
+}
+
+struct decoded_batch {
+    std::string node;
+    bool all_or_nothing = false;
+    std::vector<kv_write> writes;
+};
+
+bool decode_batch(std::string_view in, decoded_batch& out) {
+    std::uint64_t n = 0;
+    if (!get_string(in, out.node) || in.empty()) return false;
+    out.all_or_nothing = in.front() != 0;
+    in.remove_prefix(1);
+    if (!get_varint(in, n) || n > in.size()) return false;
+    out.writes.resize(n);
+    for (auto& w : out.writes) {
+        if (in.size() < 2) return false;
+        auto op = static_cast<std::uint8_t>(in[0]);
+        auto kind = static_cast<std::uint8_t>(in[1]);
+        in.remove_prefix(2);
+        std::uint64_t expected = 0;
+        if (op > 1 || kind > 3 || !get_varint(in, expected) || !get_string(in, w.key) ||
+            !get_string(in, w.value))
+            return false;
+        w.operation = static_cast<kv_write::op>(op);
+        switch (static_cast<precondition::kind>(kind)) {
+            case precondition::kind::none:
+                w.condition = precondition::none();
+                break;
+            case precondition::kind::absent:
+                w.condition = precondition::absent();
+                break;
+            case precondition::kind::exists:
+                w.condition = precondition::exists();
+                break;
+            case precondition::kind::version:
+                w.condition = precondition::version(expected);
+                break;
+        }
+    }
+    return true;
+}
+
+// Each write in a batch gets its own version: the batch's stream sequence, then its index.
+constexpr int index_bits = 20;
+constexpr std::size_t max_batch_writes = std::size_t{1} << index_bits;
+
+}  // namespace
+
+jetstream_kv::jetstream_kv(jetstream_link& link)
+    : link_(link),
+      stream_(link.settings.prefix + "_STATE"),
+      subject_(link.settings.prefix + ".state") {}
+
+jetstream_kv::~jetstream_kv() {
+    if (sub_) natsSubscription_Unsubscribe(sub_.get());
+    sub_.reset();
+}
+
+result<void> jetstream_kv::start() {
+    // The partition count is fixed for the life of a hub: the state stream records it.
+    const auto partitions = link_.settings.events.partitions;
+    const std::string description = "iothub state; partitions=" + std::to_string(partitions);
+    if (auto existing = link_.stream_info(stream_); existing) {
+        const char* d = (*existing)->Config ? (*existing)->Config->Description : nullptr;
+        std::string_view have = d ? d : "";
+        if (auto at = have.find("partitions="); at != std::string_view::npos) {
+            auto theirs = have.substr(at + 11);
+            if (theirs != std::to_string(partitions))
+                return error(errc::argument_invalid,
+                             "The event partition count cannot change: the hub in " + stream_ +
+                                 " has " + std::string(theirs) + ", not " +
+                                 std::to_string(partitions) + ".");
+        }
+    }
+    const char* subjects[] = {subject_.c_str()};
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = stream_.c_str();
+    cfg.Description = description.c_str();
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    cfg.Replicas = link_.settings.replicas;
+    cfg.Retention = js_LimitsPolicy;
+    if (auto ok = link_.ensure_stream(cfg); !ok) return ok.error();
+    auto info = link_.stream_info(stream_);
+    if (!info) return info.error();
+    const auto last = (*info)->State.LastSeq;
+
+    jsOptions jo = link_.options();
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream_.c_str();
+    so.Ordered = true;
+    so.Config.DeliverPolicy = js_DeliverAll;
+    natsSubscription* sub = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    if (auto st = js_Subscribe(&sub, link_.js.get(), subject_.c_str(), &jetstream_kv::on_message,
+                               this, &jo, &so, &code);
+        st != NATS_OK)
+        return nats_error("Following " + stream_, st, code);
+    sub_.reset(sub);
+    natsSubscription_SetPendingLimits(sub, -1, -1);
+    // Loading the state takes as long as the stream is long; give it time proportionate to that.
+    std::unique_lock lock(mutex_);
+    const auto budget = std::chrono::seconds(30) + std::chrono::microseconds(100) * last;
+    if (!applied_cv_.wait_for(lock, budget, [&] { return applied_ >= last; }))
+        return error(errc::service_unavailable,
+                     "Loading the state from " + stream_ + " timed out.");
+    spdlog::info("jetstream: state loaded from {} ({} batches, {} keys)", stream_, last,
+                 data_.size());
+    return {};
+}
+
+void jetstream_kv::on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* self_ptr) {
+    nats_ptr<natsMsg> owned(msg);
+    auto* self = static_cast<jetstream_kv*>(self_ptr);
+    jsMsgMetaData* meta_raw = nullptr;
+    if (natsMsg_GetMetaData(&meta_raw, msg) != NATS_OK) return;  // a status message
+    nats_ptr<jsMsgMetaData> meta(meta_raw);
+    self->apply_batch(meta->Sequence.Stream,
+                      std::string_view(natsMsg_GetData(msg),
+                                       static_cast<std::size_t>(natsMsg_GetDataLength(msg))));
+}
+
+void jetstream_kv::apply_batch(std::uint64_t sequence, std::string_view payload) {
+    decoded_batch batch;
+    const bool valid = decode_batch(payload, batch);
+    std::lock_guard lock(mutex_);
+    if (sequence <= applied_) return;  // redelivered after the ordered consumer reset
+    applied_ = sequence;
+    if (!valid) {
+        spdlog::error("jetstream: batch {} of {} is malformed; skipped", sequence, stream_);
+        applied_cv_.notify_all();
+        return;
+    }
+    outcome results;
+    results.reserve(batch.writes.size());
+    auto current = [&](const std::string& key) -> std::optional<std::uint64_t> {
+        auto it = data_.find(key);
+        if (it == data_.end()) return std::nullopt;
+        return it->second.version;
+    };
+    std::optional<error> refused;
+    if (batch.all_or_nothing)
+        for (const auto& w : batch.writes)
+            if (auto ok = w.admissible(current(w.key)); !ok) {
+                refused = ok.error();
+                break;
+            }
+    for (std::size_t i = 0; i < batch.writes.size(); ++i) {
+        auto& w = batch.writes[i];
+        if (refused) {
+            results.emplace_back(*refused);
+            continue;
+        }
+        if (auto ok = w.admissible(current(w.key)); !ok) {
+            results.emplace_back(ok.error());
+            continue;
+        }
+        if (w.operation == kv_write::op::remove) {
+            data_.erase(w.key);
+            results.emplace_back(std::uint64_t{0});
+        } else {
+            const auto version = (sequence << index_bits) | i;
+            data_.insert_or_assign(std::move(w.key), versioned_value{std::move(w.value), version});
+            results.emplace_back(version);
+        }
+    }
+    if (batch.node == link_.node) {
+        mine_.emplace(sequence, std::move(results));
+        // Outcomes nobody came for (the writer timed out) do not pile up.
+        while (!mine_.empty() && mine_.begin()->first + 100000 < sequence)
+            mine_.erase(mine_.begin());
+    }
+    applied_cv_.notify_all();
+}
+
+result<void> jetstream_kv::wait_applied(std::uint64_t sequence) {
+    std::unique_lock lock(mutex_);
+    if (!applied_cv_.wait_for(lock, link_.settings.timeout, [&] { return applied_ >= sequence; }))
+        return error(
+            errc::service_unavailable,
+            "The storage cluster is unavailable: this node is not receiving " + stream_ + ".");
+    return {};
+}
+
+result<void> jetstream_kv::catch_up() {
+    std::unique_lock lock(barrier_mutex_);
+    const auto ticket = ++barrier_requested_;
+    for (;;) {
+        if (barrier_done_ >= ticket) {
+            if (!barrier_last_) return barrier_last_.error();
+            const auto target = *barrier_last_;
+            lock.unlock();
+            return wait_applied(target);
+        }
+        if (!barrier_in_flight_) {
+            barrier_in_flight_ = true;
+            const auto sent = barrier_requested_;
+            lock.unlock();
+            auto info = link_.stream_info(stream_);
+            lock.lock();
+            barrier_in_flight_ = false;
+            barrier_sent_ = sent;
+            barrier_done_ = sent;
+            barrier_last_ = info ? result<std::uint64_t>((*info)->State.LastSeq)
+                                 : result<std::uint64_t>(info.error());
+            barrier_cv_.notify_all();
+            continue;
+        }
+        barrier_cv_.wait(lock);
+    }
+}
+
+result<jetstream_kv::outcome> jetstream_kv::commit(std::span<const kv_write> writes,
+                                                   bool all_or_nothing) {
+    IOTHUB_ASSERT_MAY_BLOCK();
+    if (writes.size() >= max_batch_writes)
+        return error(errc::request_too_large, "Too many writes in one batch.");
+    auto payload = encode_batch(link_.node, writes, all_or_nothing);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = link_.settings.timeout.count();
+    jsPubAck* ack_raw = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    auto st = js_Publish(&ack_raw, link_.js.get(), subject_.c_str(), payload.data(),
+                         static_cast<int>(payload.size()), &po, &code);
+    if (st != NATS_OK) return nats_error("Writing to " + stream_, st, code);
+    nats_ptr<jsPubAck> ack(ack_raw);
+    const auto sequence = ack->Sequence;
+    if (auto ok = wait_applied(sequence); !ok) return ok.error();
+    std::lock_guard lock(mutex_);
+    auto it = mine_.find(sequence);
+    if (it == mine_.end())
+        return error(errc::server_error, "The outcome of a state write was lost.");
+    auto out = std::move(it->second);
+    mine_.erase(it);
+    return out;
+}
+
+result<std::optional<versioned_value>> jetstream_kv::get(std::string_view key) {
+    IOTHUB_ASSERT_MAY_BLOCK();
+    if (auto ok = catch_up(); !ok) return ok.error();
+    std::lock_guard lock(mutex_);
+    auto it = data_.find(key);
+    if (it == data_.end()) return std::optional<versioned_value>{};
+    return std::optional<versioned_value>{it->second};
+}
+
+std::vector<result<std::uint64_t>> jetstream_kv::apply(std::span<const kv_write> writes) {
+    if (writes.empty()) return {};
+    auto r = commit(writes, false);
+    if (!r)
+        return std::vector<result<std::uint64_t>>(writes.size(), result<std::uint64_t>(r.error()));
+    return std::move(*r);
+}
+
+result<std::vector<std::uint64_t>> jetstream_kv::apply_all(std::span<const kv_write> writes) {
+    if (writes.empty()) return std::vector<std::uint64_t>{};
+    auto r = commit(writes, true);
+    if (!r) return r.error();
+    std::vector<std::uint64_t> versions;
+    for (auto& v : *r) {
+        if (!v) return v.error();
+        versions.push_back(*v);
+    }
+    return versions;
+}
+
+result<std::vector<kv_entry>> jetstream_kv::scan(std::string_view prefix,
+                                                 std::string_view start_after, std::size_t limit) {
+    IOTHUB_ASSERT_MAY_BLOCK();
+    if (auto ok = catch_up(); !ok) return ok.error();
+    std::lock_guard lock(mutex_);
+    std::vector<kv_entry> out;
+    auto it = start_after.empty() || start_after < prefix ? data_.lower_bound(prefix)
+                                                          : data_.upper_bound(start_after);
+    for (; it != data_.end() && out.size() < limit; ++it) {
+        if (it->first.compare(0, prefix.size(), prefix) != 0) break;
+        out.push_back(kv_entry{it->first, it->second});
+    }
+    return out;
+}
+
+}  // namespace iothub::storage::detail

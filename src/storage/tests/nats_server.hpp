@@ -1,0 +1,83 @@
+// A real nats-server with JetStream for the storage tests: started on a free loopback port with
+// its store in a temporary directory, stopped (and its files removed) at the end.
+#pragma once
+
+#include "common/crypto.hpp"
+#include "common/encoding.hpp"
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <spawn.h>
+#include <string>
+#include <sys/wait.h>
+#include <thread>
+
+extern char** environ;
+
+namespace iothub::storage::testing {
+
+class nats_server {
+  public:
+    nats_server() {
+        namespace fs = std::filesystem;
+        dir_ = fs::temp_directory_path() / ("iothub-nats-" + hex_encode(random_bytes(6)));
+        fs::create_directories(dir_ / "ports");
+        std::vector<std::string> args = {"nats-server",
+                                         "-js",
+                                         "-a",
+                                         "127.0.0.1",
+                                         "-p",
+                                         "-1",
+                                         "-sd",
+                                         (dir_ / "js").string(),
+                                         "--ports_file_dir",
+                                         (dir_ / "ports").string(),
+                                         "-l",
+                                         (dir_ / "log").string()};
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        if (posix_spawnp(&pid_, "nats-server", nullptr, nullptr, argv.data(), environ) != 0) {
+            pid_ = -1;
+            return;
+        }
+        // The server writes its ports file once it listens.
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        const auto ports = dir_ / "ports" / ("nats-server_" + std::to_string(pid_) + ".ports");
+        while (std::chrono::steady_clock::now() < deadline) {
+            std::ifstream in(ports);
+            std::string text((std::istreambuf_iterator<char>(in)), {});
+            auto at = text.find("nats://");
+            if (at != std::string::npos) {
+                auto end = text.find('"', at);
+                url_ = text.substr(at, end - at);
+                return;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+    }
+    ~nats_server() {
+        if (pid_ > 0) {
+            kill(pid_, SIGTERM);
+            int status = 0;
+            waitpid(pid_, &status, 0);
+        }
+        std::error_code ec;
+        std::filesystem::remove_all(dir_, ec);
+    }
+    nats_server(const nats_server&) = delete;
+    nats_server& operator=(const nats_server&) = delete;
+
+    // Empty when the server did not start.
+    const std::string& url() const { return url_; }
+
+  private:
+    std::filesystem::path dir_;
+    pid_t pid_ = -1;
+    std::string url_;
+};
+
+}  // namespace iothub::storage::testing
