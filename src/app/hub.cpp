@@ -95,6 +95,24 @@ result<std::unique_ptr<storage::engine>> open_storage(const config::settings& s,
     events.partitions = s.event_partitions;
     events.retention = {s.retention, s.retention_max_bytes};
     events.group_commit_delay = std::chrono::microseconds(s.group_commit_delay_us);
+    if (!s.cluster_nats.empty()) {
+        storage::jetstream_settings js;
+        js.servers = s.cluster_nats;
+        js.prefix = s.cluster_prefix;
+        js.replicas =
+            s.cluster_replicas ? s.cluster_replicas : (s.cluster_nats.size() >= 3 ? 3 : 1);
+        js.name = "iothub " + std::filesystem::absolute(where.data_dir).string();
+        js.credentials_file = s.cluster_credentials.string();
+        js.user = s.cluster_user;
+        js.password = s.cluster_password;
+        js.token = s.cluster_token;
+        js.ca_file = s.cluster_ca.string();
+        js.cert_file = s.cluster_cert.string();
+        js.key_file = s.cluster_key.string();
+        js.timeout = std::chrono::milliseconds(s.cluster_timeout_ms);
+        js.events = events;
+        return storage::open_jetstream(js);
+    }
     if (s.storage_engine == "memory") return storage::open_memory(events);
     storage::rocksdb_settings rs{
         where.storage_dir, s.storage_sync,
@@ -119,10 +137,19 @@ void print_banner(const prepared& p, const config::settings& s, const bound_port
     if (ports.mqtt_plain)
         out << "  MQTT (plain)    " << ports.mqtt_plain << "  (no TLS: local use only)\n";
     out << "  data directory  " << std::filesystem::absolute(s.data_dir).string() << "\n"
-        << "  storage         " << s.storage_engine
-        << (s.storage_engine == "rocksdb" ? (s.storage_sync ? " (fsync on commit)" : " (no fsync)")
-                                          : " (nothing survives a restart)")
-        << "\n";
+        << "  storage         ";
+    if (!s.cluster_nats.empty()) {
+        out << "JetStream cluster (";
+        for (std::size_t i = 0; i < s.cluster_nats.size(); ++i)
+            out << (i ? "," : "") << s.cluster_nats[i];
+        out << "), prefix " << s.cluster_prefix << "\n";
+    } else {
+        out << s.storage_engine
+            << (s.storage_engine == "rocksdb"
+                    ? (s.storage_sync ? " (fsync on commit)" : " (no fsync)")
+                    : " (nothing survives a restart)")
+            << "\n";
+    }
     if (owner)
         out << "\nService connection string (" << owner->name << "):\n  "
             << auth::service_connection_string(p.identity.hostname, owner->name, owner->primary_key)
@@ -152,6 +179,7 @@ sys_time created_time(const instance::layout& where) {
 struct hub::impl {
     config::settings settings;
     prepared paths;
+    instance::directory_lock node_lock;  // cluster mode: one process per data directory
     std::unique_ptr<storage::engine> storage;
     std::unique_ptr<registry::device_registry> registry;
     std::unique_ptr<auth::policy_set> policies;
@@ -199,6 +227,11 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     if (!p) return p.error();
     im->paths = std::move(*p);
 
+    if (!s.cluster_nats.empty()) {
+        auto lock = instance::lock_directory(im->paths.where);
+        if (!lock) return lock.error();
+        im->node_lock = std::move(*lock);
+    }
     auto engine = open_storage(s, im->paths.where);
     if (!engine) return engine.error();
     im->storage = std::move(*engine);

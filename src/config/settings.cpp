@@ -89,6 +89,21 @@ setter one_of(std::string settings::*field, std::vector<std::string> allowed) {
     };
 }
 
+// A comma-separated list (a TOML array arrives joined with commas).
+setter list(std::vector<std::string> settings::*field) {
+    return [field](settings& s, const std::string& v) -> std::optional<std::string> {
+        (s.*field).clear();
+        std::string_view rest = v;
+        while (!rest.empty()) {
+            auto comma = rest.find(',');
+            auto item = rest.substr(0, comma);
+            if (!item.empty()) (s.*field).emplace_back(item);
+            rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+        }
+        return std::nullopt;
+    };
+}
+
 setter port(std::uint16_t settings::*field) {
     return unsigned_number(field, 65535);
 }
@@ -107,18 +122,7 @@ const std::vector<setting_def>& table() {
          }},
         {{"aliases", "IOTHUB_ALIASES", "--alias",
           "Further host names the hub answers to, comma-separated"},
-         [](settings& s, const std::string& v) -> std::optional<std::string> {
-             s.aliases.clear();
-             std::string_view rest = v;
-             while (!rest.empty()) {
-                 auto comma = rest.find(',');
-                 auto item = rest.substr(0, comma);
-                 if (!item.empty()) s.aliases.emplace_back(item);
-                 rest =
-                     comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-             }
-             return std::nullopt;
-         }},
+         list(&settings::aliases)},
         {{"listen.address", "IOTHUB_BIND", "--bind", "Address to listen on (:: = all, dual-stack)"},
          text(&settings::bind_address)},
         {{"listen.https_port", "IOTHUB_HTTPS_PORT", "--https-port",
@@ -150,6 +154,53 @@ const std::vector<setting_def>& table() {
           "Least microseconds between two telemetry fsyncs; an idle log commits at once (0 = no "
           "pacing)"},
          unsigned_number(&settings::group_commit_delay_us, 100000)},
+        {{"cluster.nats", "IOTHUB_CLUSTER", "--cluster",
+          "Cluster mode: NATS servers of the JetStream cluster holding the hub's state, "
+          "comma-separated (nats://a:4222,nats://b:4222,nats://c:4222)"},
+         [](settings& s, const std::string& v) -> std::optional<std::string> {
+             (void)list (&settings::cluster_nats)(s, v);
+             for (const auto& url : s.cluster_nats)
+                 if (url.rfind("nats://", 0) != 0 && url.rfind("tls://", 0) != 0)
+                     return "nats:// or tls:// URLs, comma-separated";
+             return std::nullopt;
+         }},
+        {{"cluster.prefix", "IOTHUB_CLUSTER_PREFIX", "--cluster-prefix",
+          "Names the hub's streams in JetStream, so hubs can share a cluster (letters, digits, "
+          "'-', '_')"},
+         [](settings& s, const std::string& v) -> std::optional<std::string> {
+             if (v.empty() || v.size() > 32 ||
+                 v.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                     "0123456789-_") != std::string::npos)
+                 return "1 to 32 letters, digits, '-' or '_'";
+             s.cluster_prefix = v;
+             return std::nullopt;
+         }},
+        {{"cluster.replicas", "IOTHUB_CLUSTER_REPLICAS", "--cluster-replicas",
+          "Copies JetStream keeps of each stream, 1 to 5 (0: 3 when three or more servers are "
+          "named, else 1)"},
+         number_in(&settings::cluster_replicas, 0, 5)},
+        {{"cluster.credentials", "IOTHUB_CLUSTER_CREDENTIALS", "--cluster-credentials",
+          "NATS credentials file (.creds)"},
+         text(&settings::cluster_credentials)},
+        {{"cluster.user", "IOTHUB_CLUSTER_USER", "--cluster-user", "NATS user name"},
+         text(&settings::cluster_user)},
+        {{"cluster.password", "IOTHUB_CLUSTER_PASSWORD", "--cluster-password", "NATS password"},
+         text(&settings::cluster_password)},
+        {{"cluster.token", "IOTHUB_CLUSTER_TOKEN", "--cluster-token", "NATS token"},
+         text(&settings::cluster_token)},
+        {{"cluster.ca_file", "IOTHUB_CLUSTER_CA_FILE", "--cluster-ca-file",
+          "PEM CA certificates to trust for TLS to NATS"},
+         text(&settings::cluster_ca)},
+        {{"cluster.cert_file", "IOTHUB_CLUSTER_CERT_FILE", "--cluster-cert-file",
+          "PEM client certificate for TLS to NATS"},
+         text(&settings::cluster_cert)},
+        {{"cluster.key_file", "IOTHUB_CLUSTER_KEY_FILE", "--cluster-key-file",
+          "PEM private key of the NATS client certificate"},
+         text(&settings::cluster_key)},
+        {{"cluster.timeout_ms", "IOTHUB_CLUSTER_TIMEOUT_MS", "--cluster-timeout-ms",
+          "How long a storage request to JetStream may take before the hub answers \"server "
+          "busy\", 100 to 60000"},
+         number_in(&settings::cluster_timeout_ms, 100, 60000)},
         {{"log.level", "IOTHUB_LOG_LEVEL", "--log-level", "trace, debug, info, warn, error"},
          one_of(&settings::log_level, {"trace", "debug", "info", "warn", "error", "off"})},
         {{"threads", "IOTHUB_THREADS", "--threads", "Network threads (0 = one per core)"},

@@ -32,9 +32,19 @@ struct settings {
     std::filesystem::path tls_cert;  // both set: use this certificate instead of the dev CA
     std::filesystem::path tls_key;
 
-    std::string storage_engine = "rocksdb";  // rocksdb | memory
+    std::string storage_engine = "rocksdb";  // rocksdb | memory (ignored in cluster mode)
     bool storage_sync = true;
     std::uint64_t group_commit_delay_us = 1000;  // see storage::event_log_settings
+
+    // Cluster mode: the NATS servers of the JetStream cluster that holds the hub's state (empty:
+    // one node with embedded storage). Every node of a hub names the same servers and prefix.
+    std::vector<std::string> cluster_nats;
+    std::string cluster_prefix = "IOTHUB";
+    int cluster_replicas = 0;                   // 0: 3 when three or more servers are named, else 1
+    std::filesystem::path cluster_credentials;  // NATS .creds file
+    std::string cluster_user, cluster_password, cluster_token;
+    std::filesystem::path cluster_ca, cluster_cert, cluster_key;  // TLS to NATS
+    std::uint32_t cluster_timeout_ms = 5000;
 
     std::string log_level = "info";
     unsigned threads = 0;           // 0 = one per core

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <fstream>
 #include <sstream>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -171,6 +172,32 @@ result<runtime_info> read_runtime(const layout& where) {
 void remove_runtime(const layout& where) {
     std::error_code ec;
     std::filesystem::remove(where.runtime_file, ec);
+}
+
+directory_lock& directory_lock::operator=(directory_lock&& o) noexcept {
+    if (this != &o) {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+}
+
+directory_lock::~directory_lock() {
+    if (fd_ >= 0) ::close(fd_);
+}
+
+result<directory_lock> lock_directory(const layout& where) {
+    const auto path = where.data_dir / "node.lock";
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return error(errc::server_error, "Cannot open " + path.string() + ".");
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        ::close(fd);
+        return error(errc::already_exists,
+                     "Another iothub is already using " + where.data_dir.string() + ".");
+    }
+    directory_lock lock;
+    lock.fd_ = fd;
+    return lock;
 }
 
 }  // namespace iothub::instance

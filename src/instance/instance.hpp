@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace iothub::instance {
@@ -51,6 +52,23 @@ struct runtime_info {
     long pid = 0;
 };
 result<void> write_runtime(const layout& where, const runtime_info& info);
+
+// One process per data directory (its runtime file and ports are that process's). The embedded
+// engine's database enforces it; in cluster mode, where nothing else holds the directory, this
+// lock does. Released when the object goes.
+class directory_lock {
+  public:
+    directory_lock() = default;
+    directory_lock(directory_lock&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    directory_lock& operator=(directory_lock&& o) noexcept;
+    ~directory_lock();
+
+  private:
+    friend result<directory_lock> lock_directory(const layout& where);
+    int fd_ = -1;
+};
+// errc::already_exists when another process holds it.
+result<directory_lock> lock_directory(const layout& where);
 result<runtime_info> read_runtime(const layout& where);
 void remove_runtime(const layout& where);
 

@@ -132,6 +132,11 @@ result<void> jetstream_event_log::start() {
                            ? static_cast<std::int64_t>(settings_.retention.max_bytes_per_partition)
                            : -1;
         cfg.AllowDirect = true;
+        // How long copies of an outbox entry are recognised as repeats.
+        cfg.Duplicates = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::min<std::chrono::seconds>(std::chrono::minutes(10),
+                                                            settings_.retention.max_age))
+                             .count();
         if (auto ok = link_.ensure_stream(cfg); !ok) return ok.error();
         auto info = link_.stream_info(part->stream);
         if (!info) return info.error();
@@ -248,22 +253,35 @@ void jetstream_event_log::append(int partition, std::vector<event_record> events
                                  append_callback done) {
     if (partition < 0 || partition >= partition_count())
         return done(error(errc::argument_invalid, "No such partition."));
-    if (events.empty()) return done(std::vector<std::uint64_t>{});
+    std::vector<std::string> payloads(events.size());
+    for (std::size_t i = 0; i < events.size(); ++i) encode_record(payloads[i], events[i]);
+    publish(partition, payloads, {}, std::move(done));
+}
+
+void jetstream_event_log::forward(const outbox_entry& entry, append_callback done) {
+    if (entry.partition < 0 || entry.partition >= partition_count())
+        return done(error(errc::argument_invalid, "No such partition."));
+    publish(entry.partition, entry.events, "o" + std::to_string(entry.batch) + ".",
+            std::move(done));
+}
+
+void jetstream_event_log::publish(int partition, const std::vector<std::string>& payloads,
+                                  const std::string& id_prefix, append_callback done) {
+    if (payloads.empty()) return done(std::vector<std::uint64_t>{});
     auto p = std::make_shared<pending>();
     p->partition = partition;
-    p->sequences.resize(events.size());
-    p->outstanding = events.size();
+    p->sequences.resize(payloads.size());
+    p->outstanding = payloads.size();
     p->deadline = std::chrono::steady_clock::now() + link_.settings.timeout;
     p->done = std::move(done);
     auto& part = *parts_[static_cast<std::size_t>(partition)];
-    std::string payload;
     std::lock_guard order(part.publish_order);
-    for (std::size_t i = 0; i < events.size(); ++i) {
-        payload.clear();
-        encode_record(payload, events[i]);
+    for (std::size_t i = 0; i < payloads.size(); ++i) {
         natsMsg* msg = nullptr;
-        auto st = natsMsg_Create(&msg, part.subject.c_str(), nullptr, payload.data(),
-                                 static_cast<int>(payload.size()));
+        auto st = natsMsg_Create(&msg, part.subject.c_str(), nullptr, payloads[i].data(),
+                                 static_cast<int>(payloads[i].size()));
+        if (st == NATS_OK && !id_prefix.empty())
+            st = natsMsgHeader_Set(msg, "Nats-Msg-Id", (id_prefix + std::to_string(i)).c_str());
         if (st == NATS_OK) {
             {
                 std::lock_guard lock(inflight_mutex_);
@@ -278,7 +296,7 @@ void jetstream_event_log::append(int partition, std::vector<event_record> events
             std::lock_guard lock(inflight_mutex_);
             if (msg) inflight_.erase(msg);
             if (!p->failure) p->failure = nats_error("Appending to " + name_, st);
-            p->outstanding -= events.size() - i;
+            p->outstanding -= payloads.size() - i;
             if (p->outstanding == 0 && !p->finished) finish = p->finished = true;
         }
         natsMsg_Destroy(msg);
@@ -291,18 +309,25 @@ void jetstream_event_log::append_with(int partition, std::vector<event_record> e
                                       std::vector<kv_write> writes, append_with_callback done) {
     if (partition < 0 || partition >= partition_count())
         return done(error(errc::argument_invalid, "No such partition."));
-    // The record commits first, under its conditions; its events follow. A node that dies in
-    // between loses the events (the records stay right).
+    // The writes and the events commit together in one state batch (the events into the
+    // outbox); the events are then copied to the stream and the outbox entry confirmed.
     auto job = [this, partition, events = std::move(events), writes = std::move(writes),
                 done = std::move(done)]() mutable {
-        auto versions = kv_.apply_all(writes);
-        if (!versions) return done(versions.error());
-        append(partition, std::move(events),
-               [versions = std::move(*versions),
-                done = std::move(done)](result<std::vector<std::uint64_t>> r) mutable {
-                   if (!r) return done(r.error());
-                   done(appended{std::move(*r), std::move(versions)});
-               });
+        outbox_entry entry;
+        entry.log = name_;
+        entry.partition = partition;
+        entry.events.resize(events.size());
+        for (std::size_t i = 0; i < events.size(); ++i) encode_record(entry.events[i], events[i]);
+        auto committed = kv_.apply_all(writes, entry);
+        if (!committed) return done(committed.error());
+        entry.batch = committed->first;
+        forward(entry, [this, batch = entry.batch, versions = std::move(committed->second),
+                        done = std::move(done)](result<std::vector<std::uint64_t>> r) mutable {
+            // Committed either way: what did not reach the stream now is copied again later.
+            if (!r) return done(r.error());
+            kv_.confirm(batch);
+            done(appended{std::move(*r), std::move(versions)});
+        });
     };
     {
         std::lock_guard lock(work_mutex_);

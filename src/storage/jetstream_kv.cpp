@@ -143,12 +143,18 @@ result<nats_ptr<jsStreamInfo>> jetstream_link::stream_info(const std::string& st
 
 namespace {
 
-// A batch on the state stream: who wrote it, whether it is all-or-nothing, its writes.
+// A batch on the state stream: who wrote it, flags, its writes; then, by the flags, the events it
+// puts in the outbox and the outbox entries it confirms.
+constexpr char flag_all_or_nothing = 1, flag_outbox = 2, flag_confirmations = 4;
+
 std::string encode_batch(const std::string& node, std::span<const kv_write> writes,
-                         bool all_or_nothing) {
+                         bool all_or_nothing, const outbox_entry* outbox,
+                         std::span<const std::uint64_t> confirmations = {}) {
     std::string out;
     put_string(out, node);
-    out += static_cast<char>(all_or_nothing ? 1 : 0);
+    out +=
+        static_cast<char>((all_or_nothing ? flag_all_or_nothing : 0) | (outbox ? flag_outbox : 0) |
+                          (confirmations.empty() ? 0 : flag_confirmations));
     put_varint(out, writes.size());
     for (const auto& w : writes) {
         out += static_cast<char>(w.operation);
@@ -157,6 +163,16 @@ std::string encode_batch(const std::string& node, std::span<const kv_write> writ
         put_string(out, w.key);
         put_string(out, w.operation == kv_write::op::put ? std::string_view(w.value) : "");
     }
+    if (outbox) {
+        put_string(out, outbox->log);
+        put_varint(out, static_cast<std::uint64_t>(outbox->partition));
+        put_varint(out, outbox->events.size());
+        for (const auto& e : outbox->events) put_string(out, e);
+    }
+    if (!confirmations.empty()) {
+        put_varint(out, confirmations.size());
+        for (auto c : confirmations) put_varint(out, c);
+    }
     return out;
 }
 
@@ -164,12 +180,15 @@ struct decoded_batch {
     std::string node;
     bool all_or_nothing = false;
     std::vector<kv_write> writes;
+    std::optional<outbox_entry> outbox;
+    std::vector<std::uint64_t> confirmations;
 };
 
 bool decode_batch(std::string_view in, decoded_batch& out) {
     std::uint64_t n = 0;
     if (!get_string(in, out.node) || in.empty()) return false;
-    out.all_or_nothing = in.front() != 0;
+    const char flags = in.front();
+    out.all_or_nothing = (flags & flag_all_or_nothing) != 0;
     in.remove_prefix(1);
     if (!get_varint(in, n) || n > in.size()) return false;
     out.writes.resize(n);
@@ -197,6 +216,25 @@ bool decode_batch(std::string_view in, decoded_batch& out) {
                 w.condition = precondition::version(expected);
                 break;
         }
+    }
+    if (flags & flag_outbox) {
+        outbox_entry e;
+        std::uint64_t partition = 0, count = 0;
+        if (!get_string(in, e.log) || !get_varint(in, partition) || !get_varint(in, count) ||
+            count > in.size())
+            return false;
+        e.partition = static_cast<int>(partition);
+        e.events.resize(count);
+        for (auto& ev : e.events)
+            if (!get_string(in, ev)) return false;
+        out.outbox = std::move(e);
+    }
+    if (flags & flag_confirmations) {
+        std::uint64_t count = 0;
+        if (!get_varint(in, count) || count > in.size()) return false;
+        out.confirmations.resize(count);
+        for (auto& c : out.confirmations)
+            if (!get_varint(in, c)) return false;
     }
     return true;
 }
@@ -328,6 +366,11 @@ void jetstream_kv::apply_batch(std::uint64_t sequence, std::string_view payload)
             results.emplace_back(version);
         }
     }
+    for (auto c : batch.confirmations) outbox_.erase(c);
+    if (batch.outbox && !refused) {
+        batch.outbox->batch = sequence;
+        outbox_.emplace(sequence, held{std::move(*batch.outbox), std::chrono::steady_clock::now()});
+    }
     if (batch.node == link_.node) {
         mine_.emplace(sequence, std::move(results));
         // Outcomes nobody came for (the writer timed out) do not pile up.
@@ -374,12 +417,8 @@ result<void> jetstream_kv::catch_up() {
     }
 }
 
-result<jetstream_kv::outcome> jetstream_kv::commit(std::span<const kv_write> writes,
-                                                   bool all_or_nothing) {
+result<std::pair<std::uint64_t, jetstream_kv::outcome>> jetstream_kv::commit(std::string payload) {
     IOTHUB_ASSERT_MAY_BLOCK();
-    if (writes.size() >= max_batch_writes)
-        return error(errc::request_too_large, "Too many writes in one batch.");
-    auto payload = encode_batch(link_.node, writes, all_or_nothing);
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = link_.settings.timeout.count();
@@ -397,7 +436,7 @@ result<jetstream_kv::outcome> jetstream_kv::commit(std::span<const kv_write> wri
         return error(errc::server_error, "The outcome of a state write was lost.");
     auto out = std::move(it->second);
     mine_.erase(it);
-    return out;
+    return std::make_pair(sequence, std::move(out));
 }
 
 result<std::optional<versioned_value>> jetstream_kv::get(std::string_view key) {
@@ -411,22 +450,62 @@ result<std::optional<versioned_value>> jetstream_kv::get(std::string_view key) {
 
 std::vector<result<std::uint64_t>> jetstream_kv::apply(std::span<const kv_write> writes) {
     if (writes.empty()) return {};
-    auto r = commit(writes, false);
-    if (!r)
-        return std::vector<result<std::uint64_t>>(writes.size(), result<std::uint64_t>(r.error()));
-    return std::move(*r);
+    auto fail = [&](const error& e) {
+        return std::vector<result<std::uint64_t>>(writes.size(), result<std::uint64_t>(e));
+    };
+    if (writes.size() >= max_batch_writes)
+        return fail(error(errc::request_too_large, "Too many writes in one batch."));
+    auto r = commit(encode_batch(link_.node, writes, false, nullptr));
+    if (!r) return fail(r.error());
+    return std::move(r->second);
 }
 
-result<std::vector<std::uint64_t>> jetstream_kv::apply_all(std::span<const kv_write> writes) {
-    if (writes.empty()) return std::vector<std::uint64_t>{};
-    auto r = commit(writes, true);
+result<std::pair<std::uint64_t, std::vector<std::uint64_t>>> jetstream_kv::apply_all(
+    std::span<const kv_write> writes, outbox_entry events) {
+    if (writes.size() >= max_batch_writes)
+        return error(errc::request_too_large, "Too many writes in one batch.");
+    auto r =
+        commit(encode_batch(link_.node, writes, true, events.events.empty() ? nullptr : &events));
     if (!r) return r.error();
     std::vector<std::uint64_t> versions;
-    for (auto& v : *r) {
+    for (auto& v : r->second) {
         if (!v) return v.error();
         versions.push_back(*v);
     }
-    return versions;
+    return std::make_pair(r->first, std::move(versions));
+}
+
+void jetstream_kv::confirm(std::uint64_t batch) {
+    std::lock_guard lock(confirm_mutex_);
+    confirmations_.push_back(batch);
+}
+
+void jetstream_kv::flush_confirmations() {
+    std::vector<std::uint64_t> batch;
+    {
+        std::lock_guard lock(confirm_mutex_);
+        batch.swap(confirmations_);
+    }
+    if (batch.empty()) return;
+    auto r = commit(encode_batch(link_.node, {}, false, nullptr, batch));
+    if (!r) {
+        // Kept for the next round; meanwhile another node may copy the entries again, which
+        // the streams' duplicate detection absorbs.
+        std::lock_guard lock(confirm_mutex_);
+        confirmations_.insert(confirmations_.end(), batch.begin(), batch.end());
+    }
+}
+
+std::vector<outbox_entry> jetstream_kv::overdue(std::chrono::steady_clock::duration age) {
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<outbox_entry> out;
+    std::lock_guard lock(mutex_);
+    for (auto& [seq, h] : outbox_)
+        if (now - h.since >= age) {
+            h.since = now;
+            out.push_back(h.entry);
+        }
+    return out;
 }
 
 result<std::vector<kv_entry>> jetstream_kv::scan(std::string_view prefix,

@@ -3,6 +3,9 @@
 # hub can take Azure's fixed ports (443, 8883, 5671) on 127.0.0.1 without clashing with anything,
 # and with NODE_EXTRA_CA_CERTS naming this run's development CA (the SDKs read it at start-up).
 #
+# With IOTHUB_CONFORMANCE_CLUSTER=1 the suite runs in cluster mode: a JetStream nats-server starts
+# in the namespace and every hub the suite starts keeps its state there (IOTHUB_CLUSTER).
+#
 # usage: run.sh IOTHUB_BINARY SUITE.test.js
 set -euo pipefail
 bin=$(realpath "$1")
@@ -24,6 +27,16 @@ exec unshare "${unshare_args[@]}" env IOTHUB_BIN="$bin" IOTHUB_WORK="$work" SUIT
   set -euo pipefail
   ip link set lo up
   "$IOTHUB_BIN" init --data-dir "$IOTHUB_WORK/hub" --hostname localhost >/dev/null
+  if [ "${IOTHUB_CONFORMANCE_CLUSTER:-}" = 1 ]; then
+    nats-server -js -a 127.0.0.1 -p 4222 -sd "$IOTHUB_WORK/nats" -l "$IOTHUB_WORK/nats.log" &
+    nats_pid=$!
+    trap "kill $nats_pid 2>/dev/null || true" EXIT
+    for _ in $(seq 1 200); do
+      (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && break
+      sleep 0.05
+    done
+    export IOTHUB_CLUSTER=nats://127.0.0.1:4222
+  fi
   export NODE_EXTRA_CA_CERTS="$IOTHUB_WORK/hub/tls/ca.pem"
   export IOTHUB_DATA_DIR="$IOTHUB_WORK/hub"
   cd "$(dirname "$SUITE")"

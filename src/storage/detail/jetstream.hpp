@@ -8,6 +8,13 @@
 // stream for its last sequence and wait until the map has applied that far, so a read sees
 // every write acknowledged before it began, on whichever node.
 //
+// append_with commits its events with its writes in one state batch (an outbox entry every node
+// holds), then copies them to the partition's stream under message ids derived from the batch
+// (`o<batch>.<i>`), then confirms the entry with a later batch. Should the writer die before the
+// confirmation, any node copies the entry again after a few seconds: JetStream drops the copies
+// it already holds by their ids (within the streams' duplicate window, ten minutes), so events
+// reach their log exactly once.
+//
 // Event logs are one stream per partition (`<prefix>_<log>_<p>`): stream sequence - 1 is the
 // event's sequence number and the stream's timestamp its enqueued time, the same on every node.
 // Each node follows every partition from its tail (one ordered consumer each), which wakes
@@ -42,6 +49,14 @@ struct jetstream_link {
     jsOptions options() const;
 };
 
+// Events committed with a state batch, waiting to be copied to their log.
+struct outbox_entry {
+    std::uint64_t batch = 0;  // the state batch's stream sequence
+    std::string log;
+    int partition = 0;
+    std::vector<std::string> events;  // encoded records
+};
+
 class jetstream_kv final : public kv_store {
   public:
     explicit jetstream_kv(jetstream_link& link);
@@ -53,14 +68,23 @@ class jetstream_kv final : public kv_store {
     std::vector<result<std::uint64_t>> apply(std::span<const kv_write> writes) override;
     result<std::vector<kv_entry>> scan(std::string_view prefix, std::string_view start_after,
                                        std::size_t limit) override;
-    // Every write or none (for append_with): the first condition that fails is the answer.
-    result<std::vector<std::uint64_t>> apply_all(std::span<const kv_write> writes);
+    // Every write or none, with `events` into the outbox (for append_with): the first condition
+    // that fails is the answer. Returns the batch's sequence and the writes' versions.
+    result<std::pair<std::uint64_t, std::vector<std::uint64_t>>> apply_all(
+        std::span<const kv_write> writes, outbox_entry events);
+    // The entry's events are in their log: it goes with the next confirmation batch.
+    void confirm(std::uint64_t batch);
+    // Publishes the confirmations gathered so far (the engine calls it a few times a second).
+    void flush_confirmations();
+    // Entries nobody confirmed for `age` (their writer may have died); each is handed out again
+    // only after another `age`.
+    std::vector<outbox_entry> overdue(std::chrono::steady_clock::duration age);
 
   private:
     using outcome = std::vector<result<std::uint64_t>>;
     static void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* self);
     void apply_batch(std::uint64_t sequence, std::string_view payload);
-    result<outcome> commit(std::span<const kv_write> writes, bool all_or_nothing);
+    result<std::pair<std::uint64_t, outcome>> commit(std::string payload);
     // Waits until every batch committed before the call is applied here.
     result<void> catch_up();
     result<void> wait_applied(std::uint64_t sequence);
@@ -74,6 +98,13 @@ class jetstream_kv final : public kv_store {
     std::map<std::string, versioned_value, std::less<>> data_;
     std::uint64_t applied_ = 0;              // the last stream sequence applied
     std::map<std::uint64_t, outcome> mine_;  // outcomes of this node's batches, until taken
+    struct held {
+        outbox_entry entry;
+        std::chrono::steady_clock::time_point since;  // applied, or last handed out
+    };
+    std::map<std::uint64_t, held> outbox_;
+    std::mutex confirm_mutex_;
+    std::vector<std::uint64_t> confirmations_;
 
     // One stream-info request serves every read that arrived before it was sent.
     std::mutex barrier_mutex_;
@@ -93,6 +124,8 @@ class jetstream_event_log final : public event_log_core {
     result<void> purge();
 
     void append(int partition, std::vector<event_record> events, append_callback done) override;
+    // Copies an outbox entry's events into the log, under ids that make a repeat harmless.
+    void forward(const outbox_entry& entry, append_callback done);
     void append_with(int partition, std::vector<event_record> events, std::vector<kv_write> writes,
                      append_with_callback done) override;
     result<std::vector<stored_event>> read(int partition, std::uint64_t from_sequence,
@@ -130,6 +163,9 @@ class jetstream_event_log final : public event_log_core {
     static void on_tail(natsConnection*, natsSubscription*, natsMsg* msg, void* self);
     static void on_ack(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* failure, void* self);
     result<void> subscribe_tail(int partition, std::uint64_t from_stream_sequence);
+    // Publishes encoded events (with message ids when `id_prefix` is set: "<prefix><i>").
+    void publish(int partition, const std::vector<std::string>& payloads,
+                 const std::string& id_prefix, append_callback done);
     void settle(const std::shared_ptr<pending>& p);
     result<std::vector<stored_event>> fetch(int partition, std::uint64_t from, std::size_t max);
 

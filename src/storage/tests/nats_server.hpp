@@ -10,12 +10,11 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
-#include <spawn.h>
 #include <string>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <thread>
-
-extern char** environ;
+#include <unistd.h>
 
 namespace iothub::storage::testing {
 
@@ -40,10 +39,14 @@ class nats_server {
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
-        if (posix_spawnp(&pid_, "nats-server", nullptr, nullptr, argv.data(), environ) != 0) {
-            pid_ = -1;
-            return;
+        // Forked rather than spawned, so the server dies with the test even if the test crashes.
+        pid_ = fork();
+        if (pid_ == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            execvp("nats-server", argv.data());
+            _exit(127);
         }
+        if (pid_ < 0) return;
         // The server writes its ports file once it listens.
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
         const auto ports = dir_ / "ports" / ("nats-server_" + std::to_string(pid_) + ".ports");

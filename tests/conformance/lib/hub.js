@@ -74,7 +74,11 @@ class Hub {
   static async start(extraArgs = [], { dir, env } = {}) {
     const args = dir ? ['serve', '--data-dir', dir, ...extraArgs]
       : ['serve', '--data-dir', dataDir, '--hostname', 'localhost', ...extraArgs];
-    const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    // In cluster mode (run.sh) every data directory is a hub of its own, in JetStream too.
+    const own = dir && process.env.IOTHUB_CLUSTER
+      ? { IOTHUB_CLUSTER_PREFIX: `T${require('node:crypto').createHash('sha256').update(dir).digest('hex').slice(0, 12)}` }
+      : {};
+    const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...own, ...env } });
     const hub = new Hub(proc);
     // Every hub's output goes to a file beside the run, for post-mortems (the runner prints the
     // tail of these when a suite fails).
