@@ -89,6 +89,21 @@ result<prepared> prepare(const config::settings& s) {
     return p;
 }
 
+nats::connection_settings cluster_connection(const config::settings& s,
+                                             const instance::layout& where) {
+    nats::connection_settings c;
+    c.servers = s.cluster_nats;
+    c.name = "iothub " + std::filesystem::absolute(where.data_dir).string();
+    c.credentials_file = s.cluster_credentials.string();
+    c.user = s.cluster_user;
+    c.password = s.cluster_password;
+    c.token = s.cluster_token;
+    c.ca_file = s.cluster_ca.string();
+    c.cert_file = s.cluster_cert.string();
+    c.key_file = s.cluster_key.string();
+    return c;
+}
+
 result<std::unique_ptr<storage::engine>> open_storage(const config::settings& s,
                                                       const instance::layout& where) {
     storage::event_log_settings events;
@@ -97,18 +112,10 @@ result<std::unique_ptr<storage::engine>> open_storage(const config::settings& s,
     events.group_commit_delay = std::chrono::microseconds(s.group_commit_delay_us);
     if (!s.cluster_nats.empty()) {
         storage::jetstream_settings js;
-        js.servers = s.cluster_nats;
+        js.connection = cluster_connection(s, where);
         js.prefix = s.cluster_prefix;
         js.replicas =
             s.cluster_replicas ? s.cluster_replicas : (s.cluster_nats.size() >= 3 ? 3 : 1);
-        js.name = "iothub " + std::filesystem::absolute(where.data_dir).string();
-        js.credentials_file = s.cluster_credentials.string();
-        js.user = s.cluster_user;
-        js.password = s.cluster_password;
-        js.token = s.cluster_token;
-        js.ca_file = s.cluster_ca.string();
-        js.cert_file = s.cluster_cert.string();
-        js.key_file = s.cluster_key.string();
         js.timeout = std::chrono::milliseconds(s.cluster_timeout_ms);
         js.events = events;
         return storage::open_jetstream(js);

@@ -98,6 +98,9 @@ struct c2d_service::impl {
                 if (!r) return std::nullopt;
                 return std::pair{queued{std::move(r->device_generation_id), *r->content},
                                  queue::meta{r->enqueued_time, r->expiry_time, r->delivery_count}};
+            },
+            [](std::string_view device) {
+                return std::string(detail::message_prefix) + std::string(device) + "/";
             }};
     }
     static queue::peek_lock_queue<queued>::settings message_settings(const c2d_limits& l) {
@@ -311,6 +314,16 @@ void c2d_service::forget(const std::string& device_id) {
     if (!r)
         spdlog::warn("C2D: cannot drop the queue of deleted device {}: {}", device_id,
                      r.error().message());
+}
+
+void c2d_service::refresh(const std::string& device_id) {
+    if (auto r = impl_->messages.refresh(device_id); !r)
+        spdlog::warn("C2D: cannot reread the queue of {}: {}", device_id, r.error().message());
+}
+
+void c2d_service::refresh_feedback() {
+    if (auto r = impl_->feedback.refresh(""); !r)
+        spdlog::warn("C2D: cannot reread the feedback: {}", r.error().message());
 }
 
 std::size_t c2d_service::depth(const std::string& device_id) const {

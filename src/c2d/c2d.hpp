@@ -148,6 +148,11 @@ class c2d_service {
 
     std::size_t depth(const std::string& device_id) const;
 
+    // Another cluster node changed this device's queue (or the feedback) in storage: memory
+    // follows, and a connected device hears of new messages. Block.
+    void refresh(const std::string& device_id);
+    void refresh_feedback();
+
     // Times out locks, expires messages and old feedback, across all queues. Blocks; the hub
     // calls it about once a second.
     void sweep(sys_time now);

@@ -87,6 +87,9 @@ class peek_lock_queue {
             parse_key;
         std::function<std::string(const Item&, const meta&)> encode;
         std::function<std::optional<std::pair<Item, meta>>(std::string_view value)> decode;
+        // Where a lane's keys start (every key of the lane, no key of another); unset: the queue
+        // has one lane, under `prefix`.
+        std::function<std::string(std::string_view lane)> lane_prefix;
     };
     struct settings {
         std::chrono::seconds lock_timeout{60};
@@ -166,6 +169,53 @@ class peek_lock_queue {
         return commit(kv_, c);
     }
 
+    // Another process (a node of the same cluster) changed the lane in storage: memory follows.
+    // Locks this process holds on items still stored stay, and items it is committing are left
+    // alone. Tells hooks::available when the lane has deliverable items. Blocks.
+    result<void> refresh(const std::string& lane) {
+        std::vector<slot> stored;
+        const auto prefix = traits_.lane_prefix ? traits_.lane_prefix(lane) : traits_.prefix;
+        std::string after;
+        for (;;) {
+            auto page = kv_.scan(prefix, after, 1000);
+            if (!page) return page.error();
+            for (auto& e : *page) {
+                auto where = traits_.parse_key(e.key);
+                auto decoded = where ? traits_.decode(e.data.value) : std::nullopt;
+                if (!decoded || where->first != lane) continue;
+                stored.push_back(slot{where->second,
+                                      std::make_shared<const Item>(std::move(decoded->first)),
+                                      decoded->second});
+            }
+            if (page->size() < 1000) break;
+            after = page->back().key;
+        }
+        bool deliverable = false;
+        {
+            std::lock_guard lock(mutex_);
+            auto& current = lanes_[lane];
+            std::remove_reference_t<decltype(current)> merged;
+            for (auto& s : stored) {
+                next_ = std::max(next_.load(), s.sequence + 1);
+                auto* mine = find(lane, s.sequence);
+                merged.push_back(mine && (mine->locked() || mine->in_flight) ? std::move(*mine)
+                                                                             : std::move(s));
+            }
+            for (auto& s : current)
+                if (s.in_flight && std::none_of(merged.begin(), merged.end(), [&](const slot& m) {
+                        return m.sequence == s.sequence;
+                    }))
+                    merged.push_back(std::move(s));
+            std::sort(merged.begin(), merged.end(),
+                      [](const slot& a, const slot& b) { return a.sequence < b.sequence; });
+            current = std::move(merged);
+            for (const auto& s : current) deliverable |= !s.locked() && !s.in_flight;
+            drop_empty_lanes();
+        }
+        if (deliverable && hooks_.available) hooks_.available({lane});
+        return {};
+    }
+
     // Enqueues each item in its lane, one commit for all. Before a lane takes new items, `prune`
     // (if given) may end the lane's settled-by-nobody items it names (their owner's generation
     // ended, say); the depth limit counts what stays. One result per item, in order.
@@ -196,7 +246,7 @@ class peek_lock_queue {
                                  : error(errc::queue_depth_exceeded, "The queue is full.");
                     continue;
                 }
-                slot s{next_++, std::move(in.item), meta{now, in.expiry, 0}};
+                slot s{take_sequence(now), std::move(in.item), meta{now, in.expiry, 0}};
                 c.writes.push_back({storage::kv_write::op::put, traits_.key(in.lane, s.sequence),
                                     traits_.encode(*s.item, s.m), storage::precondition::absent()});
                 o.touched.emplace_back(in.lane, s.sequence);
@@ -223,7 +273,7 @@ class peek_lock_queue {
     // Stages one item for a commit another queue is making (C2D feedback): it joins this queue
     // when that commit succeeds.
     void stage(change& c, std::string lane, Item item, meta m) {
-        const auto sequence = next_++;
+        const auto sequence = take_sequence(m.enqueued);
         auto shared = std::make_shared<const Item>(std::move(item));
         c.writes.push_back({storage::kv_write::op::put, traits_.key(lane, sequence),
                             traits_.encode(*shared, m), storage::precondition::absent()});
@@ -418,6 +468,22 @@ class peek_lock_queue {
                            "lock expired.");
     }
 
+    // Sequence numbers follow the clock (microseconds, then a per-process salt), so nodes of a
+    // cluster adding to one lane keep the order of their adds and almost never pick the same
+    // number (an add that does fails its absent() condition rather than overwrite).
+    std::uint64_t take_sequence(sys_time now) {
+        const auto us =
+            std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch());
+        const auto wanted =
+            (static_cast<std::uint64_t>(std::max<std::int64_t>(us.count(), 0)) << 8) | salt_;
+        auto current = next_.load();
+        std::uint64_t taken = 0;
+        do {
+            taken = std::max(current, wanted);
+        } while (!next_.compare_exchange_weak(current, taken + 1));
+        return taken;
+    }
+
     void insert(const std::string& lane, slot s) {
         auto& items = lanes_[lane];
         auto at =
@@ -505,6 +571,7 @@ class peek_lock_queue {
     std::map<std::string, std::deque<slot>, std::less<>> lanes_;
     std::map<std::string, held_lock, std::less<>> locks_;
     std::atomic<std::uint64_t> next_{1};
+    const std::uint64_t salt_ = static_cast<std::uint8_t>(random_bytes(1)[0]);
 };
 
 }  // namespace iothub::queue

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "common/error.hpp"
+#include "nats/settings.hpp"
 #include "storage/event_log.hpp"
 #include "storage/kv_store.hpp"
 
@@ -58,18 +59,14 @@ struct rocksdb_settings {
 result<std::unique_ptr<engine>> open_rocksdb(const rocksdb_settings& settings);
 
 struct jetstream_settings {
-    std::vector<std::string> servers;  // nats://host:port (tls:// for TLS)
+    nats::connection_settings connection;
     // Names every stream and subject the hub uses ("<prefix>_STATE", "<prefix>.state", ...), so
     // several hubs can share one JetStream cluster. Letters, digits, '-' and '_'.
     std::string prefix = "IOTHUB";
-    int replicas = 1;                          // 3 on a three-server cluster
-    std::string name = "iothub";               // the connection's name, as NATS shows it
-    std::string credentials_file;              // NATS .creds (user JWT and NKey seed)
-    std::string user, password, token;         // or plain credentials
-    std::string ca_file, cert_file, key_file;  // TLS to NATS (client certificate optional)
-    std::chrono::milliseconds timeout{5000};   // for each JetStream request
-    std::size_t tail_cache_bytes = 8 << 20;    // recent events each node keeps per partition
-    event_log_settings events;                 // the clock is the streams' (not settable)
+    int replicas = 1;                         // 3 on a three-server cluster
+    std::chrono::milliseconds timeout{5000};  // for each JetStream request
+    std::size_t tail_cache_bytes = 8 << 20;   // recent events each node keeps per partition
+    event_log_settings events;                // the clock is the streams' (not settable)
 };
 
 // Connects, creates the streams it needs (or checks them) and loads the state. Fails with

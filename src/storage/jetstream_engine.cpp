@@ -86,7 +86,7 @@ class jetstream_engine final : public engine {
 
     result<void> flush() override {
         if (auto st = natsConnection_FlushTimeout(link_->nc.get(), 2000); st != NATS_OK)
-            return detail::nats_error("Flushing to NATS", st);
+            return nats::nats_error("Flushing to NATS", st);
         return {};
     }
 

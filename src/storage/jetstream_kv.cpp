@@ -12,34 +12,6 @@
 
 namespace iothub::storage::detail {
 
-error nats_error(std::string_view what, natsStatus status, jsErrCode code) {
-    std::string text(what);
-    text += ": ";
-    text += natsStatus_GetText(status);
-    if (const char* last = nats_GetLastError(nullptr); last && *last && status != NATS_TIMEOUT) {
-        text += " (";
-        text += last;
-        text += ")";
-    }
-    if (code == js_wrong_last_sequence) return error(errc::precondition_failed, text);
-    switch (status) {
-        case NATS_TIMEOUT:
-        case NATS_NO_RESPONDERS:
-        case NATS_NO_SERVER:
-        case NATS_CONNECTION_CLOSED:
-        case NATS_CONNECTION_DISCONNECTED:
-        case NATS_STALE_CONNECTION:
-        case NATS_NOT_YET_CONNECTED:
-            return error(errc::service_unavailable, "The storage cluster is unavailable. " + text);
-        default:
-            break;
-    }
-    // 10008: JetStream temporarily unavailable (no leader, no quorum).
-    if (code == static_cast<jsErrCode>(10008))
-        return error(errc::service_unavailable, "The storage cluster is unavailable. " + text);
-    return error(errc::server_error, text);
-}
-
 std::string stream_token(std::string_view name) {
     static constexpr char hex[] = "0123456789ABCDEF";
     std::string out;
@@ -56,7 +28,6 @@ std::string stream_token(std::string_view name) {
 }
 
 result<std::unique_ptr<jetstream_link>> jetstream_link::connect(const jetstream_settings& s) {
-    if (s.servers.empty()) return error(errc::argument_invalid, "No NATS server given.");
     if (s.prefix.empty() || !std::all_of(s.prefix.begin(), s.prefix.end(), [](unsigned char c) {
             return std::isalnum(c) || c == '-' || c == '_';
         }))
@@ -65,43 +36,12 @@ result<std::unique_ptr<jetstream_link>> jetstream_link::connect(const jetstream_
     auto link = std::make_unique<jetstream_link>();
     link->settings = s;
     link->node = hex_encode(random_bytes(8));
-
-    natsOptions* raw = nullptr;
-    if (auto st = natsOptions_Create(&raw); st != NATS_OK) return nats_error("NATS options", st);
-    nats_ptr<natsOptions> opts(raw);
-    std::vector<const char*> urls;
-    for (const auto& u : s.servers) urls.push_back(u.c_str());
-    natsStatus st = natsOptions_SetServers(opts.get(), urls.data(), static_cast<int>(urls.size()));
-    if (st == NATS_OK) st = natsOptions_SetName(opts.get(), s.name.c_str());
-    // Reconnect for ever: a hub node outlives any NATS outage and resumes by itself.
-    if (st == NATS_OK) st = natsOptions_SetMaxReconnect(opts.get(), -1);
-    if (st == NATS_OK) st = natsOptions_SetReconnectWait(opts.get(), 250);
-    if (st == NATS_OK) st = natsOptions_SetTimeout(opts.get(), 2000);
-    // Publishes while disconnected fail at once instead of queueing for a server that may not
-    // come back before the caller's deadline.
-    if (st == NATS_OK) st = natsOptions_SetReconnectBufSize(opts.get(), 0);
-    if (st == NATS_OK && !s.credentials_file.empty())
-        st = natsOptions_SetUserCredentialsFromFiles(opts.get(), s.credentials_file.c_str(),
-                                                     nullptr);
-    if (st == NATS_OK && !s.user.empty())
-        st = natsOptions_SetUserInfo(opts.get(), s.user.c_str(), s.password.c_str());
-    if (st == NATS_OK && !s.token.empty()) st = natsOptions_SetToken(opts.get(), s.token.c_str());
-    if (st == NATS_OK && !s.ca_file.empty()) {
-        st = natsOptions_SetSecure(opts.get(), true);
-        if (st == NATS_OK)
-            st = natsOptions_LoadCATrustedCertificates(opts.get(), s.ca_file.c_str());
-    }
-    if (st == NATS_OK && !s.cert_file.empty())
-        st = natsOptions_LoadCertificatesChain(opts.get(), s.cert_file.c_str(), s.key_file.c_str());
-    if (st != NATS_OK) return nats_error("NATS options", st);
-
-    natsConnection* nc = nullptr;
-    if (st = natsConnection_Connect(&nc, opts.get()); st != NATS_OK)
-        return nats_error("Connecting to NATS", st);
-    link->nc.reset(nc);
+    auto nc = nats::connect(s.connection);
+    if (!nc) return nc.error();
+    link->nc = std::move(*nc);
     jsOptions jo = link->options();
     jsCtx* js = nullptr;
-    if (st = natsConnection_JetStream(&js, nc, &jo); st != NATS_OK)
+    if (auto st = natsConnection_JetStream(&js, link->nc.get(), &jo); st != NATS_OK)
         return nats_error("JetStream", st);
     link->js.reset(js);
     return link;
@@ -141,6 +81,15 @@ result<nats_ptr<jsStreamInfo>> jetstream_link::stream_info(const std::string& st
     return nats_ptr<jsStreamInfo>(info);
 }
 
+// A state batch as every node decodes it.
+struct state_batch {
+    std::string node;
+    bool all_or_nothing = false;
+    std::vector<kv_write> writes;
+    std::optional<outbox_entry> outbox;
+    std::vector<std::uint64_t> confirmations;
+};
+
 namespace {
 
 // A batch on the state stream: who wrote it, flags, its writes; then, by the flags, the events it
@@ -176,15 +125,7 @@ std::string encode_batch(const std::string& node, std::span<const kv_write> writ
     return out;
 }
 
-struct decoded_batch {
-    std::string node;
-    bool all_or_nothing = false;
-    std::vector<kv_write> writes;
-    std::optional<outbox_entry> outbox;
-    std::vector<std::uint64_t> confirmations;
-};
-
-bool decode_batch(std::string_view in, decoded_batch& out) {
+bool decode_batch(std::string_view in, state_batch& out) {
     std::uint64_t n = 0;
     if (!get_string(in, out.node) || in.empty()) return false;
     const char flags = in.front();
@@ -322,10 +263,26 @@ void jetstream_kv::on_message(natsConnection*, natsSubscription*, natsMsg* msg, 
                                        static_cast<std::size_t>(natsMsg_GetDataLength(msg))));
 }
 
-void jetstream_kv::apply_batch(std::uint64_t sequence, std::string_view payload) {
-    decoded_batch batch;
-    const bool valid = decode_batch(payload, batch);
+void jetstream_kv::observe_remote(change_observer observer) {
     std::lock_guard lock(mutex_);
+    observer_ = std::move(observer);
+}
+
+void jetstream_kv::apply_batch(std::uint64_t sequence, std::string_view payload) {
+    state_batch batch;
+    const bool valid = decode_batch(payload, batch);
+    std::vector<kv_change> changes;
+    change_observer observer;
+    {
+        std::lock_guard lock(mutex_);
+        apply_locked(sequence, valid, batch, changes);
+        observer = observer_;
+    }
+    if (observer && !changes.empty()) observer(std::move(changes));
+}
+
+void jetstream_kv::apply_locked(std::uint64_t sequence, bool valid, state_batch& batch,
+                                std::vector<kv_change>& changes) {
     if (sequence <= applied_) return;  // redelivered after the ordered consumer reset
     applied_ = sequence;
     if (!valid) {
@@ -357,8 +314,18 @@ void jetstream_kv::apply_batch(std::uint64_t sequence, std::string_view payload)
             results.emplace_back(ok.error());
             continue;
         }
+        const bool remote = observer_ && batch.node != link_.node;
+        auto it = data_.find(w.key);
+        if (remote) {
+            kv_change c;
+            c.key = w.key;
+            if (it != data_.end()) c.before = it->second;
+            if (w.operation == kv_write::op::put)
+                c.after = versioned_value{w.value, (sequence << index_bits) | i};
+            changes.push_back(std::move(c));
+        }
         if (w.operation == kv_write::op::remove) {
-            data_.erase(w.key);
+            data_.erase(it);
             results.emplace_back(std::uint64_t{0});
         } else {
             const auto version = (sequence << index_bits) | i;

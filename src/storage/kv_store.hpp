@@ -17,6 +17,7 @@
 #include "common/error.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -74,9 +75,22 @@ struct kv_write {
     result<void> admissible(const std::optional<std::uint64_t>& current) const;
 };
 
+// A key another process changed (a node of the same cluster), as this process applied it.
+struct kv_change {
+    std::string key;
+    std::optional<versioned_value> before;  // empty: it did not exist
+    std::optional<versioned_value> after;   // empty: removed
+};
+
 class kv_store {
   public:
     virtual ~kv_store() = default;
+
+    // Changes other processes make to the store (the other nodes of a cluster), in commit order,
+    // once this process's reads see them; a single-process engine has none and never calls it.
+    // `observer` runs on the engine's thread and must only post work. Set before serving.
+    using change_observer = std::function<void(std::vector<kv_change> changes)>;
+    virtual void observe_remote(change_observer observer) { (void)observer; }
 
     virtual result<std::optional<versioned_value>> get(std::string_view key) = 0;
 

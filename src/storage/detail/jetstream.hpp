@@ -22,8 +22,8 @@
 // read them back.
 #pragma once
 
+#include "nats/nats.hpp"
 #include "storage/detail/event_log_core.hpp"
-#include "storage/detail/nats.hpp"
 #include "storage/engine.hpp"
 
 #include <condition_variable>
@@ -34,6 +34,15 @@
 #include <unordered_map>
 
 namespace iothub::storage::detail {
+
+using nats::js_wrong_last_sequence;
+using nats::nats_error;
+using nats::nats_ptr;
+
+// Stream names allow letters, digits, '-' and '_'; subjects use '.' between tokens. Log names
+// ("[A-Za-z0-9._-]+") keep letters, digits and '-'; anything else is written as "_XX" (hex), so
+// two names never map to one stream.
+std::string stream_token(std::string_view name);
 
 // The connection and JetStream context the engine's parts share.
 struct jetstream_link {
@@ -57,6 +66,8 @@ struct outbox_entry {
     std::vector<std::string> events;  // encoded records
 };
 
+struct state_batch;
+
 class jetstream_kv final : public kv_store {
   public:
     explicit jetstream_kv(jetstream_link& link);
@@ -68,6 +79,7 @@ class jetstream_kv final : public kv_store {
     std::vector<result<std::uint64_t>> apply(std::span<const kv_write> writes) override;
     result<std::vector<kv_entry>> scan(std::string_view prefix, std::string_view start_after,
                                        std::size_t limit) override;
+    void observe_remote(change_observer observer) override;
     // Every write or none, with `events` into the outbox (for append_with): the first condition
     // that fails is the answer. Returns the batch's sequence and the writes' versions.
     result<std::pair<std::uint64_t, std::vector<std::uint64_t>>> apply_all(
@@ -84,6 +96,8 @@ class jetstream_kv final : public kv_store {
     using outcome = std::vector<result<std::uint64_t>>;
     static void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* self);
     void apply_batch(std::uint64_t sequence, std::string_view payload);
+    void apply_locked(std::uint64_t sequence, bool valid, state_batch& batch,
+                      std::vector<kv_change>& changes);
     result<std::pair<std::uint64_t, outcome>> commit(std::string payload);
     // Waits until every batch committed before the call is applied here.
     result<void> catch_up();
@@ -96,6 +110,7 @@ class jetstream_kv final : public kv_store {
     std::mutex mutex_;
     std::condition_variable applied_cv_;
     std::map<std::string, versioned_value, std::less<>> data_;
+    change_observer observer_;
     std::uint64_t applied_ = 0;              // the last stream sequence applied
     std::map<std::uint64_t, outcome> mine_;  // outcomes of this node's batches, until taken
     struct held {

@@ -41,7 +41,7 @@ class EventLog : public ::testing::TestWithParam<std::string> {
             if (!nats_) nats_ = std::make_unique<testing::nats_server>();
             ASSERT_FALSE(nats_->url().empty()) << "nats-server did not start";
             jetstream_settings js;
-            js.servers = {nats_->url()};
+            js.connection.servers = {nats_->url()};
             js.events = s;
             auto e = open_jetstream(js);
             ASSERT_TRUE(e) << e.error().message();
@@ -291,7 +291,7 @@ TEST_P(EventLog, PartitionCountIsFixedPerDataDirectory) {
     engine_.reset();
     if (GetParam() == "jetstream") {
         jetstream_settings js;
-        js.servers = {nats_->url()};
+        js.connection.servers = {nats_->url()};
         js.events.partitions = 8;
         auto e = open_jetstream(js);
         ASSERT_FALSE(e);

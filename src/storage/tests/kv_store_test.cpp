@@ -30,7 +30,7 @@ class KvStore : public ::testing::TestWithParam<std::string> {
             if (!nats_) nats_ = std::make_unique<testing::nats_server>();
             ASSERT_FALSE(nats_->url().empty()) << "nats-server did not start";
             jetstream_settings js;
-            js.servers = {nats_->url()};
+            js.connection.servers = {nats_->url()};
             auto e = open_jetstream(js);
             ASSERT_TRUE(e) << e.error().message();
             engine_ = std::move(*e);

@@ -1,17 +1,21 @@
-// The libnats handles the JetStream engine holds, owned, and how NATS failures read as the hub's
-// errors: when the storage cluster cannot answer (no servers, no quorum, timeouts) the caller
-// sees errc::service_unavailable, which every protocol turns into its "server busy" answer.
+// The hub's NATS connections (the JetStream engine's, the cluster bus's): how they are set up from
+// the cluster settings, their libnats handles owned, and how NATS failures read as the hub's
+// errors: when the cluster cannot answer (no servers, no quorum, timeouts) the caller sees
+// errc::service_unavailable, which every protocol turns into its "server busy" answer.
 #pragma once
 
 #include "common/error.hpp"
+#include "nats/settings.hpp"
 
 #include <nats/nats.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
-namespace iothub::storage::detail {
+namespace iothub::nats {
 
 struct nats_deleter {
     void operator()(natsConnection* p) const { natsConnection_Destroy(p); }
@@ -26,15 +30,13 @@ struct nats_deleter {
 template <class T>
 using nats_ptr = std::unique_ptr<T, nats_deleter>;
 
+// Connects, reconnecting for ever afterwards (a hub node outlives any NATS outage).
+result<nats_ptr<natsConnection>> connect(const connection_settings& settings);
+
 // JetStream's "wrong last sequence" (a compare-and-set that lost).
 inline constexpr jsErrCode js_wrong_last_sequence = static_cast<jsErrCode>(10071);
 
 error nats_error(std::string_view what, natsStatus status,
                  jsErrCode code = static_cast<jsErrCode>(0));
 
-// Stream names allow letters, digits, '-' and '_'; subjects use '.' between tokens. Log names
-// ("[A-Za-z0-9._-]+") keep letters, digits and '-'; anything else is written as "_XX" (hex), so
-// two names never map to one stream.
-std::string stream_token(std::string_view name);
-
-}  // namespace iothub::storage::detail
+}  // namespace iothub::nats
