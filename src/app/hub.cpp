@@ -33,6 +33,7 @@
 #include "service_api/twins_api.hpp"
 #include "session/device_session.hpp"
 #include "storage/engine.hpp"
+#include "cluster/cluster.hpp"
 #include "telemetry/consumer_groups.hpp"
 #include "telemetry/telemetry.hpp"
 #include "tls/context.hpp"
@@ -202,6 +203,8 @@ struct hub::impl {
     std::unique_ptr<file_upload::blob_containers> blobs;
     std::unique_ptr<connections::activity_records> activity;
     std::unique_ptr<lifecycle::lifecycle_service> lifecycle;
+    // Cluster mode; after the services it reaches, so it ends before them.
+    std::unique_ptr<cluster::node> cluster;
     std::unique_ptr<certificates::ca_store> cas;
     std::unique_ptr<device_auth::device_authenticator> authenticator;
     std::unique_ptr<twin::twin_service> twins;
@@ -262,8 +265,9 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     im->hub_events = std::make_unique<hub_events::publisher>(im->storage->hub_events(), hub_name);
     // Connected and disconnected, for every transport, from the one table that knows.
     im->connections->on_state_change(
-        [events = im->hub_events.get()](const std::string& d, const std::string& m, bool up) {
-            events->connection_state({d, m}, up);
+        [im = im.get()](const std::string& d, const std::string& m, bool up) {
+            im->hub_events->connection_state({d, m}, up);
+            if (im->cluster) im->cluster->connection_state(d, m, up);
         });
     im->cas = std::make_unique<certificates::ca_store>(im->storage->kv());
     if (auto r = im->cas->load(); !r) return r.error();
@@ -309,10 +313,12 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     im->twins->set_offload(
         [pool = im->blocking.get()](std::function<void()> fn) { pool->post(std::move(fn)); });
     // A connected device hears about desired changes over whatever protocol it uses.
-    im->twins->on_desired([conns = im->connections.get()](const twin::desired_change& c) {
-        auto channel = conns->channel(c.device_id, c.module_id);
-        if (channel && channel->wants_desired_updates())
-            channel->send_desired_update(boost::json::serialize(c.patch), c.version);
+    // (In cluster mode the device may be connected to another node: the cluster hears too.)
+    im->twins->on_desired([im = im.get()](const twin::desired_change& c) {
+        if (!im->connections->deliver_desired(c.device_id, c.module_id,
+                                              boost::json::serialize(c.patch), c.version) &&
+            im->cluster)
+            im->cluster->desired_changed(c);
     });
     im->methods = std::make_unique<methods::method_service>(*im->connections,
                                                             im->shards->at(0).get_executor());
@@ -334,6 +340,25 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
                                               pool->post(std::move(fn));
                                           },
                                           im->hub_events.get()});
+
+    if (!s.cluster_nats.empty()) {
+        auto bus = cluster::connect_bus(cluster_connection(s, im->paths.where), s.cluster_prefix);
+        if (!bus) return bus.error();
+        im->cluster = std::make_unique<cluster::node>(
+            cluster::services{im->storage->kv(), *im->connections, *im->c2d, *im->methods,
+                              *im->lifecycle,
+                              [pool = im->blocking.get()](std::function<void()> fn) {
+                                  pool->post(std::move(fn));
+                              }},
+            std::move(*bus));
+        if (auto r = im->cluster->start(); !r) return r.error();
+        im->methods->set_elsewhere(
+            [node = im->cluster.get()](const methods::method_call& call,
+                                       methods::method_service::completion& done) {
+                return node->forward_method(call, done);
+            });
+        spdlog::info("cluster: this node is {}", im->cluster->id());
+    }
 
     im->connects = std::make_unique<session::connect_limiter>(s.device_connects_per_second,
                                                               s.device_connects_burst);

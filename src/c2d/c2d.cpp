@@ -316,6 +316,12 @@ void c2d_service::forget(const std::string& device_id) {
                      r.error().message());
 }
 
+key_owner owner_of_key(std::string_view key) {
+    if (key.starts_with(detail::feedback_prefix)) return {std::nullopt, true};
+    if (auto k = detail::parse_message_key(key)) return {std::move(k->device_id), false};
+    return {};
+}
+
 void c2d_service::refresh(const std::string& device_id) {
     if (auto r = impl_->messages.refresh(device_id); !r)
         spdlog::warn("C2D: cannot reread the queue of {}: {}", device_id, r.error().message());

@@ -108,6 +108,14 @@ struct feedback_batch {
 // enqueuedTimeUtc, statusCode, description}.
 std::string feedback_json(const std::vector<feedback_record>& records);
 
+// What a storage key of this module belongs to (for changes another cluster node made): a
+// device's queue (the device id), the feedback, or neither.
+struct key_owner {
+    std::optional<std::string> device;
+    bool feedback = false;
+};
+key_owner owner_of_key(std::string_view key);
+
 class c2d_service {
   public:
     c2d_service(storage::kv_store& kv, registry::device_registry& registry,

@@ -129,4 +129,12 @@ std::size_t connection_table::connected_devices() const {
     return connected_devices_;
 }
 
+bool connection_table::deliver_desired(const std::string& device_id, const std::string& module_id,
+                                       std::string patch, std::uint64_t version) const {
+    auto ch = channel(device_id, module_id);
+    if (!ch || !ch->wants_desired_updates()) return false;
+    ch->send_desired_update(std::move(patch), version);
+    return true;
+}
+
 }  // namespace iothub::connections

@@ -85,6 +85,11 @@ class connection_table {
     registry::live_state live(const registry::identity& id) const;
     std::size_t connected_devices() const;
 
+    // Sends a desired-properties patch over the identity's connection when it has one that asked
+    // for them; false otherwise.
+    bool deliver_desired(const std::string& device_id, const std::string& module_id,
+                         std::string patch, std::uint64_t version) const;
+
     // lastActivityTime across restarts: the identities whose last activity moved since the last
     // call ("d" or "d/m", nanoseconds since the epoch), for writing behind; and the times read
     // back at start.

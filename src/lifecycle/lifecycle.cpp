@@ -35,15 +35,24 @@ void lifecycle_service::raise(const registry::identity& id, bool created) {
                                 boost::json::serialize(*twin));
 }
 
-void lifecycle_service::changed(const registry::identity_change& c) {
-    if (!c.before && c.after) raise(*c.after, true);
-    if (c.before && !c.after) raise(*c.before, false);
+void lifecycle_service::end_access(const registry::identity_change& c) {
     if (auto reason = ending_reason(c)) {
         const auto& id = c.before ? *c.before : *c.after;
         // A device's modules go with it.
         t_.connections.close(id.device_id, id.module_id, *reason, id.module_id.empty());
         for (const auto& observe : access_observers_) observe(id.device_id, id.module_id);
     }
+}
+
+void lifecycle_service::remote_changed(const registry::identity_change& c) {
+    end_access(c);
+    if (c.before && !c.after) t_.connections.forget(c.before->device_id, c.before->module_id);
+}
+
+void lifecycle_service::changed(const registry::identity_change& c) {
+    if (!c.before && c.after) raise(*c.after, true);
+    if (c.before && !c.after) raise(*c.before, false);
+    end_access(c);
     if (c.before && !c.after) {
         auto gone = *c.before;
         t_.offload([t = t_, gone] {

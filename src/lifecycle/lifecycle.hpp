@@ -51,8 +51,14 @@ class lifecycle_service {
     // Called when an identity's access ends (deleted, disabled, new credentials).
     void on_access_ended(access_observer observer);
 
+    // The same change, made on another cluster node, which already raised its events and changed
+    // storage: here only this node's connections of the identity end (and what holds its grants
+    // hears), and a deleted identity's lastActivityTime leaves this node's memory.
+    void remote_changed(const registry::identity_change& change);
+
   private:
     void changed(const registry::identity_change& change);
+    void end_access(const registry::identity_change& change);
     void raise(const registry::identity& id, bool created);
 
     targets t_;

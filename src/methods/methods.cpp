@@ -160,9 +160,12 @@ method_service::~method_service() {
 void method_service::invoke(method_call call, completion done) {
     // Not connected: an id the registry does not know is DeviceNotFound, as in Azure (a connected
     // identity exists, so the registry is asked only here).
-    if (registered_ && !connections_.find(call.device_id, call.module_id))
-        if (auto known = registered_(call.device_id, call.module_id); !known)
-            return done(known.error());
+    if (!connections_.find(call.device_id, call.module_id)) {
+        if (registered_)
+            if (auto known = registered_(call.device_id, call.module_id); !known)
+                return done(known.error());
+        if (elsewhere_ && elsewhere_(call, done)) return;
+    }
     auto c = std::make_shared<call_state>(std::move(call), std::move(done));
     std::shared_ptr<connections::device_channel> channel;
     {

@@ -86,6 +86,11 @@ class method_service {
         registered_ = std::move(registered);
     }
 
+    // Where a call goes when its identity is not connected here (cluster mode: another node may
+    // hold it). Returns true when it took the call (and will end it). It may block.
+    void set_elsewhere(std::function<bool(const method_call&, completion&)> elsewhere) {
+        elsewhere_ = std::move(elsewhere);
+    }
     // May block on the registry (see set_registered): call it off the network threads.
     void invoke(method_call call, completion done);
 
@@ -105,6 +110,7 @@ class method_service {
 
   private:
     struct call_state;
+    std::function<bool(const method_call&, completion&)> elsewhere_;
     void deliver(const std::shared_ptr<call_state>& c,
                  const std::shared_ptr<connections::device_channel>& channel);
     void arm(const std::shared_ptr<call_state>& c, std::chrono::seconds after);

@@ -24,8 +24,10 @@ error nats_error(std::string_view what, natsStatus status, jsErrCode code) {
         default:
             break;
     }
-    // 10008: JetStream temporarily unavailable (no leader, no quorum).
-    if (code == static_cast<jsErrCode>(10008))
+    // 10008: JetStream temporarily unavailable (no leader, no quorum); 10005: no peers to place
+    // a stream on yet; 10023: not enough resources (servers missing).
+    if (code == static_cast<jsErrCode>(10008) || code == static_cast<jsErrCode>(10005) ||
+        code == static_cast<jsErrCode>(10023))
         return error(errc::service_unavailable, "The storage cluster is unavailable. " + text);
     return error(errc::server_error, text);
 }

@@ -85,6 +85,17 @@ std::optional<import_mode> parse_mode(std::string_view s) {
 
 }  // namespace
 
+std::optional<identity_change> device_registry::remote_change(const storage::kv_change& c) {
+    if (!c.key.starts_with("d/") && !c.key.starts_with("m/")) return std::nullopt;
+    identity_change out;
+    if (c.before)
+        if (auto id = decode_stored(c.before->value, c.before->version)) out.before = std::move(*id);
+    if (c.after)
+        if (auto id = decode_stored(c.after->value, c.after->version)) out.after = std::move(*id);
+    if (!out.before && !out.after) return std::nullopt;
+    return out;
+}
+
 std::string device_key(std::string_view device_id) {
     return "d/" + std::string(device_id);
 }

@@ -117,6 +117,11 @@ class device_registry {
 
     void on_change(std::function<void(const identity_change&)> observer);
 
+    // The identity change a storage change another cluster node made stands for; nullopt when
+    // the key is not an identity record. Observers are not told (the node that wrote told its
+    // own); the caller decides what this node does about it.
+    static std::optional<identity_change> remote_change(const storage::kv_change& change);
+
     const registry_limits& limits() const { return limits_; }
 
   private:

@@ -17,7 +17,19 @@ class jetstream_engine final : public engine {
         auto link = detail::jetstream_link::connect(s);
         if (!link) return link.error();
         std::unique_ptr<jetstream_engine> e(new jetstream_engine(std::move(*link)));
-        if (auto ok = e->kv_->start(); !ok) return ok.error();
+        // Nodes and NATS servers often start together: while JetStream elects its leaders the
+        // node waits (up to a minute) rather than failing.
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+        for (auto delay = std::chrono::milliseconds(100);;
+             delay = std::min(delay * 2, std::chrono::milliseconds(2000))) {
+            auto ok = e->kv_->start();
+            if (ok) break;
+            if (ok.error().code() != errc::service_unavailable ||
+                std::chrono::steady_clock::now() + delay > deadline)
+                return ok.error();
+            spdlog::info("jetstream: waiting for the cluster ({})", ok.error().message());
+            std::this_thread::sleep_for(delay);
+        }
         e->events_ =
             std::make_unique<detail::jetstream_event_log>(*e->link_, *e->kv_, "events", s.events);
         if (auto ok = e->events_->start(); !ok) return ok.error();

@@ -227,20 +227,22 @@ result<void> jetstream_kv::start() {
     if (!info) return info.error();
     const auto last = (*info)->State.LastSeq;
 
-    jsOptions jo = link_.options();
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = stream_.c_str();
-    so.Ordered = true;
-    so.Config.DeliverPolicy = js_DeliverAll;
-    natsSubscription* sub = nullptr;
-    jsErrCode code = static_cast<jsErrCode>(0);
-    if (auto st = js_Subscribe(&sub, link_.js.get(), subject_.c_str(), &jetstream_kv::on_message,
-                               this, &jo, &so, &code);
-        st != NATS_OK)
-        return nats_error("Following " + stream_, st, code);
-    sub_.reset(sub);
-    natsSubscription_SetPendingLimits(sub, -1, -1);
+    if (!sub_) {
+        jsOptions jo = link_.options();
+        jsSubOptions so;
+        jsSubOptions_Init(&so);
+        so.Stream = stream_.c_str();
+        so.Ordered = true;
+        so.Config.DeliverPolicy = js_DeliverAll;
+        natsSubscription* sub = nullptr;
+        jsErrCode code = static_cast<jsErrCode>(0);
+        if (auto st = js_Subscribe(&sub, link_.js.get(), subject_.c_str(), &jetstream_kv::on_message,
+                                   this, &jo, &so, &code);
+            st != NATS_OK)
+            return nats_error("Following " + stream_, st, code);
+        sub_.reset(sub);
+        natsSubscription_SetPendingLimits(sub, -1, -1);
+    }
     // Loading the state takes as long as the stream is long; give it time proportionate to that.
     std::unique_lock lock(mutex_);
     const auto budget = std::chrono::seconds(30) + std::chrono::microseconds(100) * last;

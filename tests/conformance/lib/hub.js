@@ -13,9 +13,9 @@ if (!bin || !dataDir) throw new Error('run through tests/conformance/run.sh');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function rawRequest({ method = 'GET', path, body, headers = {}, port = 443, agent = false, ca }) {
+function rawRequest({ method = 'GET', path, body, headers = {}, port = 443, agent = false, ca, host = 'localhost' }) {
   return new Promise((resolve, reject) => {
-    const req = https.request({ host: 'localhost', port, method, path, headers, agent, ca }, (res) => {
+    const req = https.request({ host, port, method, path, headers, agent, ca }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => {

@@ -1,0 +1,320 @@
+#include "cluster/cluster.hpp"
+
+#include <boost/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+namespace iothub::cluster {
+namespace {
+
+namespace json = boost::json;
+
+constexpr std::string_view presence_prefix = "presence/";
+
+std::string presence_key(const std::string& device_id, const std::string& module_id) {
+    std::string key(presence_prefix);
+    key += device_id;
+    if (!module_id.empty()) key += "/" + module_id;
+    return key;
+}
+
+std::int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// "<node> <opened, ns since the epoch>"
+std::pair<std::string, std::int64_t> parse_presence(std::string_view value) {
+    auto space = value.find(' ');
+    if (space == std::string_view::npos) return {std::string(value), 0};
+    std::int64_t ns = 0;
+    for (char c : value.substr(space + 1))
+        if (c >= '0' && c <= '9') ns = ns * 10 + (c - '0');
+    return {std::string(value.substr(0, space)), ns};
+}
+
+json::object error_json(const error& e) {
+    return {{"error", static_cast<int>(e.code())}, {"message", e.message()}};
+}
+
+}  // namespace
+
+struct node::impl {
+    services s;
+    std::unique_ptr<bus> b;
+
+    // This node's presence records, by key: what it wrote (version) for the connection opened at
+    // `opened`, and whether that connection has closed meanwhile.
+    struct record {
+        std::int64_t opened = 0;
+        std::uint64_t version = 0;
+        bool closed = false;
+    };
+    std::mutex mutex;
+    std::map<std::string, record> presence;
+
+    // Queues another node changed, reread together.
+    std::mutex pending_mutex;
+    std::set<std::string> lanes;
+    bool feedback = false;
+    bool scheduled = false;
+
+    // Remote changes are handled in order on a thread of their own: the storage engine's thread
+    // that hands them over must not wait on anything (ending a connection may write to storage,
+    // which waits for that very thread).
+    std::mutex work_mutex;
+    std::condition_variable work_cv;
+    std::deque<std::vector<storage::kv_change>> work;
+    bool stopping = false;
+    std::thread worker;
+
+    impl(services sv, std::unique_ptr<bus> bu) : s(std::move(sv)), b(std::move(bu)) {
+        worker = std::thread([this] { follow(); });
+    }
+    ~impl() {
+        {
+            std::lock_guard lock(work_mutex);
+            stopping = true;
+        }
+        work_cv.notify_all();
+        worker.join();
+    }
+
+    void hand_over(std::vector<storage::kv_change> changes) {
+        {
+            std::lock_guard lock(work_mutex);
+            work.push_back(std::move(changes));
+        }
+        work_cv.notify_one();
+    }
+
+    void follow() {
+        std::unique_lock lock(work_mutex);
+        for (;;) {
+            work_cv.wait(lock, [&] { return stopping || !work.empty(); });
+            if (stopping) return;
+            auto changes = std::move(work.front());
+            work.pop_front();
+            lock.unlock();
+            try {
+                remote(std::move(changes));
+            } catch (const std::exception& e) {
+                spdlog::error("cluster: following a remote change failed: {}", e.what());
+            }
+            lock.lock();
+        }
+    }
+
+    void remote(std::vector<storage::kv_change> changes) {
+        bool reread = false;
+        for (auto& c : changes) {
+            if (auto id = registry::device_registry::remote_change(c)) {
+                s.lifecycle.remote_changed(*id);
+            } else if (auto q = c2d::owner_of_key(c.key); q.device || q.feedback) {
+                std::lock_guard lock(pending_mutex);
+                if (q.device) lanes.insert(std::move(*q.device));
+                feedback |= q.feedback;
+                reread = true;
+            } else if (c.key.starts_with(presence_prefix) && c.after) {
+                elsewhere(c.key, c.after->value);
+            }
+        }
+        if (!reread) return;
+        {
+            std::lock_guard lock(pending_mutex);
+            if (scheduled) return;
+            scheduled = true;
+        }
+        s.offload([this] { reread_queues(); });
+    }
+
+    void reread_queues() {
+        std::set<std::string> todo;
+        bool fb = false;
+        {
+            std::lock_guard lock(pending_mutex);
+            todo.swap(lanes);
+            fb = std::exchange(feedback, false);
+            scheduled = false;
+        }
+        for (const auto& lane : todo) s.c2d.refresh(lane);
+        if (fb) s.c2d.refresh_feedback();
+    }
+
+    // Another node recorded a connection of an identity: a newer one ends the one here.
+    void elsewhere(const std::string& key, const std::string& value) {
+        auto [owner, opened] = parse_presence(value);
+        if (owner == b->node()) return;
+        {
+            std::lock_guard lock(mutex);
+            auto it = presence.find(key);
+            if (it == presence.end() || it->second.closed || it->second.opened > opened) return;
+        }
+        auto rest = key.substr(presence_prefix.size());
+        auto slash = rest.find('/');
+        auto device = rest.substr(0, slash);
+        auto module = slash == std::string::npos ? std::string() : rest.substr(slash + 1);
+        s.connections.close(device, module,
+                            "Another connection of this identity opened on another hub node.",
+                            false);
+    }
+
+    void on_desired(const std::string& payload) {
+        auto v = json::parse(payload);
+        const auto& o = v.as_object();
+        if (json::value_to<std::string>(o.at("node")) == b->node()) return;
+        s.connections.deliver_desired(json::value_to<std::string>(o.at("deviceId")),
+                                      json::value_to<std::string>(o.at("moduleId")),
+                                      json::serialize(o.at("patch")),
+                                      o.at("version").to_number<std::uint64_t>());
+    }
+
+    void on_method(const std::string& payload, std::function<void(std::string)> respond) {
+        auto v = json::parse(payload);
+        const auto& o = v.as_object();
+        methods::method_call call;
+        call.device_id = json::value_to<std::string>(o.at("deviceId"));
+        call.module_id = json::value_to<std::string>(o.at("moduleId"));
+        call.name = json::value_to<std::string>(o.at("methodName"));
+        call.payload = json::value_to<std::string>(o.at("payload"));
+        call.response_timeout = std::chrono::seconds(o.at("responseTimeout").to_number<int>());
+        s.offload([this, call = std::move(call), respond = std::move(respond)]() mutable {
+            s.methods.invoke(std::move(call), [respond](result<methods::method_result> r) {
+                respond(json::serialize(r ? json::value(methods::to_json(*r))
+                                          : json::value(error_json(r.error()))));
+            });
+        });
+    }
+};
+
+node::node(services s, std::unique_ptr<bus> b)
+    : impl_(std::make_unique<impl>(std::move(s), std::move(b))) {}
+
+node::~node() = default;
+
+const std::string& node::id() const {
+    return impl_->b->node();
+}
+
+result<void> node::start() {
+    auto* im = impl_.get();
+    im->s.kv.observe_remote(
+        [im](std::vector<storage::kv_change> c) { im->hand_over(std::move(c)); });
+    im->b->on("desired", [im](std::string payload, std::function<void(std::string)>) {
+        try {
+            im->on_desired(payload);
+        } catch (const std::exception& e) {
+            spdlog::warn("cluster: a malformed desired update: {}", e.what());
+        }
+    });
+    im->b->on("method", [im](std::string payload, std::function<void(std::string)> respond) {
+        try {
+            im->on_method(payload, respond);
+        } catch (const std::exception& e) {
+            respond(json::serialize(
+                error_json(error(errc::bad_request, "A malformed method call: " +
+                                                        std::string(e.what())))));
+        }
+    });
+    return im->b->start();
+}
+
+void node::connection_state(const std::string& device_id, const std::string& module_id, bool up) {
+    auto* im = impl_.get();
+    const auto key = presence_key(device_id, module_id);
+    if (up) {
+        const auto opened = now_ns();
+        {
+            std::lock_guard lock(im->mutex);
+            im->presence[key] = impl::record{opened, 0, false};
+        }
+        im->s.offload([im, key, opened] {
+            auto v = im->s.kv.put(key, im->b->node() + " " + std::to_string(opened));
+            std::uint64_t remove_version = 0;
+            {
+                std::lock_guard lock(im->mutex);
+                auto it = im->presence.find(key);
+                if (it == im->presence.end() || it->second.opened != opened) return;
+                if (!v) return;
+                it->second.version = *v;
+                // Closed before the record was written: it goes now.
+                if (it->second.closed) {
+                    remove_version = *v;
+                    im->presence.erase(it);
+                }
+            }
+            if (remove_version)
+                (void)im->s.kv.remove(key, storage::precondition::version(remove_version));
+        });
+        return;
+    }
+    std::uint64_t version = 0;
+    {
+        std::lock_guard lock(im->mutex);
+        auto it = im->presence.find(key);
+        if (it == im->presence.end()) return;
+        if (!it->second.version) {
+            it->second.closed = true;  // the write in flight removes it
+            return;
+        }
+        version = it->second.version;
+        im->presence.erase(it);
+    }
+    // Only this node's own record: a newer connection elsewhere has replaced it otherwise.
+    im->s.offload(
+        [im, key, version] { (void)im->s.kv.remove(key, storage::precondition::version(version)); });
+}
+
+void node::desired_changed(const twin::desired_change& c) {
+    json::object o{{"node", impl_->b->node()},
+                   {"deviceId", c.device_id},
+                   {"moduleId", c.module_id},
+                   {"version", c.version},
+                   {"patch", c.patch}};
+    impl_->b->broadcast("desired", json::serialize(o));
+}
+
+bool node::forward_method(const methods::method_call& call,
+                          methods::method_service::completion& done) {
+    auto* im = impl_.get();
+    auto found = im->s.kv.get(presence_key(call.device_id, call.module_id));
+    if (!found || !*found) return false;
+    auto [owner, opened] = parse_presence((*found)->value);
+    if (owner == im->b->node()) return false;
+    json::object o{{"deviceId", call.device_id},
+                   {"moduleId", call.module_id},
+                   {"methodName", call.name},
+                   {"payload", call.payload},
+                   {"responseTimeout", call.response_timeout.count()}};
+    im->b->request(
+        owner, "method", json::serialize(o),
+        std::chrono::duration_cast<std::chrono::milliseconds>(call.response_timeout) +
+            std::chrono::seconds(5),
+        [done = std::move(done)](result<std::string> r) {
+            if (!r) return done(r.error());
+            try {
+                auto v = json::parse(*r);
+                const auto& a = v.as_object();
+                if (a.contains("error"))
+                    return done(error(static_cast<errc>(a.at("error").to_number<int>()),
+                                      json::value_to<std::string>(a.at("message"))));
+                methods::method_result out;
+                out.status = a.at("status").to_number<int>();
+                out.payload = a.contains("payload") ? a.at("payload") : json::value(nullptr);
+                done(std::move(out));
+            } catch (const std::exception& e) {
+                done(error(errc::server_error,
+                           "A malformed answer from another hub node: " + std::string(e.what())));
+            }
+        });
+    return true;
+}
+
+}  // namespace iothub::cluster

@@ -1,0 +1,243 @@
+// Cluster mode with the unmodified SDKs: three clustered JetStream nats-servers and two hub nodes
+// (127.0.0.1 and 127.0.0.2) made from copies of one data directory. Devices connect to one node,
+// the service to the other: registry, telemetry through the Event Hubs endpoint, C2D with
+// feedback, twins, methods, one connection per identity, revocation; then faults (a NATS server
+// stopped, a hub node killed) lose nothing that was acknowledged.
+'use strict';
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
+const { EventHubConsumerClient, earliestEventPosition } = require('@azure/event-hubs');
+const { Registry, Client: ServiceClient } = require('azure-iothub');
+const { Client, Message } = require('azure-iot-device');
+const { Mqtt } = require('azure-iot-device-mqtt');
+const mqtt = require('mqtt');
+const fs = require('node:fs');
+const { SharedAccessSignature } = require('azure-iot-common');
+const { bin, dataDir, eventually, sleep } = require('./lib/hub');
+const { startNats, Node } = require('./lib/cluster');
+
+let nats;
+let a;
+let b;
+const closers = [];
+const keys = {};
+
+const serviceString = (node, policy = 'iothubowner') =>
+  execFileSync(bin, ['connection-string', '--data-dir', dataDir, '--policy', policy])
+    .toString().trim().replace('HostName=localhost', `HostName=${node.host}`);
+const eventHubsString = (node) =>
+  execFileSync(bin, ['connection-string', '--data-dir', dataDir, '--policy', 'service', '--event-hubs'])
+    .toString().trim().replace('localhost', node.host);
+
+async function createDevice(node, id) {
+  const registry = Registry.fromConnectionString(serviceString(node));
+  const d = (await registry.create({ deviceId: id })).responseBody;
+  keys[id] = d.authentication.symmetricKey.primaryKey;
+  return d;
+}
+async function deviceOn(node, id, transport = Mqtt) {
+  const c = Client.fromConnectionString(`HostName=${node.host};DeviceId=${id};SharedAccessKey=${keys[id]}`, transport);
+  await c.open();
+  closers.push(() => c.close());
+  return c;
+}
+// A raw MQTT connection that never reconnects, so the test sees what the hub did to it.
+function rawDevice(node, id) {
+  const expiry = Math.floor(Date.now() / 1000) + 600;
+  const c = mqtt.connect(`mqtts://${node.host}:8883`, {
+    ca: fs.readFileSync(`${dataDir}/tls/ca.pem`), clientId: id, clean: false, reconnectPeriod: 0,
+    connectTimeout: 5000, username: `${node.host}/${id}/?api-version=2021-04-12`,
+    password: SharedAccessSignature.create(`${node.host}/devices/${id}`, undefined, keys[id], expiry).toString(),
+  });
+  const closed = new Promise((resolve) => c.once('close', resolve));
+  const connected = new Promise((resolve, reject) => {
+    c.once('connect', resolve);
+    c.once('error', reject);
+  });
+  closers.push(async () => c.end(true));
+  return { client: c, connected, closed };
+}
+const call = (f) => new Promise((resolve, reject) => f((err, res) => (err ? reject(err) : resolve(res))));
+
+before(async () => {
+  nats = await startNats();
+  const urls = nats.map((s) => s.url);
+  a = await new Node(1, urls).start();
+  b = await new Node(2, urls).start();
+});
+after(async () => {
+  // A client of the killed node may never settle its close: none may hold the run.
+  for (const close of closers.reverse()) await Promise.race([close().catch(() => {}), sleep(3000)]);
+  for (const n of [a, b]) if (n) await n.stop();
+  for (const s of nats || []) await s.stop();
+});
+
+describe('one hub across two nodes', () => {
+  it('a device created through node B connects to node A at once', async () => {
+    await createDevice(b, 'reg-1');
+    const c = await deviceOn(a, 'reg-1');
+    await c.sendEvent(new Message('hello'));
+    const seen = (await Registry.fromConnectionString(serviceString(a)).get('reg-1')).responseBody;
+    assert.equal(seen.deviceId, 'reg-1');
+  });
+
+  it('telemetry sent to node A is read through node B\'s Event Hubs endpoint', async () => {
+    await createDevice(a, 'tel-1');
+    const c = await deviceOn(a, 'tel-1');
+    for (let i = 0; i < 20; i += 1) await c.sendEvent(new Message(JSON.stringify({ i })));
+    const consumer = new EventHubConsumerClient('$Default', eventHubsString(b));
+    closers.push(() => consumer.close());
+    const got = new Set();
+    const sub = consumer.subscribe({
+      processEvents: async (events) => {
+        for (const e of events)
+          if (e.systemProperties['iothub-connection-device-id'] === 'tel-1') got.add(e.body.i);
+      },
+      processError: async () => {},
+    }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1 });
+    await eventually(() => got.size === 20, 30000, () => `20 events through node B, got ${got.size}`);
+    await sub.close();
+  });
+
+  it('C2D sent through node B reaches the device on node A, and feedback comes back through B', async () => {
+    await createDevice(a, 'c2d-1');
+    const device = await deviceOn(a, 'c2d-1');
+    const received = [];
+    device.on('message', (msg) => {
+      received.push(msg.data.toString());
+      device.complete(msg, () => {});
+    });
+    const service = ServiceClient.fromConnectionString(serviceString(b, 'service'));
+    await service.open();
+    closers.push(() => service.close());
+    const feedback = [];
+    const { result: receiver } = await service.getFeedbackReceiver();
+    receiver.on('message', (msg) => {
+      for (const r of JSON.parse(msg.data.toString())) feedback.push(r);
+      receiver.complete(msg, () => {});
+    });
+    const m = new Message('to the device');
+    m.messageId = 'cluster-c2d-1';
+    m.ack = 'full';
+    await service.send('c2d-1', m);
+    await eventually(() => received.includes('to the device'), 15000, 'the C2D message on node A');
+    await eventually(() => feedback.some((r) => r.originalMessageId === 'cluster-c2d-1' && r.statusCode === 'Success'),
+      15000, () => `Success feedback through node B, got ${JSON.stringify(feedback)}`);
+  });
+
+  it('a desired update through node B reaches the device on node A; its report is read on B', async () => {
+    await createDevice(a, 'twin-1');
+    const device = await deviceOn(a, 'twin-1');
+    const twin = await device.getTwin();
+    const patches = [];
+    twin.on('properties.desired', (p) => patches.push(p));
+    const registryB = Registry.fromConnectionString(serviceString(b));
+    const current = (await registryB.getTwin('twin-1')).responseBody;
+    await registryB.updateTwin('twin-1', { properties: { desired: { interval: 30 } } }, current.etag);
+    await eventually(() => patches.some((p) => p.interval === 30), 15000, 'the desired patch on node A');
+    await call((cb) => twin.properties.reported.update({ interval: 30 }, cb));
+    const seen = (await registryB.getTwin('twin-1')).responseBody;
+    assert.equal(seen.properties.reported.interval, 30);
+  });
+
+  it('a direct method invoked through node B is answered by the device on node A', async () => {
+    await createDevice(a, 'method-1');
+    const device = await deviceOn(a, 'method-1');
+    device.onDeviceMethod('reboot', (req, res) => res.send(200, { delayed: req.payload.delay }, () => {}));
+    const service = ServiceClient.fromConnectionString(serviceString(b, 'service'));
+    closers.push(() => service.close());
+    // The device's subscription reaches node A's memory a moment after open().
+    let answer;
+    await eventually(async () => {
+      try {
+        answer = (await service.invokeDeviceMethod('method-1', { methodName: 'reboot', payload: { delay: 5 }, responseTimeoutInSeconds: 10 })).result;
+        return true;
+      } catch (e) {
+        if (e.responseBody && /DeviceNotOnline|404103/.test(e.responseBody)) return false;
+        throw e;
+      }
+    }, 15000, 'the method answered');
+    assert.equal(answer.status, 200);
+    assert.deepEqual(answer.payload, { delayed: 5 });
+    await assert.rejects(service.invokeDeviceMethod('reg-1', { methodName: 'x', responseTimeoutInSeconds: 5 }),
+      (e) => /DeviceNotOnline|404103|not online/.test(`${e.responseBody || e.message}`));
+  });
+
+  it('a second connection on node B ends the first one on node A', async () => {
+    await createDevice(a, 'twice-1');
+    const first = rawDevice(a, 'twice-1');
+    await first.connected;
+    const second = rawDevice(b, 'twice-1');
+    await second.connected;
+    await Promise.race([first.closed, sleep(5000).then(() => { throw new Error('the first connection is still open'); })]);
+    assert.equal(second.client.connected, true);
+  });
+
+  it('disabling a device through node B disconnects it from node A within a second', async () => {
+    await createDevice(a, 'revoke-1');
+    const device = rawDevice(a, 'revoke-1');
+    await device.connected;
+    const registryB = Registry.fromConnectionString(serviceString(b));
+    const d = (await registryB.get('revoke-1')).responseBody;
+    await registryB.update({ ...d, status: 'disabled' });
+    // Within a second of the update's answer (measured here, as a deadline, not a delay).
+    await Promise.race([device.closed, sleep(1000).then(() => { throw new Error('still connected after 1 s'); })]);
+  });
+});
+
+describe('faults', () => {
+  it('with one of three NATS servers stopped the hub keeps serving and loses nothing', async () => {
+    await createDevice(a, 'fault-1');
+    const c = await deviceOn(a, 'fault-1');
+    const sent = [];
+    for (let i = 0; i < 20; i += 1) { await c.sendEvent(new Message(JSON.stringify({ i }))); sent.push(i); }
+    await nats[2].stop();
+    for (let i = 20; i < 60; i += 1) { await c.sendEvent(new Message(JSON.stringify({ i }))); sent.push(i); }
+    const consumer = new EventHubConsumerClient('$Default', eventHubsString(b));
+    closers.push(() => consumer.close());
+    const got = new Set();
+    const sub = consumer.subscribe({
+      processEvents: async (events) => {
+        for (const e of events)
+          if (e.systemProperties['iothub-connection-device-id'] === 'fault-1') got.add(e.body.i);
+      },
+      processError: async () => {},
+    }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1 });
+    await eventually(() => got.size === sent.length, 30000, () => `all ${sent.length} acknowledged events, got ${got.size}`);
+    await sub.close();
+    nats[2].start();
+    await nats[2].ready();
+  });
+
+  it('killing node A under load loses no acknowledged message; node B serves its devices', async () => {
+    await createDevice(a, 'kill-1');
+    const c = await deviceOn(a, 'kill-1');
+    const acked = [];
+    let stop = false;
+    const load = (async () => {
+      for (let i = 0; i < 2000 && !stop; i += 1) {
+        try { await c.sendEvent(new Message(JSON.stringify({ i }))); acked.push(i); } catch { break; }
+      }
+    })();
+    await eventually(() => acked.length >= 50, 15000, 'load to start');
+    await a.stop('SIGKILL');
+    stop = true;
+    await Promise.race([load, sleep(5000)]);
+    const after = await deviceOn(b, 'kill-1');
+    await after.sendEvent(new Message(JSON.stringify({ i: 'after' })));
+    const consumer = new EventHubConsumerClient('$Default', eventHubsString(b));
+    closers.push(() => consumer.close());
+    const got = new Set();
+    const sub = consumer.subscribe({
+      processEvents: async (events) => {
+        for (const e of events)
+          if (e.systemProperties['iothub-connection-device-id'] === 'kill-1') got.add(e.body.i);
+      },
+      processError: async () => {},
+    }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1 });
+    await eventually(() => acked.every((i) => got.has(i)) && got.has('after'), 30000,
+      () => `${acked.length} acknowledged and one after, got ${got.size}`);
+    await sub.close();
+  });
+});
