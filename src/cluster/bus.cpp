@@ -64,8 +64,7 @@ class nats_bus final : public bus {
         auto st = natsConnection_PublishRequest(nc_.get(), subject.c_str(), inbox.c_str(),
                                                 payload.data(), static_cast<int>(payload.size()));
         if (st == NATS_OK) return;
-        if (auto w = take(id))
-            w->reply(nats::nats_error("Reaching another hub node", st));
+        if (auto w = take(id)) w->reply(nats::nats_error("Reaching another hub node", st));
     }
 
     void on(std::string topic, handler h) override { handlers_[std::move(topic)] = std::move(h); }
@@ -73,8 +72,8 @@ class nats_bus final : public bus {
     result<void> start() override {
         inbox_ = prefix_ + ".bus.reply." + node_;
         for (auto& [topic, h] : handlers_) {
-            for (auto subject : {prefix_ + ".bus.all." + topic,
-                                 prefix_ + ".bus.node." + node_ + "." + topic}) {
+            for (auto subject :
+                 {prefix_ + ".bus.all." + topic, prefix_ + ".bus.node." + node_ + "." + topic}) {
                 natsSubscription* sub = nullptr;
                 if (auto st = natsConnection_Subscribe(&sub, nc_.get(), subject.c_str(),
                                                        &nats_bus::on_message, &h);

@@ -218,9 +218,8 @@ result<void> node::start() {
         try {
             im->on_method(payload, respond);
         } catch (const std::exception& e) {
-            respond(json::serialize(
-                error_json(error(errc::bad_request, "A malformed method call: " +
-                                                        std::string(e.what())))));
+            respond(json::serialize(error_json(
+                error(errc::bad_request, "A malformed method call: " + std::string(e.what())))));
         }
     });
     return im->b->start();
@@ -268,8 +267,9 @@ void node::connection_state(const std::string& device_id, const std::string& mod
         im->presence.erase(it);
     }
     // Only this node's own record: a newer connection elsewhere has replaced it otherwise.
-    im->s.offload(
-        [im, key, version] { (void)im->s.kv.remove(key, storage::precondition::version(version)); });
+    im->s.offload([im, key, version] {
+        (void)im->s.kv.remove(key, storage::precondition::version(version));
+    });
 }
 
 void node::desired_changed(const twin::desired_change& c) {

@@ -89,7 +89,8 @@ std::optional<identity_change> device_registry::remote_change(const storage::kv_
     if (!c.key.starts_with("d/") && !c.key.starts_with("m/")) return std::nullopt;
     identity_change out;
     if (c.before)
-        if (auto id = decode_stored(c.before->value, c.before->version)) out.before = std::move(*id);
+        if (auto id = decode_stored(c.before->value, c.before->version))
+            out.before = std::move(*id);
     if (c.after)
         if (auto id = decode_stored(c.after->value, c.after->version)) out.after = std::move(*id);
     if (!out.before && !out.after) return std::nullopt;

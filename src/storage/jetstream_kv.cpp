@@ -236,8 +236,8 @@ result<void> jetstream_kv::start() {
         so.Config.DeliverPolicy = js_DeliverAll;
         natsSubscription* sub = nullptr;
         jsErrCode code = static_cast<jsErrCode>(0);
-        if (auto st = js_Subscribe(&sub, link_.js.get(), subject_.c_str(), &jetstream_kv::on_message,
-                                   this, &jo, &so, &code);
+        if (auto st = js_Subscribe(&sub, link_.js.get(), subject_.c_str(),
+                                   &jetstream_kv::on_message, this, &jo, &so, &code);
             st != NATS_OK)
             return nats_error("Following " + stream_, st, code);
         sub_.reset(sub);
