@@ -199,6 +199,7 @@ struct hub::impl {
     std::unique_ptr<connections::connection_table> connections;
     std::unique_ptr<hub_events::publisher> hub_events;
     std::unique_ptr<routing::router> router;
+    std::unique_ptr<cluster::duty> routing_duty;  // cluster mode: whether this node delivers
     std::unique_ptr<endpoints::event_grid> event_grid;
     std::unique_ptr<file_upload::blob_containers> blobs;
     std::unique_ptr<connections::activity_records> activity;
@@ -344,13 +345,24 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     if (!s.cluster_nats.empty()) {
         auto bus = cluster::connect_bus(cluster_connection(s, im->paths.where), s.cluster_prefix);
         if (!bus) return bus.error();
-        im->cluster = std::make_unique<cluster::node>(
-            cluster::services{im->storage->kv(), *im->connections, *im->c2d, *im->methods,
-                              *im->lifecycle,
-                              [pool = im->blocking.get()](std::function<void()> fn) {
-                                  pool->post(std::move(fn));
-                              }},
-            std::move(*bus));
+        im->cluster = std::make_unique<
+            cluster::node>(cluster::services{im->storage->kv(),
+                                             *im->connections,
+                                             *im->c2d,
+                                             *im->methods,
+                                             *im->lifecycle,
+                                             [pool = im->blocking.get()](std::function<void()> fn) {
+                                                 pool->post(std::move(fn));
+                                             },
+                                             {{"routing/config",
+                                               [im = im.get()](const storage::kv_change&) {
+                                                   if (!im->router) return;
+                                                   if (auto r = im->router->reload(); !r)
+                                                       spdlog::warn(
+                                                           "routing: cannot follow a change: {}",
+                                                           r.error().message());
+                                               }}}},
+                           std::move(*bus));
         if (auto r = im->cluster->start(); !r) return r.error();
         im->methods->set_elsewhere(
             [node = im->cluster.get()](const methods::method_call& call,
@@ -457,8 +469,17 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
                          s.routing_file.string() + ": " + parsed.error().message());
         initial_routing = std::move(*parsed);
     }
+    // In cluster mode one node at a time delivers (the routing duty); every node follows the
+    // configuration, which decides where device messages go.
+    if (im->cluster) im->router->set_delivering(false);
     if (auto r = im->router->start(std::move(initial_routing)); !r)
         return error(r.error().code(), "Routing: " + r.error().message());
+    if (im->cluster) {
+        im->routing_duty = std::make_unique<cluster::duty>(
+            im->storage->kv(), im->cluster->id(), "routing", std::chrono::seconds(6),
+            [router = im->router.get()](bool held) { router->set_delivering(held); });
+        im->routing_duty->start();
+    }
     service_api::add_routing_routes(im->routes,
                                     {*im->policies, *im->hosts, *im->router, rs.limits});
     im->event_grid = std::make_unique<endpoints::event_grid>(im->storage->kv(), *im->router,
@@ -636,6 +657,8 @@ void hub::stop() {
     im.amqp.reset();
     if (auto r = im.activity->flush(); !r)
         spdlog::warn("lastActivityTime not recorded: {}", r.error().message());
+    im.routing_duty.reset();  // given up at once: another node delivers from here on
+    im.cluster.reset();       // before the services it follows changes into
     im.lifecycle.reset();
     if (im.router) im.router->stop();  // its workers write cursors: before storage goes
     im.event_grid.reset();             // after the taps that deliver for it

@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -124,6 +125,9 @@ struct node::impl {
                 reread = true;
             } else if (c.key.starts_with(presence_prefix) && c.after) {
                 elsewhere(c.key, c.after->value);
+            } else {
+                for (const auto& f : s.followers)
+                    if (c.key.starts_with(f.prefix)) f.changed(c);
             }
         }
         if (!reread) return;
@@ -315,6 +319,86 @@ bool node::forward_method(const methods::method_call& call,
             }
         });
     return true;
+}
+
+struct duty::impl {
+    storage::kv_store& kv;
+    std::string node, key;
+    std::chrono::milliseconds ttl;
+    std::function<void(bool)> on_held;
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool stopping = false;
+    std::atomic<bool> holding{false};
+    std::uint64_t version = 0;  // of our record, while held
+    std::thread thread;
+
+    impl(storage::kv_store& k, std::string n, std::string name, std::chrono::milliseconds t,
+         std::function<void(bool)> h)
+        : kv(k),
+          node(std::move(n)),
+          key("duty/" + std::move(name)),
+          ttl(t),
+          on_held(std::move(h)) {}
+
+    // One round: renew the duty, or take it when free or expired. A failure to reach storage
+    // while holding it gives it up here too: the others take it once the record expires.
+    bool attempt() {
+        const auto now = now_ns();
+        const auto value = node + " " + std::to_string(now + std::chrono::nanoseconds(ttl).count());
+        auto current = kv.get(key);
+        if (!current) return false;
+        storage::precondition cond = storage::precondition::absent();
+        if (*current) {
+            auto [owner, expiry] = parse_presence((*current)->value);
+            if (owner != node && expiry > now) return false;
+            cond = storage::precondition::version((*current)->version);
+        }
+        auto v = kv.put(key, value, cond);
+        if (!v) return false;
+        version = *v;
+        return true;
+    }
+
+    void run() {
+        std::unique_lock lock(mutex);
+        while (!stopping) {
+            lock.unlock();
+            const bool now_held = attempt();
+            if (now_held != holding.exchange(now_held)) {
+                spdlog::info("cluster: {} the duty {}", now_held ? "took" : "lost", key);
+                on_held(now_held);
+            }
+            lock.lock();
+            cv.wait_for(lock, ttl / 3, [&] { return stopping; });
+        }
+        lock.unlock();
+        if (holding.exchange(false)) {
+            on_held(false);
+            (void)kv.remove(key, storage::precondition::version(version));
+        }
+    }
+};
+
+duty::duty(storage::kv_store& kv, std::string node, std::string name, std::chrono::milliseconds ttl,
+           std::function<void(bool held)> held)
+    : impl_(std::make_unique<impl>(kv, std::move(node), std::move(name), ttl, std::move(held))) {}
+
+duty::~duty() {
+    {
+        std::lock_guard lock(impl_->mutex);
+        impl_->stopping = true;
+    }
+    impl_->cv.notify_all();
+    if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+void duty::start() {
+    impl_->thread = std::thread([im = impl_.get()] { im->run(); });
+}
+
+bool duty::held() const {
+    return impl_->holding.load();
 }
 
 }  // namespace iothub::cluster

@@ -27,6 +27,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace iothub::cluster {
 
@@ -54,6 +55,13 @@ class bus {
 result<std::unique_ptr<bus>> connect_bus(const nats::connection_settings& settings,
                                          const std::string& prefix);
 
+// A key prefix and what to do when another node changes a key under it (on the node's follower
+// thread, in commit order; it may block).
+struct follower {
+    std::string prefix;
+    std::function<void(const storage::kv_change&)> changed;
+};
+
 struct services {
     storage::kv_store& kv;
     connections::connection_table& connections;
@@ -61,6 +69,25 @@ struct services {
     methods::method_service& methods;
     lifecycle::lifecycle_service& lifecycle;
     std::function<void(std::function<void()>)> offload;  // the blocking pool
+    std::vector<follower> followers;                     // other state this node mirrors
+};
+
+// A background duty one node performs at a time (routing's delivery; later jobs): held through
+// kv `duty/<name>` = "<node> <expiry, ns since the epoch>", renewed every third of `ttl`; when
+// the holder stops renewing (it died, or lost NATS), another node takes the duty once the
+// record expires. `held` hears every change, from the duty's thread. Nodes' clocks are assumed
+// synchronised (NTP) to well within `ttl`.
+class duty {
+  public:
+    duty(storage::kv_store& kv, std::string node, std::string name, std::chrono::milliseconds ttl,
+         std::function<void(bool held)> held);
+    ~duty();  // gives the duty up (another node takes it at once)
+    void start();
+    bool held() const;
+
+  private:
+    struct impl;
+    std::unique_ptr<impl> impl_;
 };
 
 class node {

@@ -668,6 +668,27 @@ result<void> router::replace(routing_config c) {
     return apply(std::make_shared<routing_config>(std::move(c)), true);
 }
 
+void router::set_delivering(bool on) {
+    std::lock_guard one(replace_mutex_);
+    if (delivering_ == on) return;
+    delivering_ = on;
+    if (stopped_ || !ingest_) return;
+    if (auto r = apply(config(), false); !r)
+        spdlog::warn("routing: cannot {} delivery: {}", on ? "resume" : "pause",
+                     r.error().message());
+}
+
+result<void> router::reload() {
+    std::lock_guard one(replace_mutex_);
+    if (!ingest_ || stopped_) return {};
+    auto stored = engine_.kv().get(config_key);
+    if (!stored) return stored.error();
+    if (!*stored) return apply(std::make_shared<routing_config>(default_config()), true);
+    auto parsed = parse(std::string_view((*stored)->value), settings_.limits);
+    if (!parsed) return parsed.error();
+    return apply(std::make_shared<routing_config>(std::move(*parsed)), true);
+}
+
 result<void> router::apply(std::shared_ptr<const routing_config> c, bool fresh_endpoints) {
     std::map<std::string, storage::event_log*> hosted;
     for (const auto& e : c->endpoints) {
@@ -739,6 +760,7 @@ result<void> router::apply(std::shared_ptr<const routing_config> c, bool fresh_e
     }
     direct_wanted_ = !c->routes_source(source::device_messages);
     if (!direct_wanted_) telemetry_.set_destination(*ingest_);
+    if (!delivering_) wanted.clear();
     return reconcile(std::move(wanted), fresh_endpoints);
 }
 

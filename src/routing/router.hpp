@@ -108,6 +108,14 @@ class router {
     // Stores `c` and puts it in force; the routing in force stays when it cannot be stored.
     result<void> replace(routing_config c);
 
+    // Whether this process's workers deliver. In cluster mode only the node holding the routing
+    // duty does; the others still follow the configuration, which decides where device messages
+    // go. Workers resume from their stored cursors.
+    void set_delivering(bool on);
+    // Puts the stored configuration in force again: another cluster node changed it. Endpoints
+    // it adds start with what arrives from now on, as with replace().
+    result<void> reload();
+
     // Replaces the taps; new ones start with what arrives from now on.
     result<void> set_taps(std::vector<tap> taps);
 
@@ -149,6 +157,7 @@ class router {
     std::map<std::string, storage::event_log*> hosted_;  // by lower-case endpoint name
     std::mutex replace_mutex_;                           // one replace at a time
     bool stopped_ = false;                               // under replace_mutex_
+    bool delivering_ = true;                             // under replace_mutex_
 
     std::atomic<bool> direct_wanted_{true};
     std::atomic<std::uint64_t> undefined_{0}, too_large_{0};

@@ -37,6 +37,8 @@ class jetstream_engine final : public engine {
             std::make_unique<detail::jetstream_event_log>(*e->link_, *e->kv_, "hub", s.events);
         if (auto ok = e->hub_->start(); !ok) return ok.error();
         e->housekeeping_ = std::thread([raw = e.get()] { raw->housekeep(); });
+        e->watchdog_ = std::thread([raw = e.get()] { raw->watch_followers(); });
+        e->outbox_keeper_ = std::thread([raw = e.get()] { raw->keep_outbox(); });
         return std::unique_ptr<engine>(std::move(e));
     }
 
@@ -47,6 +49,8 @@ class jetstream_engine final : public engine {
         }
         stop_cv_.notify_all();
         if (housekeeping_.joinable()) housekeeping_.join();
+        if (watchdog_.joinable()) watchdog_.join();
+        if (outbox_keeper_.joinable()) outbox_keeper_.join();
         {
             std::lock_guard lock(logs_mutex_);
             logs_.clear();
@@ -107,7 +111,7 @@ class jetstream_engine final : public engine {
         : link_(std::move(link)), kv_(std::make_unique<detail::jetstream_kv>(*link_)) {}
 
     // Fails appends the cluster has not acknowledged in time, so a device waiting for its PUBACK
-    // hears "server busy" instead of nothing while NATS has no quorum.
+    // hears "server busy" instead of nothing while NATS has no quorum. Never waits on storage.
     void housekeep() {
         std::unique_lock lock(stop_mutex_);
         while (
@@ -120,6 +124,57 @@ class jetstream_engine final : public engine {
         }
     }
 
+    // The outbox's upkeep, a few times a second: confirms the entries whose events are in their
+    // logs, and copies again those whose writer went quiet (it died between commit and copy).
+    void keep_outbox() {
+        std::unique_lock lock(stop_mutex_);
+        while (
+            !stop_cv_.wait_for(lock, std::chrono::milliseconds(250), [&] { return stopping_; })) {
+            lock.unlock();
+            kv_->flush_confirmations();
+            for (auto& entry : kv_->overdue(std::chrono::seconds(5))) recover(entry);
+            lock.lock();
+        }
+    }
+
+    // Every two seconds, on a thread of its own (the others may wait on the very follower that
+    // stalled): a follower of the state or of a partition that stopped while its stream moved
+    // on follows again (its consumer was on a server that went away).
+    void watch_followers() {
+        std::unique_lock lock(stop_mutex_);
+        while (!stop_cv_.wait_for(lock, std::chrono::seconds(2), [&] { return stopping_; })) {
+            lock.unlock();
+            kv_->check_follower();
+            events_->check_tails();
+            hub_->check_tails();
+            {
+                std::lock_guard logs(logs_mutex_);
+                for (auto& [name, log] : logs_) log->check_tails();
+            }
+            lock.lock();
+        }
+    }
+
+    void recover(const detail::outbox_entry& entry) {
+        detail::jetstream_event_log* target = nullptr;
+        if (entry.log == "events") {
+            target = events_.get();
+        } else if (entry.log == "hub") {
+            target = hub_.get();
+        } else if (auto opened = log(entry.log, true); opened) {
+            target = static_cast<detail::jetstream_event_log*>(*opened);
+        } else {
+            spdlog::warn("jetstream: outbox entry {} names log {}: {}", entry.batch, entry.log,
+                         opened.error().message());
+            return;
+        }
+        spdlog::info("jetstream: copying outbox entry {} ({} events for {}) again", entry.batch,
+                     entry.events.size(), entry.log);
+        target->forward(entry, [kv = kv_.get(), batch = entry.batch](auto r) {
+            if (r) kv->confirm(batch);
+        });
+    }
+
     std::unique_ptr<detail::jetstream_link> link_;
     std::unique_ptr<detail::jetstream_kv> kv_;
     std::unique_ptr<detail::jetstream_event_log> events_, hub_;
@@ -129,6 +184,8 @@ class jetstream_engine final : public engine {
     std::condition_variable stop_cv_;
     bool stopping_ = false;
     std::thread housekeeping_;
+    std::thread watchdog_;
+    std::thread outbox_keeper_;
 };
 
 }  // namespace

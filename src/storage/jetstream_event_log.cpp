@@ -69,13 +69,14 @@ jetstream_event_log::~jetstream_event_log() {
     }
     work_cv_.notify_all();
     worker_.join();
-    for (auto& part : parts_)
-        if (part->tail) {
-            // Draining returns once no callback of the subscription runs any more.
-            if (natsSubscription_Drain(part->tail.get()) == NATS_OK)
-                (void)natsSubscription_WaitForDrainCompletion(part->tail.get(), 2000);
-            part->tail.reset();
-        }
+    for (auto& part : parts_) {
+        if (part->tail) part->retired.push_back(std::move(part->tail));
+        // Draining returns once no callback of the subscription runs any more.
+        for (auto& sub : part->retired)
+            if (natsSubscription_Drain(sub.get()) == NATS_OK)
+                (void)natsSubscription_WaitForDrainCompletion(sub.get(), 2000);
+        part->retired.clear();
+    }
     if (async_js_) {
         jsPubOptions po;
         jsPubOptions_Init(&po);
@@ -171,8 +172,30 @@ result<void> jetstream_event_log::subscribe_tail(int partition, std::uint64_t fr
         st != NATS_OK)
         return nats_error("Following " + part.stream, st, code);
     natsSubscription_SetPendingLimits(sub, -1, -1);
+    if (part.tail) {
+        natsSubscription_Unsubscribe(part.tail.get());
+        part.retired.push_back(std::move(part.tail));
+    }
     part.tail.reset(sub);
     return {};
+}
+
+void jetstream_event_log::check_tails() {
+    for (auto& part : parts_) {
+        auto info = link_.stream_info(part->stream);
+        if (!info) continue;
+        std::uint64_t delivered = 0;
+        {
+            std::lock_guard lock(cache_mutex_);
+            delivered = part->delivered;
+        }
+        const bool stalled = (*info)->State.LastSeq > delivered && delivered == part->checked;
+        part->checked = delivered;
+        if (!stalled) continue;
+        spdlog::warn("jetstream: following {} again from {}", part->stream, delivered + 1);
+        if (auto ok = subscribe_tail(part->index, delivered + 1); !ok)
+            spdlog::warn("jetstream: cannot follow {}: {}", part->stream, ok.error().message());
+    }
 }
 
 void jetstream_event_log::on_tail(natsConnection*, natsSubscription*, natsMsg* msg, void* ptr) {
@@ -193,7 +216,9 @@ void jetstream_event_log::on_tail(natsConnection*, natsSubscription*, natsMsg* m
     std::vector<std::shared_ptr<pending>> ready;
     {
         std::lock_guard lock(self.cache_mutex_);
-        if (e.sequence_number < part.delivered) return;  // the ordered consumer restarted
+        // Dense while retained: anything but the next one is a repeat (after following again)
+        // or a skip, which check_tails() repairs.
+        if (e.sequence_number != part.delivered) return;
         part.delivered = e.sequence_number + 1;
         part.cache_bytes += event_size(e.record) + 64;
         part.cache.push_back(std::move(e));

@@ -55,16 +55,19 @@ jsOptions jetstream_link::options() const {
 }
 
 result<void> jetstream_link::ensure_stream(jsStreamConfig& config) {
+    // A replicated stream needs its group elected before it answers: longer than a write.
+    jsOptions jo = options();
+    jo.Wait = std::max<std::int64_t>(jo.Wait, 30000);
     jsErrCode code = static_cast<jsErrCode>(0);
     jsStreamInfo* info = nullptr;
-    natsStatus st = js_AddStream(&info, js.get(), &config, nullptr, &code);
+    natsStatus st = js_AddStream(&info, js.get(), &config, &jo, &code);
     if (st == NATS_OK) {
         jsStreamInfo_Destroy(info);
         return {};
     }
     // 10058: the stream exists with another configuration (limits changed in the settings).
     if (code == static_cast<jsErrCode>(10058)) {
-        st = js_UpdateStream(&info, js.get(), &config, nullptr, &code);
+        st = js_UpdateStream(&info, js.get(), &config, &jo, &code);
         if (st == NATS_OK) {
             jsStreamInfo_Destroy(info);
             return {};
@@ -192,8 +195,12 @@ jetstream_kv::jetstream_kv(jetstream_link& link)
       subject_(link.settings.prefix + ".state") {}
 
 jetstream_kv::~jetstream_kv() {
-    if (sub_) natsSubscription_Unsubscribe(sub_.get());
-    sub_.reset();
+    std::lock_guard lock(follow_mutex_);
+    if (sub_) retired_.push_back(std::move(sub_));
+    for (auto& sub : retired_)
+        if (natsSubscription_Drain(sub.get()) == NATS_OK)
+            (void)natsSubscription_WaitForDrainCompletion(sub.get(), 2000);
+    retired_.clear();
 }
 
 result<void> jetstream_kv::start() {
@@ -227,22 +234,8 @@ result<void> jetstream_kv::start() {
     if (!info) return info.error();
     const auto last = (*info)->State.LastSeq;
 
-    if (!sub_) {
-        jsOptions jo = link_.options();
-        jsSubOptions so;
-        jsSubOptions_Init(&so);
-        so.Stream = stream_.c_str();
-        so.Ordered = true;
-        so.Config.DeliverPolicy = js_DeliverAll;
-        natsSubscription* sub = nullptr;
-        jsErrCode code = static_cast<jsErrCode>(0);
-        if (auto st = js_Subscribe(&sub, link_.js.get(), subject_.c_str(),
-                                   &jetstream_kv::on_message, this, &jo, &so, &code);
-            st != NATS_OK)
-            return nats_error("Following " + stream_, st, code);
-        sub_.reset(sub);
-        natsSubscription_SetPendingLimits(sub, -1, -1);
-    }
+    if (!sub_)
+        if (auto ok = follow(1); !ok) return ok.error();
     // Loading the state takes as long as the stream is long; give it time proportionate to that.
     std::unique_lock lock(mutex_);
     const auto budget = std::chrono::seconds(30) + std::chrono::microseconds(100) * last;
@@ -252,6 +245,46 @@ result<void> jetstream_kv::start() {
     spdlog::info("jetstream: state loaded from {} ({} batches, {} keys)", stream_, last,
                  data_.size());
     return {};
+}
+
+result<void> jetstream_kv::follow(std::uint64_t from) {
+    std::lock_guard lock(follow_mutex_);
+    jsOptions jo = link_.options();
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream_.c_str();
+    so.Ordered = true;
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = from;
+    natsSubscription* sub = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    if (auto st = js_Subscribe(&sub, link_.js.get(), subject_.c_str(), &jetstream_kv::on_message,
+                               this, &jo, &so, &code);
+        st != NATS_OK)
+        return nats_error("Following " + stream_, st, code);
+    natsSubscription_SetPendingLimits(sub, -1, -1);
+    if (sub_) {
+        natsSubscription_Unsubscribe(sub_.get());
+        retired_.push_back(std::move(sub_));
+    }
+    sub_.reset(sub);
+    return {};
+}
+
+void jetstream_kv::check_follower() {
+    auto info = link_.stream_info(stream_);
+    if (!info) return;
+    std::uint64_t applied = 0;
+    {
+        std::lock_guard lock(mutex_);
+        applied = applied_;
+    }
+    const bool stalled = (*info)->State.LastSeq > applied && applied == checked_;
+    checked_ = applied;
+    if (!stalled) return;
+    spdlog::warn("jetstream: following {} again from {}", stream_, applied + 1);
+    if (auto ok = follow(applied + 1); !ok)
+        spdlog::warn("jetstream: cannot follow {}: {}", stream_, ok.error().message());
 }
 
 void jetstream_kv::on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* self_ptr) {
@@ -285,7 +318,9 @@ void jetstream_kv::apply_batch(std::uint64_t sequence, std::string_view payload)
 
 void jetstream_kv::apply_locked(std::uint64_t sequence, bool valid, state_batch& batch,
                                 std::vector<kv_change>& changes) {
-    if (sequence <= applied_) return;  // redelivered after the ordered consumer reset
+    // The stream's sequences are dense: anything but the next one is a repeat (after following
+    // again) or a skip, which check_follower() repairs.
+    if (sequence != applied_ + 1) return;
     applied_ = sequence;
     if (!valid) {
         spdlog::error("jetstream: batch {} of {} is malformed; skipped", sequence, stream_);

@@ -18,12 +18,14 @@ if [ ! -d "$here/node_modules/azure-iothub" ]; then
 fi
 
 work=$(mktemp -d /tmp/iothub-conformance.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+# IOTHUB_KEEP_WORK=1 keeps the run's directory (hub logs, data) for a post-mortem.
+trap '[ -n "${IOTHUB_KEEP_WORK:-}" ] && echo "kept $work" >&2 || rm -rf "$work"' EXIT
 
 # Root can make a plain network namespace; anyone else gets one inside a user namespace.
 if [ "$(id -u)" = 0 ]; then unshare_args=(-n); else unshare_args=(-rn); fi
 
-exec unshare "${unshare_args[@]}" env IOTHUB_BIN="$bin" IOTHUB_WORK="$work" SUITE="$suite" bash -c '
+# (Not exec: the trap above removes the run's directory when the suite ends.)
+unshare "${unshare_args[@]}" env IOTHUB_BIN="$bin" IOTHUB_WORK="$work" SUITE="$suite" bash -c '
   set -euo pipefail
   ip link set lo up
   "$IOTHUB_BIN" init --data-dir "$IOTHUB_WORK/hub" --hostname localhost >/dev/null

@@ -80,6 +80,9 @@ class jetstream_kv final : public kv_store {
     result<std::vector<kv_entry>> scan(std::string_view prefix, std::string_view start_after,
                                        std::size_t limit) override;
     void observe_remote(change_observer observer) override;
+    // Follows the stream again from where it stopped when it stalled (the consumer was on a
+    // server that went away) or skipped. The engine calls it every couple of seconds.
+    void check_follower();
     // Every write or none, with `events` into the outbox (for append_with): the first condition
     // that fails is the answer. Returns the batch's sequence and the writes' versions.
     result<std::pair<std::uint64_t, std::vector<std::uint64_t>>> apply_all(
@@ -102,10 +105,15 @@ class jetstream_kv final : public kv_store {
     // Waits until every batch committed before the call is applied here.
     result<void> catch_up();
     result<void> wait_applied(std::uint64_t sequence);
+    result<void> follow(std::uint64_t from);
 
     jetstream_link& link_;
     std::string stream_, subject_;
+    std::mutex follow_mutex_;
     nats_ptr<natsSubscription> sub_;
+    // Replaced subscriptions, unsubscribed but kept: a callback of theirs may still be running.
+    std::vector<nats_ptr<natsSubscription>> retired_;
+    std::uint64_t checked_ = 0;  // applied_ at the last check
 
     std::mutex mutex_;
     std::condition_variable applied_cv_;
@@ -148,6 +156,8 @@ class jetstream_event_log final : public event_log_core {
     void enforce_retention(sys_time now) override;
     // Fails appends whose acknowledgements are overdue (the cluster may have lost quorum).
     void expire(std::chrono::steady_clock::time_point now);
+    // Follows a partition again from where it stopped when its tail stalled or skipped.
+    void check_tails();
 
   protected:
     result<sys_time> enqueued_time_of(int partition, std::uint64_t sequence) override;
@@ -172,6 +182,8 @@ class jetstream_event_log final : public event_log_core {
         std::deque<stored_event> cache;
         std::size_t cache_bytes = 0;
         std::uint64_t delivered = 0;  // sequence numbers below it reached this node
+        std::uint64_t checked = 0;    // delivered at the last check
+        std::vector<nats_ptr<natsSubscription>> retired;  // see jetstream_kv::retired_
         std::multimap<std::uint64_t, std::shared_ptr<pending>> waiting;  // by last sequence
     };
 

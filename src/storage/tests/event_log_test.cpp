@@ -1,6 +1,8 @@
 // One event-log suite for every engine.
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
+#include "storage/detail/event_codec.hpp"
+#include "storage/detail/jetstream.hpp"
 #include "storage/engine.hpp"
 #include "storage/tests/nats_server.hpp"
 
@@ -380,6 +382,47 @@ TEST_P(EventLog, ConcurrentAppendWithOnOneRecordLetsEachConditionSeeTheOther) {
 
 INSTANTIATE_TEST_SUITE_P(Engines, EventLog, ::testing::Values("memory", "rocksdb", "jetstream"),
                          [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace iothub::storage
+
+namespace iothub::storage {
+namespace {
+
+// A writer that dies between committing append_with's batch and copying its events: another
+// node copies them from the outbox, once.
+TEST(JetStreamOutbox, AnotherNodeCopiesTheEventsOfAWriterThatDied) {
+    testing::nats_server nats;
+    ASSERT_FALSE(nats.url().empty()) << "nats-server did not start";
+    jetstream_settings js;
+    js.connection.servers = {nats.url()};
+    {
+        auto link = detail::jetstream_link::connect(js);
+        ASSERT_TRUE(link) << link.error().message();
+        detail::jetstream_kv kv(**link);
+        ASSERT_TRUE(kv.start());
+        detail::outbox_entry entry;
+        entry.log = "hub";
+        entry.partition = 1;
+        entry.events.emplace_back();
+        detail::encode_record(entry.events.back(), make("orphan"));
+        std::vector<kv_write> writes{{kv_write::op::put, "record", "v1", precondition::absent()}};
+        auto committed = kv.apply_all(writes, entry);
+        ASSERT_TRUE(committed) << committed.error().message();
+        // ...and the writer is gone before copying anything.
+    }
+    auto survivor = open_jetstream(js);
+    ASSERT_TRUE(survivor) << survivor.error().message();
+    auto& log = (*survivor)->hub_events();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (log.info(1).next_sequence_number == 0 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto events = log.read(1, 0, 10);
+    ASSERT_TRUE(events);
+    ASSERT_EQ(events->size(), 1u);
+    EXPECT_EQ(events->front().record.body, "orphan");
+    EXPECT_EQ((*(*survivor)->kv().get("record"))->value, "v1");
+}
 
 }  // namespace
 }  // namespace iothub::storage

@@ -73,7 +73,8 @@ class Node {
   async start(extra = []) {
     this.output = '';
     this.proc = spawn(bin, ['serve', '--data-dir', this.dir, '--bind', this.host,
-      '--alias', '127.0.0.1,127.0.0.2,127.0.0.3', '--cluster', this.urls.join(','), ...extra],
+      '--alias', '127.0.0.1,127.0.0.2,127.0.0.3', '--cluster', this.urls.join(','),
+      ...(process.env.IOTHUB_CLUSTER_LOG_LEVEL ? ['--log-level', process.env.IOTHUB_CLUSTER_LOG_LEVEL] : []), ...extra],
     { stdio: ['ignore', 'pipe', 'pipe'] });
     const log = fs.createWriteStream(`${work}/hub-node-${this.n}-${this.proc.pid}.log`);
     this.proc.stdout.on('data', (d) => { this.output += d; log.write(d); });
