@@ -189,9 +189,12 @@ class handler final : public net::protocol_handler,
     void opened(const result<opening>& r) override {
         if (mqtt_.closed()) return;
         if (!r) {
-            // Azure answers a disabled device, and a connect over the hub's rate, with 3.
+            // Azure answers a disabled device, and a connect over the hub's rate, with 3; so does
+            // the hub when its storage cannot answer (cluster mode without a NATS quorum).
             const auto e = r.error().code();
-            auto code = e == errc::device_disabled || e == errc::throttled
+            auto code = e == errc::device_disabled || e == errc::throttled ||
+                                e == errc::service_unavailable || e == errc::server_error ||
+                                e == errc::gateway_timeout
                             ? connack_code::server_unavailable
                             : connack_code::not_authorized;
             // A storm over the connect rate refuses thousands a second: one line each would bury

@@ -393,6 +393,21 @@ result<void> jetstream_kv::wait_applied(std::uint64_t sequence) {
     return {};
 }
 
+// Asked of the stream's leader (a stream's information may come from any replica, even one cut
+// off from the others): without a quorum there is no answer, and reads fail rather than return
+// what may be stale.
+result<std::uint64_t> jetstream_kv::leader_last_sequence() {
+    natsMsg* raw = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    jsOptions jo = link_.options();
+    auto st = js_GetLastMsg(&raw, link_.js.get(), stream_.c_str(), subject_.c_str(), &jo, &code);
+    // 10037: no message (nothing written yet).
+    if (st == NATS_NOT_FOUND || code == static_cast<jsErrCode>(10037)) return std::uint64_t{0};
+    if (st != NATS_OK) return nats_error("Reading " + stream_, st, code);
+    nats_ptr<natsMsg> msg(raw);
+    return natsMsg_GetSequence(raw);
+}
+
 result<void> jetstream_kv::catch_up() {
     std::unique_lock lock(barrier_mutex_);
     const auto ticket = ++barrier_requested_;
@@ -407,13 +422,12 @@ result<void> jetstream_kv::catch_up() {
             barrier_in_flight_ = true;
             const auto sent = barrier_requested_;
             lock.unlock();
-            auto info = link_.stream_info(stream_);
+            auto last = leader_last_sequence();
             lock.lock();
             barrier_in_flight_ = false;
             barrier_sent_ = sent;
             barrier_done_ = sent;
-            barrier_last_ = info ? result<std::uint64_t>((*info)->State.LastSeq)
-                                 : result<std::uint64_t>(info.error());
+            barrier_last_ = std::move(last);
             barrier_cv_.notify_all();
             continue;
         }

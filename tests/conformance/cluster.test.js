@@ -55,8 +55,10 @@ function rawDevice(node, id) {
     c.once('connect', resolve);
     c.once('error', reject);
   });
+  const refused = new Promise((resolve) => c.once('error', (e) => resolve(e.code)));
+  connected.catch(() => {});  // a test that expects a refusal looks at `refused`
   closers.push(async () => c.end(true));
-  return { client: c, connected, closed };
+  return { client: c, connected, closed, refused };
 }
 const call = (f) => new Promise((resolve, reject) => f((err, res) => (err ? reject(err) : resolve(res))));
 
@@ -197,11 +199,18 @@ describe('routing across nodes', () => {
       fallbackRoute: { name: '$fallback', source: 'DeviceMessages', condition: 'true', endpointNames: ['events'], isEnabled: true },
     };
     const body = JSON.stringify(routing);
-    const r = await rawRequest({
-      method: 'PUT', path: '/routing?api-version=2021-04-12', host: b.host, body,
-      ca: fs.readFileSync(`${dataDir}/tls/ca.pem`),
-      headers: { Authorization: serviceToken('iothubowner', 600, b.host), 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
-    });
+    // Creating the endpoint's replicated streams can outlast one request on a busy machine:
+    // the PUT is repeated (it is idempotent) while the hub answers 503.
+    let r;
+    await eventually(async () => {
+      r = await rawRequest({
+        method: 'PUT', path: '/routing?api-version=2021-04-12', host: b.host, body,
+        ca: fs.readFileSync(`${dataDir}/tls/ca.pem`),
+        headers: { Authorization: serviceToken('iothubowner', 600, b.host), 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
+      });
+      if (r.status !== 503) return true;
+      return false;
+    }, 90000, () => `the routing stored, last ${r && r.status}`);
     assert.equal(r.status, 200, r.body);
     await createDevice(a, 'route-1');
     const c = await deviceOn(a, 'route-1');
@@ -289,5 +298,31 @@ describe('faults', () => {
     await eventually(() => acked.every((i) => got.has(i)) && got.has('after'), 30000,
       () => `${acked.length} acknowledged and one after, got ${got.size}`);
     await sub.close();
+  });
+
+  it('without a NATS quorum node B answers "server busy" and recovers by itself', async () => {
+    await createDevice(b, 'quorum-1');
+    await nats[1].stop();
+    await nats[2].stop();
+    const ca = fs.readFileSync(`${dataDir}/tls/ca.pem`);
+    const get = () => rawRequest({
+      path: '/devices/quorum-1?api-version=2021-04-12', host: b.host, ca,
+      headers: { Authorization: serviceToken('iothubowner', 600, b.host) },
+    });
+    // JetStream's last leader keeps answering until it notices it lost its quorum (seconds).
+    let r;
+    await eventually(async () => { r = await get(); return r.status === 503; }, 30000,
+      () => `503 from node B, got ${r && r.status}`);
+    assert.match(r.body, /ServiceUnavailable/);
+    const refusedDevice = rawDevice(b, 'quorum-1');
+    refusedDevice.client.options.connectTimeout = 30000;
+    assert.equal(await refusedDevice.refused, 3, 'CONNACK 3 (server unavailable)');
+    nats[1].start();
+    nats[2].start();
+    await nats[1].ready();
+    await nats[2].ready();
+    await eventually(async () => (await get()).status === 200, 60000, 'node B to serve again');
+    const back = rawDevice(b, 'quorum-1');
+    await back.connected;
   });
 });

@@ -104,6 +104,7 @@ class jetstream_kv final : public kv_store {
     result<std::pair<std::uint64_t, outcome>> commit(std::string payload);
     // Waits until every batch committed before the call is applied here.
     result<void> catch_up();
+    result<std::uint64_t> leader_last_sequence();
     result<void> wait_applied(std::uint64_t sequence);
     result<void> follow(std::uint64_t from);
 
