@@ -26,6 +26,7 @@
 #include "runtime/shards.hpp"
 #include "service_api/c2d_api.hpp"
 #include "service_api/certificates_api.hpp"
+#include "service_api/cluster_api.hpp"
 #include "service_api/eventgrid_api.hpp"
 #include "service_api/files_api.hpp"
 #include "service_api/routing_api.hpp"
@@ -390,6 +391,15 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     service_api::add_twin_routes(im->routes, {*im->policies, *im->hosts, *im->twins, *im->methods});
     service_api::add_c2d_routes(im->routes, {*im->policies, *im->hosts, *im->c2d});
     service_api::add_certificate_routes(im->routes, {*im->policies, *im->hosts, *im->cas});
+    service_api::add_cluster_routes(
+        im->routes, {*im->policies, *im->hosts, [im = im.get()]() -> result<boost::json::value> {
+                         if (!im->cluster) return boost::json::object{{"mode", "embedded"}};
+                         auto s = im->cluster->status();
+                         if (!s) return s.error();
+                         auto described = im->storage->describe();
+                         if (!described.empty()) (*s)["streams"] = boost::json::parse(described);
+                         return boost::json::value(std::move(*s));
+                     }});
 
     // Routing: where device messages and hub events go beyond the built-in stream.
     routing::router_settings rs;

@@ -718,6 +718,19 @@ void add_commands(CLI::App& app, int& exit_code) {
             print(out);
         });
     });
+
+    auto* cluster = app.add_subcommand("cluster", "Cluster mode");
+    cluster->require_subcommand(1);
+    auto* status = cluster->add_subcommand(
+        "status",
+        "The hub's nodes (alive or not, their connected devices), who holds each duty, "
+        "and the JetStream streams (messages, leader, replicas)");
+    status->final_callback([=] {
+        run([=] {
+            auto hub = connect(*inv);
+            print(request_json(hub, "GET", "/cluster/status?api-version=2021-04-12"));
+        });
+    });
 }
 
 }  // namespace iothub::cli

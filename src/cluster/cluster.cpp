@@ -76,6 +76,9 @@ struct node::impl {
     bool stopping = false;
     std::thread worker;
 
+    const std::int64_t started = now_ns();
+    std::thread heartbeat;
+
     impl(services sv, std::unique_ptr<bus> bu) : s(std::move(sv)), b(std::move(bu)) {
         worker = std::thread([this] { follow(); });
     }
@@ -86,6 +89,23 @@ struct node::impl {
         }
         work_cv.notify_all();
         worker.join();
+        if (heartbeat.joinable()) heartbeat.join();
+        (void)s.kv.remove("node/" + b->node());
+    }
+
+    void beat() {
+        std::unique_lock lock(work_mutex);
+        while (!stopping) {
+            lock.unlock();
+            json::object o{{"id", b->node()},
+                           {"started", started},
+                           {"seen", now_ns()},
+                           {"connectedDevices", s.connections.connected_devices()}};
+            if (auto r = s.kv.put("node/" + b->node(), json::serialize(o)); !r)
+                spdlog::debug("cluster: node record not written: {}", r.error().message());
+            lock.lock();
+            work_cv.wait_for(lock, std::chrono::seconds(5), [&] { return stopping; });
+        }
     }
 
     void hand_over(std::vector<storage::kv_change> changes) {
@@ -226,7 +246,36 @@ result<void> node::start() {
                 error(errc::bad_request, "A malformed method call: " + std::string(e.what())))));
         }
     });
-    return im->b->start();
+    if (auto r = im->b->start(); !r) return r;
+    im->heartbeat = std::thread([im] { im->beat(); });
+    return {};
+}
+
+result<json::object> node::status() {
+    auto* im = impl_.get();
+    const auto now = now_ns();
+    json::array nodes;
+    auto page = im->s.kv.scan("node/", "", 1000);
+    if (!page) return page.error();
+    for (const auto& e : *page) {
+        auto v = json::parse(e.data.value, json::storage_ptr(), {});
+        if (!v.is_object()) continue;
+        auto o = v.as_object();
+        const auto seen = o["seen"].is_int64() ? o["seen"].as_int64() : 0;
+        o["alive"] = now - seen < std::chrono::nanoseconds(std::chrono::seconds(15)).count();
+        o["self"] = o["id"] == json::value(im->b->node());
+        nodes.push_back(std::move(o));
+    }
+    json::array duties;
+    auto held = im->s.kv.scan("duty/", "", 1000);
+    if (!held) return held.error();
+    for (const auto& e : *held) {
+        auto [owner, expiry] = parse_presence(e.data.value);
+        duties.push_back(
+            json::object{{"duty", e.key.substr(5)}, {"node", owner}, {"held", expiry > now}});
+    }
+    return json::object{
+        {"mode", "cluster"}, {"node", im->b->node()}, {"nodes", nodes}, {"duties", duties}};
 }
 
 void node::connection_state(const std::string& device_id, const std::string& module_id, bool up) {

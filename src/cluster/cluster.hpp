@@ -8,6 +8,7 @@
 //  - Presence: kv `presence/<device>[/<module>]` names the node holding an identity's live
 //    connection and when it opened. A newer connection on another node ends the one here, so an
 //    identity has one live connection across the cluster.
+//  - Membership: each node keeps kv `node/<id>` fresh (every five seconds) for `status()`.
 //  - The bus (NATS subjects under the hub's prefix): desired-property updates reach a device
 //    connected to another node; a direct method call goes to the node that holds the device.
 //
@@ -22,6 +23,8 @@
 #include "nats/settings.hpp"
 #include "storage/kv_store.hpp"
 #include "twin/twin.hpp"
+
+#include <boost/json/object.hpp>
 
 #include <chrono>
 #include <functional>
@@ -106,6 +109,10 @@ class node {
     // call went there (`done` then runs with its outcome). Blocks (reads presence).
     bool forward_method(const methods::method_call& call,
                         methods::method_service::completion& done);
+    // Every node of the hub (from the records each keeps fresh in kv `node/<id>`: when it
+    // started, when it was last seen, its connected devices) and who holds each duty, as JSON.
+    // Blocks.
+    result<boost::json::object> status();
 
   private:
     struct impl;

@@ -41,6 +41,9 @@ class engine {
     virtual result<void> drop_log(std::string_view name) = 0;
     // Retention over every log the engine has open.
     virtual void enforce_retention(sys_time now) = 0;
+    // The engine's own state for operators, as JSON text (the JetStream engine: its streams, their
+    // sizes, leaders and replicas); empty when it has nothing to say. May block.
+    virtual std::string describe() { return {}; }
     // Makes everything written so far durable and quiesces background work; called at shutdown.
     virtual result<void> flush() = 0;
 };

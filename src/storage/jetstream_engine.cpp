@@ -100,6 +100,47 @@ class jetstream_engine final : public engine {
         for (auto& [name, log] : logs_) log->enforce_retention(now);
     }
 
+    std::string describe() override {
+        std::vector<std::string> streams{link_->settings.prefix + "_STATE"};
+        auto add = [&](detail::jetstream_event_log& log) {
+            for (auto& name : log.stream_names()) streams.push_back(name);
+        };
+        add(*events_);
+        add(*hub_);
+        {
+            std::lock_guard lock(logs_mutex_);
+            for (auto& [name, log] : logs_) add(*log);
+        }
+        std::string out = "[";
+        for (const auto& name : streams) {
+            auto info = link_->stream_info(name);
+            if (out.size() > 1) out += ",";
+            out += "{\"stream\":\"" + name + "\"";
+            if (!info) {
+                out += ",\"error\":\"unavailable\"}";
+                continue;
+            }
+            const auto& st = (*info)->State;
+            out += ",\"messages\":" + std::to_string(st.Msgs) +
+                   ",\"bytes\":" + std::to_string(st.Bytes) +
+                   ",\"firstSequence\":" + std::to_string(st.FirstSeq) +
+                   ",\"lastSequence\":" + std::to_string(st.LastSeq);
+            if (const auto* c = (*info)->Cluster) {
+                out += ",\"leader\":\"" + std::string(c->Leader ? c->Leader : "") + "\"";
+                out += ",\"replicas\":[";
+                for (int i = 0; i < c->ReplicasLen; ++i) {
+                    const auto* r = c->Replicas[i];
+                    out += std::string(i ? "," : "") + "{\"name\":\"" + (r->Name ? r->Name : "") +
+                           "\",\"current\":" + (r->Current ? "true" : "false") +
+                           ",\"lag\":" + std::to_string(r->Lag) + "}";
+                }
+                out += "]";
+            }
+            out += "}";
+        }
+        return out + "]";
+    }
+
     result<void> flush() override {
         if (auto st = natsConnection_FlushTimeout(link_->nc.get(), 2000); st != NATS_OK)
             return nats::nats_error("Flushing to NATS", st);

@@ -180,6 +180,12 @@ result<void> jetstream_event_log::subscribe_tail(int partition, std::uint64_t fr
     return {};
 }
 
+std::vector<std::string> jetstream_event_log::stream_names() const {
+    std::vector<std::string> out;
+    for (const auto& part : parts_) out.push_back(part->stream);
+    return out;
+}
+
 void jetstream_event_log::check_tails() {
     for (auto& part : parts_) {
         auto info = link_.stream_info(part->stream);

@@ -191,6 +191,29 @@ describe('one hub across two nodes', () => {
   });
 });
 
+describe('cluster status', () => {
+  it('shows both nodes alive, the routing duty held, and the streams with three replicas', async () => {
+    const ca = fs.readFileSync(`${dataDir}/tls/ca.pem`);
+    let status;
+    await eventually(async () => {
+      const r = await rawRequest({
+        path: '/cluster/status?api-version=2021-04-12', host: b.host, ca,
+        headers: { Authorization: serviceToken('service', 600, b.host) },
+      });
+      status = r.json;
+      return r.status === 200 && status.nodes.filter((n) => n.alive).length === 2 &&
+        status.duties.some((d) => d.duty === 'routing' && d.held);
+    }, 15000, () => `two live nodes and the routing duty, got ${JSON.stringify(status)}`);
+    assert.equal(status.mode, 'cluster');
+    const state = status.streams.find((x) => x.stream === 'IOTHUB_STATE');
+    assert.ok(state.lastSequence > 0);
+    assert.equal(state.replicas.length, 2, 'a leader and two other replicas');
+    const cli = execFileSync(bin, ['cluster', 'status', '--connection-string', serviceString(a, 'service')],
+      { env: { ...process.env, IOTHUB_CA_FILE: `${dataDir}/tls/ca.pem` } }).toString();
+    assert.match(cli, /"mode": ?"cluster"/);
+  });
+});
+
 describe('routing across nodes', () => {
   it('a route set through node B delivers node A\'s messages once, from the node holding the duty', async () => {
     const routing = {

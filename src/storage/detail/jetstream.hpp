@@ -159,6 +159,7 @@ class jetstream_event_log final : public event_log_core {
     void expire(std::chrono::steady_clock::time_point now);
     // Follows a partition again from where it stopped when its tail stalled or skipped.
     void check_tails();
+    std::vector<std::string> stream_names() const;
 
   protected:
     result<sys_time> enqueued_time_of(int partition, std::uint64_t sequence) override;
