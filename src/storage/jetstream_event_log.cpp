@@ -15,19 +15,27 @@ sys_time time_from_ns(std::int64_t ns) {
     return sys_time(std::chrono::nanoseconds(ns));
 }
 
+// A partition stream's message as the event it holds; nullopt for a status message. `pending`
+// gets how many messages the consumer has yet to deliver.
+std::optional<stored_event> event_of(natsMsg* msg, std::uint64_t* pending = nullptr) {
+    jsMsgMetaData* meta_raw = nullptr;
+    if (natsMsg_GetMetaData(&meta_raw, msg) != NATS_OK) return std::nullopt;
+    nats_ptr<jsMsgMetaData> meta(meta_raw);
+    stored_event e;
+    e.sequence_number = meta->Sequence.Stream - 1;
+    e.enqueued_time = time_from_ns(meta->Timestamp);
+    if (pending) *pending = meta->NumPending;
+    if (!decode_record(std::string_view(natsMsg_GetData(msg),
+                                        static_cast<std::size_t>(natsMsg_GetDataLength(msg))),
+                       e.record))
+        spdlog::error("jetstream: event {} of stream {} is malformed", e.sequence_number,
+                      meta->Stream ? meta->Stream : "");
+    return e;
+}
+
 error unavailable(std::string_view what) {
     return error(errc::service_unavailable,
                  "The storage cluster is unavailable: " + std::string(what));
-}
-
-void tell(const event_log::append_callback& done, result<std::vector<std::uint64_t>> r) {
-    try {
-        done(std::move(r));
-    } catch (const std::exception& e) {
-        spdlog::error("an event log completion threw: {}", e.what());
-    } catch (...) {
-        spdlog::error("an event log completion threw");
-    }
 }
 
 }  // namespace
@@ -159,12 +167,7 @@ result<void> jetstream_event_log::start() {
 result<void> jetstream_event_log::subscribe_tail(int partition, std::uint64_t from) {
     auto& part = *parts_[static_cast<std::size_t>(partition)];
     jsOptions jo = link_.options();
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = part.stream.c_str();
-    so.Ordered = true;
-    so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = from;
+    jsSubOptions so = ordered_from(part.stream, from);
     natsSubscription* sub = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
     if (auto st = js_Subscribe(&sub, link_.js.get(), part.subject.c_str(),
@@ -208,16 +211,9 @@ void jetstream_event_log::on_tail(natsConnection*, natsSubscription*, natsMsg* m
     nats_ptr<natsMsg> owned(msg);
     auto& part = *static_cast<partition_state*>(ptr);
     auto& self = *part.owner;
-    jsMsgMetaData* meta_raw = nullptr;
-    if (natsMsg_GetMetaData(&meta_raw, msg) != NATS_OK) return;
-    nats_ptr<jsMsgMetaData> meta(meta_raw);
-    stored_event e;
-    e.sequence_number = meta->Sequence.Stream - 1;
-    e.enqueued_time = time_from_ns(meta->Timestamp);
-    if (!decode_record(std::string_view(natsMsg_GetData(msg),
-                                        static_cast<std::size_t>(natsMsg_GetDataLength(msg))),
-                       e.record))
-        spdlog::error("jetstream: event {} of {} is malformed", e.sequence_number, part.stream);
+    auto decoded = event_of(msg);
+    if (!decoded) return;
+    auto& e = *decoded;
     const auto time = e.enqueued_time;
     std::vector<std::shared_ptr<pending>> ready;
     {
@@ -419,12 +415,7 @@ result<std::vector<stored_event>> jetstream_event_log::fetch(int partition, std:
                                                              std::size_t max) {
     auto& part = *parts_[static_cast<std::size_t>(partition)];
     jsOptions jo = link_.options();
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = part.stream.c_str();
-    so.Ordered = true;
-    so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = from + 1;
+    jsSubOptions so = ordered_from(part.stream, from + 1);
     natsSubscription* raw = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
     if (auto st = js_SubscribeSync(&raw, link_.js.get(), part.subject.c_str(), &jo, &so, &code);
@@ -443,17 +434,11 @@ result<std::vector<stored_event>> jetstream_event_log::fetch(int partition, std:
             return nats_error("Reading " + part.stream, st);
         }
         nats_ptr<natsMsg> msg(m);
-        jsMsgMetaData* meta_raw = nullptr;
-        if (natsMsg_GetMetaData(&meta_raw, m) != NATS_OK) continue;
-        nats_ptr<jsMsgMetaData> meta(meta_raw);
-        stored_event e;
-        e.sequence_number = meta->Sequence.Stream - 1;
-        e.enqueued_time = time_from_ns(meta->Timestamp);
-        (void)decode_record(std::string_view(natsMsg_GetData(m),
-                                             static_cast<std::size_t>(natsMsg_GetDataLength(m))),
-                            e.record);
-        const bool last = meta->NumPending == 0;
-        out.push_back(std::move(e));
+        std::uint64_t pending = 0;
+        auto e = event_of(m, &pending);
+        if (!e) continue;
+        const bool last = pending == 0;
+        out.push_back(std::move(*e));
         if (last) break;
     }
     natsSubscription_Unsubscribe(raw);

@@ -5,6 +5,7 @@
 #include "common/thread_role.hpp"
 #include "storage/detail/event_codec.hpp"
 #include "storage/detail/jetstream.hpp"
+#include "storage/detail/ordered_scan.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -25,6 +26,16 @@ std::string stream_token(std::string_view name) {
         }
     }
     return out;
+}
+
+jsSubOptions ordered_from(const std::string& stream, std::uint64_t from) {
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream.c_str();
+    so.Ordered = true;
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = from;
+    return so;
 }
 
 result<std::unique_ptr<jetstream_link>> jetstream_link::connect(const jetstream_settings& s) {
@@ -250,12 +261,7 @@ result<void> jetstream_kv::start() {
 result<void> jetstream_kv::follow(std::uint64_t from) {
     std::lock_guard lock(follow_mutex_);
     jsOptions jo = link_.options();
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = stream_.c_str();
-    so.Ordered = true;
-    so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = from;
+    jsSubOptions so = ordered_from(stream_, from);
     natsSubscription* sub = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
     if (auto st = js_Subscribe(&sub, link_.js.get(), subject_.c_str(), &jetstream_kv::on_message,
@@ -531,14 +537,7 @@ result<std::vector<kv_entry>> jetstream_kv::scan(std::string_view prefix,
     IOTHUB_ASSERT_MAY_BLOCK();
     if (auto ok = catch_up(); !ok) return ok.error();
     std::lock_guard lock(mutex_);
-    std::vector<kv_entry> out;
-    auto it = start_after.empty() || start_after < prefix ? data_.lower_bound(prefix)
-                                                          : data_.upper_bound(start_after);
-    for (; it != data_.end() && out.size() < limit; ++it) {
-        if (it->first.compare(0, prefix.size(), prefix) != 0) break;
-        out.push_back(kv_entry{it->first, it->second});
-    }
-    return out;
+    return ordered_scan(data_, prefix, start_after, limit);
 }
 
 }  // namespace iothub::storage::detail

@@ -1,6 +1,7 @@
 // The in-memory engine: the same contracts as RocksDB with nothing on disk.
 #include "common/thread_role.hpp"
 #include "storage/detail/event_log_core.hpp"
+#include "storage/detail/ordered_scan.hpp"
 #include "storage/engine.hpp"
 
 #include <atomic>
@@ -96,14 +97,7 @@ class memory_kv_store final : public kv_store {
                                        std::size_t limit) override {
         IOTHUB_ASSERT_MAY_BLOCK();
         std::lock_guard lock(mutex_);
-        std::vector<kv_entry> out;
-        auto it = start_after.empty() || start_after < prefix ? data_.lower_bound(prefix)
-                                                              : data_.upper_bound(start_after);
-        for (; it != data_.end() && out.size() < limit; ++it) {
-            if (it->first.compare(0, prefix.size(), prefix) != 0) break;
-            out.push_back(kv_entry{it->first, it->second});
-        }
-        return out;
+        return detail::ordered_scan(data_, prefix, start_after, limit);
     }
 
   private:

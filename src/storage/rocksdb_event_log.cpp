@@ -26,18 +26,6 @@ error storage_error(const rocksdb::Status& s) {
     return error(errc::server_error, "Event log failure: " + s.ToString());
 }
 
-// Completions are the callers' code; one that throws must not end the writer thread, which every
-// later append depends on.
-void tell(const event_log::append_with_callback& done, result<appended> r) {
-    try {
-        done(std::move(r));
-    } catch (const std::exception& e) {
-        spdlog::error("an event log completion threw: {}", e.what());
-    } catch (...) {
-        spdlog::error("an event log completion threw");
-    }
-}
-
 }  // namespace
 
 rocksdb_event_log::rocksdb_event_log(std::string name, rocksdb::DB* db,

@@ -60,6 +60,25 @@ function rawDevice(node, id) {
   closers.push(async () => c.end(true));
   return { client: c, connected, closed, refused };
 }
+// Reads a device's events (their body's `i`) through a node's Event Hubs endpoint: the built-in
+// one, or a hosted event hub. `got` fills as they come (a Set, or a list to count repeats).
+function collect(node, device, kind, entity) {
+  let cs = eventHubsString(node);
+  if (entity) cs = cs.replace(/EntityPath=[^;]*/, `EntityPath=${entity}`);
+  const consumer = new EventHubConsumerClient('$Default', cs);
+  closers.push(() => consumer.close());
+  const got = kind === 'set' ? new Set() : [];
+  const sub = consumer.subscribe({
+    processEvents: async (events) => {
+      for (const e of events) {
+        if (e.systemProperties['iothub-connection-device-id'] !== device) continue;
+        if (kind === 'set') got.add(e.body.i); else got.push(e.body.i);
+      }
+    },
+    processError: async () => {},
+  }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1 });
+  return { got, sub };
+}
 const call = (f) => new Promise((resolve, reject) => f((err, res) => (err ? reject(err) : resolve(res))));
 
 before(async () => {
@@ -91,16 +110,7 @@ describe('one hub across two nodes', () => {
     await createDevice(a, 'tel-1');
     const c = await deviceOn(a, 'tel-1');
     for (let i = 0; i < 20; i += 1) await c.sendEvent(new Message(JSON.stringify({ i })));
-    const consumer = new EventHubConsumerClient('$Default', eventHubsString(b));
-    closers.push(() => consumer.close());
-    const got = new Set();
-    const sub = consumer.subscribe({
-      processEvents: async (events) => {
-        for (const e of events)
-          if (e.systemProperties['iothub-connection-device-id'] === 'tel-1') got.add(e.body.i);
-      },
-      processError: async () => {},
-    }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1 });
+    const { got, sub } = collect(b, 'tel-1', 'set');
     await eventually(() => got.size === 20, 30000, () => `20 events through node B, got ${got.size}`);
     await sub.close();
   });
@@ -237,16 +247,7 @@ describe('routing across nodes', () => {
     assert.equal(r.status, 200, r.body);
     await createDevice(a, 'route-1');
     const c = await deviceOn(a, 'route-1');
-    const consumer = new EventHubConsumerClient('$Default', eventHubsString(b).replace(/EntityPath=[^;]*/, 'EntityPath=hot'));
-    closers.push(() => consumer.close());
-    const got = [];
-    const sub = consumer.subscribe({
-      processEvents: async (events) => {
-        for (const e of events)
-          if (e.systemProperties['iothub-connection-device-id'] === 'route-1') got.push(e.body.i);
-      },
-      processError: async () => {},
-    }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1 });
+    const { got, sub } = collect(b, 'route-1', 'list', 'hot');
     // Node A learns the new routing from storage a moment after B stored it (as on Azure, a
     // change applies to what devices send after it is in force).
     await eventually(async () => {
@@ -276,16 +277,7 @@ describe('faults', () => {
     for (let i = 0; i < 20; i += 1) { await c.sendEvent(new Message(JSON.stringify({ i }))); sent.push(i); }
     await nats[2].stop();
     for (let i = 20; i < 60; i += 1) { await c.sendEvent(new Message(JSON.stringify({ i }))); sent.push(i); }
-    const consumer = new EventHubConsumerClient('$Default', eventHubsString(b));
-    closers.push(() => consumer.close());
-    const got = new Set();
-    const sub = consumer.subscribe({
-      processEvents: async (events) => {
-        for (const e of events)
-          if (e.systemProperties['iothub-connection-device-id'] === 'fault-1') got.add(e.body.i);
-      },
-      processError: async () => {},
-    }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1 });
+    const { got, sub } = collect(b, 'fault-1', 'set');
     await eventually(() => got.size === sent.length, 30000, () => `all ${sent.length} acknowledged events, got ${got.size}`);
     await sub.close();
     nats[2].start();
@@ -308,16 +300,7 @@ describe('faults', () => {
     await Promise.race([load, sleep(5000)]);
     const after = await deviceOn(b, 'kill-1');
     await after.sendEvent(new Message(JSON.stringify({ i: 'after' })));
-    const consumer = new EventHubConsumerClient('$Default', eventHubsString(b));
-    closers.push(() => consumer.close());
-    const got = new Set();
-    const sub = consumer.subscribe({
-      processEvents: async (events) => {
-        for (const e of events)
-          if (e.systemProperties['iothub-connection-device-id'] === 'kill-1') got.add(e.body.i);
-      },
-      processError: async () => {},
-    }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1 });
+    const { got, sub } = collect(b, 'kill-1', 'set');
     await eventually(() => acked.every((i) => got.has(i)) && got.has('after'), 30000,
       () => `${acked.length} acknowledged and one after, got ${got.size}`);
     await sub.close();

@@ -4,10 +4,25 @@
 
 #include "storage/event_log.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <map>
 #include <mutex>
 
 namespace iothub::storage::detail {
+
+// Hands an append's outcome to its caller. Completions are the callers' code; one that throws
+// must not end the engine's thread that runs it, which every later append depends on.
+template <class Callback, class Result>
+void tell(const Callback& done, Result r) {
+    try {
+        done(std::move(r));
+    } catch (const std::exception& e) {
+        spdlog::error("an event log completion threw: {}", e.what());
+    } catch (...) {
+        spdlog::error("an event log completion threw");
+    }
+}
 
 class event_log_core : public event_log {
   public:

@@ -44,6 +44,10 @@ using nats::nats_ptr;
 // two names never map to one stream.
 std::string stream_token(std::string_view name);
 
+// An ordered consumer's options: every message of `stream` from `from` (a stream sequence) on,
+// in order, with no acknowledgements. `stream` must outlive the options.
+jsSubOptions ordered_from(const std::string& stream, std::uint64_t from);
+
 // The connection and JetStream context the engine's parts share.
 struct jetstream_link {
     jetstream_settings settings;
