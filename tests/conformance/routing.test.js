@@ -7,10 +7,12 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { execFileSync } = require('node:child_process');
-const { EventHubConsumerClient, earliestEventPosition } = require('@azure/event-hubs');
 const { Registry } = require('azure-iothub');
 const { Client, Message } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
+const eh = require('./lib/events');
+
+const { from } = eh;
 const { Hub, bin, dataDir, connectionString, eventually, serviceRequest, sleep } = require('./lib/hub');
 
 let hub;
@@ -36,19 +38,8 @@ async function send(id, body, props = {}) {
   for (const [k, v] of Object.entries(props)) m.properties.add(k, v);
   await devices[id].sendEvent(m);
 }
-// Every event of an event hub from the start, collected until closed.
-function collect(entity) {
-  const client = new EventHubConsumerClient('$Default', ehBase.replace(/EntityPath=[^;]*/, `EntityPath=${entity}`));
-  clients.push(client);
-  const events = [];
-  const errors = [];
-  client.subscribe({
-    processEvents: async (batch) => { events.push(...batch); },
-    processError: async (err) => { errors.push(err); },
-  }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1 });
-  return { events, errors };
-}
-const from = (events, id) => events.filter((e) => e.systemProperties['iothub-connection-device-id'] === id);
+const collect = (entity) =>
+  eh.collect(ehBase.replace(/EntityPath=[^;]*/, `EntityPath=${entity}`), clients);
 
 const routing = {
   endpoints: { eventHubs: [{ name: 'hot', subscriptionId: 'unused', resourceGroup: 'kept-as-given' }, { name: 'audit' }] },
