@@ -13,6 +13,7 @@
 #include "endpoints/eventgrid.hpp"
 #include "endpoints/eventhub_sink.hpp"
 #include "endpoints/kafka_sink.hpp"
+#include "endpoints/nats_sink.hpp"
 #include "endpoints/webhook_sink.hpp"
 #include "file_upload/file_upload.hpp"
 #include "http/server.hpp"
@@ -426,9 +427,15 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     if (std::error_code ec;
         std::filesystem::is_regular_file(im->paths.where.tls_dir / "ca.pem", ec))
         eventhub_options.extra_ca_files.push_back(im->paths.where.tls_dir / "ca.pem");
+    endpoints::nats_sink_options nats_options;
+    nats_options.hub_name = hub_name;
+    if (!s.cluster_nats.empty()) {
+        nats_options.cluster = cluster_connection(s, im->paths.where);
+        nats_options.reserved_prefix = s.cluster_prefix;
+    }
     rs.sinks =
-        [kv = &im->storage->kv(), blobs = im->blobs.get(), hub_name, http_options,
-         eventhub_options](const routing::endpoint& e) -> result<std::unique_ptr<routing::sink>> {
+        [kv = &im->storage->kv(), blobs = im->blobs.get(), hub_name, http_options, eventhub_options,
+         nats_options](const routing::endpoint& e) -> result<std::unique_ptr<routing::sink>> {
         switch (e.kind) {
             case routing::endpoint_kind::storage_container:
                 if (e.connection_string.empty())
@@ -442,6 +449,8 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
                 return endpoints::make_webhook_sink(e, *kv, http_options);
             case routing::endpoint_kind::kafka:
                 return endpoints::make_kafka_sink(e, *kv);
+            case routing::endpoint_kind::nats:
+                return endpoints::make_nats_sink(e, *kv, nats_options);
             default:
                 break;
         }

@@ -81,10 +81,11 @@ struct endpoint_type {
     std::string_view option;
     std::string_view collection;
 };
-constexpr std::array<endpoint_type, 4> endpoint_types{{{"eventhub", "eventHubs"},
+constexpr std::array<endpoint_type, 5> endpoint_types{{{"eventhub", "eventHubs"},
                                                        {"storage", "storageContainers"},
                                                        {"webhook", "webhooks"},
-                                                       {"kafka", "kafka"}}};
+                                                       {"kafka", "kafka"},
+                                                       {"nats", "nats"}}};
 
 std::string_view collection_of(std::string_view type) {
     for (const auto& t : endpoint_types)
@@ -183,7 +184,8 @@ void add_endpoint_commands(CLI::App& app, const std::shared_ptr<invocation>& inv
                            const runner& run) {
     struct endpoint_options {
         std::string name, type, connection_string, entity_path, container, encoding,
-            file_name_format, url, brokers, topic;
+            file_name_format, url, brokers, topic, servers, subject;
+        bool jetstream = false;
         std::int64_t batch_frequency = 0, chunk_size = 0;
         std::vector<std::string> headers, properties;
     };
@@ -193,9 +195,10 @@ void add_endpoint_commands(CLI::App& app, const std::shared_ptr<invocation>& inv
 
     auto* create = group->add_subcommand("create", "Add an endpoint to the routing document");
     name_option(create, o->name, "Endpoint name (unique across all types, ignoring case)");
-    create->add_option("-t,--type", o->type, "eventhub, storage, webhook or kafka")
+    create->add_option("-t,--type", o->type, "eventhub, storage, webhook, kafka or nats")
         ->required()
-        ->transform(CLI::IsMember({"eventhub", "storage", "webhook", "kafka"}, CLI::ignore_case));
+        ->transform(
+            CLI::IsMember({"eventhub", "storage", "webhook", "kafka", "nats"}, CLI::ignore_case));
     // An option of another type would silently be left out of the document, so it is refused.
     struct typed_option {
         CLI::Option* option;
@@ -233,6 +236,12 @@ void add_endpoint_commands(CLI::App& app, const std::shared_ptr<invocation>& inv
     add({"kafka"}, create->add_option("--topic", o->topic, "kafka: topic"));
     add({"kafka"}, create->add_option("--property", o->properties,
                                       "kafka: librdkafka property key=value (repeatable)"));
+    add({"nats"}, create->add_option("--servers", o->servers,
+                                     "nats: nats://host:port[,...] (omitted: the cluster's own)"));
+    add({"nats"}, create->add_option("--subject", o->subject,
+                                     "nats: subject template, e.g. telemetry.{deviceId}"));
+    add({"nats"}, create->add_flag("--jetstream", o->jetstream,
+                                   "nats: wait for a JetStream stream's acknowledgement"));
     create->final_callback([=] {
         run([=] {
             for (const auto& t : *typed)
@@ -269,6 +278,11 @@ void add_endpoint_commands(CLI::App& app, const std::shared_ptr<invocation>& inv
                     headers[h.substr(0, colon)] = value;
                 }
                 if (!headers.empty()) e["headers"] = std::move(headers);
+            } else if (o->type == "nats") {
+                if (o->subject.empty()) throw failure{"nats endpoints need --subject."};
+                if (!o->servers.empty()) e["servers"] = o->servers;
+                e["subject"] = o->subject;
+                e["jetStream"] = o->jetstream;
             } else {
                 if (o->brokers.empty() || o->topic.empty())
                     throw failure{"kafka endpoints need --brokers and --topic."};
@@ -299,8 +313,9 @@ void add_endpoint_commands(CLI::App& app, const std::shared_ptr<invocation>& inv
 
     auto* list = group->add_subcommand(
         "list", "List the endpoints: the collections by type, or one type's array with --type");
-    list->add_option("-t,--type", o->type, "eventhub, storage, webhook or kafka")
-        ->transform(CLI::IsMember({"eventhub", "storage", "webhook", "kafka"}, CLI::ignore_case));
+    list->add_option("-t,--type", o->type, "eventhub, storage, webhook, kafka or nats")
+        ->transform(
+            CLI::IsMember({"eventhub", "storage", "webhook", "kafka", "nats"}, CLI::ignore_case));
     list->final_callback([=] {
         run([=] {
             auto doc = get_routing(connect(*inv));

@@ -22,7 +22,7 @@ class blob_sink final : public routing::sink {
         : e_(e), blobs_(blobs), kv_(kv), hub_(std::move(hub)) {}
 
     result<void> deliver(int partition, std::vector<storage::event_record> events,
-                         storage::kv_write cursor) override {
+                         std::span<const std::uint64_t>, storage::kv_write cursor) override {
         auto& b = batches_[partition];
         if (!events.empty() && b.messages.empty()) b.started = iothub::now();
         for (auto& e : events) {

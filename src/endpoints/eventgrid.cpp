@@ -194,7 +194,7 @@ class event_grid::sink final : public routing::sink {
         : eg_(eg), sub_(std::move(s)), client_(*http::parse_url(sub_.endpoint_url), eg.client_) {}
 
     result<void> deliver(int, std::vector<storage::event_record> events,
-                         storage::kv_write cursor) override {
+                         std::span<const std::uint64_t>, storage::kv_write cursor) override {
         if (!sub_.validated) {
             if (auto v = validate(); !v) {
                 // Not active yet: what happens meanwhile is not sent.

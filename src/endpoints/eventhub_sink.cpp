@@ -416,7 +416,7 @@ class eventhub_sink final : public routing::sink {
     }
 
     result<void> deliver(int, std::vector<storage::event_record> events,
-                         storage::kv_write cursor) override {
+                         std::span<const std::uint64_t>, storage::kv_write cursor) override {
         if (events.empty()) {
             held_.hold(std::move(cursor));
             return {};

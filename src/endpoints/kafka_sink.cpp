@@ -224,7 +224,7 @@ result<void> kafka_sink::produce(const storage::event_record& e,
 }
 
 result<void> kafka_sink::deliver(int, std::vector<storage::event_record> events,
-                                 storage::kv_write cursor) {
+                                 std::span<const std::uint64_t>, storage::kv_write cursor) {
     if (events.empty()) {
         held_.hold(std::move(cursor));
         return {};

@@ -54,7 +54,7 @@ class kafka_sink final : public sink {
     // in time, errc::server_error when it refused the messages; either way with librdkafka's
     // words, and the cursor is not held.
     result<void> deliver(int partition, std::vector<storage::event_record> events,
-                         storage::kv_write cursor) override;
+                         std::span<const std::uint64_t>, storage::kv_write cursor) override;
     result<void> flush(sys_time now, bool final) override;
 
   private:

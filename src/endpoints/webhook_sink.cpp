@@ -16,7 +16,7 @@ class webhook_sink final : public routing::sink {
         : headers_(e.headers), client_(std::move(url), std::move(options)), kv_(kv) {}
 
     result<void> deliver(int, std::vector<storage::event_record> events,
-                         storage::kv_write cursor) override {
+                         std::span<const std::uint64_t>, storage::kv_write cursor) override {
         for (const auto& m : events) {
             std::vector<std::pair<std::string, std::string>> h;
             std::string content_type = "application/octet-stream";

@@ -2,16 +2,7 @@
 
 namespace iothub::nats {
 
-error nats_error(std::string_view what, natsStatus status, jsErrCode code) {
-    std::string text(what);
-    text += ": ";
-    text += natsStatus_GetText(status);
-    if (const char* last = nats_GetLastError(nullptr); last && *last && status != NATS_TIMEOUT) {
-        text += " (";
-        text += last;
-        text += ")";
-    }
-    if (code == js_wrong_last_sequence) return error(errc::precondition_failed, text);
+bool unavailable(natsStatus status, jsErrCode code) {
     switch (status) {
         case NATS_TIMEOUT:
         case NATS_NO_RESPONDERS:
@@ -20,22 +11,52 @@ error nats_error(std::string_view what, natsStatus status, jsErrCode code) {
         case NATS_CONNECTION_DISCONNECTED:
         case NATS_STALE_CONNECTION:
         case NATS_NOT_YET_CONNECTED:
-            return error(errc::service_unavailable, "The storage cluster is unavailable. " + text);
+        // A publish while reconnecting: connect() keeps no reconnect buffer.
+        case NATS_INSUFFICIENT_BUFFER:
+            return true;
         default:
             break;
     }
     // 10008: JetStream temporarily unavailable (no leader, no quorum); 10005: no peers to place
     // a stream on yet; 10023: not enough resources (servers missing).
-    if (code == static_cast<jsErrCode>(10008) || code == static_cast<jsErrCode>(10005) ||
-        code == static_cast<jsErrCode>(10023))
+    return code == static_cast<jsErrCode>(10008) || code == static_cast<jsErrCode>(10005) ||
+           code == static_cast<jsErrCode>(10023);
+}
+
+std::string nats_text(std::string_view what, natsStatus status) {
+    std::string text(what);
+    text += ": ";
+    text += natsStatus_GetText(status);
+    if (const char* last = nats_GetLastError(nullptr); last && *last && status != NATS_TIMEOUT) {
+        text += " (";
+        text += last;
+        text += ")";
+    }
+    return text;
+}
+
+error nats_error(std::string_view what, natsStatus status, jsErrCode code) {
+    auto text = nats_text(what, status);
+    if (code == js_wrong_last_sequence) return error(errc::precondition_failed, text);
+    if (unavailable(status, code))
         return error(errc::service_unavailable, "The storage cluster is unavailable. " + text);
     return error(errc::server_error, text);
 }
 
+namespace {
+
+// Connection failures say what they are without speaking for a caller (storage, bus, endpoint).
+error connect_error(std::string_view what, natsStatus status) {
+    return error(unavailable(status) ? errc::service_unavailable : errc::argument_invalid,
+                 nats_text(what, status));
+}
+
+}  // namespace
+
 result<nats_ptr<natsConnection>> connect(const connection_settings& s) {
     if (s.servers.empty()) return error(errc::argument_invalid, "No NATS server given.");
     natsOptions* raw = nullptr;
-    if (auto st = natsOptions_Create(&raw); st != NATS_OK) return nats_error("NATS options", st);
+    if (auto st = natsOptions_Create(&raw); st != NATS_OK) return connect_error("NATS options", st);
     nats_ptr<natsOptions> opts(raw);
     std::vector<const char*> urls;
     for (const auto& u : s.servers) urls.push_back(u.c_str());
@@ -61,11 +82,11 @@ result<nats_ptr<natsConnection>> connect(const connection_settings& s) {
     }
     if (st == NATS_OK && !s.cert_file.empty())
         st = natsOptions_LoadCertificatesChain(opts.get(), s.cert_file.c_str(), s.key_file.c_str());
-    if (st != NATS_OK) return nats_error("NATS options", st);
+    if (st != NATS_OK) return connect_error("NATS options", st);
 
     natsConnection* nc = nullptr;
     if (st = natsConnection_Connect(&nc, opts.get()); st != NATS_OK)
-        return nats_error("Connecting to NATS", st);
+        return connect_error("Connecting to NATS", st);
     return nats_ptr<natsConnection>(nc);
 }
 

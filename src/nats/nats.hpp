@@ -30,12 +30,22 @@ struct nats_deleter {
 template <class T>
 using nats_ptr = std::unique_ptr<T, nats_deleter>;
 
-// Connects, reconnecting for ever afterwards (a hub node outlives any NATS outage).
+// Connects, reconnecting for ever afterwards (a hub node outlives any NATS outage). Fails with
+// errc::service_unavailable when no server answers, errc::argument_invalid for bad settings
+// (files that do not load).
 result<nats_ptr<natsConnection>> connect(const connection_settings& settings);
 
 // JetStream's "wrong last sequence" (a compare-and-set that lost).
 inline constexpr jsErrCode js_wrong_last_sequence = static_cast<jsErrCode>(10071);
 
+// Whether a failure says NATS cannot answer now (no servers, no quorum, a timeout), so that the
+// same request may succeed later.
+bool unavailable(natsStatus status, jsErrCode code = static_cast<jsErrCode>(0));
+
+// "what: libnats' words (its last error)".
+std::string nats_text(std::string_view what, natsStatus status);
+
+// For the storage engine: unavailable reads as "The storage cluster is unavailable. ...".
 error nats_error(std::string_view what, natsStatus status,
                  jsErrCode code = static_cast<jsErrCode>(0));
 

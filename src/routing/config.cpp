@@ -31,13 +31,13 @@ constexpr std::string_view fallback_name = "$fallback";
 constexpr std::array<std::string_view, 4> routing_keys = {"endpoints", "routes", "fallbackRoute",
                                                           "enrichments"};
 
-// ARM's five collections and the hub's two, in the order to_json writes them. The ones without a
+// ARM's five collections and the hub's three, in the order to_json writes them. The ones without a
 // kind must be empty.
 struct collection {
     std::string_view key;
     std::optional<endpoint_kind> kind;
 };
-constexpr std::array<collection, 7> collections = {{
+constexpr std::array<collection, 8> collections = {{
     {"serviceBusQueues", std::nullopt},
     {"serviceBusTopics", std::nullopt},
     {"eventHubs", endpoint_kind::event_hub},
@@ -45,6 +45,7 @@ constexpr std::array<collection, 7> collections = {{
     {"cosmosDBSqlContainers", std::nullopt},
     {"webhooks", endpoint_kind::webhook},
     {"kafka", endpoint_kind::kafka},
+    {"nats", endpoint_kind::nats},
 }};
 
 constexpr std::array<std::string_view, 3> twin_prefixes = {
@@ -103,15 +104,16 @@ result<void> read_endpoints(const json::object& o, routing_config& c, const limi
         for (const auto& candidate : collections)
             if (iequals(k, candidate.key)) col = &candidate;
         if (!col)
-            return fault("Unknown endpoint type " + quoted(k) +
-                         " in endpoints; use eventHubs, storageContainers, webhooks or kafka.");
+            return fault(
+                "Unknown endpoint type " + quoted(k) +
+                " in endpoints; use eventHubs, storageContainers, webhooks, kafka or nats.");
         auto a = get_array(eo, col->key, "endpoints");
         if (!a) return a.error();
         if (!*a) continue;
         if (!col->kind && !(*a)->empty())
             return fault(std::string(col->key) +
                          " endpoints are not supported by this hub; use eventHubs, "
-                         "storageContainers, webhooks or kafka.");
+                         "storageContainers, webhooks, kafka or nats.");
         count += (*a)->size();
     }
     if (count > l.max_endpoints)

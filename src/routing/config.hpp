@@ -1,7 +1,7 @@
 // The routing configuration: what Azure's ARM `properties.routing` says (endpoints, routes, the
 // fallback route, enrichments), in that JSON shape so a document can be pasted from an ARM or
-// Bicep template, plus the hub's own endpoint types (webhooks, kafka). This module owns the model,
-// reading and validating a document as a whole (the first fault is named and nothing of the
+// Bicep template, plus the hub's own endpoint types (webhooks, kafka, nats). This module owns the
+// model, reading and validating a document as a whole (the first fault is named and nothing of the
 // document is kept), and writing it back. No I/O.
 //
 // Endpoint names are unique across every type, compared ignoring case, and may not be Azure's
@@ -41,7 +41,7 @@ std::optional<source> source_from(std::string_view name);  // case-insensitive
 inline constexpr std::string_view builtin_events = "events";
 inline constexpr std::string_view builtin_eventgrid = "eventgrid";
 
-enum class endpoint_kind : std::uint8_t { event_hub, storage_container, webhook, kafka };
+enum class endpoint_kind : std::uint8_t { event_hub, storage_container, webhook, kafka, nats };
 std::string_view to_string(endpoint_kind k);  // the ARM collection: "eventHubs", ...
 
 enum class blob_encoding : std::uint8_t { avro, avro_deflate, json };
@@ -73,6 +73,16 @@ struct endpoint {
     std::string brokers;
     std::string topic;
     std::map<std::string, std::string> kafka_properties;
+
+    // nats: publish to `subject` (a template: {deviceId} and {iothub} are replaced, escaped so
+    // that each stays one token) on these servers; none means the cluster's own NATS (cluster
+    // mode only). `jetstream`: wait for a stream's acknowledgement of every message (which also
+    // drops repeats by message id); otherwise core publish, flushed to the server.
+    std::vector<std::string> servers;
+    std::string subject;
+    bool jetstream = false;
+    std::string credentials_file, user, password, token;
+    std::string ca_file, cert_file, key_file;
 };
 
 struct route {
@@ -125,8 +135,8 @@ routing_config default_config();
 result<routing_config> parse(const boost::json::value& document, const limits& l = {});
 result<routing_config> parse(std::string_view json_text, const limits& l = {});
 
-// The document, in ARM's shape: `endpoints` with all five ARM collections plus `webhooks` and
-// `kafka`, `routes`, `fallbackRoute`, `enrichments`. parse(to_json(c)) gives back c.
+// The document, in ARM's shape: `endpoints` with all five ARM collections plus `webhooks`,
+// `kafka` and `nats`, `routes`, `fallbackRoute`, `enrichments`. parse(to_json(c)) gives back c.
 boost::json::object to_json(const routing_config& c);
 
 }  // namespace iothub::routing

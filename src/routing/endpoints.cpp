@@ -19,6 +19,9 @@ namespace {
 constexpr std::uint64_t min_chunk_bytes = 10485760;   // 10 MB (ARM)
 constexpr std::uint64_t max_chunk_bytes = 524288000;  // 500 MB (ARM)
 constexpr std::size_t max_topic_length = 249;         // Kafka's limit
+constexpr std::size_t max_subject_length = 255;       // a template; NATS has no fixed limit
+
+constexpr std::array<std::string_view, 2> subject_placeholders = {"{deviceId}", "{iothub}"};
 
 constexpr std::array<std::string_view, 4> reserved_names = {"events", "fileNotifications",
                                                             "$default", "eventgrid"};
@@ -391,6 +394,101 @@ result<void> read_kafka(const json::object& o, endpoint& e, std::string_view whe
     return {};
 }
 
+// NATS subjects are tokens separated by '.'; '*' and '>' are wildcards a publish may not use, and
+// subjects starting with '$' are the server's own ($JS, $KV, $SYS).
+result<void> check_subject_template(std::string_view subject, std::string_view where) {
+    auto bad = [&](std::string_view why) {
+        return fault(std::string(where) + ": subject " + quoted(subject) + " " + std::string(why));
+    };
+    if (subject.empty()) return fault(std::string(where) + " has no subject.");
+    if (subject.size() > max_subject_length)
+        return bad("is longer than " + std::to_string(max_subject_length) + " characters.");
+    if (subject.front() == '$')
+        return bad("starts with '$', which NATS keeps for its own subjects.");
+    std::string_view rest = subject;
+    while (true) {
+        auto dot = rest.find('.');
+        auto token = rest.substr(0, dot);
+        if (token.empty()) return bad("has an empty token (a leading, trailing or double '.').");
+        if (dot == std::string_view::npos) break;
+        rest.remove_prefix(dot + 1);
+    }
+    std::string literal(subject);
+    for (auto placeholder : subject_placeholders)
+        for (auto at = literal.find(placeholder); at != std::string::npos;
+             at = literal.find(placeholder))
+            literal.erase(at, placeholder.size());
+    if (literal.find_first_of("{}") != std::string::npos)
+        return bad("has an unknown {placeholder}; use {deviceId} or {iothub}.");
+    if (literal.find_first_of("*>") != std::string::npos)
+        return bad("has a wildcard ('*' or '>'), which a message cannot be published to.");
+    for (char c : literal)
+        if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
+            return bad("has a space or a control character.");
+    return {};
+}
+
+result<void> read_nats(const json::object& o, endpoint& e, std::string_view where) {
+    if (const json::value* servers = find(o, "servers")) {
+        std::vector<std::string> listed;
+        if (servers->is_string()) {
+            std::string_view list = servers->get_string();
+            while (!list.empty()) {
+                auto comma = list.find(',');
+                if (auto one = trim(list.substr(0, comma)); !one.empty()) listed.emplace_back(one);
+                list =
+                    comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+            }
+        } else if (servers->is_array()) {
+            for (const auto& v : servers->get_array()) {
+                if (!v.is_string()) return fault(std::string(where) + ": servers must be strings.");
+                listed.emplace_back(trim(v.get_string()));
+            }
+        } else {
+            return fault(std::string(where) +
+                         ": servers must be a string (separated by ',') or an array of strings.");
+        }
+        for (const auto& url : listed) {
+            std::string_view host = url;
+            for (std::string_view scheme : {"nats://", "tls://"})
+                if (istarts_with(host, scheme)) host.remove_prefix(scheme.size());
+            if (auto at = host.rfind('@'); at != std::string_view::npos)
+                host.remove_prefix(at + 1);  // user:password@ in the URL
+            if (!host.empty() && host.back() == '/') host.remove_suffix(1);
+            if (host.find("://") != std::string_view::npos || !valid_host_port(host, false))
+                return fault(std::string(where) + ": server " + quoted(url) +
+                             " is not nats://host:port or tls://host:port.");
+        }
+        e.servers = std::move(listed);
+    }
+    auto subject = get_string(o, "subject", where);
+    if (!subject) return subject.error();
+    e.subject = subject->value_or("");
+    if (auto r = check_subject_template(e.subject, where); !r) return r;
+    auto jetstream = get_bool(o, "jetStream", where);
+    if (!jetstream) return jetstream.error();
+    e.jetstream = jetstream->value_or(false);
+    const std::array<std::pair<std::string_view, std::string*>, 7> texts = {{
+        {"credentialsFile", &e.credentials_file},
+        {"user", &e.user},
+        {"password", &e.password},
+        {"token", &e.token},
+        {"caFile", &e.ca_file},
+        {"certFile", &e.cert_file},
+        {"keyFile", &e.key_file},
+    }};
+    for (const auto& [key, field] : texts) {
+        auto v = get_string(o, key, where);
+        if (!v) return v.error();
+        *field = v->value_or("");
+    }
+    if (e.cert_file.empty() != e.key_file.empty())
+        return fault(std::string(where) + ": certFile and keyFile go together.");
+    if (e.password.size() && e.user.empty())
+        return fault(std::string(where) + ": a password needs a user.");
+    return {};
+}
+
 // The fields of each kind that endpoint_json writes from the model rather than from `raw`.
 std::vector<std::string_view> interpreted_fields(endpoint_kind k) {
     switch (k) {
@@ -404,6 +502,9 @@ std::vector<std::string_view> interpreted_fields(endpoint_kind k) {
             return {"name", "endpointUri", "headers"};
         case endpoint_kind::kafka:
             return {"name", "brokers", "topic", "properties"};
+        case endpoint_kind::nats:
+            return {"name",     "servers", "subject", "jetStream", "credentialsFile", "user",
+                    "password", "token",   "caFile",  "certFile",  "keyFile"};
     }
     return {"name"};
 }
@@ -510,6 +611,9 @@ result<endpoint> parse_endpoint(endpoint_kind kind, const json::object& o, std::
         case endpoint_kind::kafka:
             read = read_kafka(o, e, named);
             break;
+        case endpoint_kind::nats:
+            read = read_nats(o, e, named);
+            break;
     }
     if (!read) return read.error();
     e.raw = o;
@@ -548,6 +652,27 @@ json::object endpoint_json(const endpoint& e) {
             json::object properties;
             for (const auto& [k, v] : e.kafka_properties) properties[k] = v;
             if (!properties.empty()) out["properties"] = std::move(properties);
+            break;
+        }
+        case endpoint_kind::nats: {
+            if (!e.servers.empty()) {
+                json::array servers;
+                for (const auto& url : e.servers) servers.emplace_back(url);
+                out["servers"] = std::move(servers);
+            }
+            out["subject"] = e.subject;
+            out["jetStream"] = e.jetstream;
+            const std::array<std::pair<std::string_view, const std::string*>, 7> texts = {{
+                {"credentialsFile", &e.credentials_file},
+                {"user", &e.user},
+                {"password", &e.password},
+                {"token", &e.token},
+                {"caFile", &e.ca_file},
+                {"certFile", &e.cert_file},
+                {"keyFile", &e.key_file},
+            }};
+            for (const auto& [key, field] : texts)
+                if (!field->empty()) out[key] = *field;
             break;
         }
     }

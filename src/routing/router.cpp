@@ -72,7 +72,7 @@ class log_sink final : public sink {
     log_sink(storage::event_log& log, storage::kv_store& kv) : log_(log), kv_(kv) {}
 
     result<void> deliver(int partition, std::vector<storage::event_record> events,
-                         storage::kv_write cursor) override {
+                         std::span<const std::uint64_t>, storage::kv_write cursor) override {
         if (events.empty()) {
             held_.hold(std::move(cursor));
             return {};
@@ -365,18 +365,21 @@ class router::worker {
                     if (!computed_.empty()) r_.evaluations_->put(generation, computed_);
                 }
                 std::vector<storage::event_record> out;
+                sequence_numbers_.clear();
                 for (std::size_t i = 0; i < n; ++i) {
                     std::optional<message_view> view;  // made only to enrich
                     storage::event_record r;
-                    if (select(*known_[i], s.ingest, (*events)[first + i], view, r))
+                    if (select(*known_[i], s.ingest, (*events)[first + i], view, r)) {
                         out.push_back(std::move(r));
+                        sequence_numbers_.push_back((*events)[first + i].sequence_number);
+                    }
                 }
                 const auto next = events->back().sequence_number + 1;
                 const auto count = out.size();
                 if (count > 0) attempted();
                 storage::kv_write cursor{storage::kv_write::op::put,
                                          cursor_key(display_, s.name, p), std::to_string(next)};
-                if (auto r = sink_->deliver(p, std::move(out), cursor); !r) {
+                if (auto r = sink_->deliver(p, std::move(out), sequence_numbers_, cursor); !r) {
                     if (!dead()) return r.error();
                     // A dead endpoint's messages are dropped, as Azure drops them, after one
                     // more try each; the worker goes on so the others' backlog does not grow.
@@ -580,6 +583,7 @@ class router::worker {
     std::vector<std::uint64_t> keys_;
     std::vector<evaluations::outcomes> known_;
     std::vector<std::pair<std::uint64_t, evaluations::outcomes>> computed_;
+    std::vector<std::uint64_t> sequence_numbers_;  // of what a pass hands the sink
     // learn()'s results for the configuration of generation learned_ (generations start at 1).
     std::uint64_t learned_ = 0;
     std::vector<bool> mine_;

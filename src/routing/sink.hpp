@@ -8,7 +8,9 @@
 #include "storage/event_log.hpp"
 #include "storage/kv_store.hpp"
 
+#include <cstdint>
 #include <map>
+#include <span>
 #include <vector>
 
 namespace iothub::routing {
@@ -18,13 +20,21 @@ class sink {
     virtual ~sink() = default;
 
     // `events` were selected, in order, from one partition of a source log (possibly none: the
-    // worker read messages not meant for this endpoint); `cursor` records that the source is
-    // handled up to there. The sink makes `cursor` durable no earlier than `events` are durable
-    // at the endpoint: with them (the hub's logs), after them, or with a later batch (storage
-    // containers). On failure the worker retries the same messages later, so an endpoint may see
-    // some twice (at least once), never a gap.
+    // worker read messages not meant for this endpoint); `sequence_numbers[i]` is events[i]'s in
+    // that partition, the same on every retry (endpoints that drop repeats key on it; callers
+    // that have none pass an empty span); `cursor` records that the source is handled up to there.
+    // The sink makes `cursor` durable no earlier than `events` are durable at the endpoint: with
+    // them (the hub's logs), after them, or with a later batch (storage containers). On failure the
+    // worker retries the same messages later, so an endpoint may see some twice (at least once),
+    // never a gap.
     virtual result<void> deliver(int partition, std::vector<storage::event_record> events,
+                                 std::span<const std::uint64_t> sequence_numbers,
                                  storage::kv_write cursor) = 0;
+    // The same without sequence numbers.
+    result<void> deliver(int partition, std::vector<storage::event_record> events,
+                         storage::kv_write cursor) {
+        return deliver(partition, std::move(events), {}, std::move(cursor));
+    }
 
     // Called when the worker is idle, and at least once a second: writes what is due (batches
     // whose time came, cursors held back). `final` at stop: write every cursor that may be.

@@ -49,7 +49,7 @@ describe('routing document', () => {
   it('routing show prints the default document', () => {
     const doc = shown();
     assert.deepEqual(Object.keys(doc.endpoints).sort(),
-      ['cosmosDBSqlContainers', 'eventHubs', 'kafka', 'serviceBusQueues', 'serviceBusTopics', 'storageContainers', 'webhooks']);
+      ['cosmosDBSqlContainers', 'eventHubs', 'kafka', 'nats', 'serviceBusQueues', 'serviceBusTopics', 'storageContainers', 'webhooks']);
     assert.deepEqual(doc.routes, []);
     assert.deepEqual(doc.enrichments, []);
     assert.deepEqual(doc.fallbackRoute,
@@ -76,6 +76,10 @@ describe('iothub endpoint', () => {
       ok('endpoint', 'create', '--name', 'stream', '--type', 'kafka', '--brokers', '127.0.0.1:9092',
         '--topic', 'telemetry', '--property', 'acks=all'),
       { name: 'stream', brokers: '127.0.0.1:9092', topic: 'telemetry', properties: { acks: 'all' } });
+    assert.deepEqual(
+      ok('endpoint', 'create', '--name', 'bus', '--type', 'nats', '--servers', 'nats://127.0.0.1:4299',
+        '--subject', 'telemetry.{deviceId}', '--jetstream'),
+      { name: 'bus', servers: ['nats://127.0.0.1:4299'], subject: 'telemetry.{deviceId}', jetStream: true });
 
     // An external event hub: the endpoint's --connection-string, not the hub's.
     const external = 'Endpoint=sb://ns.example.net/;SharedAccessKeyName=send;SharedAccessKey=a2V5;EntityPath=eh';
@@ -87,6 +91,7 @@ describe('iothub endpoint', () => {
     assert.deepEqual(names(doc.endpoints.webhooks), ['hook']);
     assert.deepEqual(names(doc.endpoints.storageContainers), ['cold']);
     assert.deepEqual(names(doc.endpoints.kafka), ['stream']);
+    assert.deepEqual(names(doc.endpoints.nats), ['bus']);
 
     assert.equal(iothub(['endpoint', 'delete', '--name', 'EXT']).code, 0);
     assert.deepEqual(shown().endpoints.eventHubs, [{ name: 'hot' }]);
@@ -99,6 +104,10 @@ describe('iothub endpoint', () => {
       /^error: --url does not apply to eventhub endpoints\.$/m);
     assert.match(refused('endpoint', 'create', '--name', 'x', '--type', 'storage'),
       /^error: storage endpoints need --container\.$/m);
+    assert.match(refused('endpoint', 'create', '--name', 'x', '--type', 'nats'),
+      /^error: nats endpoints need --subject\.$/m);
+    assert.match(refused('endpoint', 'create', '--name', 'x', '--type', 'nats', '--subject', 'a.*'),
+      /^error: ArgumentInvalid: Endpoint 'x': subject 'a\.\*' has a wildcard/m);
     assert.match(refused('endpoint', 'create', '--name', 'events', '--type', 'eventhub'),
       /^error: ArgumentInvalid: Endpoint name 'events' is reserved .*\(HTTP 400\)$/m);
     assert.match(refused('endpoint', 'create', '--name', 'h2', '--type', 'webhook', '--url', 'ftp://127.0.0.1/x'),

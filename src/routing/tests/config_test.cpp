@@ -75,6 +75,10 @@ std::string kafka(std::string_view fields) {
     return doc(R"({"kafka":[{"name":"stream")" + std::string(fields) + "}]}");
 }
 
+std::string nats(std::string_view fields) {
+    return doc(R"({"nats":[{"name":"bus")" + std::string(fields) + "}]}");
+}
+
 void expect_same(const routing_config& a, const routing_config& b) {
     ASSERT_EQ(a.endpoints.size(), b.endpoints.size());
     for (std::size_t i = 0; i < a.endpoints.size(); ++i) {
@@ -95,6 +99,11 @@ void expect_same(const routing_config& a, const routing_config& b) {
         EXPECT_EQ(x.brokers, y.brokers);
         EXPECT_EQ(x.topic, y.topic);
         EXPECT_EQ(x.kafka_properties, y.kafka_properties);
+        EXPECT_EQ(x.servers, y.servers);
+        EXPECT_EQ(x.subject, y.subject);
+        EXPECT_EQ(x.jetstream, y.jetstream);
+        EXPECT_EQ(x.user, y.user);
+        EXPECT_EQ(x.credentials_file, y.credentials_file);
     }
     auto same_route = [](const route& x, const route& y) {
         EXPECT_EQ(x.name, y.name);
@@ -141,7 +150,7 @@ TEST(routing_config, empty_document_is_the_default) {
 TEST(routing_config, default_written_in_arm_shape) {
     auto expected = json::parse(R"({
         "endpoints":{"serviceBusQueues":[],"serviceBusTopics":[],"eventHubs":[],
-                     "storageContainers":[],"cosmosDBSqlContainers":[],"webhooks":[],"kafka":[]},
+                     "storageContainers":[],"cosmosDBSqlContainers":[],"webhooks":[],"kafka":[],"nats":[]},
         "routes":[],
         "fallbackRoute":{"name":"$fallback","source":"DeviceMessages","condition":"true",
                          "endpointNames":["events"],"isEnabled":true},
@@ -302,7 +311,7 @@ TEST(routing_endpoints, refuses_service_bus_and_cosmos_db) {
         auto text = doc(R"({")" + std::string(kind) + R"(":[{"name":"x"}]})");
         EXPECT_TRUE(
             mentions(refused(text), {kind, "not supported by this hub",
-                                     "use eventHubs, storageContainers, webhooks or kafka"}));
+                                     "use eventHubs, storageContainers, webhooks, kafka or nats"}));
     }
     // Empty collections are what ARM exports always carry.
     ok(doc(R"({"serviceBusQueues":[],"serviceBusTopics":[],"cosmosDBSqlContainers":[]})"));
@@ -659,6 +668,54 @@ TEST(routing_kafka, refuses_bad_brokers_topics_and_properties) {
                          {"properties must be an object"}));
 }
 
+// --- nats ---
+
+TEST(routing_nats, reads_servers_subject_and_options) {
+    auto c = ok(nats(R"(,"servers":"nats://n1:4222, tls://n2.local:4443,[::1]:4222",
+        "subject":"{iothub}.telemetry.{deviceId}","jetStream":true,"user":"hub","password":"pw",
+        "caFile":"/etc/nats/ca.pem")"));
+    ASSERT_EQ(c.endpoints.size(), 1u);
+    const auto& e = c.endpoints[0];
+    EXPECT_EQ(e.kind, endpoint_kind::nats);
+    EXPECT_EQ(e.servers,
+              (std::vector<std::string>{"nats://n1:4222", "tls://n2.local:4443", "[::1]:4222"}));
+    EXPECT_EQ(e.subject, "{iothub}.telemetry.{deviceId}");
+    EXPECT_TRUE(e.jetstream);
+    EXPECT_EQ(e.user, "hub");
+    EXPECT_EQ(e.password, "pw");
+    EXPECT_EQ(e.ca_file, "/etc/nats/ca.pem");
+    // An array of servers reads the same; none at all means the cluster's own.
+    auto listed = ok(nats(R"(,"servers":["nats://n1:4222"],"subject":"t")"));
+    EXPECT_EQ(listed.endpoints[0].servers, (std::vector<std::string>{"nats://n1:4222"}));
+    EXPECT_FALSE(listed.endpoints[0].jetstream);
+    EXPECT_TRUE(ok(nats(R"(,"subject":"t.{deviceId}")")).endpoints[0].servers.empty());
+    // Written back as read.
+    auto again = ok(json::serialize(to_json(c)));
+    expect_same(c, again);
+}
+
+TEST(routing_nats, refuses_bad_subjects_and_servers) {
+    EXPECT_TRUE(mentions(refused(nats("")), {"Endpoint 'bus' has no subject"}));
+    for (auto bad : {"a..b", ".a", "a.", "a.*.b", "a.>", "a.b*", "$JS.API.x", "a b", "a.{device}",
+                     "{deviceid}"})
+        EXPECT_TRUE(mentions(refused(nats(R"(,"subject":")" + std::string(bad) + "\"")),
+                             {"Endpoint 'bus'", "subject"}))
+            << bad;
+    EXPECT_TRUE(mentions(refused(nats(R"(,"subject":")" + std::string(256, 's') + "\"")),
+                         {"longer than 255"}));
+    const std::string subject = R"(,"subject":"t")";
+    for (auto bad : {"http://h:1", "nats://", "nats://h:99999", "h h:1"})
+        EXPECT_TRUE(mentions(refused(nats(R"(,"servers":")" + std::string(bad) + "\"" + subject)),
+                             {"Endpoint 'bus'", "nats://host:port"}))
+            << bad;
+    EXPECT_TRUE(
+        mentions(refused(nats(R"(,"servers":[1])" + subject)), {"servers must be strings"}));
+    EXPECT_TRUE(mentions(refused(nats(subject + R"(,"jetStream":"yes")")), {"true or false"}));
+    EXPECT_TRUE(mentions(refused(nats(subject + R"(,"certFile":"c.pem")")),
+                         {"certFile and keyFile go together"}));
+    EXPECT_TRUE(mentions(refused(nats(subject + R"(,"password":"p")")), {"password needs a user"}));
+}
+
 // --- Routes ---
 
 const std::string hot_hub = R"({"eventHubs":[)" + event_hub("hot") + "]}";
@@ -934,7 +991,7 @@ TEST(routing_write, writes_every_collection_in_order_with_values_normalized) {
     for (const auto& [k, v] : endpoints) keys.emplace_back(k);
     EXPECT_EQ(keys, (std::vector<std::string>{"serviceBusQueues", "serviceBusTopics", "eventHubs",
                                               "storageContainers", "cosmosDBSqlContainers",
-                                              "webhooks", "kafka"}));
+                                              "webhooks", "kafka", "nats"}));
     EXPECT_EQ(endpoints.at("eventHubs").as_array().size(), 2u);
     EXPECT_EQ(endpoints.at("eventHubs").at(1), json::parse(R"({"name":"local"})"));
     EXPECT_EQ(endpoints.at("storageContainers").at(0), json::parse(R"({"name":"archive",

@@ -48,7 +48,8 @@ class Router : public ::testing::TestWithParam<std::string> {
 
     // A sink that refuses everything, for endpoint types the tests do not run.
     struct refusing_sink final : sink {
-        result<void> deliver(int, std::vector<storage::event_record>, storage::kv_write) override {
+        result<void> deliver(int, std::vector<storage::event_record>,
+                             std::span<const std::uint64_t>, storage::kv_write) override {
             return error(errc::server_error, "refused");
         }
         result<void> flush(sys_time, bool) override { return {}; }
@@ -145,7 +146,7 @@ class Router : public ::testing::TestWithParam<std::string> {
       public:
         recording_sink(bool works, Router& t) : works_(works), t_(t) {}
         result<void> deliver(int, std::vector<storage::event_record> events,
-                             storage::kv_write cursor) override {
+                             std::span<const std::uint64_t>, storage::kv_write cursor) override {
             if (!works_ && !events.empty())
                 return error(errc::unauthorized, "The receiver refused the key.");
             std::lock_guard lock(t_.delivered_mutex_);

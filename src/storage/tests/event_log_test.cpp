@@ -1,10 +1,10 @@
 // One event-log suite for every engine.
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
+#include "nats/tests/nats_server.hpp"
 #include "storage/detail/event_codec.hpp"
 #include "storage/detail/jetstream.hpp"
 #include "storage/engine.hpp"
-#include "storage/tests/nats_server.hpp"
 
 #include <gtest/gtest.h>
 
@@ -40,7 +40,7 @@ class EventLog : public ::testing::TestWithParam<std::string> {
         if (GetParam() == "memory") {
             engine_ = open_memory(s);
         } else if (GetParam() == "jetstream") {
-            if (!nats_) nats_ = std::make_unique<testing::nats_server>();
+            if (!nats_) nats_ = std::make_unique<nats::testing::nats_server>();
             ASSERT_FALSE(nats_->url().empty()) << "nats-server did not start";
             jetstream_settings js;
             js.connection.servers = {nats_->url()};
@@ -65,7 +65,7 @@ class EventLog : public ::testing::TestWithParam<std::string> {
         return r ? *r : std::vector<std::uint64_t>{};
     }
 
-    std::unique_ptr<testing::nats_server> nats_;
+    std::unique_ptr<nats::testing::nats_server> nats_;
     std::filesystem::path dir_ =
         std::filesystem::temp_directory_path() / ("iothub-log-" + hex_encode(random_bytes(6)));
     std::unique_ptr<engine> engine_;
@@ -392,7 +392,7 @@ namespace {
 // A writer that dies between committing append_with's batch and copying its events: another
 // node copies them from the outbox, once.
 TEST(JetStreamOutbox, AnotherNodeCopiesTheEventsOfAWriterThatDied) {
-    testing::nats_server nats;
+    nats::testing::nats_server nats;
     ASSERT_FALSE(nats.url().empty()) << "nats-server did not start";
     jetstream_settings js;
     js.connection.servers = {nats.url()};

@@ -1,8 +1,8 @@
 // One suite, run against every engine, so that they cannot drift apart.
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
+#include "nats/tests/nats_server.hpp"
 #include "storage/engine.hpp"
-#include "storage/tests/nats_server.hpp"
 
 #include <gtest/gtest.h>
 
@@ -27,7 +27,7 @@ class KvStore : public ::testing::TestWithParam<std::string> {
         if (GetParam() == "memory") {
             engine_ = open_memory();
         } else if (GetParam() == "jetstream") {
-            if (!nats_) nats_ = std::make_unique<testing::nats_server>();
+            if (!nats_) nats_ = std::make_unique<nats::testing::nats_server>();
             ASSERT_FALSE(nats_->url().empty()) << "nats-server did not start";
             jetstream_settings js;
             js.connection.servers = {nats_->url()};
@@ -43,7 +43,7 @@ class KvStore : public ::testing::TestWithParam<std::string> {
     kv_store& kv() { return engine_->kv(); }
 
     temp_dir dir_;
-    std::unique_ptr<testing::nats_server> nats_;
+    std::unique_ptr<nats::testing::nats_server> nats_;
     std::unique_ptr<engine> engine_;
 };
 

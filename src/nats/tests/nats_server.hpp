@@ -1,5 +1,6 @@
-// A real nats-server with JetStream for the storage tests: started on a free loopback port with
-// its store in a temporary directory, stopped (and its files removed) at the end.
+// A real nats-server with JetStream for the tests of what speaks NATS (storage, endpoints): started
+// on a free loopback port with its store in a temporary directory, stopped (and its files removed)
+// at the end. It can be stopped and started again on the same port, to test outages.
 #pragma once
 
 #include "common/crypto.hpp"
@@ -16,20 +17,44 @@
 #include <thread>
 #include <unistd.h>
 
-namespace iothub::storage::testing {
+namespace iothub::nats::testing {
 
 class nats_server {
   public:
     nats_server() {
-        namespace fs = std::filesystem;
-        dir_ = fs::temp_directory_path() / ("iothub-nats-" + hex_encode(random_bytes(6)));
-        fs::create_directories(dir_ / "ports");
+        dir_ =
+            std::filesystem::temp_directory_path() / ("iothub-nats-" + hex_encode(random_bytes(6)));
+        std::filesystem::create_directories(dir_ / "ports");
+        start();
+    }
+    ~nats_server() {
+        stop();
+        std::error_code ec;
+        std::filesystem::remove_all(dir_, ec);
+    }
+    nats_server(const nats_server&) = delete;
+    nats_server& operator=(const nats_server&) = delete;
+
+    // Empty when the server did not start.
+    const std::string& url() const { return url_; }
+
+    void stop() {
+        if (pid_ <= 0) return;
+        kill(pid_, SIGTERM);
+        int status = 0;
+        waitpid(pid_, &status, 0);
+        pid_ = -1;
+    }
+
+    // Starts it again on the port it had (a free one the first time); true once it listens.
+    bool start() {
+        if (pid_ > 0) return true;
         std::vector<std::string> args = {"nats-server",
                                          "-js",
                                          "-a",
                                          "127.0.0.1",
                                          "-p",
-                                         "-1",
+                                         port_.empty() ? "-1" : port_,
                                          "-sd",
                                          (dir_ / "js").string(),
                                          "--ports_file_dir",
@@ -46,7 +71,7 @@ class nats_server {
             execvp("nats-server", argv.data());
             _exit(127);
         }
-        if (pid_ < 0) return;
+        if (pid_ < 0) return false;
         // The server writes its ports file once it listens.
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
         const auto ports = dir_ / "ports" / ("nats-server_" + std::to_string(pid_) + ".ports");
@@ -57,30 +82,19 @@ class nats_server {
             if (at != std::string::npos) {
                 auto end = text.find('"', at);
                 url_ = text.substr(at, end - at);
-                return;
+                port_ = url_.substr(url_.rfind(':') + 1);
+                return true;
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
+        return false;
     }
-    ~nats_server() {
-        if (pid_ > 0) {
-            kill(pid_, SIGTERM);
-            int status = 0;
-            waitpid(pid_, &status, 0);
-        }
-        std::error_code ec;
-        std::filesystem::remove_all(dir_, ec);
-    }
-    nats_server(const nats_server&) = delete;
-    nats_server& operator=(const nats_server&) = delete;
-
-    // Empty when the server did not start.
-    const std::string& url() const { return url_; }
 
   private:
     std::filesystem::path dir_;
     pid_t pid_ = -1;
     std::string url_;
+    std::string port_;
 };
 
-}  // namespace iothub::storage::testing
+}  // namespace iothub::nats::testing
