@@ -202,6 +202,9 @@ struct hub::impl {
     std::unique_ptr<hub_events::publisher> hub_events;
     std::unique_ptr<routing::router> router;
     std::unique_ptr<cluster::duty> routing_duty;  // cluster mode: whether this node delivers
+    // Cluster mode: whether this node expires C2D messages, feedback and notifications.
+    std::unique_ptr<cluster::duty> sweep_duty;
+    std::atomic<bool> expiring{true};
     std::unique_ptr<endpoints::event_grid> event_grid;
     std::unique_ptr<file_upload::blob_containers> blobs;
     std::unique_ptr<connections::activity_records> activity;
@@ -498,6 +501,11 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
             im->storage->kv(), im->cluster->id(), "routing", std::chrono::seconds(6),
             [router = im->router.get()](bool held) { router->set_delivering(held); });
         im->routing_duty->start();
+        im->expiring = false;
+        im->sweep_duty = std::make_unique<cluster::duty>(
+            im->storage->kv(), im->cluster->id(), "sweeps", std::chrono::seconds(6),
+            [expiring = &im->expiring](bool held) { *expiring = held; });
+        im->sweep_duty->start();
     }
     service_api::add_routing_routes(im->routes,
                                     {*im->policies, *im->hosts, *im->router, rs.limits});
@@ -593,15 +601,17 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     boost::asio::co_spawn(
         timers,
         [c2d = im->c2d.get(), files = im->files.get(), activity = im->activity.get(),
-         pool = im->blocking.get(), &timers]() -> boost::asio::awaitable<void> {
+         pool = im->blocking.get(), expiring = &im->expiring,
+         &timers]() -> boost::asio::awaitable<void> {
             boost::asio::steady_timer t(timers);
             for (unsigned tick = 1;; ++tick) {
                 t.expires_after(std::chrono::seconds(1));
                 auto [ec] =
                     co_await t.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
                 if (ec) co_return;
-                pool->post([c2d] { c2d->sweep(now()); });
-                pool->post([files] { files->sweep(now()); });
+                const bool expire = expiring->load();
+                pool->post([c2d, expire] { c2d->sweep(now(), expire); });
+                pool->post([files, expire] { files->sweep(now(), expire); });
                 if (tick % 5 == 0)
                     pool->post([activity] {
                         if (auto r = activity->flush(); !r)
@@ -677,7 +687,8 @@ void hub::stop() {
     if (auto r = im.activity->flush(); !r)
         spdlog::warn("lastActivityTime not recorded: {}", r.error().message());
     im.routing_duty.reset();  // given up at once: another node delivers from here on
-    im.cluster.reset();       // before the services it follows changes into
+    im.sweep_duty.reset();
+    im.cluster.reset();  // before the services it follows changes into
     im.lifecycle.reset();
     if (im.router) im.router->stop();  // its workers write cursors: before storage goes
     im.event_grid.reset();             // after the taps that deliver for it

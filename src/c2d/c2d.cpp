@@ -336,9 +336,9 @@ std::size_t c2d_service::depth(const std::string& device_id) const {
     return impl_->messages.depth(device_id);
 }
 
-void c2d_service::sweep(sys_time now) {
-    impl_->messages.sweep(now);
-    impl_->feedback.sweep(now);
+void c2d_service::sweep(sys_time now, bool expire) {
+    impl_->messages.sweep(now, expire);
+    impl_->feedback.sweep(now, expire);
 }
 
 std::optional<feedback_batch> c2d_service::receive_feedback(sys_time now) {

@@ -161,9 +161,10 @@ class c2d_service {
     void refresh(const std::string& device_id);
     void refresh_feedback();
 
-    // Times out locks, expires messages and old feedback, across all queues. Blocks; the hub
-    // calls it about once a second.
-    void sweep(sys_time now);
+    // Times out locks and, with `expire`, expires messages and old feedback, across all queues.
+    // Blocks; the hub calls it about once a second, expiring on one node of a cluster only (its
+    // sweep duty), so an expiry reaches feedback once.
+    void sweep(sys_time now, bool expire = true);
 
     // --- feedback (the service's /messages/serviceBound/feedback) --------------------------
     // Locks up to limits.feedback_batch_records unlocked records, oldest first; nullopt when

@@ -72,6 +72,8 @@ struct node::impl {
     // which waits for that very thread).
     std::mutex work_mutex;
     std::condition_variable work_cv;
+    // The heartbeat's own: a notify_one on work_cv could wake it instead of the worker.
+    std::condition_variable beat_cv;
     std::deque<std::vector<storage::kv_change>> work;
     bool stopping = false;
     std::thread worker;
@@ -88,6 +90,7 @@ struct node::impl {
             stopping = true;
         }
         work_cv.notify_all();
+        beat_cv.notify_all();
         worker.join();
         if (heartbeat.joinable()) heartbeat.join();
         (void)s.kv.remove("node/" + b->node());
@@ -104,7 +107,7 @@ struct node::impl {
             if (auto r = s.kv.put("node/" + b->node(), json::serialize(o)); !r)
                 spdlog::debug("cluster: node record not written: {}", r.error().message());
             lock.lock();
-            work_cv.wait_for(lock, std::chrono::seconds(5), [&] { return stopping; });
+            beat_cv.wait_for(lock, std::chrono::seconds(5), [&] { return stopping; });
         }
     }
 

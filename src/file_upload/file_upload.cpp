@@ -648,9 +648,9 @@ void file_upload_service::unwatch_notifications(std::uint64_t token) {
     impl_->watchers.erase(token);
 }
 
-void file_upload_service::sweep(sys_time now) {
+void file_upload_service::sweep(sys_time now, bool expire) {
     auto& im = *impl_;
-    im.notes.sweep(now);
+    im.notes.sweep(now, expire);
     if (now >= im.next_housekeeping) {
         im.next_housekeeping = now + std::chrono::minutes(1);
         im.housekeeping(now);

@@ -164,9 +164,10 @@ class file_upload_service {
     std::uint64_t watch_notifications(std::function<void()> notify);
     void unwatch_notifications(std::uint64_t token);
 
-    // Times out locks, drops old notifications, ended sessions and stale staged blocks. Blocks;
-    // the hub calls it about once a second.
-    void sweep(sys_time now);
+    // Times out locks and, with `expire`, drops old notifications; drops ended sessions and
+    // stale staged blocks. Blocks; the hub calls it about once a second, expiring on one node of
+    // a cluster only (its sweep duty).
+    void sweep(sys_time now, bool expire = true);
 
     const upload_settings& settings() const { return settings_; }
 

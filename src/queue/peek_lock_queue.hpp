@@ -391,8 +391,10 @@ class peek_lock_queue {
         return count;
     }
 
-    // Times out locks (an abandon) and ends expired items, across every lane. Blocks.
-    void sweep(sys_time now) {
+    // Times out locks (an abandon) and, with `expire`, ends expired items, across every lane.
+    // Locks are this process's own; expiry is decided from storage, so in a cluster one node
+    // expires for all. Blocks.
+    void sweep(sys_time now, bool expire = true) {
         change c;
         own o;
         {
@@ -405,7 +407,7 @@ class peek_lock_queue {
                             locks_.erase(s.lock_token);
                             unlock(c, o, lane, s, now);
                         }
-                    } else if (s.m.expiry <= now) {
+                    } else if (expire && s.m.expiry <= now) {
                         end(c, o, lane, s, ending::expired, now);
                     }
                 }

@@ -25,6 +25,8 @@ let b;
 const closers = [];
 const consumers = [];
 const keys = {};
+const feedback = [];  // C2D feedback records read through node B
+let service;  // node B's service client
 
 const serviceString = (node, policy = 'iothubowner') =>
   execFileSync(bin, ['connection-string', '--data-dir', dataDir, '--policy', policy])
@@ -117,10 +119,9 @@ describe('one hub across two nodes', () => {
       received.push(msg.data.toString());
       device.complete(msg, () => {});
     });
-    const service = ServiceClient.fromConnectionString(serviceString(b, 'service'));
+    service = ServiceClient.fromConnectionString(serviceString(b, 'service'));
     await service.open();
     closers.push(() => service.close());
-    const feedback = [];
     const { result: receiver } = await service.getFeedbackReceiver();
     receiver.on('message', (msg) => {
       for (const r of JSON.parse(msg.data.toString())) feedback.push(r);
@@ -133,6 +134,26 @@ describe('one hub across two nodes', () => {
     await eventually(() => received.includes('to the device'), 15000, 'the C2D message on node A');
     await eventually(() => feedback.some((r) => r.originalMessageId === 'cluster-c2d-1' && r.statusCode === 'Success'),
       15000, () => `Success feedback through node B, got ${JSON.stringify(feedback)}`);
+  });
+
+  it('a C2D message that expires gives one Expired record: one node expires for the cluster', async () => {
+    await createDevice(a, 'c2d-offline');
+    const send = async (id, ttlMs) => {
+      const m = new Message('never read');
+      m.messageId = id;
+      m.ack = 'full';
+      m.expiryTimeUtc = Date.now() + ttlMs;
+      await service.send('c2d-offline', m);
+    };
+    await send('expires-first', 1000);
+    // Both nodes sweep every second: by the time the second one's record is in, a second record
+    // for the first would be too.
+    await send('expires-later', 4000);
+    const expired = (id) => feedback.filter((r) => r.originalMessageId === id && r.statusCode === 'Expired');
+    await eventually(() => expired('expires-later').length > 0, 20000,
+      () => `Expired feedback for both, got ${JSON.stringify(feedback)}`);
+    assert.equal(expired('expires-first').length, 1, JSON.stringify(feedback));
+    assert.equal(expired('expires-later').length, 1, JSON.stringify(feedback));
   });
 
   it('a desired update through node B reaches the device on node A; its report is read on B', async () => {
@@ -196,7 +217,7 @@ describe('one hub across two nodes', () => {
 });
 
 describe('cluster status', () => {
-  it('shows both nodes alive, the routing duty held, and the streams with three replicas', async () => {
+  it('shows both nodes alive, the routing and sweep duties held, and the streams with three replicas', async () => {
     const ca = fs.readFileSync(`${dataDir}/tls/ca.pem`);
     let status;
     await eventually(async () => {
@@ -206,8 +227,8 @@ describe('cluster status', () => {
       });
       status = r.json;
       return r.status === 200 && status.nodes.filter((n) => n.alive).length === 2 &&
-        status.duties.some((d) => d.duty === 'routing' && d.held);
-    }, 15000, () => `two live nodes and the routing duty, got ${JSON.stringify(status)}`);
+        ['routing', 'sweeps'].every((duty) => status.duties.some((d) => d.duty === duty && d.held));
+    }, 15000, () => `two live nodes and the routing and sweep duties, got ${JSON.stringify(status)}`);
     assert.equal(status.mode, 'cluster');
     const state = status.streams.find((x) => x.stream === 'IOTHUB_STATE');
     assert.ok(state.lastSequence > 0);

@@ -192,9 +192,24 @@ TEST_F(PeekLockQueue, ExpiredItemsAreSkippedThenEndedBySweep) {
     auto l = q->receive("a", t0 + 2s);
     ASSERT_TRUE(l);
     EXPECT_EQ(*l->items.front().item, "new");
+    // A node without the sweep duty leaves expiry to the one that has it.
+    q->sweep(t0 + 2s, false);
+    EXPECT_TRUE(endings.empty());
+    EXPECT_EQ(q->depth("a"), 2u);
     q->sweep(t0 + 2s);
     EXPECT_EQ(endings, (std::vector<std::pair<std::string, ending>>{{"old", ending::expired}}));
     EXPECT_EQ(q->depth("a"), 1u);
+}
+
+TEST_F(PeekLockQueue, ASweepWithoutExpiryStillTimesOutLocks) {
+    auto q = make();
+    put(*q, "a", "x");
+    auto l = q->receive("a", t0);
+    ASSERT_TRUE(l);
+    q->sweep(t0 + 61s, false);
+    auto again = q->receive("a", t0 + 61s);
+    ASSERT_TRUE(again) << "the timed-out lock was not released";
+    EXPECT_EQ(*again->items.front().item, "x");
 }
 
 TEST_F(PeekLockQueue, LeasesTakeSeveralItemsAndSettleThemTogether) {
