@@ -18,6 +18,19 @@ namespace json = boost::json;
 
 constexpr std::string_view presence_prefix = "presence/";
 
+constexpr std::string_view node_prefix = "node/";
+constexpr std::string_view activity_prefix = "activity/";
+// A node whose heartbeat (every 5 s) has not arrived for this long is gone.
+constexpr std::chrono::seconds node_silence{15};
+
+// presence/<d>[/<m>] -> (d, m)
+std::pair<std::string, std::string> identity_of(std::string_view key) {
+    auto rest = key.substr(presence_prefix.size());
+    auto slash = rest.find('/');
+    return {std::string(rest.substr(0, slash)),
+            slash == std::string_view::npos ? std::string() : std::string(rest.substr(slash + 1))};
+}
+
 std::string presence_key(const std::string& device_id, const std::string& module_id) {
     std::string key(presence_prefix);
     key += device_id;
@@ -60,6 +73,13 @@ struct node::impl {
     };
     std::mutex mutex;
     std::map<std::string, record> presence;
+
+    // Other nodes' presence records (key -> owner) and when each node's heartbeat last arrived
+    // (by this node's clock, so skew does not matter): a node silent for `node_silence` is gone,
+    // and so are its connections, for the live fields. Touched by the worker and the heartbeat.
+    std::mutex remote_mutex;
+    std::map<std::string, std::string> remote_presence;
+    std::map<std::string, std::chrono::steady_clock::time_point> node_seen;
 
     // Queues another node changed, reread together.
     std::mutex pending_mutex;
@@ -106,6 +126,7 @@ struct node::impl {
                            {"connectedDevices", s.connections.connected_devices()}};
             if (auto r = s.kv.put("node/" + b->node(), json::serialize(o)); !r)
                 spdlog::debug("cluster: node record not written: {}", r.error().message());
+            forget_silent_nodes();
             lock.lock();
             beat_cv.wait_for(lock, std::chrono::seconds(5), [&] { return stopping; });
         }
@@ -146,8 +167,20 @@ struct node::impl {
                 if (q.device) lanes.insert(std::move(*q.device));
                 feedback |= q.feedback;
                 reread = true;
-            } else if (c.key.starts_with(presence_prefix) && c.after) {
-                elsewhere(c.key, c.after->value);
+            } else if (c.key.starts_with(presence_prefix)) {
+                if (c.after)
+                    elsewhere(c.key, c.after->value);
+                else if (c.before)
+                    ended_elsewhere(c.key, c.before->value);
+            } else if (c.key.starts_with(node_prefix)) {
+                std::lock_guard lock(remote_mutex);
+                if (c.after)
+                    node_seen[c.key.substr(node_prefix.size())] = std::chrono::steady_clock::now();
+            } else if (c.key.starts_with(activity_prefix) && c.after) {
+                std::int64_t ns = 0;
+                for (char ch : c.after->value)
+                    if (ch >= '0' && ch <= '9') ns = ns * 10 + (ch - '0');
+                s.connections.restore_activity(c.key.substr(activity_prefix.size()), ns);
             } else {
                 for (const auto& f : s.followers)
                     if (c.key.starts_with(f.prefix)) f.changed(c);
@@ -179,18 +212,84 @@ struct node::impl {
     void elsewhere(const std::string& key, const std::string& value) {
         auto [owner, opened] = parse_presence(value);
         if (owner == b->node()) return;
+        auto [device, module] = identity_of(key);
+        {
+            std::lock_guard lock(remote_mutex);
+            remote_presence[key] = owner;
+        }
+        s.connections.connected_elsewhere(device, module, true,
+                                          sys_time(std::chrono::nanoseconds(opened)));
         {
             std::lock_guard lock(mutex);
             auto it = presence.find(key);
             if (it == presence.end() || it->second.closed || it->second.opened > opened) return;
         }
-        auto rest = key.substr(presence_prefix.size());
-        auto slash = rest.find('/');
-        auto device = rest.substr(0, slash);
-        auto module = slash == std::string::npos ? std::string() : rest.substr(slash + 1);
         s.connections.close(device, module,
                             "Another connection of this identity opened on another hub node.",
                             false);
+    }
+
+    // Another node's connection of an identity ended (it removed its record).
+    void ended_elsewhere(const std::string& key, const std::string& value) {
+        auto [owner, opened] = parse_presence(value);
+        if (owner == b->node()) return;
+        {
+            std::lock_guard lock(remote_mutex);
+            remote_presence.erase(key);
+        }
+        auto [device, module] = identity_of(key);
+        s.connections.connected_elsewhere(device, module, false, now());
+    }
+
+    // Nodes whose heartbeat stopped: their connections are over (their records stay until the
+    // identity connects again, and are ignored meanwhile).
+    void forget_silent_nodes() {
+        std::vector<std::string> gone;
+        {
+            std::lock_guard lock(remote_mutex);
+            const auto cutoff = std::chrono::steady_clock::now() - node_silence;
+            for (auto it = node_seen.begin(); it != node_seen.end();) {
+                if (it->second < cutoff) {
+                    for (auto p = remote_presence.begin(); p != remote_presence.end();)
+                        if (p->second == it->first) {
+                            gone.push_back(p->first);
+                            p = remote_presence.erase(p);
+                        } else {
+                            ++p;
+                        }
+                    it = node_seen.erase(it);
+                } else {
+                    ++it;
+                }
+            }
+        }
+        for (const auto& key : gone) {
+            auto [device, module] = identity_of(key);
+            s.connections.connected_elsewhere(device, module, false, now());
+        }
+    }
+
+    // The presence records and node heartbeats already there when this node starts.
+    result<void> load_presence() {
+        for (auto prefix : {node_prefix, presence_prefix}) {
+            std::string after;
+            for (;;) {
+                auto page = s.kv.scan(std::string(prefix), after, 1000);
+                if (!page) return page.error();
+                for (const auto& e : *page) {
+                    if (prefix == node_prefix) {
+                        std::lock_guard lock(remote_mutex);
+                        node_seen[e.key.substr(node_prefix.size())] =
+                            std::chrono::steady_clock::now();
+                    } else {
+                        elsewhere(e.key, e.data.value);
+                    }
+                }
+                if (page->size() < 1000) break;
+                after = page->back().key;
+            }
+        }
+        return {};
     }
 
     void on_desired(const std::string& payload) {
@@ -250,6 +349,7 @@ result<void> node::start() {
         }
     });
     if (auto r = im->b->start(); !r) return r;
+    if (auto r = im->load_presence(); !r) return r;
     im->heartbeat = std::thread([im] { im->beat(); });
     return {};
 }

@@ -20,6 +20,7 @@ std::shared_ptr<connection_table::entry> connection_table::attach(
         previous = std::move(s.current);
         if (!previous && e->module_id.empty()) ++connected_devices_;
         s.current = e;
+        s.elsewhere = false;
         s.state_updated = now;
         s.last_activity_ns = e->last_activity_ns.load();
         if (observer_) {
@@ -89,12 +90,23 @@ registry::live_state connection_table::live(const registry::identity& id) const 
     auto it = identities_.find(key(id.device_id, id.module_id));
     if (it == identities_.end()) return out;
     const auto& s = it->second;
-    out.connected = s.current != nullptr;
+    out.connected = s.current != nullptr || s.elsewhere;
     out.connection_state_updated = s.state_updated;
     auto ns = s.current ? s.current->last_activity_ns.load(std::memory_order_relaxed)
                         : s.last_activity_ns;
     if (ns) out.last_activity = sys_time(std::chrono::nanoseconds(ns));
     return out;
+}
+
+void connection_table::connected_elsewhere(const std::string& device_id,
+                                           const std::string& module_id, bool connected,
+                                           sys_time at) {
+    std::lock_guard lock(mutex_);
+    auto& s = identities_[key(device_id, module_id)];
+    if (s.elsewhere == connected) return;
+    s.elsewhere = connected;
+    // A connection here that the other node's is replacing may not have ended yet.
+    if (!s.current) s.state_updated = at;
 }
 
 std::vector<std::pair<std::string, std::int64_t>> connection_table::changed_activity() {

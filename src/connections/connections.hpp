@@ -83,6 +83,11 @@ class connection_table {
     std::shared_ptr<device_channel> channel(const std::string& device_id,
                                             const std::string& module_id) const;
     registry::live_state live(const registry::identity& id) const;
+
+    // Cluster mode: the identity's connection on another node opened (`connected`) or ended, at
+    // `at`, so the live fields are right on every node. A connection here supersedes it.
+    void connected_elsewhere(const std::string& device_id, const std::string& module_id,
+                             bool connected, sys_time at);
     std::size_t connected_devices() const;
 
     // Sends a desired-properties patch over the identity's connection when it has one that asked
@@ -100,6 +105,7 @@ class connection_table {
   private:
     struct status {
         std::shared_ptr<entry> current;  // null while disconnected
+        bool elsewhere = false;          // cluster mode: connected to another node
         sys_time state_updated;
         std::int64_t last_activity_ns = 0;
         std::int64_t recorded_ns = 0;  // what changed_activity() last handed out

@@ -204,6 +204,28 @@ describe('one hub across two nodes', () => {
     assert.equal(second.client.connected, true);
   });
 
+  it('connectionState and lastActivityTime read through node B follow a device on node A', async () => {
+    await createDevice(a, 'state-1');
+    const registryB = Registry.fromConnectionString(serviceString(b));
+    const read = async () => (await registryB.get('state-1')).responseBody;
+    const device = rawDevice(a, 'state-1');
+    await device.connected;
+    const sent = Date.now();
+    await new Promise((resolve, reject) => device.client.publish('devices/state-1/messages/events/', 'x',
+      { qos: 1 }, (e) => (e ? reject(e) : resolve())));
+    let d;
+    await eventually(async () => { d = await read(); return d.connectionState === 'Connected'; }, 5000,
+      () => `Connected on node B, got ${d && d.connectionState}`);
+    // Activity is written behind every five seconds on the device's node.
+    await eventually(async () => { d = await read(); return Date.parse(d.lastActivityTime) >= sent - 1000; }, 15000,
+      () => `lastActivityTime after ${new Date(sent).toISOString()} on node B, got ${d && d.lastActivityTime}`);
+    const closedAt = Date.now();
+    device.client.end(true);
+    await eventually(async () => { d = await read(); return d.connectionState === 'Disconnected'; }, 5000,
+      () => `Disconnected on node B, got ${d && d.connectionState}`);
+    assert.ok(Date.parse(d.connectionStateUpdatedTime) >= closedAt - 1000, d.connectionStateUpdatedTime);
+  });
+
   it('disabling a device through node B disconnects it from node A within a second', async () => {
     await createDevice(a, 'revoke-1');
     const device = rawDevice(a, 'revoke-1');

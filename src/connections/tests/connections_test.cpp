@@ -54,6 +54,37 @@ TEST(Connections, StateChangesAreObservedInOrderAndOncePerTransition) {
               (std::vector<std::string>{"d up", "d down", "d up", "d/m up", "d down", "d/m down"}));
 }
 
+TEST(Connections, AConnectionOnAnotherNodeShowsInTheLiveFields) {
+    using std::chrono::seconds;
+    connection_table t;
+    t.connected_elsewhere("d", "", true, t0 + seconds(1));
+    auto live = t.live(identity("d"));
+    EXPECT_TRUE(live.connected);
+    EXPECT_EQ(live.connection_state_updated, t0 + seconds(1));
+    EXPECT_EQ(t.connected_devices(), 0u) << "only this node's connections count here";
+    t.connected_elsewhere("d", "", false, t0 + seconds(2));
+    live = t.live(identity("d"));
+    EXPECT_FALSE(live.connected);
+    EXPECT_EQ(live.connection_state_updated, t0 + seconds(2));
+
+    // The device moves here; the other node's record ending afterwards changes nothing.
+    t.connected_elsewhere("d", "", true, t0 + seconds(3));
+    auto here = t.attach(
+        "d", "", [](const std::string&) {}, t0 + seconds(4));
+    t.connected_elsewhere("d", "", false, t0 + seconds(5));
+    EXPECT_TRUE(t.live(identity("d")).connected);
+    EXPECT_EQ(t.live(identity("d")).connection_state_updated, t0 + seconds(4));
+    t.detach(here, t0 + seconds(6));
+    EXPECT_FALSE(t.live(identity("d")).connected);
+
+    // Another node takes it over: connected there even before this one has ended.
+    here = t.attach(
+        "d", "", [](const std::string&) {}, t0 + seconds(7));
+    t.connected_elsewhere("d", "", true, t0 + seconds(8));
+    t.detach(here, t0 + seconds(9));
+    EXPECT_TRUE(t.live(identity("d")).connected);
+}
+
 TEST(Connections, LastActivityFollowsTouches) {
     connection_table t;
     auto e = t.attach(
