@@ -191,6 +191,9 @@ struct hub::impl {
     prepared paths;
     instance::directory_lock node_lock;  // cluster mode: one process per data directory
     std::unique_ptr<storage::engine> storage;
+    // Contents of uploaded files and of routed storage containers: the node's files, or the
+    // cluster's blob stream.
+    std::unique_ptr<storage::blob_store> upload_blobs, routed_blobs;
     std::unique_ptr<registry::device_registry> registry;
     std::unique_ptr<auth::policy_set> policies;
     std::unique_ptr<auth::host_names> hosts;
@@ -293,12 +296,22 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     if (auto r = im->c2d->load(); !r)
         return error(r.error().code(), "C2D queues: " + r.error().message());
     file_upload::upload_settings file_settings;
-    file_settings.root = s.data_dir / "files";
     file_settings.host_name = im->paths.identity.hostname;
     file_settings.max_bytes = s.files_max_bytes;
     file_settings.sas_ttl = s.files_sas_ttl;
-    im->files = std::make_unique<file_upload::file_upload_service>(im->storage->kv(),
-                                                                   std::move(file_settings));
+    if (auto* shared = im->storage->shared_blobs()) {
+        im->upload_blobs = storage::prefixed_blobs(*shared, "files");
+        im->routed_blobs = storage::prefixed_blobs(*shared, "routed");
+    } else {
+        auto files = storage::open_file_blobs(s.data_dir / "files");
+        if (!files) return files.error();
+        im->upload_blobs = std::move(*files);
+        auto routed = storage::open_file_blobs(s.data_dir / "routed");
+        if (!routed) return routed.error();
+        im->routed_blobs = std::move(*routed);
+    }
+    im->files = std::make_unique<file_upload::file_upload_service>(
+        im->storage->kv(), *im->upload_blobs, std::move(file_settings));
     if (auto r = im->files->load(); !r)
         return error(r.error().code(), "File upload: " + r.error().message());
     // The registry and twins show a device's queue depth as cloudToDeviceMessageCount.
@@ -413,7 +426,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     rs.limits.max_enrichments = s.routing_max_enrichments;
     rs.dead_after = s.routing_dead_after;
     im->blobs =
-        std::make_unique<file_upload::blob_containers>(im->storage->kv(), s.data_dir / "routed");
+        std::make_unique<file_upload::blob_containers>(im->storage->kv(), *im->routed_blobs);
     // Receivers with a private CA: the operator names it. An external event hub may also be
     // another iothub on this machine, whose certificate the development CA here signed.
     http::client_options http_options;

@@ -31,6 +31,8 @@ std::string hex_encode(std::span<const std::uint8_t> bytes, bool upper = false);
 // in numeric order. parse_hex16 wants all 16 digits.
 std::string hex16(std::uint64_t v);
 std::optional<std::uint64_t> parse_hex16(std::string_view s);
+// Either case; nullopt for an odd length or a character that is not a hex digit.
+std::optional<std::string> hex_decode(std::string_view hex);
 inline std::string hex_encode(std::string_view bytes, bool upper = false) {
     return hex_encode(std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()),
                       upper);

@@ -2,17 +2,12 @@
 
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
-#include "file_upload/detail/output_file.hpp"
 #include "file_upload/file_upload.hpp"
 
 #include <boost/json.hpp>
 
-#include <fstream>
-#include <sstream>
-
 namespace iothub::file_upload {
 namespace json = boost::json;
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -65,8 +60,8 @@ std::string signature(std::string_view key, std::string_view text) {
 
 }  // namespace
 
-blob_containers::blob_containers(storage::kv_store& kv, fs::path root)
-    : kv_(kv), root_(std::move(root)) {}
+blob_containers::blob_containers(storage::kv_store& kv, storage::blob_store& blobs)
+    : kv_(kv), blobs_(blobs) {}
 
 result<stored_blob> blob_containers::put(std::string_view container, std::string_view name,
                                          std::string_view bytes, std::string_view content_type,
@@ -74,19 +69,9 @@ result<stored_blob> blob_containers::put(std::string_view container, std::string
     if (auto ok = check_container(container); !ok) return ok.error();
     auto segments = safe_segments(name);
     if (!segments) return segments.error();
-    fs::path file = root_ / std::string(container);
-    for (const auto& s : *segments) file /= s;
-    std::error_code ec;
-    fs::create_directories(file.parent_path(), ec);
-    if (ec) return error(errc::server_error, "Cannot create " + file.parent_path().string());
-    const auto tmp = file.string() + ".tmp";
-    {
-        detail::output_file out(tmp);
-        if (!out.ok() || !out.write(bytes) || !out.finish())
-            return error(errc::server_error, "Cannot write " + tmp);
-    }
-    fs::rename(tmp, file, ec);
-    if (ec) return error(errc::server_error, "Cannot rename " + tmp);
+    std::string key(container);
+    for (const auto& s : *segments) key += "/" + s;
+    if (auto r = blobs_.put(key, bytes); !r) return r.error();
     stored_blob b;
     b.container = std::string(container);
     b.name = std::string(name);
@@ -144,13 +129,12 @@ result<std::string> blob_containers::read(std::string_view container, std::strin
     if (!props) return props.error();
     auto segments = safe_segments(name);
     if (!segments) return segments.error();
-    fs::path file = root_ / std::string(container);
-    for (const auto& s : *segments) file /= s;
-    std::ifstream in(file, std::ios::binary);
-    if (!in) return error(errc::not_found, "The specified blob does not exist.");
-    std::ostringstream data;
-    data << in.rdbuf();
-    return data.str();
+    std::string key(container);
+    for (const auto& s : *segments) key += "/" + s;
+    auto data = blobs_.get(key);
+    if (!data && data.error().code() == errc::not_found)
+        return error(errc::not_found, "The specified blob does not exist.");
+    return data;
 }
 
 std::string sign_account_sas(const auth::access_policy& policy, sys_time expiry) {

@@ -2,10 +2,10 @@
 // endpoints put their batches here, and the Blob endpoint lists and serves them to
 // `@azure/storage-blob` (List Blobs, Get Blob, Get Blob Properties) under an account SAS.
 //
-// Storage: contents are files under `<root>/<container>/<name>`, written to a temporary file,
-// fsync'ed and renamed, then recorded in the kv store (`rblob/<container>/<name>`: size, time,
-// ETag, MD5), so a listed blob is always whole and the listing is one ordered scan. A crash
-// between the two leaves an unlisted file that the next write of the name replaces.
+// Storage: contents go to a blob store (`<container>/<name>`: files of the node, or JetStream in
+// cluster mode), then are recorded in the kv store (`rblob/<container>/<name>`: size, time, ETag,
+// MD5), so a listed blob is always whole and the listing is one ordered scan. A crash between the
+// two leaves an unlisted value that the next write of the name replaces.
 //
 // The account SAS (`iothub connection-string --storage`) is signed with a shared access policy's
 // key, which the token names (`skn`): rotating the key revokes it, and any policy with
@@ -17,6 +17,7 @@
 #include "auth/policy.hpp"
 #include "common/error.hpp"
 #include "common/time.hpp"
+#include "storage/blob_store.hpp"
 #include "storage/kv_store.hpp"
 
 #include <filesystem>
@@ -45,7 +46,7 @@ struct blob_listing {
 
 class blob_containers {
   public:
-    blob_containers(storage::kv_store& kv, std::filesystem::path root);
+    blob_containers(storage::kv_store& kv, storage::blob_store& blobs);
 
     // Writes a whole blob; errc::argument_invalid for an unsafe container or name. Blocks.
     result<stored_blob> put(std::string_view container, std::string_view name,
@@ -60,7 +61,7 @@ class blob_containers {
 
   private:
     storage::kv_store& kv_;
-    std::filesystem::path root_;
+    storage::blob_store& blobs_;
 };
 
 // An account SAS for reading every container: the query string (no leading '?') that goes in a

@@ -2,7 +2,6 @@
 
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
-#include "file_upload/detail/output_file.hpp"
 #include "queue/peek_lock_queue.hpp"
 
 #include <boost/json.hpp>
@@ -20,8 +19,6 @@
 
 namespace iothub::file_upload {
 namespace json = boost::json;
-namespace fs = std::filesystem;
-using detail::output_file;
 
 namespace {
 
@@ -93,10 +90,6 @@ std::optional<file_notification> notification_from(std::string_view text) {
     n.enqueued_time = *enqueued;
     n.size = static_cast<std::uint64_t>(num(o, "blobSizeInBytes"));
     return n;
-}
-
-error io_error(const std::string& what) {
-    return error(errc::server_error, what + ": " + std::strerror(errno));
 }
 
 }  // namespace
@@ -215,6 +208,7 @@ std::string notification_json(const file_notification& n) {
 
 struct file_upload_service::impl {
     storage::kv_store& kv;
+    storage::blob_store& blobs;
     const upload_settings& settings;
     std::string secret;
 
@@ -225,8 +219,9 @@ struct file_upload_service::impl {
     std::uint64_t next_watch = 1;
     sys_time next_housekeeping{};
 
-    impl(storage::kv_store& k, const upload_settings& s)
+    impl(storage::kv_store& k, storage::blob_store& b, const upload_settings& s)
         : kv(k),
+          blobs(b),
           settings(s),
           notes(k, note_traits(s),
                 {s.lock_timeout,
@@ -278,15 +273,13 @@ struct file_upload_service::impl {
         for (const auto& fn : tell) fn();
     }
 
-    fs::path blob_file(const std::vector<std::string>& path) const {
-        fs::path p = settings.root / settings.container;
-        for (const auto& s : path) p /= s;
-        return p;
+    std::string content_key(const std::vector<std::string>& path) const {
+        return settings.container + "/" + join(path);
     }
-    fs::path staging_dir(const std::vector<std::string>& path) const {
-        return settings.root / ".staging" / hex_encode(sha256(join(path))).substr(0, 32);
+    // Where a blob's uncommitted blocks wait: `.staging/<hash of its path>/<block id in hex>`.
+    std::string staging_prefix(const std::vector<std::string>& path) const {
+        return ".staging/" + hex_encode(sha256(join(path))).substr(0, 32) + "/";
     }
-    fs::path temp_file() const { return settings.root / ".staging" / ("tmp-" + random_uuid()); }
 
     static std::string blob_key(std::string_view device, std::string_view name) {
         std::string k(blob_prefix);
@@ -294,19 +287,17 @@ struct file_upload_service::impl {
         return k;
     }
 
-    // Moves a finished temporary file into place and records the blob. Blocks.
-    result<blob_info> commit(const std::vector<std::string>& path, const fs::path& tmp,
-                             std::uint64_t size, std::string md5, sys_time now) {
-        std::error_code ec;
-        auto target = blob_file(path);
-        fs::create_directories(target.parent_path(), ec);
-        if (!ec) fs::rename(tmp, target, ec);
-        if (ec) {
-            fs::remove(tmp, ec);
-            return error(errc::already_exists,
-                         "The blob cannot be stored at that name: a blob's name is the prefix of "
-                         "another's.");
+    // Stores the content, then records the blob (a listed blob is always whole). Blocks.
+    result<blob_info> commit(const std::vector<std::string>& path, std::string_view bytes,
+                             std::string md5, sys_time now) {
+        if (auto r = blobs.put(content_key(path), bytes); !r) {
+            if (r.error().code() == errc::already_exists)
+                return error(errc::already_exists,
+                             "The blob cannot be stored at that name: a blob's name is the prefix "
+                             "of another's.");
+            return r.error();
         }
+        const std::uint64_t size = bytes.size();
         blob_info info;
         info.device_id = path.front();
         info.blob_name = join(path, 1);
@@ -339,14 +330,6 @@ struct file_upload_service::impl {
         return b;
     }
 
-    std::uint64_t staged_bytes(const fs::path& dir, const fs::path& except) const {
-        std::uint64_t total = 0;
-        std::error_code ec;
-        for (const auto& e : fs::directory_iterator(dir, ec))
-            if (e.path() != except) total += e.file_size(ec);
-        return total;
-    }
-
     void housekeeping(sys_time now) {
         // Ended sessions: their SAS has expired and the device can no longer report.
         std::string after;
@@ -363,33 +346,23 @@ struct file_upload_service::impl {
             after = page->back().key;
         }
         // Staged blocks nobody committed.
-        std::error_code ec;
-        const auto cutoff = fs::file_time_type::clock::now() - settings.staging_ttl;
-        for (const auto& e : fs::directory_iterator(settings.root / ".staging", ec)) {
-            std::error_code tec;
-            if (e.last_write_time(tec) < cutoff && !tec) fs::remove_all(e.path(), tec);
-        }
+        auto staged = blobs.list(".staging/");
+        if (!staged) return;
+        for (const auto& b : *staged)
+            if (b.modified + settings.staging_ttl < now) (void)blobs.remove(b.key);
     }
 };
 
-file_upload_service::file_upload_service(storage::kv_store& kv, upload_settings settings)
+file_upload_service::file_upload_service(storage::kv_store& kv, storage::blob_store& blobs,
+                                         upload_settings settings)
     : impl_(nullptr), settings_(std::move(settings)) {
-    impl_ = std::make_unique<impl>(kv, settings_);
+    impl_ = std::make_unique<impl>(kv, blobs, settings_);
 }
 
 file_upload_service::~file_upload_service() = default;
 
 result<void> file_upload_service::load() {
     auto& im = *impl_;
-    std::error_code ec;
-    fs::create_directories(settings_.root / ".staging", ec);
-    if (ec)
-        return error(errc::server_error, "Cannot create " + (settings_.root / ".staging").string() +
-                                             ": " + ec.message());
-    // Stale temporary files of a crash mid-write.
-    for (const auto& e : fs::directory_iterator(settings_.root / ".staging", ec))
-        if (e.path().filename().string().starts_with("tmp-")) fs::remove(e.path(), ec);
-
     auto existing = im.kv.get(secret_key);
     if (!existing) return existing.error();
     if (*existing) {
@@ -491,15 +464,7 @@ result<blob_info> file_upload_service::put_blob(const std::vector<std::string>& 
     if (body.size() > settings_.max_bytes)
         return error(errc::request_too_large, "The blob is larger than the limit of " +
                                                   std::to_string(settings_.max_bytes) + " bytes.");
-    auto tmp = impl_->temp_file();
-    output_file out(tmp);
-    if (!out.ok()) return io_error("Cannot create " + tmp.string());
-    if (!out.write(body) || !out.finish()) {
-        std::error_code ec;
-        fs::remove(tmp, ec);
-        return io_error("Cannot write " + tmp.string());
-    }
-    return impl_->commit(path, tmp, body.size(), md5_base64(body), now);
+    return impl_->commit(path, body, md5_base64(body), now);
 }
 
 result<std::string> file_upload_service::put_block(const std::vector<std::string>& path,
@@ -507,72 +472,50 @@ result<std::string> file_upload_service::put_block(const std::vector<std::string
                                                    std::string_view body) {
     if (block_id.empty() || block_id.size() > 64)
         return error(errc::argument_invalid, "A block id is 1 to 64 bytes.");
-    auto dir = impl_->staging_dir(path);
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    if (ec) return error(errc::server_error, "Cannot create " + dir.string() + ": " + ec.message());
-    auto file = dir / hex_encode(block_id);
+    const auto staging = impl_->staging_prefix(path);
+    const auto key = staging + hex_encode(block_id);
+    auto staged = impl_->blobs.list(staging);
+    if (!staged) return staged.error();
     // Staged blocks count against the blob's limit too, or uncommitted blocks could fill a disk.
-    if (impl_->staged_bytes(dir, file) + body.size() > settings_.max_bytes)
+    std::uint64_t total = body.size();
+    for (const auto& b : *staged)
+        if (b.key != key) total += b.size;
+    if (total > settings_.max_bytes)
         return error(errc::request_too_large, "The blob's blocks are larger than the limit of " +
                                                   std::to_string(settings_.max_bytes) + " bytes.");
-    auto tmp = impl_->temp_file();
-    output_file out(tmp);
-    if (!out.ok()) return io_error("Cannot create " + tmp.string());
-    if (!out.write(body) || !out.finish()) {
-        fs::remove(tmp, ec);
-        return io_error("Cannot write " + tmp.string());
-    }
-    fs::rename(tmp, file, ec);
-    if (ec) return error(errc::server_error, "Cannot stage a block: " + ec.message());
+    if (auto r = impl_->blobs.put(key, body); !r) return r.error();
     return md5_base64(body);
 }
 
 result<blob_info> file_upload_service::put_block_list(const std::vector<std::string>& path,
                                                       const std::vector<std::string>& block_ids,
                                                       sys_time now) {
-    auto dir = impl_->staging_dir(path);
+    const auto staging = impl_->staging_prefix(path);
+    auto staged = impl_->blobs.list(staging);
+    if (!staged) return staged.error();
+    std::map<std::string, std::uint64_t> sizes;
+    for (const auto& b : *staged) sizes.emplace(b.key, b.size);
     std::uint64_t total = 0;
-    std::error_code ec;
     for (const auto& id : block_ids) {
-        auto size = fs::file_size(dir / hex_encode(id), ec);
-        if (ec)
+        auto it = sizes.find(staging + hex_encode(id));
+        if (it == sizes.end())
             return error(errc::argument_invalid,
                          "The block list names a block ('" + id + "') that was not staged.");
-        total += size;
+        total += it->second;
     }
     if (total > settings_.max_bytes)
         return error(errc::request_too_large, "The blob is larger than the limit of " +
                                                   std::to_string(settings_.max_bytes) + " bytes.");
-    auto tmp = impl_->temp_file();
-    output_file out(tmp);
-    if (!out.ok()) return io_error("Cannot create " + tmp.string());
-    EVP_MD_CTX* md = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(md, EVP_md5(), nullptr);
-    std::string chunk(1 << 20, '\0');
-    bool good = true;
+    std::string content;
+    content.reserve(total);
     for (const auto& id : block_ids) {
-        std::ifstream in(dir / hex_encode(id), std::ios::binary);
-        while (good && in) {
-            in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-            auto n = static_cast<std::size_t>(in.gcount());
-            if (n == 0) break;
-            EVP_DigestUpdate(md, chunk.data(), n);
-            good = out.write(std::string_view(chunk.data(), n));
-        }
-        if (in.bad()) good = false;
+        auto block = impl_->blobs.get(staging + hex_encode(id));
+        if (!block) return block.error();
+        content += *block;
     }
-    std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(md, digest.data(), &len);
-    EVP_MD_CTX_free(md);
-    if (!out.finish() || !good) {
-        fs::remove(tmp, ec);
-        return io_error("Cannot assemble the blob");
-    }
-    auto info = impl_->commit(
-        path, tmp, total, base64_encode(std::span<const std::uint8_t>(digest.data(), len)), now);
-    if (info) fs::remove_all(dir, ec);
+    auto info = impl_->commit(path, content, md5_base64(content), now);
+    if (info)
+        for (const auto& b : *staged) (void)impl_->blobs.remove(b.key);
     return info;
 }
 
@@ -607,9 +550,8 @@ result<std::string> file_upload_service::read(const std::string& device_id,
         device_id.find('/') != std::string::npos)
         return missing();
     segments->insert(segments->begin(), device_id);
-    std::ifstream in(impl_->blob_file(*segments), std::ios::binary);
-    if (!in) return missing();
-    std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto data = impl_->blobs.get(impl_->content_key(*segments));
+    if (!data && data.error().code() == errc::not_found) return missing();
     return data;
 }
 

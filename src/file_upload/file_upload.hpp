@@ -10,9 +10,9 @@
 //
 // Storage: sessions, blob metadata, notifications and the SAS signing secret are kv_store
 // records (`fileup/`, `fileblob/`, `filenotif/`, `fileupload/secret`), so they survive restarts.
-// Blob contents are files under the data directory: `<root>/<container>/<device>/<blobName>`,
-// written to a temporary file and renamed into place, so a reader never sees half a blob. Staged
-// (uncommitted) blocks wait in `<root>/.staging/<blob hash>/` until Put Block List assembles them.
+// Blob contents are in a blob store (files under the data directory, or JetStream in cluster
+// mode, so any node serves them): `<container>/<device>/<blobName>`, whole or absent. Staged
+// (uncommitted) blocks wait under `.staging/<blob hash>/` until Put Block List assembles them.
 //
 // Blob names come from devices, so every path segment is checked (no `..`, `.`, empty segments,
 // absolute paths, NUL or backslash): nothing a device names can leave the blob directory.
@@ -23,6 +23,7 @@
 
 #include "common/error.hpp"
 #include "common/time.hpp"
+#include "storage/blob_store.hpp"
 #include "storage/kv_store.hpp"
 
 #include <chrono>
@@ -42,7 +43,6 @@ inline constexpr std::string_view default_container = "iothub-uploads";
 inline constexpr std::string_view sas_version = "2018-03-28";
 
 struct upload_settings {
-    std::filesystem::path root;  // where blobs live, e.g. <data-dir>/files
     std::string container{default_container};
     std::string host_name;                   // what devices connect to for the blob endpoint
     std::uint64_t max_bytes = 256ull << 20;  // per blob
@@ -112,7 +112,10 @@ struct notification_delivery {
 
 class file_upload_service {
   public:
-    file_upload_service(storage::kv_store& kv, upload_settings settings);
+    // Blob contents go to `blobs` (`<container>/<device>/<name>`, staged blocks under
+    // `.staging/`); what they are, to `kv`.
+    file_upload_service(storage::kv_store& kv, storage::blob_store& blobs,
+                        upload_settings settings);
     ~file_upload_service();
 
     // Reads (or creates) the signing secret and the pending notifications. Blocks. Call once.

@@ -7,6 +7,7 @@
 
 #include "common/error.hpp"
 #include "nats/settings.hpp"
+#include "storage/blob_store.hpp"
 #include "storage/event_log.hpp"
 #include "storage/kv_store.hpp"
 
@@ -44,6 +45,9 @@ class engine {
     // The engine's own state for operators, as JSON text (the JetStream engine: its streams, their
     // sizes, leaders and replicas); empty when it has nothing to say. May block.
     virtual std::string describe() { return {}; }
+    // Blobs every node of a cluster reads (the JetStream engine's); null when the engine has none
+    // and the hub keeps blob contents in files of its own.
+    virtual blob_store* shared_blobs() { return nullptr; }
     // Makes everything written so far durable and quiesces background work; called at shutdown.
     virtual result<void> flush() = 0;
 };

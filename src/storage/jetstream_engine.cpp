@@ -36,6 +36,8 @@ class jetstream_engine final : public engine {
         e->hub_ =
             std::make_unique<detail::jetstream_event_log>(*e->link_, *e->kv_, "hub", s.events);
         if (auto ok = e->hub_->start(); !ok) return ok.error();
+        e->blobs_ = std::make_unique<detail::jetstream_blobs>(*e->link_);
+        if (auto ok = e->blobs_->start(); !ok) return ok.error();
         e->housekeeping_ = std::thread([raw = e.get()] { raw->housekeep(); });
         e->watchdog_ = std::thread([raw = e.get()] { raw->watch_followers(); });
         e->outbox_keeper_ = std::thread([raw = e.get()] { raw->keep_outbox(); });
@@ -57,11 +59,13 @@ class jetstream_engine final : public engine {
         }
         hub_.reset();
         events_.reset();
+        blobs_.reset();
         kv_.reset();
         link_.reset();
     }
 
     kv_store& kv() override { return *kv_; }
+    blob_store* shared_blobs() override { return blobs_.get(); }
     event_log& events() override { return *events_; }
     event_log& hub_events() override { return *hub_; }
 
@@ -101,7 +105,8 @@ class jetstream_engine final : public engine {
     }
 
     std::string describe() override {
-        std::vector<std::string> streams{link_->settings.prefix + "_STATE"};
+        std::vector<std::string> streams{link_->settings.prefix + "_STATE",
+                                         link_->settings.prefix + "_BLOBS"};
         auto add = [&](detail::jetstream_event_log& log) {
             for (auto& name : log.stream_names()) streams.push_back(name);
         };
@@ -218,6 +223,7 @@ class jetstream_engine final : public engine {
 
     std::unique_ptr<detail::jetstream_link> link_;
     std::unique_ptr<detail::jetstream_kv> kv_;
+    std::unique_ptr<detail::jetstream_blobs> blobs_;
     std::unique_ptr<detail::jetstream_event_log> events_, hub_;
     std::mutex logs_mutex_;
     std::map<std::string, std::unique_ptr<detail::jetstream_event_log>, std::less<>> logs_;

@@ -15,6 +15,7 @@ const { Client, Message } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
 const mqtt = require('mqtt');
 const fs = require('node:fs');
+const { Readable } = require('node:stream');
 const { SharedAccessSignature } = require('azure-iot-common');
 const { bin, dataDir, eventually, sleep, rawRequest, serviceToken } = require('./lib/hub');
 const { startNats, Node } = require('./lib/cluster');
@@ -202,6 +203,21 @@ describe('one hub across two nodes', () => {
     await second.connected;
     await Promise.race([first.closed, sleep(5000).then(() => { throw new Error('the first connection is still open'); })]);
     assert.equal(second.client.connected, true);
+  });
+
+  it('a file uploaded through node A is read through node B', async () => {
+    await createDevice(a, 'upload-1');
+    const device = await deviceOn(a, 'upload-1');
+    // Larger than one JetStream message, so it is stored in parts.
+    const data = Buffer.from('0123456789abcdef'.repeat(40 * 1024));
+    await device.uploadToBlob('logs/big.txt', Readable.from([data]), data.length);
+    const r = await rawRequest({
+      path: '/files/upload-1/logs/big.txt?api-version=2021-04-12', host: b.host,
+      ca: fs.readFileSync(`${dataDir}/tls/ca.pem`), headers: { Authorization: serviceToken('service', 600, b.host) },
+    });
+    assert.equal(r.status, 200, r.body.slice(0, 200));
+    assert.equal(r.body.length, data.length);
+    assert.ok(r.body === data.toString(), 'the bytes read through node B differ');
   });
 
   it('connectionState and lastActivityTime read through node B follow a device on node A', async () => {

@@ -160,9 +160,11 @@ class AmqpLinks : public ::testing::Test {
         root_ = std::filesystem::temp_directory_path() /
                 ("amqp-links-" + std::to_string(::getpid()) + "-" + std::to_string(rand()));
         file_upload::upload_settings fs;
-        fs.root = root_;
         fs.host_name = "hub.example";
-        files_ = std::make_unique<file_upload::file_upload_service>(engine_->kv(), fs);
+        auto blobs = storage::open_file_blobs(root_);
+        ASSERT_TRUE(blobs) << blobs.error().message();
+        blobs_ = std::move(*blobs);
+        files_ = std::make_unique<file_upload::file_upload_service>(engine_->kv(), *blobs_, fs);
         ASSERT_TRUE(files_->load());
         state_ = std::make_shared<detail::server_state>(
             services{authenticator_, policies_, hosts_, c2d_, "hub.example", engine_->events(),
@@ -270,6 +272,7 @@ class AmqpLinks : public ::testing::Test {
     session::services sessions_{authenticator_, connections_, telemetry_,    twins_,
                                 methods_,       c2d_,         engine_->kv(), blocking_};
     std::filesystem::path root_;
+    std::unique_ptr<storage::blob_store> blobs_;
     std::unique_ptr<file_upload::file_upload_service> files_;
     std::shared_ptr<detail::server_state> state_;
     storage::event_log* inbox_ = nullptr;

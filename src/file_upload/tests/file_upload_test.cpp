@@ -104,7 +104,6 @@ class FileUpload : public ::testing::Test {
                  ::testing::UnitTest::GetInstance()->current_test_info()->name());
         fs::remove_all(root_);
         engine_ = storage::open_memory();
-        settings_.root = root_;
         settings_.host_name = "hub.example";
         settings_.max_bytes = 1000;
         restart();
@@ -116,7 +115,11 @@ class FileUpload : public ::testing::Test {
     // A new service over the same storage and directory, as after a hub restart.
     void restart() {
         service_.reset();
-        service_ = std::make_unique<file_upload_service>(engine_->kv(), settings_);
+        blobs_.reset();
+        auto blobs = storage::open_file_blobs(root_);
+        ASSERT_TRUE(blobs) << blobs.error().message();
+        blobs_ = std::move(*blobs);
+        service_ = std::make_unique<file_upload_service>(engine_->kv(), *blobs_, settings_);
         auto r = service_->load();
         ASSERT_TRUE(r) << r.error().message();
     }
@@ -132,6 +135,7 @@ class FileUpload : public ::testing::Test {
     }
 
     fs::path root_;
+    std::unique_ptr<storage::blob_store> blobs_;
     upload_settings settings_;
     std::unique_ptr<storage::engine> engine_;
     std::unique_ptr<file_upload_service> service_;

@@ -23,6 +23,7 @@
 #pragma once
 
 #include "nats/nats.hpp"
+#include "storage/blob_store.hpp"
 #include "storage/detail/event_log_core.hpp"
 #include "storage/engine.hpp"
 
@@ -60,6 +61,30 @@ struct jetstream_link {
     result<void> ensure_stream(jsStreamConfig& config);
     result<nats_ptr<jsStreamInfo>> stream_info(const std::string& stream);
     jsOptions options() const;
+};
+
+// Blobs (see jetstream_blobs.cpp for their layout).
+class jetstream_blobs final : public blob_store {
+  public:
+    explicit jetstream_blobs(jetstream_link& link);
+    result<void> start();  // creates the stream
+
+    result<void> put(std::string_view key, std::string_view bytes) override;
+    result<std::string> get(std::string_view key) override;
+    result<void> remove(std::string_view key) override;
+    result<std::vector<blob_entry>> list(std::string_view prefix) override;
+
+  private:
+    std::string subject(std::string_view key) const;
+    std::optional<std::string> key_of(std::string_view subject) const;
+    result<std::uint64_t> publish(const std::string& subject, std::string_view data,
+                                  natsMsg* with_headers);
+    // Everything on `subject` below sequence `below` (all of it for 0).
+    result<void> purge(const std::string& subject, std::uint64_t below);
+    result<nats_ptr<natsMsg>> last_message(const std::string& subject);
+
+    jetstream_link& link_;
+    std::string stream_, base_;
 };
 
 // Events committed with a state batch, waiting to be copied to their log.
