@@ -23,6 +23,17 @@ constexpr std::size_t max_subject_length = 255;       // a template; NATS has no
 
 constexpr std::array<std::string_view, 2> subject_placeholders = {"{deviceId}", "{iothub}"};
 
+// A NATS endpoint's optional text fields: their JSON names and where the model keeps them.
+const std::array<std::pair<std::string_view, std::string endpoint::*>, 7> nats_texts = {{
+    {"credentialsFile", &endpoint::credentials_file},
+    {"user", &endpoint::user},
+    {"password", &endpoint::password},
+    {"token", &endpoint::token},
+    {"caFile", &endpoint::ca_file},
+    {"certFile", &endpoint::cert_file},
+    {"keyFile", &endpoint::key_file},
+}};
+
 constexpr std::array<std::string_view, 4> reserved_names = {"events", "fileNotifications",
                                                             "$default", "eventgrid"};
 
@@ -468,19 +479,10 @@ result<void> read_nats(const json::object& o, endpoint& e, std::string_view wher
     auto jetstream = get_bool(o, "jetStream", where);
     if (!jetstream) return jetstream.error();
     e.jetstream = jetstream->value_or(false);
-    const std::array<std::pair<std::string_view, std::string*>, 7> texts = {{
-        {"credentialsFile", &e.credentials_file},
-        {"user", &e.user},
-        {"password", &e.password},
-        {"token", &e.token},
-        {"caFile", &e.ca_file},
-        {"certFile", &e.cert_file},
-        {"keyFile", &e.key_file},
-    }};
-    for (const auto& [key, field] : texts) {
+    for (const auto& [key, field] : nats_texts) {
         auto v = get_string(o, key, where);
         if (!v) return v.error();
-        *field = v->value_or("");
+        e.*field = v->value_or("");
     }
     if (e.cert_file.empty() != e.key_file.empty())
         return fault(std::string(where) + ": certFile and keyFile go together.");
@@ -662,17 +664,8 @@ json::object endpoint_json(const endpoint& e) {
             }
             out["subject"] = e.subject;
             out["jetStream"] = e.jetstream;
-            const std::array<std::pair<std::string_view, const std::string*>, 7> texts = {{
-                {"credentialsFile", &e.credentials_file},
-                {"user", &e.user},
-                {"password", &e.password},
-                {"token", &e.token},
-                {"caFile", &e.ca_file},
-                {"certFile", &e.cert_file},
-                {"keyFile", &e.key_file},
-            }};
-            for (const auto& [key, field] : texts)
-                if (!field->empty()) out[key] = *field;
+            for (const auto& [key, field] : nats_texts)
+                if (!(e.*field).empty()) out[key] = e.*field;
             break;
         }
     }
