@@ -219,6 +219,9 @@ struct node::impl {
         }
         s.connections.connected_elsewhere(device, module, true,
                                           sys_time(std::chrono::nanoseconds(opened)));
+        // Method calls waiting here for the identity to connect follow it there.
+        if (s.methods.waiting_for(device, module))
+            s.offload([this, device, module] { s.methods.device_ready_elsewhere(device, module); });
         {
             std::lock_guard lock(mutex);
             auto it = presence.find(key);
@@ -311,6 +314,8 @@ struct node::impl {
         call.name = json::value_to<std::string>(o.at("methodName"));
         call.payload = json::value_to<std::string>(o.at("payload"));
         call.response_timeout = std::chrono::seconds(o.at("responseTimeout").to_number<int>());
+        if (const auto* connect = o.if_contains("connectTimeout"))
+            call.connect_timeout = std::chrono::seconds(connect->to_number<int>());
         s.offload([this, call = std::move(call), respond = std::move(respond)]() mutable {
             s.methods.invoke(std::move(call), [respond](result<methods::method_result> r) {
                 respond(json::serialize(r ? json::value(methods::to_json(*r))
@@ -448,10 +453,12 @@ bool node::forward_method(const methods::method_call& call,
                    {"moduleId", call.module_id},
                    {"methodName", call.name},
                    {"payload", call.payload},
-                   {"responseTimeout", call.response_timeout.count()}};
+                   {"responseTimeout", call.response_timeout.count()},
+                   {"connectTimeout", call.connect_timeout.count()}};
     im->b->request(
         owner, "method", json::serialize(o),
-        std::chrono::duration_cast<std::chrono::milliseconds>(call.response_timeout) +
+        std::chrono::duration_cast<std::chrono::milliseconds>(call.connect_timeout +
+                                                              call.response_timeout) +
             std::chrono::seconds(5),
         [done = std::move(done)](result<std::string> r) {
             if (!r) return done(r.error());

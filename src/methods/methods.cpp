@@ -137,6 +137,7 @@ struct method_service::call_state {
     call_state(method_call c, completion d) : call(std::move(c)), done(std::move(d)) {}
     method_call call;
     completion done;
+    const std::chrono::steady_clock::time_point since = std::chrono::steady_clock::now();
     std::string request_id;
     // Guarded by the service's mutex.
     bool delivered = false;
@@ -315,6 +316,37 @@ void method_service::device_ready(const std::string& device_id, const std::strin
         // Gone again already: the call times out like any unanswered one.
         if (channel) deliver(c, channel);
     }
+}
+
+void method_service::device_ready_elsewhere(const std::string& device_id,
+                                            const std::string& module_id) {
+    if (!elsewhere_) return;
+    std::vector<std::pair<method_call, completion>> moved;
+    std::vector<std::uint64_t> timers;
+    {
+        std::lock_guard lock(mutex_);
+        auto [from, to] = waiting_.equal_range(identity_key(device_id, module_id));
+        for (auto it = from; it != to; ++it) {
+            auto& c = *it->second;
+            c.finished = true;  // here; it goes on as a new call with the time it has left
+            if (c.timer) timers.push_back(c.timer);
+            auto call = c.call;
+            const auto waited = std::chrono::duration_cast<std::chrono::seconds>(
+                std::chrono::steady_clock::now() - c.since);
+            call.connect_timeout = std::max(call.connect_timeout - waited, std::chrono::seconds(1));
+            moved.emplace_back(std::move(call), std::move(c.done));
+        }
+        waiting_.erase(from, to);
+    }
+    for (auto t : timers) timeouts_->cancel(t);
+    // Through invoke: forwarded to the node holding the identity, or waiting here again should
+    // that connection already be gone.
+    for (auto& [call, done] : moved) invoke(std::move(call), std::move(done));
+}
+
+bool method_service::waiting_for(const std::string& device_id, const std::string& module_id) const {
+    std::lock_guard lock(mutex_);
+    return waiting_.count(identity_key(device_id, module_id)) > 0;
 }
 
 void method_service::stop() {

@@ -102,6 +102,12 @@ class method_service {
     // A connection of this identity now accepts methods: calls waiting for it are delivered.
     void device_ready(const std::string& device_id, const std::string& module_id);
 
+    // Cluster mode: the identity connected to another node; calls waiting for it to connect go
+    // there with the connect time they have left. May block (see invoke).
+    void device_ready_elsewhere(const std::string& device_id, const std::string& module_id);
+    // Whether calls wait here for this identity to connect. Memory only.
+    bool waiting_for(const std::string& device_id, const std::string& module_id) const;
+
     // Ends every call in flight with ServiceUnavailable (the hub is stopping).
     void stop();
 

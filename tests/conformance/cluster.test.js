@@ -195,6 +195,21 @@ describe('one hub across two nodes', () => {
       (e) => /DeviceNotOnline|404103|not online/.test(`${e.responseBody || e.message}`));
   });
 
+  it('a method with connectTimeoutInSeconds through node B waits for the device to connect to node A', async () => {
+    await createDevice(a, 'method-late');
+    const service = ServiceClient.fromConnectionString(serviceString(b, 'service'));
+    closers.push(() => service.close());
+    const invoked = service.invokeDeviceMethod('method-late',
+      { methodName: 'hello', payload: {}, responseTimeoutInSeconds: 10, connectTimeoutInSeconds: 30 });
+    // The call is waiting on node B before the device connects to node A.
+    await sleep(500);
+    const device = await deviceOn(a, 'method-late');
+    device.onDeviceMethod('hello', (req, res) => res.send(200, { from: 'A' }, () => {}));
+    const answer = (await invoked).result;
+    assert.equal(answer.status, 200);
+    assert.deepEqual(answer.payload, { from: 'A' });
+  });
+
   it('a second connection on node B ends the first one on node A', async () => {
     await createDevice(a, 'twice-1');
     const first = rawDevice(a, 'twice-1');

@@ -245,6 +245,32 @@ TEST_F(Methods, ConnectTimeoutExpires) {
     EXPECT_EQ(r.error().code(), errc::device_not_online);
 }
 
+TEST_F(Methods, ACallWaitingForTheDeviceFollowsItToAnotherNode) {
+    std::atomic<bool> there{false};
+    std::vector<method_call> forwarded;
+    service_->set_elsewhere([&](const method_call& c, method_service::completion& done) {
+        if (!there) return false;
+        forwarded.push_back(c);
+        done(method_result{201, json::value("from there")});
+        return true;
+    });
+    auto f = call("dev1", "m", "null", 5s, 30s);
+    EXPECT_EQ(f.wait_for(0s), std::future_status::timeout) << "it waits for the device";
+    EXPECT_TRUE(service_->waiting_for("dev1", ""));
+    there = true;
+    service_->device_ready_elsewhere("dev1", "");
+    ASSERT_EQ(f.wait_for(0s), std::future_status::ready);
+    auto r = f.get();
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(r->status, 201);
+    ASSERT_EQ(forwarded.size(), 1u);
+    EXPECT_LE(forwarded[0].connect_timeout, 30s);
+    EXPECT_GE(forwarded[0].connect_timeout, 1s);
+    // Its local timeout is gone with it: nothing fires into a finished call.
+    clock_->advance(60s);
+    EXPECT_EQ(service_->in_flight(), 0u);
+}
+
 TEST_F(Methods, OversizedAnswerFailsTheCall) {
     connect("dev1");
     auto f = call("dev1", "m");
