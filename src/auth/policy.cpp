@@ -8,8 +8,14 @@
 namespace iothub::auth {
 namespace {
 
-constexpr std::array<right, 4> all_rights{right::registry_read, right::registry_write,
-                                          right::service_connect, right::device_connect};
+constexpr std::array<right, 8> all_rights{right::registry_read,
+                                          right::registry_write,
+                                          right::service_connect,
+                                          right::device_connect,
+                                          right::enrollment_read,
+                                          right::enrollment_write,
+                                          right::registration_status_read,
+                                          right::registration_status_write};
 
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -29,6 +35,14 @@ std::string_view right_name(right r) {
             return "ServiceConnect";
         case right::device_connect:
             return "DeviceConnect";
+        case right::enrollment_read:
+            return "EnrollmentRead";
+        case right::enrollment_write:
+            return "EnrollmentWrite";
+        case right::registration_status_read:
+            return "RegistrationStatusRead";
+        case right::registration_status_write:
+            return "RegistrationStatusWrite";
     }
     return "?";
 }
@@ -75,6 +89,12 @@ std::vector<access_policy> default_policies() {
         make("registryRead", right::registry_read),
         make("registryReadWrite", rights(right::registry_read) | right::registry_write),
     };
+}
+
+access_policy dps_policy() {
+    return access_policy{std::string(dps_policy_name), generate_key(), generate_key(),
+                         rights(right::enrollment_read) | right::enrollment_write |
+                             right::registration_status_read | right::registration_status_write};
 }
 
 const access_policy* policy_set::find(std::string_view name) const {

@@ -19,6 +19,11 @@ enum class right : std::uint8_t {
     registry_write = 2,
     service_connect = 4,
     device_connect = 8,
+    // The Device Provisioning Service's own (its policy, provisioningserviceowner, holds them).
+    enrollment_read = 16,
+    enrollment_write = 32,
+    registration_status_read = 64,
+    registration_status_write = 128,
 };
 
 class rights {
@@ -50,6 +55,10 @@ struct access_policy {
 
 // Azure's five default policies with fresh 256-bit keys.
 std::vector<access_policy> default_policies();
+
+inline constexpr std::string_view dps_policy_name = "provisioningserviceowner";
+// The provisioning service's policy (Azure's default for a DPS instance), with fresh keys.
+access_policy dps_policy();
 
 // Who made a service request: the policy whose key signed it and what that policy may do.
 struct service_principal {

@@ -672,12 +672,21 @@ void add_commands(CLI::App& app, int& exit_code) {
                  "Print a Blob storage connection string (BlobEndpoint=...;SharedAccessSignature="
                  "...) that reads the containers routing writes, valid for a year")
         ->excludes("--event-hubs");
+    auto dps = std::make_shared<bool>(false);
+    cs->add_flag("--dps", *dps,
+                 "Print the provisioning service's connection string (policy "
+                 "provisioningserviceowner), for the provisioning service SDK")
+        ->excludes("--event-hubs")
+        ->excludes("--storage");
     cs->final_callback([=] {
         run([=] {
             auto hub = connect(*inv, false);
             if (!hub.local) throw failure{"connection-string reads a data directory (--data-dir)."};
+            const std::string wanted = *dps ? std::string(auth::dps_policy_name) : hub.policy;
+            bool found = false;
             for (const auto& p : hub.local->policies) {
-                if (p.name != hub.policy) continue;
+                if (p.name != wanted) continue;
+                found = true;
                 const auto& key = inv->key_type == "secondary" ? p.secondary_key : p.primary_key;
                 if (*storage) {
                     auth::access_policy signer = p;
@@ -694,8 +703,27 @@ void add_commands(CLI::App& app, int& exit_code) {
                                   : auth::service_connection_string(hub.hostname, p.name, key))
                           << "\n";
             }
+            if (!found && *dps)
+                throw failure{
+                    "This data directory has no provisioning service policy yet; start "
+                    "the hub once (iothub serve) to add it."};
         });
     });
+
+    auto* dps_group = app.add_subcommand("dps", "The Device Provisioning Service");
+    dps_group->require_subcommand(1);
+    dps_group->add_subcommand("id-scope", "Print the provisioning service's ID scope (offline)")
+        ->final_callback([=] {
+            run([=] {
+                auto hub = connect(*inv, false);
+                if (!hub.local) throw failure{"dps id-scope reads a data directory (--data-dir)."};
+                if (hub.local->id_scope.empty())
+                    throw failure{
+                        "This data directory has no ID scope yet; start the hub once "
+                        "(iothub serve) to give it one."};
+                std::cout << hub.local->id_scope << "\n";
+            });
+        });
 
     add_monitor_command(app, inv, run);
     add_consumer_group_commands(app, inv, run);

@@ -1,5 +1,8 @@
 #include "instance/instance.hpp"
 
+#include "common/crypto.hpp"
+#include "common/encoding.hpp"
+
 #include <boost/json.hpp>
 
 #include <cstring>
@@ -37,7 +40,9 @@ std::string to_text(const hub_identity& id) {
                                         {"secondaryKey", p.secondary_key},
                                         {"rights", p.granted.to_string()}});
     }
-    return json::serialize(json::object{{"hostname", id.hostname}, {"policies", policies}}) + "\n";
+    json::object o{{"hostname", id.hostname}, {"policies", policies}};
+    if (!id.id_scope.empty()) o["idScope"] = id.id_scope;
+    return json::serialize(o) + "\n";
 }
 
 result<hub_identity> from_json(const json::value& v, const std::filesystem::path& file) {
@@ -48,6 +53,8 @@ result<hub_identity> from_json(const json::value& v, const std::filesystem::path
     if (auto it = o.find("hostname"); it != o.end() && it->value().is_string())
         id.hostname = std::string(it->value().get_string());
     if (id.hostname.empty()) return bad("hostname is missing");
+    if (auto scope = o.find("idScope"); scope != o.end() && scope->value().is_string())
+        id.id_scope = std::string(scope->value().get_string());
     auto it = o.find("policies");
     if (it == o.end() || !it->value().is_array()) return bad("policies are missing");
     for (const auto& pv : it->value().get_array()) {
@@ -69,6 +76,10 @@ result<hub_identity> from_json(const json::value& v, const std::filesystem::path
 }
 
 }  // namespace
+
+std::string new_id_scope() {
+    return "0ne" + hex_encode(random_bytes(4), true);
+}
 
 layout layout_for(const std::filesystem::path& data_dir) {
     return {data_dir, data_dir / "hub.json", data_dir / "runtime.json", data_dir / "tls",
@@ -126,14 +137,28 @@ result<hub_identity> open_identity(const layout& where,
     if (std::filesystem::exists(where.identity_file, ec)) {
         auto id = read_identity(where);
         if (!id) return id;
+        bool changed = false;
         if (hostname && *hostname != id->hostname) {
             id->hostname = *hostname;
+            changed = true;
+        }
+        if (id->id_scope.empty()) {
+            id->id_scope = new_id_scope();
+            changed = true;
+        }
+        bool has_dps_policy = false;
+        for (const auto& p : id->policies) has_dps_policy |= p.name == auth::dps_policy_name;
+        if (!has_dps_policy) {
+            id->policies.push_back(auth::dps_policy());
+            changed = true;
+        }
+        if (changed)
             if (auto r = write_file_atomically(where.identity_file, to_text(*id), true); !r)
                 return r.error();
-        }
         return id;
     }
-    hub_identity id{hostname.value_or("localhost"), auth::default_policies()};
+    hub_identity id{hostname.value_or("localhost"), auth::default_policies(), new_id_scope()};
+    id.policies.push_back(auth::dps_policy());
     if (auto r = write_file_atomically(where.identity_file, to_text(id), true); !r)
         return r.error();
     return id;

@@ -3,7 +3,7 @@
 // same files to find and authenticate to a local hub, also when the hub is not running.
 //
 // Layout of <data dir>:
-//   hub.json      host name and policies with their keys (0600)
+//   hub.json      host name, policies with their keys, ID scope (0600)
 //   runtime.json  ports and pid of the running hub (removed at clean shutdown)
 //   tls/          development CA and server certificate
 //   db/           the embedded database
@@ -33,11 +33,18 @@ layout layout_for(const std::filesystem::path& data_dir);
 struct hub_identity {
     std::string hostname;
     std::vector<auth::access_policy> policies;
+    // The provisioning service's ID scope, Azure's form: "0ne" and 8 upper-case hex digits.
+    std::string id_scope;
 };
 
-// Creates the data directory and a fresh identity (Azure's five default policies with new keys) on
-// first use; afterwards reads it back. A given `hostname` that differs from the recorded one
-// replaces it, so the client tools keep printing the name the hub now answers to.
+// A fresh ID scope.
+std::string new_id_scope();
+
+// Creates the data directory and a fresh identity (Azure's five default policies and the
+// provisioning service's, with new keys, and an ID scope) on first use; afterwards reads it back,
+// adding what an identity of an earlier version lacks (the ID scope, the provisioning policy). A
+// given `hostname` that differs from the recorded one replaces it, so the client tools keep
+// printing the name the hub now answers to.
 result<hub_identity> open_identity(const layout& where, const std::optional<std::string>& hostname);
 
 // Reads an existing identity; never creates one.

@@ -1,97 +1,26 @@
 // Cluster mode with the unmodified SDKs: three clustered JetStream nats-servers and two hub nodes
 // (127.0.0.1 and 127.0.0.2) made from copies of one data directory. Devices connect to one node,
 // the service to the other: registry, telemetry through the Event Hubs endpoint, C2D with
-// feedback, twins, methods, one connection per identity, revocation; then faults (a NATS server
-// stopped, a hub node killed) lose nothing that was acknowledged.
+// feedback and expiry, twins, methods, one connection per identity, connection state, revocation,
+// files, cluster status and routing. Faults are in cluster-faults.test.js.
 'use strict';
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const { execFileSync } = require('node:child_process');
-const eh = require('./lib/events');
-
-const { from } = eh;
-const { Registry, Client: ServiceClient } = require('azure-iothub');
-const { Client, Message } = require('azure-iot-device');
-const { Mqtt } = require('azure-iot-device-mqtt');
-const mqtt = require('mqtt');
 const fs = require('node:fs');
 const { Readable } = require('node:stream');
-const { SharedAccessSignature } = require('azure-iot-common');
+const { Registry, Client: ServiceClient } = require('azure-iothub');
+const { Message } = require('azure-iot-device');
 const { bin, dataDir, eventually, sleep, rawRequest, serviceToken } = require('./lib/hub');
-const { startNats, Node } = require('./lib/cluster');
+const {
+  setUp, closers, serviceString, createDevice, deviceOn, rawDevice, collect, values, call,
+} = require('./lib/two-nodes');
 
-let nats;
 let a;
 let b;
-const closers = [];
-const consumers = [];
-const keys = {};
 const feedback = [];  // C2D feedback records read through node B
 let service;  // node B's service client
-
-const serviceString = (node, policy = 'iothubowner') =>
-  execFileSync(bin, ['connection-string', '--data-dir', dataDir, '--policy', policy])
-    .toString().trim().replace('HostName=localhost', `HostName=${node.host}`);
-const eventHubsString = (node) =>
-  execFileSync(bin, ['connection-string', '--data-dir', dataDir, '--policy', 'service', '--event-hubs'])
-    .toString().trim().replace('localhost', node.host);
-
-async function createDevice(node, id) {
-  const registry = Registry.fromConnectionString(serviceString(node));
-  const d = (await registry.create({ deviceId: id })).responseBody;
-  keys[id] = d.authentication.symmetricKey.primaryKey;
-  return d;
-}
-async function deviceOn(node, id, transport = Mqtt) {
-  const c = Client.fromConnectionString(`HostName=${node.host};DeviceId=${id};SharedAccessKey=${keys[id]}`, transport);
-  await c.open();
-  closers.push(() => c.close());
-  return c;
-}
-// A raw MQTT connection that never reconnects, so the test sees what the hub did to it.
-function rawDevice(node, id) {
-  const expiry = Math.floor(Date.now() / 1000) + 600;
-  const c = mqtt.connect(`mqtts://${node.host}:8883`, {
-    ca: fs.readFileSync(`${dataDir}/tls/ca.pem`), clientId: id, clean: false, reconnectPeriod: 0,
-    connectTimeout: 5000, username: `${node.host}/${id}/?api-version=2021-04-12`,
-    password: SharedAccessSignature.create(`${node.host}/devices/${id}`, undefined, keys[id], expiry).toString(),
-  });
-  const closed = new Promise((resolve) => c.once('close', resolve));
-  const connected = new Promise((resolve, reject) => {
-    c.once('connect', resolve);
-    c.once('error', reject);
-  });
-  const refused = new Promise((resolve) => c.once('error', (e) => resolve(e.code)));
-  connected.catch(() => {});  // a test that expects a refusal looks at `refused`
-  closers.push(async () => c.end(true));
-  return { client: c, connected, closed, refused };
-}
-// A device's events (their body's `i`) through a node's Event Hubs endpoint: the built-in one,
-// or a hosted event hub.
-function collect(node, entity) {
-  let cs = eventHubsString(node);
-  if (entity) cs = cs.replace(/EntityPath=[^;]*/, `EntityPath=${entity}`);
-  return eh.collect(cs, consumers);
-}
-const values = (c, device) => from(c.events, device).map((e) => e.body.i);
-const call = (f) => new Promise((resolve, reject) => f((err, res) => (err ? reject(err) : resolve(res))));
-
-before(async () => {
-  nats = await startNats();
-  const urls = nats.map((s) => s.url);
-  a = await new Node(1, urls).start();
-  b = await new Node(2, urls).start();
-});
-after(async () => {
-  // A client of the killed node may never settle its close: none may hold the run.
-  for (const c of consumers) closers.push(() => c.close());
-  for (const close of closers.reverse()) await Promise.race([close().catch(() => {}), sleep(3000)]);
-  for (const n of [a, b]) if (n) await n.stop();
-  for (const s of nats || []) await s.stop();
-  // SDK clients of the killed node keep retrying timers alive: the results are in, so the file
-  // ends (the test runner has reported every case by now).
-  setTimeout(() => process.exit(), 2000).unref();
-});
+setUp((nodes) => { ({ a, b } = nodes); });
 
 describe('one hub across two nodes', () => {
   it('a device created through node B connects to node A at once', async () => {
@@ -339,69 +268,3 @@ describe('routing across nodes', () => {
   });
 });
 
-describe('faults', () => {
-  it('with one of three NATS servers stopped the hub keeps serving and loses nothing', async () => {
-    await createDevice(a, 'fault-1');
-    const c = await deviceOn(a, 'fault-1');
-    const sent = [];
-    for (let i = 0; i < 20; i += 1) { await c.sendEvent(new Message(JSON.stringify({ i }))); sent.push(i); }
-    await nats[2].stop();
-    for (let i = 20; i < 60; i += 1) { await c.sendEvent(new Message(JSON.stringify({ i }))); sent.push(i); }
-    const c2 = collect(b);
-    const got = () => new Set(values(c2, 'fault-1'));
-    await eventually(() => got().size === sent.length, 30000,
-      () => `all ${sent.length} acknowledged events, got ${got().size}`);
-    await c2.subscription.close();
-    nats[2].start();
-    await nats[2].ready();
-  });
-
-  it('killing node A under load loses no acknowledged message; node B serves its devices', async () => {
-    await createDevice(a, 'kill-1');
-    const c = await deviceOn(a, 'kill-1');
-    const acked = [];
-    let stop = false;
-    const load = (async () => {
-      for (let i = 0; i < 2000 && !stop; i += 1) {
-        try { await c.sendEvent(new Message(JSON.stringify({ i }))); acked.push(i); } catch { break; }
-      }
-    })();
-    await eventually(() => acked.length >= 50, 15000, 'load to start');
-    await a.stop('SIGKILL');
-    stop = true;
-    await Promise.race([load, sleep(5000)]);
-    const after = await deviceOn(b, 'kill-1');
-    await after.sendEvent(new Message(JSON.stringify({ i: 'after' })));
-    const c3 = collect(b);
-    const got = () => new Set(values(c3, 'kill-1'));
-    await eventually(() => { const g = got(); return acked.every((i) => g.has(i)) && g.has('after'); }, 30000,
-      () => `${acked.length} acknowledged and one after, got ${got().size}`);
-    await c3.subscription.close();
-  });
-
-  it('without a NATS quorum node B answers "server busy" and recovers by itself', async () => {
-    await createDevice(b, 'quorum-1');
-    await nats[1].stop();
-    await nats[2].stop();
-    const ca = fs.readFileSync(`${dataDir}/tls/ca.pem`);
-    const get = () => rawRequest({
-      path: '/devices/quorum-1?api-version=2021-04-12', host: b.host, ca,
-      headers: { Authorization: serviceToken('iothubowner', 600, b.host) },
-    });
-    // JetStream's last leader keeps answering until it notices it lost its quorum (seconds).
-    let r;
-    await eventually(async () => { r = await get(); return r.status === 503; }, 30000,
-      () => `503 from node B, got ${r && r.status}`);
-    assert.match(r.body, /ServiceUnavailable/);
-    const refusedDevice = rawDevice(b, 'quorum-1');
-    refusedDevice.client.options.connectTimeout = 30000;
-    assert.equal(await refusedDevice.refused, 3, 'CONNACK 3 (server unavailable)');
-    nats[1].start();
-    nats[2].start();
-    await nats[1].ready();
-    await nats[2].ready();
-    await eventually(async () => (await get()).status === 200, 60000, 'node B to serve again');
-    const back = rawDevice(b, 'quorum-1');
-    await back.connected;
-  });
-});

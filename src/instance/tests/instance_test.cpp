@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <sys/stat.h>
 
 namespace iothub::instance {
@@ -22,7 +24,13 @@ TEST_F(Instance, FirstOpenCreatesPoliciesThatLaterOpensReuse) {
     auto first = open_identity(where_, std::nullopt);
     ASSERT_TRUE(first) << first.error().message();
     EXPECT_EQ(first->hostname, "localhost");
-    ASSERT_EQ(first->policies.size(), 5u);
+    ASSERT_EQ(first->policies.size(), 6u) << "Azure's five and the provisioning service's";
+    EXPECT_EQ(first->policies[5].name, "provisioningserviceowner");
+    EXPECT_EQ(first->policies[5].granted.to_string(),
+              "EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite");
+    ASSERT_EQ(first->id_scope.size(), 11u);
+    EXPECT_EQ(first->id_scope.substr(0, 3), "0ne");
+    EXPECT_EQ(first->id_scope.find_first_not_of("0123456789ABCDEF", 3), std::string::npos);
     struct stat st {};
     ASSERT_EQ(::stat(where_.identity_file.c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0777, 0600u);
@@ -31,6 +39,27 @@ TEST_F(Instance, FirstOpenCreatesPoliciesThatLaterOpensReuse) {
     ASSERT_TRUE(second);
     EXPECT_EQ(second->policies[0].primary_key, first->policies[0].primary_key);
     EXPECT_EQ(second->policies[4].granted, first->policies[4].granted);
+    EXPECT_EQ(second->id_scope, first->id_scope);
+}
+
+TEST_F(Instance, AnEarlierIdentityGainsAnIdScopeAndTheProvisioningPolicy) {
+    std::filesystem::create_directories(where_.data_dir);
+    std::ofstream(where_.identity_file)
+        << R"({"hostname":"hub.example","policies":[{"keyName":"iothubowner",)"
+        << R"("primaryKey":"cHJpbWFyeQ==","secondaryKey":"c2Vjb25kYXJ5",)"
+        << R"("rights":"RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect"}]})";
+    auto before = read_identity(where_);
+    ASSERT_TRUE(before) << before.error().message();
+    EXPECT_TRUE(before->id_scope.empty());
+    auto opened = open_identity(where_, std::nullopt);
+    ASSERT_TRUE(opened) << opened.error().message();
+    EXPECT_EQ(opened->policies.size(), 2u);
+    EXPECT_EQ(opened->policies[0].primary_key, "cHJpbWFyeQ==") << "existing keys stay";
+    EXPECT_FALSE(opened->id_scope.empty());
+    auto again = read_identity(where_);
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->id_scope, opened->id_scope) << "recorded";
+    EXPECT_EQ(again->policies.size(), 2u);
 }
 
 TEST_F(Instance, ANewHostNameIsRecordedButKeysStay) {
