@@ -135,6 +135,42 @@ struct ca_store::trust {
     ~trust() { X509_STORE_free(store); }
 };
 
+result<certificate_info> describe_certificate(const std::string& text) {
+    auto cert = parse_certificate(text);
+    if (!cert) return invalid("The certificate is neither PEM nor Base64 DER.");
+    certificate_info out;
+    out.subject_name = subject_text(cert.get());
+    {
+        std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+        X509_NAME_print_ex(bio.get(), X509_get_issuer_name(cert.get()), 0, XN_FLAG_RFC2253);
+        char* data = nullptr;
+        long n = BIO_get_mem_data(bio.get(), &data);
+        out.issuer_name.assign(data, static_cast<std::size_t>(n));
+    }
+    auto digest = [&](const EVP_MD* md) {
+        unsigned char buf[EVP_MAX_MD_SIZE];
+        unsigned int len = 0;
+        X509_digest(cert.get(), md, buf, &len);
+        return hex_encode(std::span<const std::uint8_t>(buf, len), true);
+    };
+    out.sha1_thumbprint = digest(EVP_sha1());
+    out.sha256_thumbprint = digest(EVP_sha256());
+    if (const ASN1_INTEGER* serial = X509_get0_serialNumber(cert.get())) {
+        std::unique_ptr<BIGNUM, decltype(&BN_free)> bn(ASN1_INTEGER_to_BN(serial, nullptr),
+                                                       BN_free);
+        if (bn) {
+            char* hex = BN_bn2hex(bn.get());
+            out.serial_number = hex;
+            OPENSSL_free(hex);
+        }
+    }
+    out.not_before = time_of(X509_get0_notBefore(cert.get()));
+    out.not_after = time_of(X509_get0_notAfter(cert.get()));
+    out.version = static_cast<int>(X509_get_version(cert.get())) + 1;
+    out.common_name = common_name(cert.get());
+    return out;
+}
+
 ca_store::ca_store(storage::kv_store& kv) : kv_(kv), trust_(std::make_shared<trust>()) {}
 ca_store::~ca_store() = default;
 

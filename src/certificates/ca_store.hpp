@@ -36,6 +36,18 @@ struct ca_certificate {
     std::uint64_t version = 0;
 };
 
+// What Azure shows of a certificate (the provisioning service's X509CertificateInfo).
+struct certificate_info {
+    std::string subject_name, issuer_name;
+    std::string sha1_thumbprint, sha256_thumbprint;  // upper-case hex
+    std::string serial_number;                       // upper-case hex
+    sys_time not_before, not_after;
+    int version = 3;
+    std::string common_name;
+};
+// `text` is PEM or Base64 DER; errc::argument_invalid when it is not a certificate.
+result<certificate_info> describe_certificate(const std::string& text);
+
 class ca_store {
   public:
     explicit ca_store(storage::kv_store& kv);
