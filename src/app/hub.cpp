@@ -28,6 +28,7 @@
 #include "service_api/c2d_api.hpp"
 #include "service_api/certificates_api.hpp"
 #include "service_api/cluster_api.hpp"
+#include "service_api/dps_api.hpp"
 #include "service_api/eventgrid_api.hpp"
 #include "service_api/files_api.hpp"
 #include "service_api/routing_api.hpp"
@@ -210,6 +211,7 @@ struct hub::impl {
     std::atomic<bool> expiring{true};
     std::unique_ptr<endpoints::event_grid> event_grid;
     std::unique_ptr<file_upload::blob_containers> blobs;
+    std::unique_ptr<dps::enrollment_store> enrollments;
     std::unique_ptr<connections::activity_records> activity;
     std::unique_ptr<lifecycle::lifecycle_service> lifecycle;
     // Cluster mode; after the services it reaches, so it ends before them.
@@ -408,6 +410,8 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     service_api::add_twin_routes(im->routes, {*im->policies, *im->hosts, *im->twins, *im->methods});
     service_api::add_c2d_routes(im->routes, {*im->policies, *im->hosts, *im->c2d});
     service_api::add_certificate_routes(im->routes, {*im->policies, *im->hosts, *im->cas});
+    im->enrollments = std::make_unique<dps::enrollment_store>(im->storage->kv());
+    service_api::add_dps_routes(im->routes, {*im->policies, *im->hosts, *im->enrollments});
     service_api::add_cluster_routes(
         im->routes, {*im->policies, *im->hosts, [im = im.get()]() -> result<boost::json::value> {
                          if (!im->cluster) return boost::json::object{{"mode", "embedded"}};

@@ -47,8 +47,8 @@ result<std::string> string_field(const json::object& o, std::string_view name,
         if (required) return invalid(std::string(where) + " has no " + std::string(name) + ".");
         return std::string();
     }
-    if (!v->is_string()) return invalid(std::string(where) + ": " + std::string(name) +
-                                        " must be a string.");
+    if (!v->is_string())
+        return invalid(std::string(where) + ": " + std::string(name) + " must be a string.");
     return std::string(v->get_string());
 }
 
@@ -56,8 +56,8 @@ result<bool> bool_field(const json::object& o, std::string_view name, std::strin
                         bool fallback) {
     const auto* v = member(o, name);
     if (!v) return fallback;
-    if (!v->is_bool()) return invalid(std::string(where) + ": " + std::string(name) +
-                                      " must be true or false.");
+    if (!v->is_bool())
+        return invalid(std::string(where) + ": " + std::string(name) + " must be true or false.");
     return v->get_bool();
 }
 
@@ -88,8 +88,7 @@ json::object certificate_json(const std::string& pem, const certificates::certif
 // {"primary": {"certificate": ...}, "secondary": ...}: each described from its certificate.
 result<json::object> certificates_of(const json::object& x509, std::string_view name) {
     const auto* v = member(x509, name);
-    if (!v || !v->is_object())
-        return invalid("attestation.x509 has no " + std::string(name) + ".");
+    if (!v || !v->is_object()) return invalid("attestation.x509 has no " + std::string(name) + ".");
     json::object out;
     for (auto which : {"primary", "secondary"}) {
         const auto* c = member(v->get_object(), which);
@@ -98,8 +97,9 @@ result<json::object> certificates_of(const json::object& x509, std::string_view 
                 return invalid("attestation.x509." + std::string(name) + " has no primary.");
             continue;
         }
-        if (!c->is_object()) return invalid("attestation.x509." + std::string(name) + "." + which +
-                                            " must be an object.");
+        if (!c->is_object())
+            return invalid("attestation.x509." + std::string(name) + "." + which +
+                           " must be an object.");
         auto pem = string_field(c->get_object(), "certificate",
                                 "attestation.x509." + std::string(name) + "." + which, true);
         if (!pem) return pem.error();
@@ -126,9 +126,9 @@ result<json::object> attestation_of(enrollment_kind k, const json::object& doc) 
         if (!primary) return primary.error();
         auto secondary = symmetric_key(given, "secondaryKey");
         if (!secondary) return secondary.error();
-        return json::object{{"type", "symmetricKey"},
-                            {"symmetricKey", {{"primaryKey", *primary},
-                                              {"secondaryKey", *secondary}}}};
+        return json::object{
+            {"type", "symmetricKey"},
+            {"symmetricKey", {{"primaryKey", *primary}, {"secondaryKey", *secondary}}}};
     }
     if (iequals(*type, "x509")) {
         const auto* x = member(a->get_object(), "x509");
@@ -141,9 +141,10 @@ result<json::object> attestation_of(enrollment_kind k, const json::object& doc) 
             out_x509["clientCertificates"] = std::move(*certs);
         } else if (member(xo, "caReferences")) {
             const auto* refs = member(xo, "caReferences");
-            if (!refs->is_object()) return invalid("attestation.x509.caReferences must be an object.");
-            auto primary = string_field(refs->get_object(), "primary", "attestation.x509.caReferences",
-                                        true);
+            if (!refs->is_object())
+                return invalid("attestation.x509.caReferences must be an object.");
+            auto primary =
+                string_field(refs->get_object(), "primary", "attestation.x509.caReferences", true);
             if (!primary) return primary.error();
             json::object r{{"primary", *primary}};
             auto secondary =
@@ -179,8 +180,7 @@ result<json::object> normalize(enrollment_kind k, std::string_view id, const jso
             out["deviceId"] = *device;
         }
         if (const auto* info = member(doc, "optionalDeviceInformation")) {
-            if (!info->is_object())
-                return invalid("optionalDeviceInformation must be an object.");
+            if (!info->is_object()) return invalid("optionalDeviceInformation must be an object.");
             out["optionalDeviceInformation"] = *info;
         }
     }
@@ -252,14 +252,14 @@ result<json::object> normalize(enrollment_kind k, std::string_view id, const jso
     }
     if (const auto* custom = member(doc, "customAllocationDefinition")) {
         if (!custom->is_object()) return invalid("customAllocationDefinition must be an object.");
-        auto url = string_field(custom->get_object(), "webhookUrl", "customAllocationDefinition",
-                                true);
+        auto url =
+            string_field(custom->get_object(), "webhookUrl", "customAllocationDefinition", true);
         if (!url) return url.error();
         const auto lower = to_lower(*url);
         if (!lower.starts_with("https://") && !lower.starts_with("http://"))
             return invalid("customAllocationDefinition.webhookUrl must be an http(s) URL.");
-        auto version = string_field(custom->get_object(), "apiVersion",
-                                    "customAllocationDefinition");
+        auto version =
+            string_field(custom->get_object(), "apiVersion", "customAllocationDefinition");
         if (!version) return version.error();
         out["customAllocationDefinition"] =
             json::object{{"webhookUrl", *url}, {"apiVersion", *version}};
@@ -353,9 +353,8 @@ result<json::object> enrollment_store::put(enrollment_kind k, std::string_view i
                                     : storage::precondition::absent());
     if (!version) {
         if (version.error().code() == errc::precondition_failed)
-            return error(errc::precondition_failed,
-                         std::string(noun(k)) + " '" + std::string(id) +
-                             "' changed meanwhile; read it again.");
+            return error(errc::precondition_failed, std::string(noun(k)) + " '" + std::string(id) +
+                                                        "' changed meanwhile; read it again.");
         return version.error();
     }
     return shown(std::move(*stored), *version);
@@ -368,8 +367,8 @@ result<json::object> enrollment_store::get(enrollment_kind k, std::string_view i
     boost::system::error_code ec;
     auto v = json::parse((*current)->value, ec);
     if (ec || !v.is_object())
-        return error(errc::server_error, std::string(noun(k)) + " '" + std::string(id) +
-                                             "' is stored unreadably.");
+        return error(errc::server_error,
+                     std::string(noun(k)) + " '" + std::string(id) + "' is stored unreadably.");
     return shown(std::move(v.get_object()), (*current)->version);
 }
 
@@ -404,14 +403,14 @@ result<query_page> enrollment_store::query(enrollment_kind k, std::string_view q
     // DPS's query language is SELECT * over the collection; a filter would be silently wrong.
     const std::string text = to_lower(query_text);
     if (!text.starts_with("select *") || text.find(" where ") != std::string::npos)
-        return invalid("Only 'SELECT * FROM " +
-                       std::string(k == enrollment_kind::individual ? "enrollments"
-                                                                    : "enrollmentGroups") +
-                       "' is supported; the query was '" + std::string(query_text) + "'.");
+        return invalid(
+            "Only 'SELECT * FROM " +
+            std::string(k == enrollment_kind::individual ? "enrollments" : "enrollmentGroups") +
+            "' is supported; the query was '" + std::string(query_text) + "'.");
     if (max == 0 || max > 1000) max = 1000;
     const auto prefix = prefix_of(k);
-    auto page = kv_.scan(prefix, continuation.empty() ? std::string() : prefix + to_lower(continuation),
-                         max + 1);
+    auto page = kv_.scan(
+        prefix, continuation.empty() ? std::string() : prefix + to_lower(continuation), max + 1);
     if (!page) return page.error();
     query_page out;
     for (std::size_t i = 0; i < page->size() && i < max; ++i) {
@@ -428,18 +427,18 @@ result<json::object> enrollment_store::bulk(enrollment_kind k, const json::objec
                                             sys_time now) {
     auto mode = string_field(request, "mode", "The bulk operation", true);
     if (!mode) return mode.error();
-    const auto* list = member(request, k == enrollment_kind::individual ? "enrollments"
-                                                                         : "enrollmentGroups");
+    const auto* list =
+        member(request, k == enrollment_kind::individual ? "enrollments" : "enrollmentGroups");
     if (!list) list = member(request, "enrollments");
-    if (!list || !list->is_array())
-        return invalid("The bulk operation has no enrollments array.");
+    if (!list || !list->is_array()) return invalid("The bulk operation has no enrollments array.");
     if (list->get_array().size() > max_bulk)
         return invalid("A bulk operation takes at most " + std::to_string(max_bulk) +
                        " enrollments; it has " + std::to_string(list->get_array().size()) + ".");
     const bool create = iequals(*mode, "create"), update = iequals(*mode, "update"),
                if_match = iequals(*mode, "updateIfMatchETag"), del = iequals(*mode, "delete");
     if (!create && !update && !if_match && !del)
-        return invalid("Bulk mode '" + *mode + "' is unknown; use create, update, "
+        return invalid("Bulk mode '" + *mode +
+                       "' is unknown; use create, update, "
                        "updateIfMatchETag or delete.");
     json::array errors;
     for (const auto& item : list->get_array()) {
@@ -463,8 +462,8 @@ result<json::object> enrollment_store::bulk(enrollment_kind k, const json::objec
                     if (!exists)
                         outcome = exists.error();
                     else if (*exists)
-                        outcome = error(errc::already_exists, std::string(noun(k)) + " '" + id +
-                                                                  "' already exists.");
+                        outcome = error(errc::already_exists,
+                                        std::string(noun(k)) + " '" + id + "' already exists.");
                     else if (auto r = put(k, id, o, "", now); !r)
                         outcome = r.error();
                 } else if (auto r = put(k, id, o, if_match ? match : std::string(), now); !r) {

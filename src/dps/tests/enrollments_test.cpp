@@ -26,9 +26,9 @@ class Enrollments : public ::testing::Test {
 };
 
 TEST_F(Enrollments, AnIndividualSymmetricKeyEnrollmentGetsAzuresDefaults) {
-    auto e = store_.put(enrollment_kind::individual, "Dev-01",
-                        parse(R"({"registrationId":"Dev-01","attestation":{"type":"symmetricKey"}})"),
-                        "", t0);
+    auto e = store_.put(
+        enrollment_kind::individual, "Dev-01",
+        parse(R"({"registrationId":"Dev-01","attestation":{"type":"symmetricKey"}})"), "", t0);
     ASSERT_TRUE(e) << e.error().message();
     EXPECT_EQ(e->at("registrationId"), "Dev-01");
     EXPECT_EQ(e->at("provisioningStatus"), "enabled");
@@ -99,10 +99,10 @@ TEST_F(Enrollments, RefusesWhatAzureRefuses) {
                       R"({"attestation":{"type":"symmetricKey"}})")
                   .find("is not valid"),
               std::string::npos);
-    EXPECT_NE(refused(enrollment_kind::individual, "ends.",
-                      R"({"attestation":{"type":"symmetricKey"}})")
-                  .find("is not valid"),
-              std::string::npos);
+    EXPECT_NE(
+        refused(enrollment_kind::individual, "ends.", R"({"attestation":{"type":"symmetricKey"}})")
+            .find("is not valid"),
+        std::string::npos);
     EXPECT_NE(refused(enrollment_kind::individual, "d",
                       R"({"registrationId":"other","attestation":{"type":"symmetricKey"}})")
                   .find("differs"),
@@ -115,10 +115,11 @@ TEST_F(Enrollments, RefusesWhatAzureRefuses) {
                       R"({"attestation":{"type":"symmetricKey"},"allocationPolicy":"custom"})")
                   .find("customAllocationDefinition"),
               std::string::npos);
-    EXPECT_NE(refused(enrollment_kind::individual, "d",
-                      R"({"attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"x"}}})")
-                  .find("Base64"),
-              std::string::npos);
+    EXPECT_NE(
+        refused(enrollment_kind::individual, "d",
+                R"({"attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"x"}}})")
+            .find("Base64"),
+        std::string::npos);
     EXPECT_NE(refused(enrollment_kind::group, "g",
                       R"({"attestation":{"type":"x509","x509":{"signingCertificates":{
                           "primary":{"certificate":"not a certificate"}}}}})")
@@ -146,8 +147,8 @@ TEST_F(Enrollments, QueriesPageWithAContinuation) {
     std::string continuation;
     int pages = 0;
     do {
-        auto page = store_.query(enrollment_kind::individual, "SELECT * FROM enrollments", 2,
-                                 continuation);
+        auto page =
+            store_.query(enrollment_kind::individual, "SELECT * FROM enrollments", 2, continuation);
         ASSERT_TRUE(page) << page.error().message();
         for (const auto& e : page->items) seen.emplace_back(e.at("registrationId").as_string());
         continuation = page->continuation;
@@ -155,11 +156,11 @@ TEST_F(Enrollments, QueriesPageWithAContinuation) {
     } while (!continuation.empty());
     EXPECT_EQ(pages, 3);
     EXPECT_EQ(seen, (std::vector<std::string>{"dev-0", "dev-1", "dev-2", "dev-3", "dev-4"}));
-    EXPECT_EQ(store_.query(enrollment_kind::individual,
-                           "SELECT * FROM enrollments WHERE x = 1", 2, "")
-                  .error()
-                  .code(),
-              errc::argument_invalid);
+    EXPECT_EQ(
+        store_.query(enrollment_kind::individual, "SELECT * FROM enrollments WHERE x = 1", 2, "")
+            .error()
+            .code(),
+        errc::argument_invalid);
     auto groups = store_.query(enrollment_kind::group, "select * from enrollmentGroups", 10, "");
     ASSERT_TRUE(groups);
     EXPECT_TRUE(groups->items.empty());
@@ -183,17 +184,18 @@ TEST_F(Enrollments, BulkOperationsReportEachFailure) {
     ASSERT_TRUE(again);
     EXPECT_EQ(again->at("errors").at(0).at("errorCode"), 409201) << "create does not replace";
 
-    auto gone = store_.bulk(enrollment_kind::individual,
-                            parse(R"({"mode":"delete","enrollments":[{"registrationId":"b1"}]})"),
-                            t0);
+    auto gone =
+        store_.bulk(enrollment_kind::individual,
+                    parse(R"({"mode":"delete","enrollments":[{"registrationId":"b1"}]})"), t0);
     ASSERT_TRUE(gone);
     EXPECT_EQ(gone->at("isSuccessful"), true);
     EXPECT_EQ(store_.get(enrollment_kind::individual, "b1").error().code(), errc::not_found);
 
     json::array eleven;
     for (int i = 0; i < 11; ++i) eleven.push_back(json::object{{"registrationId", "x"}});
-    EXPECT_EQ(store_.bulk(enrollment_kind::individual,
-                          json::object{{"mode", "create"}, {"enrollments", eleven}}, t0)
+    EXPECT_EQ(store_
+                  .bulk(enrollment_kind::individual,
+                        json::object{{"mode", "create"}, {"enrollments", eleven}}, t0)
                   .error()
                   .code(),
               errc::argument_invalid);

@@ -1,0 +1,24 @@
+// The provisioning service's back-end REST API (DPS's, api-version 2021-10-01, any accepted), on
+// the hub's HTTPS port, so the unmodified `ProvisioningServiceClient` works with
+// `iothub connection-string --dps`: individual enrollments and enrollment groups (create or
+// update with If-Match, get, delete, attestation mechanism, query with continuation, bulk).
+// Literal path segments match in any case (the SDK writes both enrollmentGroups and
+// enrollmentgroups). Requests are signed with the provisioningserviceowner policy's key; reads need
+// EnrollmentRead, writes EnrollmentWrite. Failures answer with DPS's error body.
+#pragma once
+
+#include "auth/policy.hpp"
+#include "dps/enrollments.hpp"
+#include "http/router.hpp"
+
+namespace iothub::service_api {
+
+struct dps_context {
+    const auth::policy_set& policies;
+    const auth::host_names& hosts;
+    dps::enrollment_store& enrollments;
+};
+
+void add_dps_routes(http::router& routes, dps_context ctx);
+
+}  // namespace iothub::service_api
