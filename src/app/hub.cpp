@@ -55,6 +55,7 @@
 #include <atomic>
 #include <csignal>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -179,6 +180,44 @@ void print_banner(const prepared& p, const config::settings& s, const bound_port
 }  // namespace
 
 // When the hub's data directory came to be, which Event Hubs clients see as the entity's
+// A device the provisioning service assigned here: created, or its keys brought to its
+// attestation's (a disabled device stays disabled), and the initial twin applied when given.
+// Blocks (the registration runs on the blocking pool).
+result<void> assign_device(registry::device_registry& registry, twin::twin_service& twins,
+                           const dps::device_assignment& a) {
+    auto existing = registry.get_device(a.device_id);
+    registry::identity_spec spec;
+    registry::if_match condition;
+    if (existing) {
+        spec.fields = *existing;
+        condition.what = registry::if_match::kind::etag;
+        condition.etag = registry::etag_for(existing->version);
+    } else if (existing.error().code() == errc::device_not_found) {
+        spec.fields.device_id = a.device_id;
+    } else {
+        return existing.error();
+    }
+    spec.fields.auth = {};
+    spec.fields.auth.kind = registry::auth_kind::sas;
+    spec.fields.auth.primary_key = a.primary_key;
+    spec.fields.auth.secondary_key = a.secondary_key;
+    spec.fields.iot_edge = a.iot_edge;
+    if (auto put = registry.put_device(spec, condition); !put) return put.error();
+    if (!a.initial_twin) return {};
+    boost::json::object body;
+    if (const auto* tags = a.initial_twin->if_contains("tags")) body["tags"] = *tags;
+    if (const auto* props = a.initial_twin->if_contains("properties"))
+        if (const auto* desired = props->as_object().if_contains("desired"))
+            body["properties"] = boost::json::object{{"desired", *desired}};
+    std::promise<result<boost::json::object>> applied;
+    auto future = applied.get_future();
+    twins.update(a.device_id, "", body, {},
+                 [&applied](result<boost::json::object> r) { applied.set_value(std::move(r)); });
+    auto r = future.get();
+    if (!r) return r.error();
+    return {};
+}
+
 // creation time.
 sys_time created_time(const instance::layout& where) {
     std::error_code ec;
@@ -212,6 +251,7 @@ struct hub::impl {
     std::unique_ptr<endpoints::event_grid> event_grid;
     std::unique_ptr<file_upload::blob_containers> blobs;
     std::unique_ptr<dps::enrollment_store> enrollments;
+    std::unique_ptr<dps::registration_service> registrations;
     std::unique_ptr<connections::activity_records> activity;
     std::unique_ptr<lifecycle::lifecycle_service> lifecycle;
     // Cluster mode; after the services it reaches, so it ends before them.
@@ -411,7 +451,13 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     service_api::add_c2d_routes(im->routes, {*im->policies, *im->hosts, *im->c2d});
     service_api::add_certificate_routes(im->routes, {*im->policies, *im->hosts, *im->cas});
     im->enrollments = std::make_unique<dps::enrollment_store>(im->storage->kv());
-    service_api::add_dps_routes(im->routes, {*im->policies, *im->hosts, *im->enrollments});
+    im->registrations = std::make_unique<dps::registration_service>(
+        im->storage->kv(), *im->enrollments, im->paths.identity.id_scope,
+        im->paths.identity.hostname,
+        [registry = im->registry.get(), twins = im->twins.get()](const dps::device_assignment& a)
+            -> result<void> { return assign_device(*registry, *twins, a); });
+    service_api::add_dps_routes(im->routes,
+                                {*im->policies, *im->hosts, *im->enrollments, *im->registrations});
     service_api::add_cluster_routes(
         im->routes, {*im->policies, *im->hosts, [im = im.get()]() -> result<boost::json::value> {
                          if (!im->cluster) return boost::json::object{{"mode", "embedded"}};

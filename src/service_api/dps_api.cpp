@@ -119,12 +119,109 @@ void add_collection(http::router& routes, const std::shared_ptr<dps_context>& sh
                opts);
 }
 
+void add_registration_states(http::router& routes, const std::shared_ptr<dps_context>& shared) {
+    const http::route_options opts{.blocking = true, .fold_case = true};
+    routes.add("GET", "/registrations/{id}",
+               dps_route(shared, auth::right::registration_status_read,
+                         [](dps_context& c, http::request& req) -> result<http::response> {
+                             auto s = c.registrations.state(req.params.at("id"));
+                             if (!s) return s.error();
+                             return http::response::json(200, *s);
+                         }),
+               opts);
+    routes.add("DELETE", "/registrations/{id}",
+               dps_route(shared, auth::right::registration_status_write,
+                         [](dps_context& c, http::request& req) -> result<http::response> {
+                             if (auto r = c.registrations.remove_state(req.params.at("id"),
+                                                                       req.header("if-match"));
+                                 !r)
+                                 return r.error();
+                             return http::response::no_content();
+                         }),
+               opts);
+    routes.add("POST", "/registrations/{group}/query",
+               dps_route(shared, auth::right::registration_status_read,
+                         [](dps_context& c, http::request& req) -> result<http::response> {
+                             std::size_t max = 0;
+                             auto count = req.header("x-ms-max-item-count");
+                             std::from_chars(count.data(), count.data() + count.size(), max);
+                             auto page = c.registrations.states_of_group(
+                                 req.params.at("group"), max, req.header("x-ms-continuation"));
+                             if (!page) return page.error();
+                             json::array items;
+                             for (auto& e : page->items) items.push_back(std::move(e));
+                             auto r = http::response::json(200, items);
+                             r.with_header("x-ms-item-type", "DeviceRegistration");
+                             if (!page->continuation.empty())
+                                 r.with_header("x-ms-continuation", page->continuation);
+                             return r;
+                         }),
+               opts);
+}
+
+// The device's own calls: authenticated by the registration service with the device's SAS.
+dps::registration_request device_request(http::request& req) {
+    dps::registration_request r;
+    r.id_scope = req.params.at("scope");
+    r.registration_id = req.params.at("id");
+    r.authorization = std::string(req.header("authorization"));
+    boost::system::error_code ec;
+    auto body = json::parse(req.body, ec);
+    if (!ec && body.is_object())
+        if (const auto* p = body.get_object().if_contains("payload")) r.payload = *p;
+    return r;
+}
+
+void add_device_routes(http::router& routes, const std::shared_ptr<dps_context>& shared) {
+    const http::route_options opts{.blocking = true, .fold_case = true};
+    auto answer = [](result<json::object> r, int status) {
+        if (!r) return failure(r.error());
+        auto response = http::response::json(status, *r);
+        return response;
+    };
+    routes.add(
+        "PUT", "/{scope}/registrations/{id}/register",
+        [shared, answer](http::request& req, http::responder done) {
+            auto r = shared->registrations.register_device(device_request(req), now());
+            if (r && r->at("status") == "assigning") {
+                auto response = http::response::json(202, *r);
+                // The assignment is done already: the SDK's first poll finds it.
+                response.with_header("Retry-After", "1");
+                return done(std::move(response));
+            }
+            done(answer(std::move(r), 200));
+        },
+        opts);
+    routes.add(
+        "GET", "/{scope}/registrations/{id}/operations/{operation}",
+        [shared, answer](http::request& req, http::responder done) {
+            done(answer(shared->registrations.operation_status(device_request(req),
+                                                               req.params.at("operation"), now()),
+                        200));
+        },
+        opts);
+    routes.add(
+        "POST", "/{scope}/registrations/{id}",
+        [shared, answer](http::request& req, http::responder done) {
+            auto request = device_request(req);
+            auto r = shared->registrations.operation_status(request, "", now());
+            if (!r && r.error().code() == errc::not_found) {
+                auto s = shared->registrations.state(request.registration_id);
+                return done(answer(std::move(s), 200));
+            }
+            done(answer(std::move(r), 200));
+        },
+        opts);
+}
+
 }  // namespace
 
 void add_dps_routes(http::router& routes, dps_context ctx) {
     auto shared = std::make_shared<dps_context>(std::move(ctx));
     add_collection(routes, shared, "enrollments", dps::enrollment_kind::individual);
     add_collection(routes, shared, "enrollmentGroups", dps::enrollment_kind::group);
+    add_registration_states(routes, shared);
+    add_device_routes(routes, shared);
 }
 
 }  // namespace iothub::service_api

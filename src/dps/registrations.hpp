@@ -1,0 +1,83 @@
+// Device registration with the provisioning service: what a device's register call does, whatever
+// the protocol carries it (HTTPS today; MQTT and AMQP speak to the same service).
+//
+// A device presents its registration id and a SAS (`sr={idScope}/registrations/{id}`,
+// `skn=registration`) signed with its individual enrollment's key, or with the key derived from
+// an enrollment group's (HMAC-SHA256 of the registration id under the group key). The first
+// matching enrollment wins: an individual one, else a symmetric-key group whose derived key
+// verifies the signature. A disabled enrollment answers status "disabled" and creates nothing.
+// Otherwise the device is assigned to this hub: its identity is created (or its keys brought to the
+// attestation's; a disabled device stays disabled), the enrollment's initial twin applied at the
+// first assignment (and again when reprovisionPolicy.migrateDeviceData is false), and a
+// registration state recorded (`dps/registration/<lower-case id>`).
+//
+// As in Azure the call is asynchronous: it answers `assigning` with an operation id, and polling
+// that operation answers `assigned` with the registration state. The assignment itself is done
+// before the first answer, so the first poll finds it.
+#pragma once
+
+#include "common/error.hpp"
+#include "common/time.hpp"
+#include "dps/enrollments.hpp"
+#include "storage/kv_store.hpp"
+
+#include <boost/json/object.hpp>
+
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace iothub::dps {
+
+// What the hub does for an assignment (its registry and twins are not this module's).
+struct device_assignment {
+    std::string device_id;
+    std::string primary_key, secondary_key;
+    bool iot_edge = false;
+    // Applied (tags and desired properties) when set.
+    std::optional<boost::json::object> initial_twin;
+};
+// errc::... as the registry answers; the registration then fails with that error.
+using assign_function = std::function<result<void>(const device_assignment&)>;
+
+struct registration_request {
+    std::string id_scope;
+    std::string registration_id;
+    std::string authorization;   // the SAS as sent
+    boost::json::value payload;  // DeviceRegistration.payload, passed to custom allocation
+};
+
+class registration_service {
+  public:
+    registration_service(storage::kv_store& kv, enrollment_store& enrollments, std::string id_scope,
+                         std::string hub_host_name, assign_function assign);
+
+    // Authenticates, assigns and answers the RegistrationOperationStatus:
+    // {"operationId", "status": "assigning"}. errc::unauthorized for an unknown registration, a
+    // wrong key or a bad token; a disabled enrollment answers {"status": "disabled"}.
+    result<boost::json::object> register_device(const registration_request& r, sys_time now);
+    // The operation's status: {"operationId", "status": "assigned", "registrationState": {...}}.
+    result<boost::json::object> operation_status(const registration_request& r,
+                                                 std::string_view operation_id, sys_time now);
+
+    // The service's view (registration state get, delete and query by group).
+    result<boost::json::object> state(std::string_view registration_id);
+    result<void> remove_state(std::string_view registration_id, std::string_view if_match);
+    result<query_page> states_of_group(std::string_view group_id, std::size_t max,
+                                       std::string_view continuation);
+
+  private:
+    struct matched;
+    result<matched> authenticate(const registration_request& r, sys_time now);
+
+    storage::kv_store& kv_;
+    enrollment_store& enrollments_;
+    std::string id_scope_;
+    std::string hub_;
+    assign_function assign_;
+};
+
+// The key a device of a symmetric-key group signs with: Base64(HMAC-SHA256(group key, id)).
+std::string derive_device_key(std::string_view group_key, std::string_view registration_id);
+
+}  // namespace iothub::dps

@@ -1,0 +1,149 @@
+// Device registration: the group key derivation, what authenticates (individual key, group-derived
+// key, scope, resource, expiry), the assignment handed to the hub (keys, device id, initial twin
+// only at the first assignment unless data is reset), disabled enrollments, and polling.
+#include "dps/registrations.hpp"
+
+#include "auth/sas.hpp"
+#include "storage/engine.hpp"
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+namespace iothub::dps {
+namespace {
+namespace json = boost::json;
+
+const sys_time t0 = sys_time(std::chrono::seconds(1700000000));
+constexpr std::string_view scope = "0ne00ABCDEF";
+constexpr std::string_view group_key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+TEST(DeriveDeviceKey, IsHmacSha256OfTheRegistrationIdUnderTheGroupKey) {
+    // Computed independently (Python's hmac module).
+    EXPECT_EQ(derive_device_key(group_key, "lamp-1"),
+              "lBd4p244PWDZPJ2yWTkU0FVGEBWsnu44uP74gqbm0Vc=");
+}
+
+class Registrations : public ::testing::Test {
+  protected:
+    registration_request request(std::string id, std::string key, std::string sr = {},
+                                 sys_time expiry = t0 + std::chrono::hours(1)) {
+        if (sr.empty()) sr = std::string(scope) + "/registrations/" + id;
+        registration_request r;
+        r.id_scope = std::string(scope);
+        r.registration_id = std::move(id);
+        r.authorization = auth::make_sas_token(
+            sr, key,
+            std::chrono::duration_cast<std::chrono::seconds>(expiry.time_since_epoch()).count(),
+            "registration");
+        return r;
+    }
+    std::string enroll(std::string_view id, std::string_view extra = "") {
+        auto e = enrollments_.put(
+            enrollment_kind::individual, id,
+            json::parse(R"({"attestation":{"type":"symmetricKey"})" + std::string(extra) + "}")
+                .as_object(),
+            "", t0);
+        EXPECT_TRUE(e) << e.error().message();
+        return std::string(e->at("attestation").at("symmetricKey").at("primaryKey").as_string());
+    }
+
+    std::unique_ptr<storage::engine> engine_ = storage::open_memory();
+    enrollment_store enrollments_{engine_->kv()};
+    std::vector<device_assignment> assigned_;
+    registration_service service_{engine_->kv(), enrollments_, std::string(scope), "hub.example",
+                                  [this](const device_assignment& a) -> result<void> {
+                                      assigned_.push_back(a);
+                                      return {};
+                                  }};
+};
+
+TEST_F(Registrations, AnIndividualEnrollmentIsAssignedAndPolled) {
+    const auto key = enroll("dev-1", R"(,"deviceId":"device-one",
+        "initialTwin":{"properties":{"desired":{"x":1}}})");
+    auto op = service_.register_device(request("dev-1", key), t0);
+    ASSERT_TRUE(op) << op.error().message();
+    EXPECT_EQ(op->at("status"), "assigning");
+    ASSERT_EQ(assigned_.size(), 1u);
+    EXPECT_EQ(assigned_[0].device_id, "device-one");
+    EXPECT_EQ(assigned_[0].primary_key, key);
+    ASSERT_TRUE(assigned_[0].initial_twin);
+
+    auto done =
+        service_.operation_status(request("dev-1", key), op->at("operationId").as_string(), t0);
+    ASSERT_TRUE(done) << done.error().message();
+    EXPECT_EQ(done->at("status"), "assigned");
+    EXPECT_EQ(done->at("registrationState").at("assignedHub"), "hub.example");
+    EXPECT_EQ(done->at("registrationState").at("substatus"), "initialAssignment");
+    EXPECT_EQ(service_.operation_status(request("dev-1", key), "5.nope", t0).error().code(),
+              errc::not_found);
+
+    // Again: the device's data stays (no initial twin); a reset applies it again.
+    ASSERT_TRUE(service_.register_device(request("dev-1", key), t0));
+    EXPECT_FALSE(assigned_.back().initial_twin);
+    ASSERT_TRUE(enrollments_.put(enrollment_kind::individual, "dev-1",
+                                 json::parse(R"({"attestation":{"type":"symmetricKey",
+                                     "symmetricKey":{"primaryKey":")" +
+                                             key + R"("}},
+                                     "initialTwin":{"tags":{"a":1}},
+                                     "reprovisionPolicy":{"migrateDeviceData":false}})")
+                                     .as_object(),
+                                 "", t0));
+    auto reset = service_.register_device(request("dev-1", key), t0);
+    ASSERT_TRUE(reset);
+    EXPECT_TRUE(assigned_.back().initial_twin);
+    auto state = service_.state("DEV-1");
+    ASSERT_TRUE(state);
+    EXPECT_EQ(state->at("substatus"), "deviceDataReset");
+}
+
+TEST_F(Registrations, AGroupDeviceSignsWithItsDerivedKey) {
+    ASSERT_TRUE(enrollments_.put(enrollment_kind::group, "floor",
+                                 json::parse(R"({"attestation":{"type":"symmetricKey",
+                                     "symmetricKey":{"primaryKey":")" +
+                                             std::string(group_key) + R"("}}})")
+                                     .as_object(),
+                                 "", t0));
+    auto op =
+        service_.register_device(request("lamp-1", derive_device_key(group_key, "lamp-1")), t0);
+    ASSERT_TRUE(op) << op.error().message();
+    ASSERT_EQ(assigned_.size(), 1u);
+    EXPECT_EQ(assigned_[0].device_id, "lamp-1");
+    EXPECT_EQ(assigned_[0].primary_key, derive_device_key(group_key, "lamp-1"));
+    // The group key itself is not the device's.
+    EXPECT_EQ(
+        service_.register_device(request("lamp-1", std::string(group_key)), t0).error().code(),
+        errc::unauthorized);
+    auto page = service_.states_of_group("FLOOR", 10, "");
+    ASSERT_TRUE(page);
+    ASSERT_EQ(page->items.size(), 1u);
+    EXPECT_EQ(page->items[0].at("registrationId"), "lamp-1");
+}
+
+TEST_F(Registrations, RefusesWhatDoesNotAuthenticate) {
+    const auto key = enroll("dev-2");
+    auto refused = [&](const registration_request& r) {
+        auto out = service_.register_device(r, t0);
+        return out ? errc{} : out.error().code();
+    };
+    EXPECT_EQ(refused(request("dev-2", enroll("other"))), errc::unauthorized) << "another key";
+    EXPECT_EQ(refused(request("dev-2", key, "0ne00ABCDEF/registrations/other")), errc::unauthorized)
+        << "another resource";
+    EXPECT_EQ(refused(request("dev-2", key, {}, t0 - std::chrono::seconds(1))), errc::unauthorized)
+        << "expired";
+    auto wrong_scope = request("dev-2", key);
+    wrong_scope.id_scope = "0ne00000000";
+    EXPECT_EQ(refused(wrong_scope), errc::unauthorized);
+    EXPECT_EQ(refused(request("unknown", key)), errc::unauthorized);
+    EXPECT_TRUE(assigned_.empty());
+}
+
+TEST_F(Registrations, ADisabledEnrollmentAssignsNothing) {
+    const auto key = enroll("off", R"(,"provisioningStatus":"disabled")");
+    auto op = service_.register_device(request("off", key), t0);
+    ASSERT_TRUE(op) << op.error().message();
+    EXPECT_EQ(op->at("status"), "disabled");
+    EXPECT_TRUE(assigned_.empty());
+}
+
+}  // namespace
+}  // namespace iothub::dps

@@ -1,0 +1,133 @@
+// Device registration with the unmodified provisioning device SDK (azure-iot-provisioning-device
+// with its Http transport and azure-iot-security-symmetric-key): an individual symmetric-key
+// enrollment and a group whose device key is derived from the group key; the SDK polls the
+// operation until `assigned`; then azure-iot-device connects to the assigned hub with the same key,
+// sends telemetry and sees the initial twin. Refusals: a wrong key and an unknown registration
+// (401), a disabled enrollment (no device created). Registering again migrates; a device deleted
+// from the registry comes back; a disabled device stays disabled. Registration states through the
+// service SDK.
+'use strict';
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const { execFileSync } = require('node:child_process');
+const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
+const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
+const { Http: ProvisioningHttp } = require('azure-iot-provisioning-device-http');
+const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
+const { Registry } = require('azure-iothub');
+const { Client, Message } = require('azure-iot-device');
+const { Mqtt } = require('azure-iot-device-mqtt');
+const { Hub, bin, dataDir, connectionString, eventually } = require('./lib/hub');
+
+let hub;
+let service;
+let registry;
+let idScope;
+const clients = [];
+
+before(async () => {
+  hub = await Hub.start();
+  idScope = execFileSync(bin, ['dps', 'id-scope', '--data-dir', dataDir]).toString().trim();
+  service = ProvisioningServiceClient.fromConnectionString(
+    execFileSync(bin, ['connection-string', '--dps', '--data-dir', dataDir]).toString().trim());
+  registry = Registry.fromConnectionString(connectionString());
+});
+after(async () => {
+  for (const c of clients) await c.close().catch(() => {});
+  await hub?.stop();
+  setTimeout(() => process.exit(), 2000).unref();
+});
+
+function provision(registrationId, key, transport = new ProvisioningHttp()) {
+  const client = ProvisioningDeviceClient.create('localhost', idScope, transport,
+    new SymmetricKeySecurityClient(registrationId, key));
+  return client.register();
+}
+
+const derive = (groupKey, registrationId) =>
+  crypto.createHmac('sha256', Buffer.from(groupKey, 'base64')).update(registrationId, 'utf8').digest('base64');
+
+async function connectAndCheck(result, key, desired) {
+  const client = Client.fromConnectionString(
+    `HostName=${result.assignedHub};DeviceId=${result.deviceId};SharedAccessKey=${key}`, Mqtt);
+  clients.push(client);
+  await client.open();
+  await client.sendEvent(new Message(JSON.stringify({ provisioned: true })));
+  const twin = await client.getTwin();
+  for (const [k, v] of Object.entries(desired)) assert.deepEqual(twin.properties.desired[k], v);
+  await client.close();
+}
+
+describe('symmetric key over HTTPS', () => {
+  it('registers an individual enrollment, and the device connects with the same key', async () => {
+    const enrollment = (await service.createOrUpdateIndividualEnrollment({
+      registrationId: 'thermo-1',
+      deviceId: 'thermo-1-device',
+      attestation: { type: 'symmetricKey' },
+      initialTwin: { tags: { site: 'north' }, properties: { desired: { interval: 30 } } },
+    })).responseBody;
+    const key = enrollment.attestation.symmetricKey.primaryKey;
+    const result = await provision('thermo-1', key);
+    assert.equal(result.status, 'assigned');
+    assert.equal(result.assignedHub, 'localhost');
+    assert.equal(result.deviceId, 'thermo-1-device');
+    assert.equal(result.substatus, 'initialAssignment');
+    await connectAndCheck(result, key, { interval: 30 });
+    const twin = (await registry.getTwin('thermo-1-device')).responseBody;
+    assert.deepEqual(twin.tags, { site: 'north' });
+    const state = (await service.getDeviceRegistrationState('thermo-1')).responseBody;
+    assert.equal(state.status, 'assigned');
+    assert.equal(state.deviceId, 'thermo-1-device');
+  });
+
+  it('registers a group device with the key derived from the group key', async () => {
+    const group = (await service.createOrUpdateEnrollmentGroup({
+      enrollmentGroupId: 'floor-2',
+      attestation: { type: 'symmetricKey' },
+      initialTwin: { properties: { desired: { mode: 'eco' } } },
+    })).responseBody;
+    const groupKey = group.attestation.symmetricKey.primaryKey;
+    for (const id of ['lamp-1', 'lamp-2']) {
+      const key = derive(groupKey, id);
+      const result = await provision(id, key);
+      assert.equal(result.status, 'assigned');
+      assert.equal(result.deviceId, id, 'a group device is named by its registration id');
+      await connectAndCheck(result, key, { mode: 'eco' });
+    }
+    const states = await service.createEnrollmentGroupDeviceRegistrationStateQuery(
+      { query: 'SELECT * FROM enrollments' }, 'floor-2').next();
+    assert.deepEqual(states.responseBody.map((s) => s.registrationId).sort(), ['lamp-1', 'lamp-2']);
+  });
+
+  it('refuses a wrong key and an unknown registration', async () => {
+    const wrong = crypto.randomBytes(32).toString('base64');
+    await assert.rejects(provision('thermo-1', wrong), (e) => /401|nauthori/i.test(`${e.message} ${e.statusCode ?? ''}`));
+    await assert.rejects(provision('nobody-here', wrong), (e) => /401|nauthori/i.test(`${e.message} ${e.statusCode ?? ''}`));
+  });
+
+  it('a disabled enrollment provisions nothing', async () => {
+    const enrollment = (await service.createOrUpdateIndividualEnrollment({
+      registrationId: 'off-1', attestation: { type: 'symmetricKey' }, provisioningStatus: 'disabled',
+    })).responseBody;
+    await assert.rejects(provision('off-1', enrollment.attestation.symmetricKey.primaryKey));
+    await assert.rejects(registry.get('off-1'), (e) => e.name === 'DeviceNotFoundError');
+  });
+
+  it('registering again migrates; a deleted device comes back; a disabled device stays disabled', async () => {
+    const key = (await service.getIndividualEnrollmentAttestationMechanism('thermo-1')).responseBody.symmetricKey.primaryKey;
+    const again = await provision('thermo-1', key);
+    assert.equal(again.substatus, 'deviceDataMigrated');
+
+    await registry.delete('thermo-1-device');
+    const back = await provision('thermo-1', key);
+    assert.equal(back.status, 'assigned');
+    await eventually(async () => (await registry.get('thermo-1-device')).responseBody.deviceId === 'thermo-1-device',
+      5000, 'the device back in the registry');
+
+    const device = (await registry.get('thermo-1-device')).responseBody;
+    await registry.update({ ...device, status: 'disabled' });
+    await provision('thermo-1', key);
+    assert.equal((await registry.get('thermo-1-device')).responseBody.status, 'disabled');
+  });
+});
