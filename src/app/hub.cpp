@@ -434,9 +434,16 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
 
     im->connects = std::make_unique<session::connect_limiter>(s.device_connects_per_second,
                                                               s.device_connects_burst);
+    // The provisioning service assigns devices to this hub; every protocol's clients reach it.
+    im->enrollments = std::make_unique<dps::enrollment_store>(im->storage->kv());
+    im->registrations = std::make_unique<dps::registration_service>(
+        im->storage->kv(), *im->enrollments, im->paths.identity.id_scope,
+        im->paths.identity.hostname,
+        [registry = im->registry.get(), twins = im->twins.get()](const dps::device_assignment& a)
+            -> result<void> { return assign_device(*registry, *twins, a); });
     im->sessions = std::make_unique<session::services>(session::services{
         *im->authenticator, *im->connections, *im->telemetry, *im->twins, *im->methods, *im->c2d,
-        im->storage->kv(), *im->blocking, im->connects.get()});
+        im->storage->kv(), *im->blocking, im->connects.get(), im->registrations.get()});
     auto* ready = &im->ready;
     im->routes.add("GET", "/health", [ready](http::request&, http::responder done) {
         if (ready->load())
@@ -450,12 +457,6 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     service_api::add_twin_routes(im->routes, {*im->policies, *im->hosts, *im->twins, *im->methods});
     service_api::add_c2d_routes(im->routes, {*im->policies, *im->hosts, *im->c2d});
     service_api::add_certificate_routes(im->routes, {*im->policies, *im->hosts, *im->cas});
-    im->enrollments = std::make_unique<dps::enrollment_store>(im->storage->kv());
-    im->registrations = std::make_unique<dps::registration_service>(
-        im->storage->kv(), *im->enrollments, im->paths.identity.id_scope,
-        im->paths.identity.hostname,
-        [registry = im->registry.get(), twins = im->twins.get()](const dps::device_assignment& a)
-            -> result<void> { return assign_device(*registry, *twins, a); });
     service_api::add_dps_routes(im->routes,
                                 {*im->policies, *im->hosts, *im->enrollments, *im->registrations});
     service_api::add_cluster_routes(

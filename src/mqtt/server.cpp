@@ -1,6 +1,7 @@
 #include "mqtt/server.hpp"
 
 #include "common/encoding.hpp"
+#include "dps/errors.hpp"
 #include "mqtt/topics.hpp"
 
 #include <boost/json.hpp>
@@ -106,6 +107,7 @@ class handler final : public net::protocol_handler,
 
     // session_handler (the MQTT session) -------------------------------------------------------
     void on_connect(const connect_packet& c) override {
+        if (auto dps = parse_dps_username(c.username.value_or(""))) return dps_connect(c, *dps);
         auto user = parse_username(c.username.value_or(""));
         if (!user)
             return mqtt_.refuse(
@@ -136,6 +138,7 @@ class handler final : public net::protocol_handler,
     }
 
     void on_publish(publish_packet&& p) override {
+        if (dps_) return dps_publish(std::move(p));
         const auto& who = device_->principal();
         auto t = classify_publish(p.topic, who.device_id, who.module_id);
         switch (t.what) {
@@ -165,6 +168,12 @@ class handler final : public net::protocol_handler,
     }
 
     std::uint8_t on_subscribe(const subscription& s) override {
+        if (dps_) {
+            // The provisioning service's one filter, at most QoS 1 (as Azure grants).
+            if (s.filter != dps_response_filter) return suback_failure;
+            dps_qos_ = std::min<int>(s.qos, 1);
+            return static_cast<std::uint8_t>(dps_qos_);
+        }
         const auto& who = device_->principal();
         if (classify_filter(s.filter, who.device_id, who.module_id) == filter_kind::unknown)
             return suback_failure;
@@ -273,6 +282,64 @@ class handler final : public net::protocol_handler,
     }
 
   private:
+    // A provisioning client: no device session; its SAS is checked with each request it sends.
+    void dps_connect(const connect_packet& c, const dps_username& user) {
+        if (!svc_.provisioning)
+            return mqtt_.refuse(connack_code::not_authorized,
+                                "this hub does not serve the provisioning service");
+        if (c.client_id != user.registration_id)
+            return mqtt_.refuse(connack_code::identifier_rejected,
+                                "client id '" + c.client_id +
+                                    "' does not match the registration id '" +
+                                    user.registration_id + "'");
+        dps_ = dps::registration_request{
+            user.id_scope, user.registration_id, c.password.value_or(""), {}};
+        spdlog::debug("{} {}: provisioning client {} connected", io_.stream().kind(),
+                      io_.stream().peer(), user.registration_id);
+        mqtt_.accept(false);
+    }
+
+    void dps_publish(publish_packet&& p) {
+        auto t = classify_dps_publish(p.topic);
+        if (t.what == dps_publish::kind::unknown)
+            return mqtt_.close("published to an unknown topic '" + p.topic + "'");
+        if (p.qos == 1) mqtt_.acknowledge(p.packet_id);
+        auto request = *dps_;
+        boost::system::error_code ec;
+        auto body = boost::json::parse(p.payload, ec);
+        if (!ec && body.is_object())
+            if (const auto* payload = body.get_object().if_contains("payload"))
+                request.payload = *payload;
+        auto* provisioning = svc_.provisioning;
+        svc_.blocking.run(
+            [provisioning, request = std::move(request), t]() {
+                return t.what == dps_publish::kind::register_device
+                           ? provisioning->register_device(request, now())
+                           : provisioning->operation_status(request, t.operation_id, now());
+            },
+            io_.executor(),
+            [this, h = io_.handle(), rid = t.rid](result<boost::json::object> r) {
+                auto c = h.lock();
+                if (!c || mqtt_.closed() || dps_qos_ < 0) return;
+                // The status travels in the topic: 202 while assigning (poll after retry-after
+                // seconds), 200 with the outcome, or the failure's own.
+                int status = 200;
+                std::string body;
+                if (!r) {
+                    status = r.error().descriptor().http_status;
+                    body = boost::json::serialize(dps::error_body(r.error()));
+                } else {
+                    if (r->at("status") == "assigning") status = 202;
+                    body = boost::json::serialize(*r);
+                }
+                std::string topic =
+                    "$dps/registrations/res/" + std::to_string(status) + "/?$rid=" + rid;
+                if (status == 202) topic += "&retry-after=1";
+                mqtt_.publish(topic, body, static_cast<std::uint8_t>(dps_qos_));
+                io_.wake();
+            });
+    }
+
     void twin(core::twin_request::verb verb, topic_info t, std::string patch) {
         const auto ticket = next_ticket_++;
         twin_rids_.emplace(ticket, std::move(t.rid));
@@ -342,6 +409,10 @@ class handler final : public net::protocol_handler,
     std::shared_ptr<core::device_session> device_;
     std::optional<will_message> will_;
     bool clean_ = true;
+    // A provisioning client's registration (its scope, id and SAS), and the QoS of its one
+    // subscription (-1: none yet).
+    std::optional<dps::registration_request> dps_;
+    int dps_qos_ = -1;
     std::map<std::string, std::uint8_t> subscriptions_;
     int twin_qos_ = -1, desired_qos_ = -1, methods_qos_ = -1, c2d_qos_ = -1;
     std::map<std::uint16_t, std::string> c2d_inflight_;  // packet id -> lock token, QoS 1

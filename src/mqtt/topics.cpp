@@ -132,6 +132,52 @@ std::optional<username_info> parse_username(std::string_view u) {
     return info;
 }
 
+std::optional<dps_username> parse_dps_username(std::string_view u) {
+    // `{scope}/registrations/{id}/api-version=...`: the second segment names the service.
+    auto first = u.find('/');
+    if (first == std::string_view::npos || first == 0) return std::nullopt;
+    constexpr std::string_view middle = "/registrations/";
+    if (u.substr(first, middle.size()) != middle) return std::nullopt;
+    auto rest = u.substr(first + middle.size());
+    auto end = rest.find('/');
+    if (end == std::string_view::npos || end == 0) return std::nullopt;
+    auto query = rest.substr(end + 1);
+    if (!query.starts_with("api-version=")) return std::nullopt;
+    dps_username out;
+    out.id_scope = std::string(u.substr(0, first));
+    out.registration_id = lenient_decode(rest.substr(0, end));
+    query_params(query, [&](std::string_view k, std::string_view v) {
+        if (k == "api-version") out.api_version = lenient_decode(v);
+    });
+    return out;
+}
+
+dps_publish classify_dps_publish(std::string_view topic) {
+    dps_publish out;
+    constexpr std::string_view reg = "$dps/registrations/PUT/iotdps-register/?";
+    constexpr std::string_view op = "$dps/registrations/GET/iotdps-get-operationstatus/?";
+    std::string_view query;
+    if (topic.starts_with(reg)) {
+        out.what = dps_publish::kind::register_device;
+        query = topic.substr(reg.size());
+    } else if (topic.starts_with(op)) {
+        out.what = dps_publish::kind::operation_status;
+        query = topic.substr(op.size());
+    } else {
+        return out;
+    }
+    query_params(query, [&](std::string_view k, std::string_view v) {
+        if (k == "$rid")
+            out.rid = lenient_decode(v);
+        else if (k == "operationId")
+            out.operation_id = lenient_decode(v);
+    });
+    if (out.rid.empty() ||
+        (out.what == dps_publish::kind::operation_status && out.operation_id.empty()))
+        out.what = dps_publish::kind::unknown;
+    return out;
+}
+
 storage::property_list parse_property_bag(std::string_view bag) {
     storage::property_list out;
     query_params(bag, [&](std::string_view k, std::string_view v) {

@@ -23,6 +23,24 @@ struct username_info {
 };
 std::optional<username_info> parse_username(std::string_view username);
 
+// The provisioning service's: `{idScope}/registrations/{registrationId}/api-version=..[&..]`.
+struct dps_username {
+    std::string id_scope;
+    std::string registration_id;
+    std::string api_version;
+};
+std::optional<dps_username> parse_dps_username(std::string_view username);
+
+// A provisioning client's publish: `$dps/registrations/PUT/iotdps-register/?$rid={rid}` or
+// `$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={id}`.
+struct dps_publish {
+    enum class kind { register_device, operation_status, unknown } what = kind::unknown;
+    std::string rid;
+    std::string operation_id;
+};
+dps_publish classify_dps_publish(std::string_view topic);
+inline constexpr std::string_view dps_response_filter = "$dps/registrations/res/#";
+
 // Decodes `a=1&%24.mid=x&b` into (name, value) pairs. Percent-escapes are decoded where they are
 // valid and kept verbatim where they are not (the C SDK does not encode values); '+' is kept.
 storage::property_list parse_property_bag(std::string_view bag);

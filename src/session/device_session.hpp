@@ -28,6 +28,7 @@
 #include "common/fifo.hpp"
 #include "connections/connections.hpp"
 #include "device_auth/device_auth.hpp"
+#include "dps/registrations.hpp"
 #include "methods/methods.hpp"
 #include "runtime/shards.hpp"
 #include "session/connect_limiter.hpp"
@@ -61,6 +62,8 @@ struct services {
     runtime::blocking_pool& blocking;
     // The hub-wide connect rate, taken by every live open; none: unlimited.
     connect_limiter* connects = nullptr;
+    // The provisioning service, for the protocols' registration clients; none: not served.
+    dps::registration_service* provisioning = nullptr;
 };
 
 // Telemetry that one connection has read and the hub has not yet stored, across the sessions it

@@ -1,5 +1,5 @@
 // Device registration with the unmodified provisioning device SDK (azure-iot-provisioning-device
-// with its Http transport and azure-iot-security-symmetric-key): an individual symmetric-key
+// with its Http and Mqtt transports and azure-iot-security-symmetric-key): an individual symmetric-key
 // enrollment and a group whose device key is derived from the group key; the SDK polls the
 // operation until `assigned`; then azure-iot-device connects to the assigned hub with the same key,
 // sends telemetry and sees the initial twin. Refusals: a wrong key and an unknown registration
@@ -14,6 +14,7 @@ const { execFileSync } = require('node:child_process');
 const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http: ProvisioningHttp } = require('azure-iot-provisioning-device-http');
+const { Mqtt: ProvisioningMqtt } = require('azure-iot-provisioning-device-mqtt');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { Registry } = require('azure-iothub');
 const { Client, Message } = require('azure-iot-device');
@@ -129,5 +130,30 @@ describe('symmetric key over HTTPS', () => {
     await registry.update({ ...device, status: 'disabled' });
     await provision('thermo-1', key);
     assert.equal((await registry.get('thermo-1-device')).responseBody.status, 'disabled');
+  });
+});
+
+describe('symmetric key over MQTT', () => {
+  it('registers an individual enrollment and a group device, and both connect', async () => {
+    const enrollment = (await service.createOrUpdateIndividualEnrollment({
+      registrationId: 'mqtt-1', attestation: { type: 'symmetricKey' },
+      initialTwin: { properties: { desired: { via: 'mqtt' } } },
+    })).responseBody;
+    const key = enrollment.attestation.symmetricKey.primaryKey;
+    const result = await provision('mqtt-1', key, new ProvisioningMqtt());
+    assert.equal(result.status, 'assigned');
+    assert.equal(result.deviceId, 'mqtt-1');
+    await connectAndCheck(result, key, { via: 'mqtt' });
+
+    const groupKey = (await service.getEnrollmentGroupAttestationMechanism('floor-2')).responseBody.symmetricKey.primaryKey;
+    const lampKey = derive(groupKey, 'lamp-3');
+    const lamp = await provision('lamp-3', lampKey, new ProvisioningMqtt());
+    assert.equal(lamp.deviceId, 'lamp-3');
+    await connectAndCheck(lamp, lampKey, { mode: 'eco' });
+  });
+
+  it('refuses a wrong key', async () => {
+    await assert.rejects(provision('mqtt-1', crypto.randomBytes(32).toString('base64'), new ProvisioningMqtt()));
+    await assert.rejects(registry.get('nobody-mqtt'), (e) => e.name === 'DeviceNotFoundError');
   });
 });

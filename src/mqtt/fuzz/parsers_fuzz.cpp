@@ -15,11 +15,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     (void)telemetry_event(std::string(text), bag);
 
     (void)parse_username(text);
+    (void)parse_dps_username(text);
     auto split = text.find('\n');
     std::string_view topic = text.substr(0, split);
     std::string_view id = split == std::string_view::npos ? "dev" : text.substr(split + 1);
     (void)classify_publish(topic, id, "");
     (void)classify_publish(topic, id, "mod");
+    (void)classify_dps_publish(topic);
     (void)classify_filter(topic, id, "");
     return 0;
 }

@@ -146,3 +146,40 @@ TEST(Telemetry, SystemPropertiesMapToTheirWireNames) {
 
 }  // namespace
 }  // namespace iothub::mqtt
+
+namespace iothub::mqtt {
+namespace {
+
+TEST(DpsTopics, UsernamesOfTheProvisioningService) {
+    auto u = parse_dps_username(
+        "0ne00ABCDEF/registrations/dev-1/api-version=2019-03-31&ClientVersion=azure-iot%2F1");
+    ASSERT_TRUE(u);
+    EXPECT_EQ(u->id_scope, "0ne00ABCDEF");
+    EXPECT_EQ(u->registration_id, "dev-1");
+    EXPECT_EQ(u->api_version, "2019-03-31");
+    // A hub device's username is not the provisioning service's.
+    EXPECT_FALSE(parse_dps_username("hub.example/dev-1/?api-version=2021-04-12"));
+    EXPECT_FALSE(parse_dps_username("hub.example/registrations/?api-version=1"));
+    EXPECT_FALSE(parse_dps_username("/registrations/dev-1/api-version=1"));
+    EXPECT_FALSE(parse_dps_username("0ne/registrations/dev-1"));
+}
+
+TEST(DpsTopics, RegisterAndPollPublishes) {
+    auto r = classify_dps_publish("$dps/registrations/PUT/iotdps-register/?$rid=7");
+    EXPECT_EQ(r.what, dps_publish::kind::register_device);
+    EXPECT_EQ(r.rid, "7");
+    auto p = classify_dps_publish(
+        "$dps/registrations/GET/iotdps-get-operationstatus/?$rid=8&operationId=5.ab.cd");
+    EXPECT_EQ(p.what, dps_publish::kind::operation_status);
+    EXPECT_EQ(p.operation_id, "5.ab.cd");
+    EXPECT_EQ(
+        classify_dps_publish("$dps/registrations/GET/iotdps-get-operationstatus/?$rid=8").what,
+        dps_publish::kind::unknown)
+        << "a poll names its operation";
+    EXPECT_EQ(classify_dps_publish("$dps/registrations/PUT/iotdps-register/").what,
+              dps_publish::kind::unknown);
+    EXPECT_EQ(classify_dps_publish("devices/d/messages/events/").what, dps_publish::kind::unknown);
+}
+
+}  // namespace
+}  // namespace iothub::mqtt
