@@ -198,9 +198,21 @@ result<void> assign_device(registry::device_registry& registry, twin::twin_servi
         return existing.error();
     }
     spec.fields.auth = {};
-    spec.fields.auth.kind = registry::auth_kind::sas;
-    spec.fields.auth.primary_key = a.primary_key;
-    spec.fields.auth.secondary_key = a.secondary_key;
+    switch (a.authentication) {
+        case dps::device_authentication::sas:
+            spec.fields.auth.kind = registry::auth_kind::sas;
+            spec.fields.auth.primary_key = a.primary_key;
+            spec.fields.auth.secondary_key = a.secondary_key;
+            break;
+        case dps::device_authentication::self_signed:
+            spec.fields.auth.kind = registry::auth_kind::self_signed;
+            spec.fields.auth.primary_thumbprint = a.primary_thumbprint;
+            spec.fields.auth.secondary_thumbprint = a.secondary_thumbprint;
+            break;
+        case dps::device_authentication::certificate_authority:
+            spec.fields.auth.kind = registry::auth_kind::certificate_authority;
+            break;
+    }
     spec.fields.iot_edge = a.iot_edge;
     if (auto put = registry.put_device(spec, condition); !put) return put.error();
     if (!a.initial_twin) return {};
@@ -441,6 +453,15 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
         im->paths.identity.hostname,
         [registry = im->registry.get(), twins = im->twins.get()](const dps::device_assignment& a)
             -> result<void> { return assign_device(*registry, *twins, a); });
+    im->registrations->set_ca_lookup(
+        [cas = im->cas.get()](std::string_view name) -> result<std::string> {
+            auto ca = cas->get(std::string(name));
+            if (!ca) return ca.error();
+            if (!ca->verified)
+                return error(errc::unauthorized,
+                             "CA certificate '" + std::string(name) + "' is not verified.");
+            return ca->pem;
+        });
     im->sessions = std::make_unique<session::services>(session::services{
         *im->authenticator, *im->connections, *im->telemetry, *im->twins, *im->methods, *im->c2d,
         im->storage->kv(), *im->blocking, im->connects.get(), im->registrations.get()});

@@ -303,13 +303,12 @@ result<ca_certificate> ca_store::verify(const std::string& name, const std::stri
     return save(std::move(*c), etag ? etag : std::optional<std::string>(etag_of(*c)));
 }
 
-result<std::string> ca_store::verify_chain(const auth::client_certificate& presented) const {
+namespace {
+
+// The presented chain (leaf first) verified up to a certificate of `store`; the leaf's CN.
+result<std::string> verify_in(X509_STORE* store, const auth::client_certificate& presented,
+                              bool partial) {
     if (presented.chain_der.empty()) return error(errc::unauthorized, "No client certificate.");
-    std::shared_ptr<trust> t;
-    {
-        std::lock_guard lock(mutex_);
-        t = trust_;
-    }
     auto leaf = from_der(presented.chain_der.front());
     if (!leaf) return error(errc::unauthorized, "The client certificate does not parse.");
     STACK_OF(X509)* untrusted = sk_X509_new_null();
@@ -320,8 +319,10 @@ result<std::string> ca_store::verify_chain(const auth::client_certificate& prese
             keep.push_back(std::move(c));
         }
     X509_STORE_CTX* ctx = X509_STORE_CTX_new();
-    X509_STORE_CTX_init(ctx, t->store, leaf.get(), untrusted);
+    X509_STORE_CTX_init(ctx, store, leaf.get(), untrusted);
     X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
+    // An intermediate may be the anchor (a group's signing certificate need not be a root).
+    if (partial) X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_PARTIAL_CHAIN);
     const bool ok = X509_verify_cert(ctx) == 1;
     const int why = X509_STORE_CTX_get_error(ctx);
     X509_STORE_CTX_free(ctx);
@@ -331,6 +332,26 @@ result<std::string> ca_store::verify_chain(const auth::client_certificate& prese
                      std::string("The client certificate chain is not trusted: ") +
                          X509_verify_cert_error_string(why) + ".");
     return common_name(leaf.get());
+}
+
+}  // namespace
+
+result<std::string> ca_store::verify_chain(const auth::client_certificate& presented) const {
+    std::shared_ptr<trust> t;
+    {
+        std::lock_guard lock(mutex_);
+        t = trust_;
+    }
+    return verify_in(t->store, presented, false);
+}
+
+result<std::string> verify_chain_to(const auth::client_certificate& presented,
+                                    const std::vector<std::string>& anchors) {
+    std::unique_ptr<X509_STORE, decltype(&X509_STORE_free)> store(X509_STORE_new(),
+                                                                  X509_STORE_free);
+    for (const auto& text : anchors)
+        if (auto c = parse_certificate(text)) X509_STORE_add_cert(store.get(), c.get());
+    return verify_in(store.get(), presented, true);
 }
 
 }  // namespace iothub::certificates

@@ -48,6 +48,12 @@ struct certificate_info {
 // `text` is PEM or Base64 DER; errc::argument_invalid when it is not a certificate.
 result<certificate_info> describe_certificate(const std::string& text);
 
+// Verifies a presented chain (leaf first) up to one of `anchors` (PEM or Base64 DER; an
+// intermediate may be one) and returns the leaf's CN; errc::unauthorized saying why not
+// (expired, not signed by them, ...).
+result<std::string> verify_chain_to(const auth::client_certificate& presented,
+                                    const std::vector<std::string>& anchors);
+
 class ca_store {
   public:
     explicit ca_store(storage::kv_store& kv);

@@ -1,6 +1,7 @@
 #include "dps/registrations.hpp"
 
 #include "auth/sas.hpp"
+#include "certificates/ca_store.hpp"
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
 #include "dps/errors.hpp"
@@ -50,7 +51,9 @@ std::string derive_device_key(std::string_view group_key, std::string_view regis
 struct registration_service::matched {
     json::object enrollment;
     enrollment_kind kind = enrollment_kind::individual;
+    device_authentication authentication = device_authentication::sas;
     std::string primary_key, secondary_key;  // the device's own (derived for a group)
+    std::string thumbprint;                  // an individual certificate's SHA-1
 };
 
 registration_service::registration_service(storage::kv_store& kv, enrollment_store& enrollments,
@@ -68,6 +71,8 @@ result<registration_service::matched> registration_service::authenticate(
         return unauthorized("ID scope '" + r.id_scope + "' is not this provisioning service's.");
     if (auto ok = check_registration_id(r.registration_id, "registrationId"); !ok)
         return ok.error();
+    if (r.authorization.empty() && r.certificate && !r.certificate->chain_der.empty())
+        return authenticate_certificate(r, now);
     auto token = auth::parse_sas_token(r.authorization);
     if (!token) return unauthorized("The registration's SAS token is malformed or missing.");
     if (token->expiry <=
@@ -93,7 +98,7 @@ result<registration_service::matched> registration_service::authenticate(
         if (!auth::signature_matches(*token, primary) &&
             !auth::signature_matches(*token, secondary))
             return std::nullopt;
-        return matched{enrollment, kind, primary, secondary};
+        return matched{enrollment, kind, device_authentication::sas, primary, secondary, {}};
     };
     auto individual = enrollments_.get(enrollment_kind::individual, r.registration_id);
     if (individual) {
@@ -113,6 +118,69 @@ result<registration_service::matched> registration_service::authenticate(
     }
     return unauthorized("No enrollment matches registration '" + r.registration_id +
                         "' and its key.");
+}
+
+result<registration_service::matched> registration_service::authenticate_certificate(
+    const registration_request& r, sys_time now) {
+    const auto& presented = *r.certificate;
+    auto leaf = certificates::describe_certificate(base64_encode(presented.chain_der.front()));
+    if (!leaf) return unauthorized("The client certificate does not parse.");
+    if (!iequals(leaf->common_name, r.registration_id))
+        return unauthorized("The certificate's CN '" + leaf->common_name +
+                            "' is not the registration id '" + r.registration_id + "'.");
+    if (leaf->not_after < now || leaf->not_before > now)
+        return unauthorized("The client certificate is expired or not yet valid.");
+
+    auto individual = enrollments_.get(enrollment_kind::individual, r.registration_id);
+    if (individual) {
+        if (const auto* certs = object_at(*individual, "attestation.x509.clientCertificates"))
+            for (std::string which : {"primary", "secondary"})
+                if (const auto* info = object_at(*certs, which + ".info"))
+                    if (iequals(text_at(*info, "sha1Thumbprint"), leaf->sha1_thumbprint) ||
+                        iequals(text_at(*info, "sha256Thumbprint"), leaf->sha256_thumbprint))
+                        return matched{*individual,
+                                       enrollment_kind::individual,
+                                       device_authentication::self_signed,
+                                       {},
+                                       {},
+                                       leaf->sha1_thumbprint};
+        return unauthorized("The client certificate is not the enrollment's.");
+    }
+    if (individual.error().code() != errc::not_found) return individual.error();
+
+    std::string after;
+    std::optional<error> why;
+    for (;;) {
+        auto page = enrollments_.query(enrollment_kind::group, "SELECT *", 100, after);
+        if (!page) return page.error();
+        for (const auto& g : page->items) {
+            const auto* x509 = object_at(g, "attestation.x509");
+            if (!x509) continue;
+            std::vector<std::string> anchors;
+            if (const auto* signing = object_at(*x509, "signingCertificates")) {
+                for (auto which : {"primary", "secondary"})
+                    if (const auto* c = object_at(*signing, which))
+                        anchors.push_back(text_at(*c, "certificate"));
+            } else if (const auto* refs = object_at(*x509, "caReferences")) {
+                for (auto which : {"primary", "secondary"}) {
+                    const auto name = text_at(*refs, which);
+                    if (name.empty() || !ca_lookup_) continue;
+                    if (auto pem = ca_lookup_(name)) anchors.push_back(std::move(*pem));
+                }
+            }
+            if (anchors.empty()) continue;
+            auto verified = certificates::verify_chain_to(presented, anchors);
+            if (verified)
+                return matched{
+                    g, enrollment_kind::group, device_authentication::certificate_authority, {}, {},
+                    {}};
+            if (!why) why = verified.error();
+        }
+        if (page->continuation.empty()) break;
+        after = page->continuation;
+    }
+    return unauthorized("No enrollment matches the certificate of '" + r.registration_id + "'" +
+                        (why ? ": " + why->message() : std::string(".")));
 }
 
 result<json::object> registration_service::register_device(const registration_request& r,
@@ -139,7 +207,13 @@ result<json::object> registration_service::register_device(const registration_re
                                                   : json::value(format_iso8601(now))},
                        {"lastUpdatedDateTimeUtc", format_iso8601(now)},
                        {"operationId", operation_id}};
-    if (!group.empty()) state["symmetricKey"] = json::object{{"enrollmentGroupId", group}};
+    if (m->authentication == device_authentication::sas) {
+        if (!group.empty()) state["symmetricKey"] = json::object{{"enrollmentGroupId", group}};
+    } else {
+        json::object x509;
+        if (!group.empty()) x509["enrollmentGroupId"] = group;
+        state["x509"] = std::move(x509);
+    }
 
     if (text_at(e, "provisioningStatus") == "disabled") {
         state["status"] = "disabled";
@@ -149,6 +223,9 @@ result<json::object> registration_service::register_device(const registration_re
         device_assignment a;
         a.device_id = text_at(e, "deviceId");
         if (a.device_id.empty()) a.device_id = r.registration_id;
+        a.authentication = m->authentication;
+        a.primary_thumbprint = m->thumbprint;
+        a.secondary_thumbprint = m->thumbprint;
         a.primary_key = m->primary_key;
         a.secondary_key = m->secondary_key;
         if (const auto* caps = object_at(e, "capabilities"))
@@ -248,6 +325,7 @@ result<query_page> registration_service::states_of_group(std::string_view group_
             auto v = json::parse(entry.data.value, ec);
             if (ec || !v.is_object()) continue;
             const auto* key = object_at(v.get_object(), "symmetricKey");
+            if (!key) key = object_at(v.get_object(), "x509");
             if (!key || !iequals(text_at(*key, "enrollmentGroupId"), group_id)) continue;
             if (out.items.size() == max) {
                 out.continuation = out.items.back().at("registrationId").as_string().c_str();

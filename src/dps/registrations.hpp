@@ -3,19 +3,23 @@
 //
 // A device presents its registration id and a SAS (`sr={idScope}/registrations/{id}`,
 // `skn=registration`) signed with its individual enrollment's key, or with the key derived from
-// an enrollment group's (HMAC-SHA256 of the registration id under the group key). The first
-// matching enrollment wins: an individual one, else a symmetric-key group whose derived key
-// verifies the signature. A disabled enrollment answers status "disabled" and creates nothing.
-// Otherwise the device is assigned to this hub: its identity is created (or its keys brought to the
-// attestation's; a disabled device stays disabled), the enrollment's initial twin applied at the
-// first assignment (and again when reprovisionPolicy.migrateDeviceData is false), and a
-// registration state recorded (`dps/registration/<lower-case id>`).
+// an enrollment group's (HMAC-SHA256 of the registration id under the group key); or, with no
+// SAS, an X.509 certificate (TLS client authentication) whose CN is the registration id: an
+// individual enrollment's own certificate (by thumbprint), or a leaf whose chain, as the device
+// sent it, leads to a group's signing certificate or to the verified CA a group references. The
+// first matching enrollment wins: an individual one, else a group. A disabled enrollment answers
+// status "disabled" and creates nothing. Otherwise the device is assigned to this hub: its identity
+// is created (or its keys brought to the attestation's; a disabled device stays disabled), the
+// enrollment's initial twin applied at the first assignment (and again when
+// reprovisionPolicy.migrateDeviceData is false), and a registration state recorded
+// (`dps/registration/<lower-case id>`).
 //
 // As in Azure the call is asynchronous: it answers `assigning` with an operation id, and polling
 // that operation answers `assigned` with the registration state. The assignment itself is done
 // before the first answer, so the first poll finds it.
 #pragma once
 
+#include "auth/client_certificate.hpp"
 #include "common/error.hpp"
 #include "common/time.hpp"
 #include "dps/enrollments.hpp"
@@ -30,9 +34,13 @@
 namespace iothub::dps {
 
 // What the hub does for an assignment (its registry and twins are not this module's).
+enum class device_authentication { sas, self_signed, certificate_authority };
+
 struct device_assignment {
     std::string device_id;
-    std::string primary_key, secondary_key;
+    device_authentication authentication = device_authentication::sas;
+    std::string primary_key, secondary_key;                // sas
+    std::string primary_thumbprint, secondary_thumbprint;  // self_signed
     bool iot_edge = false;
     // Applied (tags and desired properties) when set.
     std::optional<boost::json::object> initial_twin;
@@ -43,7 +51,8 @@ using assign_function = std::function<result<void>(const device_assignment&)>;
 struct registration_request {
     std::string id_scope;
     std::string registration_id;
-    std::string authorization;   // the SAS as sent
+    std::string authorization;  // the SAS as sent (empty with a certificate)
+    std::optional<auth::client_certificate> certificate;  // what TLS received
     boost::json::value payload;  // DeviceRegistration.payload, passed to custom allocation
 };
 
@@ -66,15 +75,23 @@ class registration_service {
     result<query_page> states_of_group(std::string_view group_id, std::size_t max,
                                        std::string_view continuation);
 
+    // The PEM of a verified CA certificate registered with the hub, by name (for groups that
+    // reference one); errc::not_found or unauthorized (not verified) otherwise.
+    void set_ca_lookup(std::function<result<std::string>(std::string_view name)> lookup) {
+        ca_lookup_ = std::move(lookup);
+    }
+
   private:
     struct matched;
     result<matched> authenticate(const registration_request& r, sys_time now);
+    result<matched> authenticate_certificate(const registration_request& r, sys_time now);
 
     storage::kv_store& kv_;
     enrollment_store& enrollments_;
     std::string id_scope_;
     std::string hub_;
     assign_function assign_;
+    std::function<result<std::string>(std::string_view)> ca_lookup_;
 };
 
 // The key a device of a symmetric-key group signs with: Base64(HMAC-SHA256(group key, id)).

@@ -292,8 +292,11 @@ class handler final : public net::protocol_handler,
                                 "client id '" + c.client_id +
                                     "' does not match the registration id '" +
                                     user.registration_id + "'");
-        dps_ = dps::registration_request{
-            user.id_scope, user.registration_id, c.password.value_or(""), {}};
+        dps_ = dps::registration_request{user.id_scope,
+                                         user.registration_id,
+                                         c.password.value_or(""),
+                                         io_.stream().client_certificate(),
+                                         {}};
         spdlog::debug("{} {}: provisioning client {} connected", io_.stream().kind(),
                       io_.stream().peer(), user.registration_id);
         mqtt_.accept(false);

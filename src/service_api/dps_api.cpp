@@ -165,6 +165,7 @@ dps::registration_request device_request(http::request& req) {
     r.id_scope = req.params.at("scope");
     r.registration_id = req.params.at("id");
     r.authorization = std::string(req.header("authorization"));
+    if (req.client_certificate) r.certificate = *req.client_certificate;
     boost::system::error_code ec;
     auto body = json::parse(req.body, ec);
     if (!ec && body.is_object())
