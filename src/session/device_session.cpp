@@ -405,8 +405,20 @@ void device_session::settle_c2d(const std::string& lock_token, c2d_outcome how,
     if (!principal_) return;
     c2d_locks_.erase(lock_token);
     touch();
-    svc_.blocking.run(
-        [&c2d = svc_.c2d, device = principal_->device_id, lock_token, how]() -> result<void> {
+    // One at a time, in the device's order, so its feedback records keep that order too. The
+    // queue outlives the session: what the device settled is applied even if it goes.
+    if (!settlements_) settlements_ = std::make_shared<settlement_queue>();
+    settlements_->pending.push_back({lock_token, how, std::move(done)});
+    if (settlements_->pending.size() == 1)
+        settle_next(settlements_, svc_, ex_, principal_->device_id);
+}
+
+void device_session::settle_next(std::shared_ptr<settlement_queue> q, services& svc,
+                                 asio::any_io_executor ex, std::string device) {
+    if (q->pending.empty()) return;
+    const auto& s = q->pending.front();
+    svc.blocking.run(
+        [&c2d = svc.c2d, device, lock_token = s.lock_token, how = s.how]() -> result<void> {
             const auto t = iothub::now();
             switch (how) {
                 case c2d_outcome::complete:
@@ -418,13 +430,16 @@ void device_session::settle_c2d(const std::string& lock_token, c2d_outcome how,
             }
             return c2d.abandon(device, lock_token, t);
         },
-        ex_,
-        [device = principal_->device_id, done = std::move(done)](result<void> r) {
+        ex,
+        [q, &svc, ex, device](result<void> r) mutable {
             // Lock lost: it timed out and the message went out again, which that copy settles.
             if (!r)
                 spdlog::debug("session: C2D settlement for {} not applied: {}", device,
                               r.error().message());
+            auto done = std::move(q->pending.front().done);
+            q->pending.pop_front();
             if (done) done(std::move(r));
+            settle_next(std::move(q), svc, std::move(ex), std::move(device));
         });
 }
 

@@ -40,6 +40,7 @@
 #include <boost/asio/any_io_executor.hpp>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -255,6 +256,19 @@ class device_session : public std::enable_shared_from_this<device_session> {
 
     bool c2d_listening_ = false;
     std::set<std::string> c2d_locks_;  // lock tokens delivered here and not settled
+    // Settlements in the device's order: the front is in flight. Touched on the session's
+    // executor only.
+    struct settlement_queue {
+        struct item {
+            std::string lock_token;
+            c2d_outcome how;
+            std::function<void(result<void>)> done;
+        };
+        std::deque<item> pending;
+    };
+    std::shared_ptr<settlement_queue> settlements_;
+    static void settle_next(std::shared_ptr<settlement_queue> q, services& svc,
+                            boost::asio::any_io_executor ex, std::string device);
 };
 
 }  // namespace iothub::session
