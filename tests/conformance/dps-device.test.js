@@ -10,16 +10,14 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
-const { execFileSync } = require('node:child_process');
-const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http: ProvisioningHttp } = require('azure-iot-provisioning-device-http');
 const { Mqtt: ProvisioningMqtt } = require('azure-iot-provisioning-device-mqtt');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
-const { Registry } = require('azure-iothub');
 const { Client, Message } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
-const { Hub, bin, dataDir, connectionString, eventually } = require('./lib/hub');
+const { eventually } = require('./lib/hub');
+const { startProvisioning } = require('./lib/dps');
 
 let hub;
 let service;
@@ -28,11 +26,7 @@ let idScope;
 const clients = [];
 
 before(async () => {
-  hub = await Hub.start();
-  idScope = execFileSync(bin, ['dps', 'id-scope', '--data-dir', dataDir]).toString().trim();
-  service = ProvisioningServiceClient.fromConnectionString(
-    execFileSync(bin, ['connection-string', '--dps', '--data-dir', dataDir]).toString().trim());
-  registry = Registry.fromConnectionString(connectionString());
+  ({ hub, idScope, service, registry } = await startProvisioning());
 });
 after(async () => {
   for (const c of clients) await c.close().catch(() => {});

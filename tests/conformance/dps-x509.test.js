@@ -7,16 +7,13 @@
 'use strict';
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { execFileSync } = require('node:child_process');
-const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http: ProvisioningHttp } = require('azure-iot-provisioning-device-http');
 const { Mqtt: ProvisioningMqtt } = require('azure-iot-provisioning-device-mqtt');
 const { X509Security } = require('azure-iot-security-x509');
-const { Registry } = require('azure-iothub');
 const { Client, Message } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
-const { Hub, bin, dataDir, connectionString } = require('./lib/hub');
+const { startProvisioning } = require('./lib/dps');
 const pki = require('./lib/pki');
 
 let hub;
@@ -25,11 +22,7 @@ let registry;
 let idScope;
 
 before(async () => {
-  hub = await Hub.start();
-  idScope = execFileSync(bin, ['dps', 'id-scope', '--data-dir', dataDir]).toString().trim();
-  service = ProvisioningServiceClient.fromConnectionString(
-    execFileSync(bin, ['connection-string', '--dps', '--data-dir', dataDir]).toString().trim());
-  registry = Registry.fromConnectionString(connectionString());
+  ({ hub, idScope, service, registry } = await startProvisioning());
   pki.selfSigned('self', 'cam-1');
   pki.selfSigned('other', 'cam-1');
   pki.selfSigned('factory', 'Factory Root', pki.caExtensions);

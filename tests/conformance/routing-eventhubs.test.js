@@ -15,7 +15,8 @@ const { Mqtt } = require('azure-iot-device-mqtt');
 const eh = require('./lib/events');
 
 const { from } = eh;
-const { Hub, bin, dataDir, connectionString, eventually, serviceRequest, sleep } = require('./lib/hub');
+const routingApi = require('./lib/routing');
+const { Hub, bin, dataDir, connectionString, eventually, sleep } = require('./lib/hub');
 
 let hub;
 let registry;
@@ -61,15 +62,8 @@ function routing(key) {
     fallbackRoute: { name: '$fallback', source: 'DeviceMessages', condition: 'true', endpointNames: ['events'], isEnabled: true },
   };
 }
-async function putRouting(key) {
-  const r = await serviceRequest({ method: 'PUT', path: '/routing', json: routing(key) });
-  assert.equal(r.status, 200, JSON.stringify(r.json));
-}
-async function health(name) {
-  const r = await serviceRequest({ path: '/routing/endpoints/health' });
-  assert.equal(r.status, 200);
-  return r.json.value.find((v) => v.endpointId === name);
-}
+const putRouting = (key) => routingApi.putRouting(routing(key));
+const health = routingApi.endpointHealth;
 
 before(async () => {
   hub = await Hub.start();

@@ -60,16 +60,7 @@ async function send(id, body, props = {}) {
   await devices[id].sendEvent(m);
 }
 
-async function putRouting(routing) {
-  const r = await serviceRequest({ method: 'PUT', path: '/routing', json: routing });
-  assert.equal(r.status, 200, JSON.stringify(r.json));
-}
-
-async function health(name) {
-  const r = await serviceRequest({ path: '/routing/endpoints/health' });
-  assert.equal(r.status, 200);
-  return r.json.value.find((v) => v.endpointId === name);
-}
+const { putRouting, endpointHealth: health } = require('./lib/routing');
 
 before(async () => {
   server = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', '4300', '-sd', `${work}/ext-nats`,
