@@ -259,6 +259,19 @@ struct hub::impl {
     std::unique_ptr<cluster::duty> routing_duty;  // cluster mode: whether this node delivers
     // Cluster mode: whether this node expires C2D messages, feedback and notifications.
     std::unique_ptr<cluster::duty> sweep_duty;
+    // Cluster mode: another node changed the routing and this one has not put it in force yet
+    // (a failed attempt is retried every second).
+    std::atomic<bool> routing_reload_pending{false};
+
+    // Puts another node's routing change in force here; a failure stays pending for the next
+    // try. Blocks (on the blocking pool).
+    void reload_routing() {
+        if (!router || !routing_reload_pending.exchange(false)) return;
+        if (auto r = router->reload(); !r) {
+            spdlog::warn("routing: cannot follow a change yet: {}", r.error().message());
+            routing_reload_pending = true;
+        }
+    }
     std::atomic<bool> expiring{true};
     std::unique_ptr<endpoints::event_grid> event_grid;
     std::unique_ptr<file_upload::blob_containers> blobs;
@@ -428,11 +441,11 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
                                              },
                                              {{"routing/config",
                                                [im = im.get()](const storage::kv_change&) {
-                                                   if (!im->router) return;
-                                                   if (auto r = im->router->reload(); !r)
-                                                       spdlog::warn(
-                                                           "routing: cannot follow a change: {}",
-                                                           r.error().message());
+                                                   // Off the follower's thread: opening an
+                                                   // endpoint's streams can take seconds.
+                                                   im->routing_reload_pending = true;
+                                                   im->blocking->post(
+                                                       [im] { im->reload_routing(); });
                                                }}}},
                            std::move(*bus));
         if (auto r = im->cluster->start(); !r) return r.error();
@@ -686,7 +699,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     boost::asio::co_spawn(
         timers,
         [c2d = im->c2d.get(), files = im->files.get(), activity = im->activity.get(),
-         pool = im->blocking.get(), expiring = &im->expiring,
+         pool = im->blocking.get(), expiring = &im->expiring, im = im.get(),
          &timers]() -> boost::asio::awaitable<void> {
             boost::asio::steady_timer t(timers);
             for (unsigned tick = 1;; ++tick) {
@@ -697,6 +710,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
                 const bool expire = expiring->load();
                 pool->post([c2d, expire] { c2d->sweep(now(), expire); });
                 pool->post([files, expire] { files->sweep(now(), expire); });
+                if (im->routing_reload_pending.load()) pool->post([im] { im->reload_routing(); });
                 if (tick % 5 == 0)
                     pool->post([activity] {
                         if (auto r = activity->flush(); !r)

@@ -253,7 +253,7 @@ describe('routing across nodes', () => {
         headers: { Authorization: serviceToken('iothubowner', 600, a.host) },
       });
       return seen.status === 200 && (seen.json.routes || []).some((x) => x.name === 'hot');
-    }, 10000, 'node A to follow the routing change');
+    }, 30000, 'node A to follow the routing change');
     // The 31st closes the run: routing keeps a device's order, so once it is in, any repeat of
     // the others would be too.
     for (let i = 0; i <= 30; i += 1) {
