@@ -4,8 +4,6 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
 const crypto = require('node:crypto');
 const { spawnSync } = require('node:child_process');
 const mqtt = require('mqtt');
@@ -16,24 +14,8 @@ const { Http } = require('azure-iot-device-http');
 const { NoRetry, errors } = require('azure-iot-common');
 const { Hub, connectionString, readTelemetry, bin, dataDir } = require('./lib/hub');
 
-const pki = fs.mkdtempSync(path.join(os.tmpdir(), 'iothub-pki-'));
-const file = (n) => path.join(pki, n);
-function openssl(...args) {
-  const r = spawnSync('openssl', args, { cwd: pki, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
-function key(name) { openssl('ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', `${name}.key`); }
-function selfSigned(name, cn, extra = []) {
-  key(name);
-  openssl('req', '-x509', '-new', '-key', `${name}.key`, '-subj', `/CN=${cn}`, '-days', '30', '-out', `${name}.pem`, ...extra);
-}
-function signed(name, cn, ca) {
-  key(name);
-  openssl('req', '-new', '-key', `${name}.key`, '-subj', `/CN=${cn}`, '-out', `${name}.csr`);
-  openssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial',
-    '-days', '30', '-out', `${name}.pem`);
-}
+const { file, selfSigned, signed, caExtensions, cleanUp } = require('./lib/pki');
+
 function thumbprint(name) {
   return new crypto.X509Certificate(fs.readFileSync(file(`${name}.pem`))).fingerprint.replace(/:/g, '');
 }
@@ -55,13 +37,13 @@ before(async () => {
   registry = Registry.fromConnectionString(connectionString());
   selfSigned('self', 'x509-self');
   selfSigned('stranger', 'x509-self');
-  selfSigned('root', 'Test Root CA', ['-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  selfSigned('root', 'Test Root CA', caExtensions);
   signed('ca-dev', 'x509-ca-dev', 'root');
   signed('wrong-cn', 'somebody-else', 'root');
 });
 after(async () => {
   await hub.stop();
-  fs.rmSync(pki, { recursive: true, force: true });
+  cleanUp();
 });
 
 describe('self-signed certificates (thumbprint)', () => {
