@@ -285,6 +285,12 @@ result<json::object> registration_service::operation_status(const registration_r
                         {"registrationState", std::move(state)}};
 }
 
+result<json::object> registration_service::device_state(const registration_request& r,
+                                                        sys_time now) {
+    if (auto m = authenticate(r, now); !m) return m.error();
+    return state(r.registration_id);
+}
+
 result<json::object> registration_service::state(std::string_view registration_id) {
     auto current = kv_.get(state_key(registration_id));
     if (!current) return current.error();

@@ -68,6 +68,8 @@ class registration_service {
     // The operation's status: {"operationId", "status": "assigned", "registrationState": {...}}.
     result<boost::json::object> operation_status(const registration_request& r,
                                                  std::string_view operation_id, sys_time now);
+    // The device's own registration state (DPS's status lookup), after authenticating it.
+    result<boost::json::object> device_state(const registration_request& r, sys_time now);
 
     // The service's view (registration state get, delete and query by group).
     result<boost::json::object> state(std::string_view registration_id);
@@ -93,6 +95,10 @@ class registration_service {
     assign_function assign_;
     std::function<result<std::string>(std::string_view)> ca_lookup_;
 };
+
+// What `assigning` tells a device: poll after this many seconds (HTTP Retry-After, MQTT
+// retry-after). Whole seconds: SDKs other than Node's parse it as an integer.
+inline constexpr int poll_after_seconds = 1;
 
 // The key a device of a symmetric-key group signs with: Base64(HMAC-SHA256(group key, id)).
 std::string derive_device_key(std::string_view group_key, std::string_view registration_id);

@@ -337,7 +337,8 @@ class handler final : public net::protocol_handler,
                 }
                 std::string topic =
                     "$dps/registrations/res/" + std::to_string(status) + "/?$rid=" + rid;
-                if (status == 202) topic += "&retry-after=1";
+                if (status == 202)
+                    topic += "&retry-after=" + std::to_string(dps::poll_after_seconds);
                 mqtt_.publish(topic, body, static_cast<std::uint8_t>(dps_qos_));
                 io_.wake();
             });

@@ -187,7 +187,7 @@ void add_device_routes(http::router& routes, const std::shared_ptr<dps_context>&
             if (r && r->at("status") == "assigning") {
                 auto response = http::response::json(202, *r);
                 // The assignment is done already: the SDK's first poll finds it.
-                response.with_header("Retry-After", "1");
+                response.with_header("Retry-After", std::to_string(dps::poll_after_seconds));
                 return done(std::move(response));
             }
             done(answer(std::move(r), 200));
@@ -204,13 +204,7 @@ void add_device_routes(http::router& routes, const std::shared_ptr<dps_context>&
     routes.add(
         "POST", "/{scope}/registrations/{id}",
         [shared, answer](http::request& req, http::responder done) {
-            auto request = device_request(req);
-            auto r = shared->registrations.operation_status(request, "", now());
-            if (!r && r.error().code() == errc::not_found) {
-                auto s = shared->registrations.state(request.registration_id);
-                return done(answer(std::move(s), 200));
-            }
-            done(answer(std::move(r), 200));
+            done(answer(shared->registrations.device_state(device_request(req), now()), 200));
         },
         opts);
 }
