@@ -1,10 +1,12 @@
 // Provisioning throughput and latency: DEVICES devices of one symmetric-key enrollment group
-// register over MQTT with the unmodified provisioning device SDK, CONCURRENCY at a time; prints
+// register over TRANSPORT (mqtt, the default; amqp; http) with the unmodified provisioning device
+// SDK, CONCURRENCY at a time; prints
 // registrations per second, the hub's CPU per registration, and p50/p99 of the whole registration
 // (connect, register, the poll after the service's retry-after of one second, assigned). One hub
 // with embedded storage, in the network namespace run.sh makes:
 //
 //   DEVICES=1000 CONCURRENCY=50 tests/conformance/run.sh build/release/iothub bench/dps-register.js
+//   TRANSPORT=amqp DEVICES=1000 CONCURRENCY=50 tests/conformance/run.sh build/release/iothub bench/dps-register.js
 'use strict';
 const path = require('node:path');
 const crypto = require('node:crypto');
@@ -13,7 +15,14 @@ const { test, after } = require('node:test');
 const sdk = require('node:module').createRequire(path.join(__dirname, '../tests/conformance/package.json'));
 const { ProvisioningServiceClient } = sdk('azure-iot-provisioning-service');
 const { ProvisioningDeviceClient } = sdk('azure-iot-provisioning-device');
-const { Mqtt } = sdk('azure-iot-provisioning-device-mqtt');
+const transports = {
+  mqtt: sdk('azure-iot-provisioning-device-mqtt').Mqtt,
+  amqp: sdk('azure-iot-provisioning-device-amqp').Amqp,
+  http: sdk('azure-iot-provisioning-device-http').Http,
+};
+const TRANSPORT = process.env.TRANSPORT || 'mqtt';
+const Transport = transports[TRANSPORT];
+if (!Transport) throw new Error(`TRANSPORT is one of ${Object.keys(transports).join(', ')}`);
 const { SymmetricKeySecurityClient } = sdk('azure-iot-security-symmetric-key');
 const { execFileSync } = require('node:child_process');
 const { Hub, bin, dataDir } = require('../tests/conformance/lib/hub');
@@ -29,7 +38,7 @@ const cpuTicks = (pid) => {
   return Number(f[11]) + Number(f[12]);
 };
 
-test(`${DEVICES} group registrations over MQTT, ${CONCURRENCY} at a time`, { timeout: 600000 }, async () => {
+test(`${DEVICES} group registrations over ${TRANSPORT}, ${CONCURRENCY} at a time`, { timeout: 600000 }, async () => {
   hub = await Hub.start(['--log-level', 'warn']);
   const idScope = execFileSync(bin, ['dps', 'id-scope', '--data-dir', dataDir]).toString().trim();
   const service = ProvisioningServiceClient.fromConnectionString(
@@ -49,7 +58,7 @@ test(`${DEVICES} group registrations over MQTT, ${CONCURRENCY} at a time`, { tim
       const key = crypto.createHmac('sha256', groupKey).update(id).digest('base64');
       const t0 = Date.now();
       try {
-        const client = ProvisioningDeviceClient.create('localhost', idScope, new Mqtt(),
+        const client = ProvisioningDeviceClient.create('localhost', idScope, new Transport(),
           new SymmetricKeySecurityClient(id, key));
         const r = await client.register();
         if (r.status !== 'assigned') failed += 1;

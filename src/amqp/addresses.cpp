@@ -61,6 +61,12 @@ node_address classify_address(std::string_view address) {
         out.partition = std::string(s[4]);
         return out;
     }
+    if (s.size() == 3 && iequals(s[1], "registrations") && !s[0].empty() && !s[2].empty()) {
+        out.what = k::dps_registration;
+        out.id_scope = std::string(s[0]);
+        out.registration_id = id_of(s[2]);
+        return out;
+    }
     // What an Event Hubs producer attaches to: the entity, or one of its partitions.
     if ((s.size() == 1 || (s.size() == 3 && iequals(s[1], "partitions") && !s[2].empty())) &&
         !s[0].empty()) {

@@ -24,6 +24,7 @@ struct node_address {
         eh_management,               // $management (Event Hubs)
         eh_partition,                // {entity}/ConsumerGroups/{cg}/Partitions/{n} (Event Hubs)
         eh_entity,                   // {entity}[/Partitions/{n}]: an event hub sent to
+        dps_registration,            // {idScope}/registrations/{registrationId} (provisioning)
         unknown,
     };
     kind what = kind::unknown;
@@ -32,6 +33,7 @@ struct node_address {
     std::string entity;          // eh_*: the event hub's name as the client wrote it
     std::string consumer_group;  // eh_partition
     std::string partition;       // eh_partition, eh_entity (empty: none named): text, unchecked
+    std::string id_scope, registration_id;  // dps_registration
 
     bool is_device() const {
         return what == kind::device_events || what == kind::device_c2d ||

@@ -587,31 +587,8 @@ void add_query_command(CLI::App& app, const std::shared_ptr<invocation>& inv, co
     q->add_option("--page-size", o->page, "Rows per request (1-1000)")->check(CLI::Range(1, 1000));
     q->final_callback([=] {
         run([=] {
-            auto hub = connect(*inv);
-            hub_connection conn(hub);
-            json::array rows;
-            std::string continuation;
-            // Follows x-ms-continuation until the hub stops sending one.
-            for (;;) {
-                std::vector<std::pair<std::string, std::string>> headers{
-                    {"x-ms-max-item-count", std::to_string(o->page)}};
-                if (!continuation.empty()) headers.emplace_back("x-ms-continuation", continuation);
-                auto r = conn.call("POST", "/devices/query?api-version=2021-04-12",
-                                   json::serialize(json::object{{"query", o->text}}), headers);
-                if (!r) throw failure{r.error().message()};
-                if (r->status >= 300) throw failure{describe_failure(*r)};
-                boost::system::error_code ec;
-                auto page = json::parse(r->body, ec);
-                if (ec || !page.is_array()) throw failure{"The hub answered a query without rows."};
-                for (auto& row : page.get_array()) {
-                    if (o->top && rows.size() >= o->top) break;
-                    rows.push_back(std::move(row));
-                }
-                auto next = r->headers.find("x-ms-continuation");
-                if (next == r->headers.end() || (o->top && rows.size() >= o->top)) break;
-                continuation = next->second;
-            }
-            print(rows);
+            print(query_pages(connect(*inv), "/devices/query?api-version=2021-04-12",
+                              json::serialize(json::object{{"query", o->text}}), o->page, o->top));
         });
     });
 }
@@ -724,6 +701,7 @@ void add_commands(CLI::App& app, int& exit_code) {
                 std::cout << hub.local->id_scope << "\n";
             });
         });
+    add_dps_commands(*dps_group, inv, run);
 
     add_monitor_command(app, inv, run);
     add_consumer_group_commands(app, inv, run);

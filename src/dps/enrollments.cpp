@@ -4,6 +4,7 @@
 #include "common/crypto.hpp"
 #include "common/encoding.hpp"
 #include "dps/errors.hpp"
+#include "dps/json_fields.hpp"
 #include "registry/identity.hpp"
 
 #include <boost/json.hpp>
@@ -32,12 +33,6 @@ std::string key_of(enrollment_kind k, std::string_view id) {
 
 std::string_view noun(enrollment_kind k) {
     return k == enrollment_kind::individual ? "Enrollment" : "Enrollment group";
-}
-
-const json::value* member(const json::object& o, std::string_view name) {
-    for (const auto& [k, v] : o)
-        if (iequals(k, name)) return v.is_null() ? nullptr : &v;
-    return nullptr;
 }
 
 result<std::string> string_field(const json::object& o, std::string_view name,

@@ -43,6 +43,14 @@ std::string text_at(const json::object& o, std::string_view key) {
 
 }  // namespace
 
+json::value registration_payload(std::string_view body) {
+    boost::system::error_code ec;
+    auto v = json::parse(body, ec);
+    if (ec || !v.is_object()) return nullptr;
+    const auto* payload = v.get_object().if_contains("payload");
+    return payload ? *payload : json::value();
+}
+
 std::string derive_device_key(std::string_view group_key, std::string_view registration_id) {
     auto raw = base64_decode(group_key);
     return base64_encode(hmac_sha256(raw ? *raw : std::string(group_key), registration_id));
@@ -57,13 +65,14 @@ struct registration_service::matched {
 };
 
 registration_service::registration_service(storage::kv_store& kv, enrollment_store& enrollments,
-                                           std::string id_scope, std::string hub_host_name,
-                                           assign_function assign)
+                                           linked_hub_store& hubs, std::string id_scope,
+                                           assign_function assign, webhook_function webhook)
     : kv_(kv),
       enrollments_(enrollments),
+      hubs_(hubs),
       id_scope_(std::move(id_scope)),
-      hub_(std::move(hub_host_name)),
-      assign_(std::move(assign)) {}
+      assign_(std::move(assign)),
+      webhook_(std::move(webhook)) {}
 
 result<registration_service::matched> registration_service::authenticate(
     const registration_request& r, sys_time now) {
@@ -232,24 +241,50 @@ result<json::object> registration_service::register_device(const registration_re
             if (const auto* edge = caps->if_contains("iotEdge"); edge && edge->is_bool())
                 a.iot_edge = edge->get_bool();
         const bool assigned_before = before && text_at(*before, "status") == "assigned";
+        const std::string previous_hub = assigned_before ? text_at(*before, "assignedHub") : "";
         bool migrate = true;
         if (const auto* rp = object_at(e, "reprovisionPolicy"))
             if (const auto* v = rp->if_contains("migrateDeviceData"); v && v->is_bool())
                 migrate = v->get_bool();
-        std::string substatus = "initialAssignment";
-        if (assigned_before) substatus = migrate ? "deviceDataMigrated" : "deviceDataReset";
-        if (!assigned_before || !migrate)
-            if (const auto* twin = e.if_contains("initialTwin"); twin && twin->is_object())
-                a.initial_twin = twin->get_object();
-        if (auto ok = assign_(a); !ok) {
+        auto failed = [&](const error& why) {
             state["status"] = "failed";
-            state["errorCode"] = error_code(ok.error());
-            state["errorMessage"] = ok.error().message();
+            state["errorCode"] = error_code(why);
+            state["errorMessage"] = why.message();
+        };
+        auto hubs = hubs_.list();
+        if (!hubs) return hubs.error();
+        allocation_input in{e,
+                            m->kind,
+                            r.registration_id,
+                            m->authentication != device_authentication::sas,
+                            r.payload,
+                            previous_hub,
+                            assigned_before ? text_at(*before, "deviceId") : ""};
+        auto chosen = allocate(in, *hubs, webhook_);
+        if (!chosen) {
+            failed(chosen.error());
         } else {
-            state["status"] = "assigned";
-            state["substatus"] = substatus;
-            state["assignedHub"] = hub_;
-            state["deviceId"] = a.device_id;
+            a.hub = chosen->hub;
+            const bool moved = assigned_before && !iequals(previous_hub, a.hub.host_name);
+            std::string substatus = "initialAssignment";
+            if (assigned_before) substatus = migrate ? "deviceDataMigrated" : "deviceDataReset";
+            const auto* twin = e.if_contains("initialTwin");
+            if (chosen->initial_twin)
+                a.initial_twin = std::move(chosen->initial_twin);
+            else if ((!assigned_before || !migrate || moved) && twin && twin->is_object())
+                a.initial_twin = twin->get_object();
+            if (moved && migrate)
+                for (const auto& h : *hubs)
+                    if (iequals(h.host_name, previous_hub)) a.migrate_from = h;
+            if (auto ok = assign_(a); !ok) {
+                failed(ok.error());
+            } else {
+                state["status"] = "assigned";
+                state["substatus"] = substatus;
+                state["assignedHub"] = a.hub.host_name;
+                state["deviceId"] = a.device_id;
+                if (!chosen->payload.is_null()) state["payload"] = std::move(chosen->payload);
+            }
         }
     }
     auto written = kv_.put(state_key(r.registration_id), json::serialize(state));
@@ -283,6 +318,11 @@ result<json::object> registration_service::operation_status(const registration_r
     return json::object{{"operationId", std::string(operation_id)},
                         {"status", status},
                         {"registrationState", std::move(state)}};
+}
+
+result<void> registration_service::check_credentials(const registration_request& r, sys_time now) {
+    if (auto m = authenticate(r, now); !m) return m.error();
+    return {};
 }
 
 result<json::object> registration_service::device_state(const registration_request& r,

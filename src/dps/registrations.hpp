@@ -8,11 +8,11 @@
 // individual enrollment's own certificate (by thumbprint), or a leaf whose chain, as the device
 // sent it, leads to a group's signing certificate or to the verified CA a group references. The
 // first matching enrollment wins: an individual one, else a group. A disabled enrollment answers
-// status "disabled" and creates nothing. Otherwise the device is assigned to this hub: its identity
-// is created (or its keys brought to the attestation's; a disabled device stays disabled), the
-// enrollment's initial twin applied at the first assignment (and again when
-// reprovisionPolicy.migrateDeviceData is false), and a registration state recorded
-// (`dps/registration/<lower-case id>`).
+// status "disabled" and creates nothing. Otherwise the device is assigned to the linked hub its
+// enrollment's allocation policy chooses (allocation.hpp): its identity is created (or its keys
+// brought to the attestation's; a disabled device stays disabled), the enrollment's initial twin
+// applied at the first assignment (and again when reprovisionPolicy.migrateDeviceData is false),
+// and a registration state recorded (`dps/registration/<lower-case id>`).
 //
 // As in Azure the call is asynchronous: it answers `assigning` with an operation id, and polling
 // that operation answers `assigned` with the registration state. The assignment itself is done
@@ -22,7 +22,10 @@
 #include "auth/client_certificate.hpp"
 #include "common/error.hpp"
 #include "common/time.hpp"
+#include "dps/allocation.hpp"
+#include "dps/assignment.hpp"
 #include "dps/enrollments.hpp"
+#include "dps/linked_hubs.hpp"
 #include "storage/kv_store.hpp"
 
 #include <boost/json/object.hpp>
@@ -33,18 +36,6 @@
 
 namespace iothub::dps {
 
-// What the hub does for an assignment (its registry and twins are not this module's).
-enum class device_authentication { sas, self_signed, certificate_authority };
-
-struct device_assignment {
-    std::string device_id;
-    device_authentication authentication = device_authentication::sas;
-    std::string primary_key, secondary_key;                // sas
-    std::string primary_thumbprint, secondary_thumbprint;  // self_signed
-    bool iot_edge = false;
-    // Applied (tags and desired properties) when set.
-    std::optional<boost::json::object> initial_twin;
-};
 // errc::... as the registry answers; the registration then fails with that error.
 using assign_function = std::function<result<void>(const device_assignment&)>;
 
@@ -58,8 +49,10 @@ struct registration_request {
 
 class registration_service {
   public:
-    registration_service(storage::kv_store& kv, enrollment_store& enrollments, std::string id_scope,
-                         std::string hub_host_name, assign_function assign);
+    // `webhook` calls custom allocation webhooks (http_webhook in a hub).
+    registration_service(storage::kv_store& kv, enrollment_store& enrollments,
+                         linked_hub_store& hubs, std::string id_scope, assign_function assign,
+                         webhook_function webhook);
 
     // Authenticates, assigns and answers the RegistrationOperationStatus:
     // {"operationId", "status": "assigning"}. errc::unauthorized for an unknown registration, a
@@ -68,6 +61,9 @@ class registration_service {
     // The operation's status: {"operationId", "status": "assigned", "registrationState": {...}}.
     result<boost::json::object> operation_status(const registration_request& r,
                                                  std::string_view operation_id, sys_time now);
+    // Only checks the device's credentials (AMQP checks them when each provisioning link
+    // attaches, so a wrong key refuses the link).
+    result<void> check_credentials(const registration_request& r, sys_time now);
     // The device's own registration state (DPS's status lookup), after authenticating it.
     result<boost::json::object> device_state(const registration_request& r, sys_time now);
 
@@ -90,15 +86,20 @@ class registration_service {
 
     storage::kv_store& kv_;
     enrollment_store& enrollments_;
+    linked_hub_store& hubs_;
     std::string id_scope_;
-    std::string hub_;
     assign_function assign_;
+    webhook_function webhook_;
     std::function<result<std::string>(std::string_view)> ca_lookup_;
 };
 
 // What `assigning` tells a device: poll after this many seconds (HTTP Retry-After, MQTT
 // retry-after). Whole seconds: SDKs other than Node's parse it as an integer.
 inline constexpr int poll_after_seconds = 1;
+
+// DeviceRegistration.payload from a register request's body, whatever carried it (null when
+// absent or the body is not a JSON object).
+boost::json::value registration_payload(std::string_view body);
 
 // The key a device of a symmetric-key group signs with: Base64(HMAC-SHA256(group key, id)).
 std::string derive_device_key(std::string_view group_key, std::string_view registration_id);

@@ -163,10 +163,11 @@ struct client::impl {
         return out;
     }
 
-    result<client_response> post(std::string_view body,
-                                 const std::vector<std::pair<std::string, std::string>>& headers) {
+    result<client_response> request(
+        bhttp::verb verb, std::string_view target, std::string_view body,
+        const std::vector<std::pair<std::string, std::string>>& headers) {
         const auto deadline = std::chrono::steady_clock::now() + options.timeout;
-        bhttp::request<bhttp::string_body> req{bhttp::verb::post, origin.target, 11};
+        bhttp::request<bhttp::string_body> req{verb, target, 11};
         req.set(bhttp::field::host, origin.host);
         req.set(bhttp::field::user_agent, "iothub");
         for (const auto& [k, v] : headers) req.set(k, v);
@@ -196,7 +197,16 @@ client& client::operator=(client&&) noexcept = default;
 
 result<client_response> client::post(
     std::string_view body, const std::vector<std::pair<std::string, std::string>>& headers) {
-    return impl_->post(body, headers);
+    return impl_->request(bhttp::verb::post, impl_->origin.target, body, headers);
+}
+
+result<client_response> client::request(
+    std::string_view method, std::string_view target, std::string_view body,
+    const std::vector<std::pair<std::string, std::string>>& headers) {
+    const auto verb = bhttp::string_to_verb(method);
+    if (verb == bhttp::verb::unknown)
+        return error(errc::argument_invalid, "Unknown HTTP method '" + std::string(method) + "'.");
+    return impl_->request(verb, target, body, headers);
 }
 
 }  // namespace iothub::http

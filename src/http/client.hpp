@@ -1,7 +1,8 @@
-// An HTTP/1.1 client for the hub's outgoing deliveries (webhook endpoints, Event Grid
-// subscriptions): one keep-alive connection to one origin, over TCP or TLS (the system's trusted
-// CAs plus any the caller adds, host names verified), reopened when it breaks. Blocking, with a
-// deadline per request: it is used from delivery threads, never from the network shards.
+// An HTTP/1.1 client for the hub's outgoing calls (webhook endpoints, Event Grid subscriptions,
+// the provisioning service's allocation webhooks and linked hubs): one keep-alive connection to one
+// origin, over TCP or TLS (the system's trusted CAs plus any the caller adds, host names verified),
+// reopened when it breaks. Blocking, with a deadline per request: it is used from delivery threads,
+// never from the network shards.
 #pragma once
 
 #include "common/error.hpp"
@@ -48,6 +49,10 @@ class client {
     // is errc::server_error with what happened; any HTTP status is a response.
     result<client_response> post(std::string_view body,
                                  const std::vector<std::pair<std::string, std::string>>& headers);
+    // Any method to `target` (path and query) on the same origin; an empty body sends none.
+    result<client_response> request(
+        std::string_view method, std::string_view target, std::string_view body,
+        const std::vector<std::pair<std::string, std::string>>& headers);
 
   private:
     struct impl;

@@ -166,10 +166,7 @@ dps::registration_request device_request(http::request& req) {
     r.registration_id = req.params.at("id");
     r.authorization = std::string(req.header("authorization"));
     if (req.client_certificate) r.certificate = *req.client_certificate;
-    boost::system::error_code ec;
-    auto body = json::parse(req.body, ec);
-    if (!ec && body.is_object())
-        if (const auto* p = body.get_object().if_contains("payload")) r.payload = *p;
+    r.payload = dps::registration_payload(req.body);
     return r;
 }
 
@@ -209,6 +206,40 @@ void add_device_routes(http::router& routes, const std::shared_ptr<dps_context>&
         opts);
 }
 
+// The hubs devices are assigned to. Azure keeps them on the DPS resource (ARM); here they are
+// the provisioning service's own API, under its policy.
+void add_linked_hubs(http::router& routes, const std::shared_ptr<dps_context>& shared) {
+    const http::route_options opts{.blocking = true, .fold_case = true};
+    routes.add("GET", "/linkedHubs",
+               dps_route(shared, auth::right::enrollment_read,
+                         [](dps_context& c, http::request&) -> result<http::response> {
+                             auto hubs = c.linked_hubs.list();
+                             if (!hubs) return hubs.error();
+                             json::array out;
+                             for (const auto& h : *hubs) out.emplace_back(dps::describe(h));
+                             return http::response::json(200, out);
+                         }),
+               opts);
+    routes.add("PUT", "/linkedHubs/{host}",
+               dps_route(shared, auth::right::enrollment_write,
+                         [](dps_context& c, http::request& req) -> result<http::response> {
+                             auto body = object_body(req);
+                             if (!body) return body.error();
+                             auto h = c.linked_hubs.put(*body, req.params.at("host"));
+                             if (!h) return h.error();
+                             return http::response::json(200, dps::describe(*h));
+                         }),
+               opts);
+    routes.add("DELETE", "/linkedHubs/{host}",
+               dps_route(shared, auth::right::enrollment_write,
+                         [](dps_context& c, http::request& req) -> result<http::response> {
+                             if (auto r = c.linked_hubs.remove(req.params.at("host")); !r)
+                                 return r.error();
+                             return http::response::no_content();
+                         }),
+               opts);
+}
+
 }  // namespace
 
 void add_dps_routes(http::router& routes, dps_context ctx) {
@@ -216,6 +247,7 @@ void add_dps_routes(http::router& routes, dps_context ctx) {
     add_collection(routes, shared, "enrollments", dps::enrollment_kind::individual);
     add_collection(routes, shared, "enrollmentGroups", dps::enrollment_kind::group);
     add_registration_states(routes, shared);
+    add_linked_hubs(routes, shared);
     add_device_routes(routes, shared);
 }
 

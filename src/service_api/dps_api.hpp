@@ -12,10 +12,16 @@
 // `GET /{idScope}/registrations/{id}/operations/{operationId}` the outcome, `POST
 // /{idScope}/registrations/{id}` the registration state; the device signs with its SAS.
 // Failures answer with DPS's error body.
+//
+// And the hubs devices are assigned to: `GET /linkedHubs`, `PUT /linkedHubs/{hostName}` with
+// {connectionString, allocationWeight?, applyAllocationPolicy?, caFile?} (this hub: only
+// allocationWeight and applyAllocationPolicy), `DELETE /linkedHubs/{hostName}`; keys are never
+// shown.
 #pragma once
 
 #include "auth/policy.hpp"
 #include "dps/enrollments.hpp"
+#include "dps/linked_hubs.hpp"
 #include "dps/registrations.hpp"
 #include "http/router.hpp"
 
@@ -26,6 +32,7 @@ struct dps_context {
     const auth::host_names& hosts;
     dps::enrollment_store& enrollments;
     dps::registration_service& registrations;
+    dps::linked_hub_store& linked_hubs;
 };
 
 void add_dps_routes(http::router& routes, dps_context ctx);

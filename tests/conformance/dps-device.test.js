@@ -1,5 +1,5 @@
 // Device registration with the unmodified provisioning device SDK (azure-iot-provisioning-device
-// with its Http and Mqtt transports and azure-iot-security-symmetric-key): an individual symmetric-key
+// with its Http, Mqtt, MqttWs, Amqp and AmqpWs transports and azure-iot-security-symmetric-key): an individual symmetric-key
 // enrollment and a group whose device key is derived from the group key; the SDK polls the
 // operation until `assigned`; then azure-iot-device connects to the assigned hub with the same key,
 // sends telemetry and sees the initial twin. Refusals: a wrong key and an unknown registration
@@ -10,14 +10,18 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
+const util = require('node:util');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http: ProvisioningHttp } = require('azure-iot-provisioning-device-http');
-const { Mqtt: ProvisioningMqtt } = require('azure-iot-provisioning-device-mqtt');
+const { Mqtt: ProvisioningMqtt, MqttWs: ProvisioningMqttWs } = require('azure-iot-provisioning-device-mqtt');
+const { Amqp: ProvisioningAmqp, AmqpWs: ProvisioningAmqpWs } = require('azure-iot-provisioning-device-amqp');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { Client, Message } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
 const { eventually } = require('./lib/hub');
 const { startProvisioning } = require('./lib/dps');
+const { RawAmqp } = require('./lib/raw-amqp');
+const { SharedAccessSignature } = require('azure-iot-common');
 
 let hub;
 let service;
@@ -144,10 +148,88 @@ describe('symmetric key over MQTT', () => {
     const lamp = await provision('lamp-3', lampKey, new ProvisioningMqtt());
     assert.equal(lamp.deviceId, 'lamp-3');
     await connectAndCheck(lamp, lampKey, { mode: 'eco' });
+    const wsKey = derive(groupKey, 'lamp-mqtt-ws');
+    const overWebSockets = await provision('lamp-mqtt-ws', wsKey, new ProvisioningMqttWs());
+    assert.equal(overWebSockets.deviceId, 'lamp-mqtt-ws');
+    await connectAndCheck(overWebSockets, wsKey, { mode: 'eco' });
   });
 
   it('refuses a wrong key', async () => {
     await assert.rejects(provision('mqtt-1', crypto.randomBytes(32).toString('base64'), new ProvisioningMqtt()));
     await assert.rejects(registry.get('nobody-mqtt'), (e) => e.name === 'DeviceNotFoundError');
+  });
+});
+
+describe('symmetric key over AMQP and AMQP over WebSockets', () => {
+  it('registers an individual enrollment and a group device, and both connect', async () => {
+    const enrollment = (await service.createOrUpdateIndividualEnrollment({
+      registrationId: 'amqp-1', deviceId: 'amqp-1-device', attestation: { type: 'symmetricKey' },
+      initialTwin: { properties: { desired: { via: 'amqp' } } },
+    })).responseBody;
+    const key = enrollment.attestation.symmetricKey.primaryKey;
+    const result = await provision('amqp-1', key, new ProvisioningAmqp());
+    assert.equal(result.status, 'assigned');
+    assert.equal(result.deviceId, 'amqp-1-device');
+    assert.equal(result.substatus, 'initialAssignment');
+    await connectAndCheck(result, key, { via: 'amqp' });
+
+    const groupKey = (await service.getEnrollmentGroupAttestationMechanism('floor-2')).responseBody.symmetricKey.primaryKey;
+    const lampKey = derive(groupKey, 'lamp-ws');
+    const lamp = await provision('lamp-ws', lampKey, new ProvisioningAmqpWs());
+    assert.equal(lamp.deviceId, 'lamp-ws');
+    await connectAndCheck(lamp, lampKey, { mode: 'eco' });
+    const again = await provision('lamp-ws', lampKey, new ProvisioningAmqpWs());
+    assert.equal(again.substatus, 'deviceDataMigrated');
+  });
+
+  it('refuses a wrong key and a disabled enrollment, and creates nothing', async () => {
+    await assert.rejects(provision('amqp-nobody', crypto.randomBytes(32).toString('base64'), new ProvisioningAmqp()),
+      // The SDK hands up the link's AMQP error as rhea decoded it: the condition is inside.
+      (e) => /amqp:unauthorized-access/.test(util.inspect(e, { depth: 5 })));
+    await assert.rejects(registry.get('amqp-nobody'), (e) => e.name === 'DeviceNotFoundError');
+    const off = (await service.createOrUpdateIndividualEnrollment({
+      registrationId: 'amqp-off', attestation: { type: 'symmetricKey' }, provisioningStatus: 'disabled',
+    })).responseBody;
+    await assert.rejects(provision('amqp-off', off.attestation.symmetricKey.primaryKey, new ProvisioningAmqp()));
+    await assert.rejects(registry.get('amqp-off'), (e) => e.name === 'DeviceNotFoundError');
+  });
+});
+
+describe('provisioning over a raw AMQP connection', () => {
+  it('serves only the registration signed in, and refuses unknown operations clearly', async () => {
+    const key = (await service.getIndividualEnrollmentAttestationMechanism('amqp-1')).responseBody.symmetricKey.primaryKey;
+    const resource = `${idScope}/registrations/amqp-1`;
+    const sas = SharedAccessSignature.create(resource, 'registration', key, Math.floor(Date.now() / 1000) + 600).toString();
+    const amqp = await RawAmqp.open({ username: resource, password: sas, cbs: false });
+    try {
+      const other = amqp.receiver(`${idScope}/registrations/amqp-2`);
+      assert.equal((await other.detached()).condition, 'amqp:unauthorized-access');
+
+      const [out, replies] = await amqp.requestLinks(resource);
+      const unknown = await out.send({ correlation_id: 'c-1', application_properties: { 'iotdps-operation-type': 'iotdps-teleport' } });
+      assert.equal(unknown.outcome, 'rejected');
+      assert.equal(unknown.condition, 'amqp:not-implemented');
+      const lost = await out.send({
+        correlation_id: 'c-2', body: ' ',
+        application_properties: { 'iotdps-operation-type': 'iotdps-get-operationstatus', 'iotdps-operation-id': 'no-such-operation' },
+      });
+      assert.equal(lost.outcome, 'rejected');
+      assert.equal(lost.condition, 'amqp:not-found');
+
+      const answer = new Promise((resolve) => amqp.replies.set('c-3', resolve));
+      const sent = await out.send({
+        correlation_id: 'c-3', body: JSON.stringify({ registrationId: 'amqp-1' }),
+        application_properties: { 'iotdps-operation-type': 'iotdps-register', 'iotdps-forceRegistration': false },
+      });
+      assert.equal(sent.outcome, 'accepted');
+      const reply = await answer;
+      assert.equal(reply.application_properties['iotdps-status'], 'assigning');
+      assert.equal(Number(reply.application_properties['retry-after']) > 0, true);
+      const operationId = reply.application_properties['iotdps-operation-id'];
+      assert.equal(JSON.parse(Buffer.from(reply.body.content ?? reply.body).toString()).operationId, operationId);
+      assert.ok(replies.opened);
+    } finally {
+      await amqp.close();
+    }
   });
 });

@@ -2,12 +2,18 @@
 // (azure-iot-provisioning-service) and `iothub connection-string --dps`: individual enrollments
 // and enrollment groups created, read, updated with their ETag, queried page by page and deleted;
 // keys generated when omitted; the attestation mechanism; bulk operations; refusals (TPM, a stale
-// ETag, an unknown enrollment, a hub policy's key) with DPS's error body; `iothub dps id-scope`.
+// ETag, an unknown enrollment, a hub policy's key) with DPS's error body; `iothub dps id-scope`;
+// the `iothub dps enrollment|group|registration|derive-key` commands, with a device registering
+// through the unmodified provisioning device client in between.
 'use strict';
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { execFileSync } = require('node:child_process');
+const crypto = require('node:crypto');
+const { execFileSync, spawnSync } = require('node:child_process');
 const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
+const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
+const { Http: ProvisioningHttp } = require('azure-iot-provisioning-device-http');
+const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { Hub, bin, dataDir, connectionString } = require('./lib/hub');
 
 let hub;
@@ -154,5 +160,51 @@ describe('authorization', () => {
     const r = await failure(wrong.getIndividualEnrollment('sensor-001'));
     assert.equal(r.status, 401);
     assert.equal(r.body.errorCode, 401002);
+  });
+});
+
+describe('iothub dps commands', () => {
+  const dps = (...args) => JSON.parse(execFileSync(bin, ['dps', ...args, '--data-dir', dataDir]).toString() || 'null');
+  const fails = (...args) => {
+    const r = spawnSync(bin, ['dps', ...args, '--data-dir', dataDir]);
+    assert.equal(r.status, 1, `iothub dps ${args.join(' ')} should fail`);
+    return r.stderr.toString();
+  };
+
+  it('creates, shows with keys, lists, registers, and deletes an individual enrollment', async () => {
+    const created = dps('enrollment', 'create', '--registration-id', 'cli-1', '--device-id', 'cli-device',
+      '--initial-twin-tags', '{"line":"cli"}', '--reprovision-policy', 'never', '--allocation-policy', 'static',
+      '--iot-hubs', 'localhost');
+    assert.equal(created.registrationId, 'cli-1');
+    assert.deepEqual(created.reprovisionPolicy, { updateHubAssignment: false, migrateDeviceData: true });
+    assert.deepEqual(created.iotHubs, ['localhost']);
+    const shown = dps('enrollment', 'show', 'cli-1', '--show-keys');
+    const key = shown.attestation.symmetricKey.primaryKey;
+    assert.ok(key, 'the keys are shown');
+    assert.ok(dps('enrollment', 'list').some((e) => e.registrationId === 'cli-1'));
+
+    const result = await ProvisioningDeviceClient.create('localhost', execFileSync(bin, ['dps', 'id-scope', '--data-dir', dataDir]).toString().trim(),
+      new ProvisioningHttp(), new SymmetricKeySecurityClient('cli-1', key)).register();
+    assert.equal(result.deviceId, 'cli-device');
+    assert.equal(dps('registration', 'show', 'cli-1').status, 'assigned');
+    dps('registration', 'delete', 'cli-1');
+    assert.match(fails('registration', 'show', 'cli-1'), /not exist|NotFound|404/i);
+
+    dps('enrollment', 'delete', 'cli-1');
+    assert.match(fails('enrollment', 'show', 'cli-1'), /404|not found|NotFound/i);
+    assert.match(fails('enrollment', 'create', '--registration-id', 'bad id!'), /registration/i);
+  });
+
+  it('creates a group with a given key and derives device keys online and offline', () => {
+    const groupKey = crypto.randomBytes(32).toString('base64');
+    const g = dps('group', 'create', '--group-id', 'cli-group', '--primary-key', groupKey, '--provisioning-status', 'disabled');
+    assert.equal(g.enrollmentGroupId, 'cli-group');
+    assert.equal(g.provisioningStatus, 'disabled');
+    const expected = crypto.createHmac('sha256', Buffer.from(groupKey, 'base64')).update('cli-dev-7', 'utf8').digest('base64');
+    const derive = (...args) => execFileSync(bin, ['dps', 'derive-key', ...args, '--registration-id', 'cli-dev-7', '--data-dir', dataDir]).toString().trim();
+    assert.equal(derive('--group', 'cli-group'), expected);
+    assert.equal(derive('--key', groupKey), expected);
+    assert.ok(dps('group', 'list').some((x) => x.enrollmentGroupId === 'cli-group'));
+    dps('group', 'delete', 'cli-group');
   });
 });

@@ -1,5 +1,6 @@
 #include "cli/detail/command_support.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -23,6 +24,33 @@ json::value request_json(const hub_access& hub, const std::string& method,
     auto v = json::parse(r->body, ec);
     if (ec) throw failure{"The hub answered with invalid JSON: " + ec.message()};
     return v;
+}
+
+json::array query_pages(const hub_access& hub, const std::string& target, const std::string& body,
+                        std::size_t page, std::size_t top) {
+    hub_connection conn(hub);
+    json::array rows;
+    std::string continuation;
+    for (;;) {
+        const auto wanted = top ? std::min(page, top - rows.size()) : page;
+        std::vector<std::pair<std::string, std::string>> headers{
+            {"Content-Type", "application/json"}, {"x-ms-max-item-count", std::to_string(wanted)}};
+        if (!continuation.empty()) headers.emplace_back("x-ms-continuation", continuation);
+        auto r = conn.call("POST", target, body, headers);
+        if (!r) throw failure{r.error().message()};
+        if (r->status >= 300) throw failure{describe_failure(*r)};
+        boost::system::error_code ec;
+        auto answer = json::parse(r->body, ec);
+        if (ec || !answer.is_array()) throw failure{"The hub answered a query without rows."};
+        for (auto& row : answer.get_array()) {
+            if (top && rows.size() >= top) break;
+            rows.push_back(std::move(row));
+        }
+        auto next = r->headers.find("x-ms-continuation");
+        if (next == r->headers.end() || (top && rows.size() >= top)) break;
+        continuation = next->second;
+    }
+    return rows;
 }
 
 std::string read_input(const std::string& path) {

@@ -41,6 +41,11 @@ json::value request_json(const hub_access& hub, const std::string& method,
                          const std::string& target, const std::string& body = {},
                          const std::vector<std::pair<std::string, std::string>>& headers = {});
 
+// The rows of a query answered page by page (a JSON array each, x-ms-continuation to the next),
+// on one connection: `page` rows per request, stopping after `top` rows (0: all of them).
+json::array query_pages(const hub_access& hub, const std::string& target, const std::string& body,
+                        std::size_t page, std::size_t top);
+
 // The text of a file, or of stdin for "-".
 std::string read_input(const std::string& path);
 
@@ -60,6 +65,10 @@ void add_monitor_command(CLI::App& app, const std::shared_ptr<invocation>& inv, 
 // `iothub routing`, `endpoint`, `route`, `enrichment` and `event-subscription`
 // (routing_commands.cpp).
 void add_routing_commands(CLI::App& app, const std::shared_ptr<invocation>& inv, const runner& run);
+
+// `iothub dps enrollment|group|registration|linked-hub|derive-key` (dps_commands.cpp), under
+// the `dps` command.
+void add_dps_commands(CLI::App& dps, const std::shared_ptr<invocation>& inv, const runner& run);
 
 void print_pretty(std::ostream& out, const json::value& v, int indent);
 // JSON for people, to stdout.

@@ -49,12 +49,24 @@ class Registrations : public ::testing::Test {
 
     std::unique_ptr<storage::engine> engine_ = storage::open_memory();
     enrollment_store enrollments_{engine_->kv()};
+    linked_hub_store hubs_{engine_->kv(), "hub.example"};
     std::vector<device_assignment> assigned_;
-    registration_service service_{engine_->kv(), enrollments_, std::string(scope), "hub.example",
-                                  [this](const device_assignment& a) -> result<void> {
-                                      assigned_.push_back(a);
-                                      return {};
-                                  }};
+    std::vector<json::object> webhook_requests_;
+    std::function<result<json::object>(const json::object&)> webhook_answer_;
+    registration_service service_{
+        engine_->kv(),
+        enrollments_,
+        hubs_,
+        std::string(scope),
+        [this](const device_assignment& a) -> result<void> {
+            assigned_.push_back(a);
+            return {};
+        },
+        [this](std::string_view, const json::object& request) -> result<json::object> {
+            webhook_requests_.push_back(request);
+            if (!webhook_answer_) return error(errc::service_unavailable, "no webhook");
+            return webhook_answer_(request);
+        }};
 };
 
 TEST_F(Registrations, AnIndividualEnrollmentIsAssignedAndPolled) {
@@ -94,6 +106,50 @@ TEST_F(Registrations, AnIndividualEnrollmentIsAssignedAndPolled) {
     auto state = service_.state("DEV-1");
     ASSERT_TRUE(state);
     EXPECT_EQ(state->at("substatus"), "deviceDataReset");
+}
+
+TEST_F(Registrations, ALinkedHubOrAWebhookChoosesWhereTheDeviceGoes) {
+    const std::string other = "HostName=hub-b.example;SharedAccessKeyName=o;SharedAccessKey=AAAA";
+    ASSERT_TRUE(hubs_.put({{"connectionString", other}}, "hub-b.example"));
+    const auto key = enroll("moving-1", R"(,"allocationPolicy":"custom",
+        "customAllocationDefinition":{"webhookUrl":"http://127.0.0.1:1/a"},
+        "initialTwin":{"tags":{"from":"enrollment"}})");
+    webhook_answer_ = [](const json::object& r) -> result<json::object> {
+        return json::object{{"iotHubHostName", "hub-b.example"},
+                            {"payload", r.at("deviceRuntimeContext").at("payload")}};
+    };
+    auto r = request("moving-1", key);
+    r.payload = json::object{{"echo", 7}};
+    auto op = service_.register_device(r, t0);
+    ASSERT_TRUE(op) << op.error().message();
+    ASSERT_EQ(assigned_.size(), 1u);
+    EXPECT_EQ(assigned_[0].hub.host_name, "hub-b.example");
+    EXPECT_FALSE(assigned_[0].hub.is_self());
+    EXPECT_FALSE(assigned_[0].migrate_from);
+    auto done = service_.operation_status(r, op->at("operationId").as_string(), t0);
+    ASSERT_TRUE(done);
+    EXPECT_EQ(done->at("registrationState").at("assignedHub"), "hub-b.example");
+    EXPECT_EQ(json::serialize(done->at("registrationState").at("payload")), R"({"echo":7})");
+
+    // The webhook moves it home: its data goes along from the hub it leaves.
+    webhook_answer_ = [](const json::object&) -> result<json::object> {
+        return json::object{{"iotHubHostName", "hub.example"}};
+    };
+    ASSERT_TRUE(service_.register_device(r, t0));
+    ASSERT_EQ(assigned_.size(), 2u);
+    EXPECT_TRUE(assigned_[1].hub.is_self());
+    ASSERT_TRUE(assigned_[1].migrate_from);
+    EXPECT_EQ(assigned_[1].migrate_from->host_name, "hub-b.example");
+    auto state = service_.state("moving-1");
+    ASSERT_TRUE(state);
+    EXPECT_EQ(state->at("substatus"), "deviceDataMigrated");
+
+    // A webhook that fails fails the registration and assigns nothing.
+    webhook_answer_ = nullptr;
+    auto failed = service_.register_device(r, t0);
+    ASSERT_TRUE(failed);
+    EXPECT_EQ(assigned_.size(), 2u);
+    EXPECT_EQ(service_.state("moving-1")->at("status"), "failed");
 }
 
 TEST_F(Registrations, AGroupDeviceSignsWithItsDerivedKey) {

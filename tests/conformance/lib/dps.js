@@ -6,8 +6,8 @@ const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
 const { Registry } = require('azure-iothub');
 const { Hub, bin, dataDir, connectionString } = require('./hub');
 
-async function startProvisioning() {
-  const hub = await Hub.start();
+async function startProvisioning(args = []) {
+  const hub = await Hub.start(args);
   const idScope = execFileSync(bin, ['dps', 'id-scope', '--data-dir', dataDir]).toString().trim();
   const service = ProvisioningServiceClient.fromConnectionString(
     execFileSync(bin, ['connection-string', '--dps', '--data-dir', dataDir]).toString().trim());

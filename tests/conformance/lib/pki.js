@@ -30,16 +30,26 @@ function signed(name, cn, ca, days = 30) {
 }
 const cli = (...args) => spawnSync(bin, [...args, '--data-dir', dataDir], { encoding: 'utf8' });
 
-// Registers `ca` (its PEM) with the hub under `name` and proves possession of its key.
-function registerVerifiedCa(name, ca) {
+// Registers `ca` (its PEM) with the hub under `name`, unverified.
+function registerCa(name, ca) {
   const created = cli('certificate', 'create', name, '--path', file(`${ca}.pem`));
   if (created.status !== 0) throw new Error(created.stderr);
+}
+
+// Proves possession of the key of `ca`, registered as `name`.
+function verifyCa(name, ca) {
   const code = JSON.parse(cli('certificate', 'generate-verification-code', name).stdout).properties.verificationCode;
   signed(`${ca}-proof`, code, ca);
   const verified = cli('certificate', 'verify', name, '--path', file(`${ca}-proof.pem`));
   if (verified.status !== 0) throw new Error(verified.stderr);
 }
 
+// Registers `ca` with the hub under `name` and proves possession of its key.
+function registerVerifiedCa(name, ca) {
+  registerCa(name, ca);
+  verifyCa(name, ca);
+}
+
 function cleanUp() { fs.rmSync(dir, { recursive: true, force: true }); }
 
-module.exports = { file, read, selfSigned, signed, caExtensions, registerVerifiedCa, cleanUp };
+module.exports = { file, read, selfSigned, signed, caExtensions, registerCa, verifyCa, registerVerifiedCa, cleanUp };
