@@ -33,9 +33,10 @@ class engine {
     // ingest log and the event hubs routing endpoints host. Opened, and created on first use,
     // with the telemetry log's partitions and retention; the reference stays valid until
     // drop_log(name) or the engine ends. Opening blocks (it may create files). A log that is not
-    // `synced` commits without fsync (when storage syncs at all): for copies the caller can make
-    // again from a synced source, written with their source position in the same commit, so a
-    // power loss takes both or neither. The first open decides.
+    // `synced` commits append_with() without fsync (when storage syncs at all): for copies the
+    // caller can make again from a synced source, written with their source position in the same
+    // commit, so a power loss takes both or neither; its append() is synced all the same. The
+    // first open decides.
     virtual result<event_log*> log(std::string_view name, bool synced = true) = 0;
     // Removes a named log and every event in it (its endpoint is gone). Sequence numbers are not
     // reused if the name comes back. The caller makes sure nothing uses the log any more.

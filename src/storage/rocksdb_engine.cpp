@@ -353,7 +353,7 @@ class rocksdb_engine final : public engine {
         }
         auto opened =
             detail::rocksdb_event_log::open(std::string(name), db_, n.partitions, meta_,
-                                            settings_.events, settings_.sync && synced, kv_.get());
+                                            settings_.events, settings_.sync, kv_.get(), synced);
         if (!opened) return opened.error();
         n.log = std::move(*opened);
         auto* out = n.log.get();

@@ -32,22 +32,24 @@ rocksdb_event_log::rocksdb_event_log(std::string name, rocksdb::DB* db,
                                      std::vector<rocksdb::ColumnFamilyHandle*> partitions,
                                      rocksdb::ColumnFamilyHandle* meta,
                                      const event_log_settings& settings, bool sync,
-                                     kv_batch_writer* kv)
+                                     kv_batch_writer* kv, bool sync_copies)
     : event_log_core(settings.partitions),
       name_(std::move(name)),
       db_(db),
+      sync_copies_(sync_copies),
       partitions_(std::move(partitions)),
       meta_(meta),
       settings_(settings),
       kv_(kv),
-      next_(static_cast<std::size_t>(settings.partitions), 0) {
+      next_(static_cast<std::size_t>(settings.partitions), 0),
+      sizes_(static_cast<std::size_t>(settings.partitions)) {
     write_options_.sync = sync;
 }
 
 result<std::unique_ptr<rocksdb_event_log>> rocksdb_event_log::open(
     const std::string& name, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> partitions,
     rocksdb::ColumnFamilyHandle* meta, const event_log_settings& settings, bool sync,
-    kv_batch_writer* kv) {
+    kv_batch_writer* kv, bool sync_copies) {
     if (settings.partitions < 1 || settings.partitions > 32)
         return error(errc::argument_invalid, "Event partitions must be between 1 and 32.");
     std::string stored;
@@ -66,8 +68,8 @@ result<std::unique_ptr<rocksdb_event_log>> rocksdb_event_log::open(
 
     if (partitions.size() != static_cast<std::size_t>(settings.partitions))
         return error(errc::server_error, "The event log needs one column family per partition.");
-    std::unique_ptr<rocksdb_event_log> log(
-        new rocksdb_event_log(name, db, std::move(partitions), meta, settings, sync, kv));
+    std::unique_ptr<rocksdb_event_log> log(new rocksdb_event_log(
+        name, db, std::move(partitions), meta, settings, sync, kv, sync_copies));
     for (int p = 0; p < settings.partitions; ++p) {
         auto* cf = log->partitions_[static_cast<std::size_t>(p)];
         std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cf));
@@ -90,7 +92,10 @@ result<std::unique_ptr<rocksdb_event_log>> rocksdb_event_log::open(
         log->next_[static_cast<std::size_t>(p)] = info.next_sequence_number;
         log->load(p, info);
     }
-    log->writer_ = std::thread([l = log.get()] { l->run_writer(); });
+    log->writer_ = std::thread([l = log.get()] {
+        name_this_thread("log:" + l->name_);
+        l->run_writer();
+    });
     return log;
 }
 
@@ -109,7 +114,7 @@ void rocksdb_event_log::stop() {
 
 void rocksdb_event_log::append(int partition, std::vector<event_record> events,
                                append_callback done) {
-    enqueue(partition, std::move(events), {}, [done = std::move(done)](result<appended> r) {
+    enqueue(partition, std::move(events), {}, true, [done = std::move(done)](result<appended> r) {
         if (!r) return done(r.error());
         done(std::move(r->sequences));
     });
@@ -119,11 +124,12 @@ void rocksdb_event_log::append_with(int partition, std::vector<event_record> eve
                                     std::vector<kv_write> writes, append_with_callback done) {
     if (!kv_ && !writes.empty())
         return done(error(errc::server_error, "This event log has no kv store to write with."));
-    enqueue(partition, std::move(events), std::move(writes), std::move(done));
+    enqueue(partition, std::move(events), std::move(writes), sync_copies_, std::move(done));
 }
 
 void rocksdb_event_log::enqueue(int partition, std::vector<event_record> events,
-                                std::vector<kv_write> writes, append_with_callback done) {
+                                std::vector<kv_write> writes, bool sync,
+                                append_with_callback done) {
     if (partition < 0 || partition >= partition_count())
         return done(error(errc::argument_invalid, "No such partition."));
     {
@@ -131,7 +137,7 @@ void rocksdb_event_log::enqueue(int partition, std::vector<event_record> events,
         if (!stopping_) {
             queued_events_ += events.size();
             queue_.push_back(
-                pending{partition, std::move(events), std::move(writes), std::move(done)});
+                pending{partition, std::move(events), std::move(writes), sync, std::move(done)});
             if (writer_state_ == writer_state::idle ||
                 (writer_state_ == writer_state::lingering &&
                  queued_events_ >= settings_.group_commit_events))
@@ -144,6 +150,8 @@ void rocksdb_event_log::enqueue(int partition, std::vector<event_record> events,
 
 void rocksdb_event_log::linger(std::unique_lock<std::mutex>& lock) {
     if (!write_options_.sync || settings_.group_commit_delay.count() <= 0) return;
+    // Only a commit that syncs is worth pacing: unsynced copies go at once.
+    if (std::none_of(queue_.begin(), queue_.end(), [](const pending& p) { return p.sync; })) return;
     // Commits are paced, not delayed: one that comes at least the interval after the previous
     // one started goes at once (an idle log adds no latency); sooner, it waits out the rest of
     // the interval, or until the batch is full, collecting what arrives meanwhile.
@@ -214,7 +222,10 @@ void rocksdb_event_log::run_writer() {
             put_u64(v, next_[p]);
             wb.Put(meta_, next_key(name_, static_cast<int>(p)), v);
         }
-        auto s = wb.Count() > 0 ? db_->Write(write_options_, &wb) : rocksdb::Status::OK();
+        auto options = write_options_;
+        options.sync = options.sync && std::any_of(batch.begin(), batch.end(),
+                                                   [](const pending& p) { return p.sync; });
+        auto s = wb.Count() > 0 ? db_->Write(options, &wb) : rocksdb::Status::OK();
         if (release_kv) release_kv();
         if (!s.ok()) {
             for (std::size_t p = 0; p < next_.size(); ++p)
@@ -274,6 +285,51 @@ result<sys_time> rocksdb_event_log::enqueued_time_of(int partition, std::uint64_
     return time_of(value);
 }
 
+std::uint64_t rocksdb_event_log::size_cut(int partition, std::uint64_t begin, std::uint64_t next,
+                                          std::uint64_t age_cut) {
+    const auto limit = settings_.retention.max_bytes_per_partition;
+    auto* cf = partitions_[static_cast<std::size_t>(partition)];
+    auto& w = sizes_[static_cast<std::size_t>(partition)];
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = false;  // retention's reads are not worth caching
+    auto stored = [](const rocksdb::Iterator& it) {
+        return static_cast<std::uint64_t>(it.key().size() + it.value().size());
+    };
+    auto sequence_at = [](const rocksdb::Iterator& it) { return get_u64(it.key().ToStringView()); };
+    std::string lower = key(begin), upper = key(next);
+    rocksdb::Slice lower_bound(lower), upper_bound(upper);
+    ro.iterate_lower_bound = &lower_bound;
+    ro.iterate_upper_bound = &upper_bound;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf));
+    if (!w.known || w.from < begin || w.to > next) {
+        // Sum back from the newest event until one more would pass a limit.
+        w = size_window{true, next, next, 0};
+        for (it->SeekToLast(); it->Valid(); it->Prev()) {
+            if (sequence_at(*it) < age_cut || w.bytes + stored(*it) > limit) break;
+            w.bytes += stored(*it);
+            w.from = sequence_at(*it);
+        }
+        if (!it->status().ok()) {
+            w.known = false;
+            return age_cut;
+        }
+    } else {
+        for (it->Seek(key(w.to)); it->Valid(); it->Next()) w.bytes += stored(*it);
+        w.to = next;
+        // Drop from the front, including whatever the age limit drops anyway.
+        for (it->Seek(key(w.from)); it->Valid(); it->Next()) {
+            if (w.bytes <= limit && sequence_at(*it) >= age_cut) break;
+            w.bytes -= stored(*it);
+            w.from = sequence_at(*it) + 1;
+        }
+        if (!it->status().ok()) {
+            w.known = false;
+            return age_cut;
+        }
+    }
+    return std::max(age_cut, w.from);
+}
+
 void rocksdb_event_log::enforce_retention(sys_time now) {
     IOTHUB_ASSERT_MAY_BLOCK();
     std::lock_guard guard(retention_mutex_);
@@ -285,33 +341,9 @@ void rocksdb_event_log::enforce_retention(sys_time now) {
         // Age: everything before the first event enqueued at or after the cutoff.
         std::uint64_t cut =
             resolve(p, read_position{read_position::kind::enqueued_time, 0, cutoff, true});
-        // Size: drop the oldest events until what is left fits (approximate sizes, as RocksDB
-        // reports them, including what is still in the memtable).
-        if (settings_.retention.max_bytes_per_partition > 0) {
-            auto size_of = [&](std::uint64_t a, std::uint64_t b) {
-                std::string ka = key(a), kb = key(b);
-                rocksdb::Range r(ka, kb);
-                std::uint64_t bytes = 0;
-                rocksdb::SizeApproximationOptions opts;
-                opts.include_memtables = true;
-                opts.include_files = true;
-                db_->GetApproximateSizes(opts, cf, &r, 1, &bytes);
-                return bytes;
-            };
-            const auto limit = settings_.retention.max_bytes_per_partition;
-            std::uint64_t lo = std::max(cut, state.begin_sequence_number),
-                          hi = state.next_sequence_number;
-            if (size_of(lo, hi) > limit) {
-                while (lo < hi) {  // smallest cut whose remainder fits
-                    std::uint64_t mid = lo + (hi - lo) / 2;
-                    if (size_of(mid, state.next_sequence_number) > limit)
-                        lo = mid + 1;
-                    else
-                        hi = mid;
-                }
-                cut = std::max(cut, lo);
-            }
-        }
+        // Size: drop the oldest events until what is left fits.
+        if (settings_.retention.max_bytes_per_partition > 0)
+            cut = size_cut(p, state.begin_sequence_number, state.next_sequence_number, cut);
         if (cut <= state.begin_sequence_number) continue;
         // Readers move past the cut before the data goes, so none reads a half-deleted range.
         trimmed(p, cut);
