@@ -179,7 +179,6 @@ void print_banner(const prepared& p, const config::settings& s, const bound_port
 
 }  // namespace
 
-// When the hub's data directory came to be, which Event Hubs clients see as the entity's
 // A device the provisioning service assigned here: created, or its keys brought to its
 // attestation's (a disabled device stays disabled), and the initial twin applied when given.
 // Blocks (the registration runs on the blocking pool).
@@ -216,11 +215,8 @@ result<void> assign_device(registry::device_registry& registry, twin::twin_servi
     spec.fields.iot_edge = a.iot_edge;
     if (auto put = registry.put_device(spec, condition); !put) return put.error();
     if (!a.initial_twin) return {};
-    boost::json::object body;
-    if (const auto* tags = a.initial_twin->if_contains("tags")) body["tags"] = *tags;
-    if (const auto* props = a.initial_twin->if_contains("properties"))
-        if (const auto* desired = props->as_object().if_contains("desired"))
-            body["properties"] = boost::json::object{{"desired", *desired}};
+    auto body = dps::twin_patch(*a.initial_twin);
+    if (body.empty()) return {};
     std::promise<result<boost::json::object>> applied;
     auto future = applied.get_future();
     twins.update(a.device_id, "", body, {},
@@ -230,6 +226,29 @@ result<void> assign_device(registry::device_registry& registry, twin::twin_servi
     return {};
 }
 
+// An assignment to this hub or to a linked one; a device moving between hubs with its data takes
+// its twin's tags and desired properties along when the hub it leaves still answers.
+result<void> carry_out_assignment(registry::device_registry& registry, twin::twin_service& twins,
+                                  const dps::device_assignment& a,
+                                  const std::vector<std::filesystem::path>& trust) {
+    auto assignment = a;
+    if (a.migrate_from) {
+        auto twin = a.migrate_from->is_self()
+                        ? twins.get(a.device_id, "")
+                        : dps::twin_in_linked_hub(*a.migrate_from, a.device_id, trust);
+        if (twin)
+            assignment.initial_twin = dps::twin_patch(*twin);
+        else
+            spdlog::info(
+                "provisioning: the twin of {} could not be read from {} ({}); the "
+                "enrollment's initial twin is applied instead",
+                a.device_id, a.migrate_from->host_name, twin.error().message());
+    }
+    if (assignment.hub.is_self()) return assign_device(registry, twins, assignment);
+    return dps::assign_in_linked_hub(assignment.hub, assignment, trust);
+}
+
+// When the hub's data directory came to be, which Event Hubs clients see as the entity's
 // creation time.
 sys_time created_time(const instance::layout& where) {
     std::error_code ec;
@@ -274,8 +293,11 @@ struct hub::impl {
     }
     std::atomic<bool> expiring{true};
     std::unique_ptr<endpoints::event_grid> event_grid;
+    // event_grid once started, for the cluster's follower (another thread).
+    std::atomic<endpoints::event_grid*> event_grid_started{nullptr};
     std::unique_ptr<file_upload::blob_containers> blobs;
     std::unique_ptr<dps::enrollment_store> enrollments;
+    std::unique_ptr<dps::linked_hub_store> linked_hubs;
     std::unique_ptr<dps::registration_service> registrations;
     std::unique_ptr<connections::activity_records> activity;
     std::unique_ptr<lifecycle::lifecycle_service> lifecycle;
@@ -396,6 +418,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     im->twins = std::make_unique<twin::twin_service>(
         im->storage->kv(), *im->registry, im->storage->hub_events(), hub_name, twin_limits);
     im->twins->set_live(live);
+    if (s.cluster_nats.empty()) im->twins->set_event_interest(&im->hub_events->interest());
     im->twins->set_offload(
         [pool = im->blocking.get()](std::function<void()> fn) { pool->post(std::move(fn)); });
     // A connected device hears about desired changes over whatever protocol it uses.
@@ -446,6 +469,18 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
                                                    im->routing_reload_pending = true;
                                                    im->blocking->post(
                                                        [im] { im->reload_routing(); });
+                                               }},
+                                              {"eventgrid/sub/",
+                                               [im = im.get()](const storage::kv_change&) {
+                                                   im->blocking->post([im] {
+                                                       auto* grid = im->event_grid_started.load();
+                                                       if (!grid) return;
+                                                       if (auto r = grid->reload(); !r)
+                                                           spdlog::warn(
+                                                               "event grid: cannot follow a "
+                                                               "change: {}",
+                                                               r.error().message());
+                                                   });
                                                }}}},
                            std::move(*bus));
         if (auto r = im->cluster->start(); !r) return r.error();
@@ -459,13 +494,24 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
 
     im->connects = std::make_unique<session::connect_limiter>(s.device_connects_per_second,
                                                               s.device_connects_burst);
-    // The provisioning service assigns devices to this hub; every protocol's clients reach it.
+    // The provisioning service assigns devices to this hub and to the hubs linked to it; every
+    // protocol's clients reach it. Linked hubs and allocation webhooks are trusted like the
+    // routing endpoints: the system's CAs, the development CA here, routing.trusted_ca_file.
     im->enrollments = std::make_unique<dps::enrollment_store>(im->storage->kv());
+    im->linked_hubs =
+        std::make_unique<dps::linked_hub_store>(im->storage->kv(), im->paths.identity.hostname);
+    std::vector<std::filesystem::path> outgoing_trust;
+    if (std::error_code ec;
+        std::filesystem::is_regular_file(im->paths.where.tls_dir / "ca.pem", ec))
+        outgoing_trust.push_back(im->paths.where.tls_dir / "ca.pem");
+    if (!s.routing_trusted_ca_file.empty()) outgoing_trust.push_back(s.routing_trusted_ca_file);
     im->registrations = std::make_unique<dps::registration_service>(
-        im->storage->kv(), *im->enrollments, im->paths.identity.id_scope,
-        im->paths.identity.hostname,
-        [registry = im->registry.get(), twins = im->twins.get()](const dps::device_assignment& a)
-            -> result<void> { return assign_device(*registry, *twins, a); });
+        im->storage->kv(), *im->enrollments, *im->linked_hubs, im->paths.identity.id_scope,
+        [registry = im->registry.get(), twins = im->twins.get(),
+         outgoing_trust](const dps::device_assignment& a) -> result<void> {
+            return carry_out_assignment(*registry, *twins, a, outgoing_trust);
+        },
+        dps::http_webhook(outgoing_trust));
     im->registrations->set_ca_lookup(
         [cas = im->cas.get()](std::string_view name) -> result<std::string> {
             auto ca = cas->get(std::string(name));
@@ -491,8 +537,8 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     service_api::add_twin_routes(im->routes, {*im->policies, *im->hosts, *im->twins, *im->methods});
     service_api::add_c2d_routes(im->routes, {*im->policies, *im->hosts, *im->c2d});
     service_api::add_certificate_routes(im->routes, {*im->policies, *im->hosts, *im->cas});
-    service_api::add_dps_routes(im->routes,
-                                {*im->policies, *im->hosts, *im->enrollments, *im->registrations});
+    service_api::add_dps_routes(im->routes, {*im->policies, *im->hosts, *im->enrollments,
+                                             *im->registrations, *im->linked_hubs});
     service_api::add_cluster_routes(
         im->routes, {*im->policies, *im->hosts, [im = im.get()]() -> result<boost::json::value> {
                          if (!im->cluster) return boost::json::object{{"mode", "embedded"}};
@@ -510,6 +556,11 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     rs.limits.max_routes = s.routing_max_routes;
     rs.limits.max_enrichments = s.routing_max_enrichments;
     rs.dead_after = s.routing_dead_after;
+    // Every node ingests, one node's workers deliver: the shared ingest log is the way.
+    rs.route_on_append = s.routing_decide_on_append && !im->cluster;
+    // In cluster mode every node raises every hub event: a subscription or route another node
+    // took reaches this one only a moment later, and events raised meanwhile would be lost.
+    if (!im->cluster) rs.hub_event_interest = &im->hub_events->interest();
     im->blobs =
         std::make_unique<file_upload::blob_containers>(im->storage->kv(), *im->routed_blobs);
     // Receivers with a private CA: the operator names it. An external event hub may also be
@@ -611,6 +662,7 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
                                                              hub_name, http_options);
     if (auto r = im->event_grid->start(); !r)
         return error(r.error().code(), "Event Grid subscriptions: " + r.error().message());
+    im->event_grid_started = im->event_grid.get();
     service_api::add_event_grid_routes(im->routes, {*im->policies, *im->hosts, *im->event_grid});
     device_api::add_routes(im->routes, {*im->authenticator, *im->sessions,
                                         device_api::default_max_batch_bytes, im->files.get()});
@@ -652,12 +704,16 @@ result<std::unique_ptr<hub>> hub::start(const config::settings& s) {
     im->https =
         std::make_unique<http::server>(*im->shards, *im->blocking, *tls_ctx, im->routes, hs);
     im->https->add_websocket_protocol(
-        "mqtt", [m = im->mqtt.get()](auto stream, auto request, std::string subprotocol) {
-            m->accept_websocket(std::move(stream), std::move(request), std::move(subprotocol));
+        "mqtt", [m = im->mqtt.get()](auto stream, auto request, std::string subprotocol,
+                                     std::string early) {
+            m->accept_websocket(std::move(stream), std::move(request), std::move(subprotocol),
+                                std::move(early));
         });
     im->https->add_websocket_protocol(
-        "AMQPWSB10", [a = im->amqp.get()](auto stream, auto request, std::string subprotocol) {
-            a->accept_websocket(std::move(stream), std::move(request), std::move(subprotocol));
+        "AMQPWSB10", [a = im->amqp.get()](auto stream, auto request, std::string subprotocol,
+                                          std::string early) {
+            a->accept_websocket(std::move(stream), std::move(request), std::move(subprotocol),
+                                std::move(early));
         });
     auto https_port = im->https->listen(s.bind_address, s.https_port);
     if (!https_port)
@@ -790,8 +846,9 @@ void hub::stop() {
     im.cluster.reset();  // before the services it follows changes into
     im.lifecycle.reset();
     if (im.router) im.router->stop();  // its workers write cursors: before storage goes
-    im.event_grid.reset();             // after the taps that deliver for it
-    im.c2d.reset();                    // before the storage it writes to
+    im.event_grid_started = nullptr;
+    im.event_grid.reset();  // after the taps that deliver for it
+    im.c2d.reset();         // before the storage it writes to
     im.files.reset();
     if (auto r = im.storage->flush(); !r)
         spdlog::error("storage flush failed: {}", r.error().message());

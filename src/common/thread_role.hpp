@@ -5,12 +5,17 @@
 #pragma once
 
 #include <cassert>
+#include <string_view>
 
 namespace iothub {
 
 // Marks the calling thread as a network thread (the runtime does, for each shard).
 void mark_network_thread() noexcept;
 bool on_network_thread() noexcept;
+
+// Names the calling thread for `top -H`, `ps -L`, perf and debuggers ("shard-0", "log:events",
+// "route:hot"); cut to the 15 characters the kernel keeps.
+void name_this_thread(std::string_view name) noexcept;
 
 }  // namespace iothub
 

@@ -291,6 +291,12 @@ const std::vector<setting_def>& table() {
           "Seconds an endpoint may keep failing before it is dead and its messages are dropped, "
           "10 to 604800"},
          seconds_in(&settings::routing_dead_after, 10, 604800)},
+        {{"routing.decide_on_append", "IOTHUB_ROUTING_DECIDE_ON_APPEND",
+          "--routing-decide-on-append",
+          "Decide device messages' routes as they arrive and write each once, to its endpoints, "
+          "where every route leads to a log the hub keeps (true/false); false: always through "
+          "the ingest log"},
+         boolean(&settings::routing_decide_on_append)},
         {{"routing.trusted_ca_file", "IOTHUB_ROUTING_TRUSTED_CA_FILE", "--routing-trusted-ca-file",
           "PEM CA certificates routing trusts besides the system's (webhooks, Event Grid, external "
           "event hubs)"},

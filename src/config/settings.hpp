@@ -89,6 +89,9 @@ struct settings {
     std::size_t routing_max_routes = 100;
     std::size_t routing_max_enrichments = 10;
     std::chrono::seconds routing_dead_after{3600};  // failing this long: the endpoint is dead
+    // Device messages' routes decided as they arrive where the configuration allows (see
+    // docs/routing.md); off: always through the ingest log and the endpoints' workers.
+    bool routing_decide_on_append = true;
     // CA certificates (PEM) that routing trusts besides the system's when it delivers over TLS
     // (webhooks, Event Grid subscriptions, external event hubs): receivers with a private CA.
     std::filesystem::path routing_trusted_ca_file;

@@ -344,25 +344,37 @@ json::object stored_form(const event_subscription& s) {
 }  // namespace
 
 result<void> event_grid::start() {
+    return reload();
+}
+
+result<void> event_grid::reload() {
     auto entries = kv_.scan(key_prefix, "", 10000);
     if (!entries) return entries.error();
+    std::map<std::string, event_subscription> stored;
+    for (const auto& e : *entries) {
+        boost::system::error_code ec;
+        auto v = json::parse(e.data.value, ec);
+        if (ec || !v.is_object()) continue;
+        auto name = v.get_object().contains("name") ? v.at("name").as_string() : "";
+        auto s = parse_subscription(std::string(name), e.data.value);
+        if (!s) {
+            spdlog::warn("event grid: stored subscription '{}' ignored: {}", std::string(name),
+                         s.error().message());
+            continue;
+        }
+        if (auto* val = v.get_object().if_contains("validated"); val && val->is_bool())
+            s->validated = val->get_bool();
+        stored[to_lower(s->name)] = std::move(*s);
+    }
     {
         std::lock_guard lock(mutex_);
-        for (const auto& e : *entries) {
-            boost::system::error_code ec;
-            auto v = json::parse(e.data.value, ec);
-            if (ec || !v.is_object()) continue;
-            auto name = v.get_object().contains("name") ? v.at("name").as_string() : "";
-            auto s = parse_subscription(std::string(name), e.data.value);
-            if (!s) {
-                spdlog::warn("event grid: stored subscription '{}' ignored: {}", std::string(name),
-                             s.error().message());
-                continue;
+        // Counts are this process's: they carry over to a subscription that is still there.
+        for (auto& [key, s] : stored)
+            if (auto it = subscriptions_.find(key); it != subscriptions_.end()) {
+                s.delivered = it->second.delivered;
+                s.dropped = it->second.dropped;
             }
-            if (auto* val = v.get_object().if_contains("validated"); val && val->is_bool())
-                s->validated = val->get_bool();
-            subscriptions_[to_lower(s->name)] = std::move(*s);
-        }
+        subscriptions_ = std::move(stored);
     }
     return publish();
 }

@@ -71,6 +71,8 @@ class event_grid {
 
     // Loads the stored subscriptions and puts them in force.
     result<void> start();
+    // Reads the stored subscriptions again (cluster mode: another node changed one).
+    result<void> reload();
 
     // Creates or replaces; the handshake follows (a changed subscription validates again).
     result<event_subscription> put(event_subscription s);

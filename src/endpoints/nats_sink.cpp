@@ -265,8 +265,10 @@ class nats_sink final : public routing::sink {
                 // The rest of the call will be published again: stop waiting for it.
                 self->outstanding_.clear();
             }
+            // Under the lock: once the waiter has what it waited for it may destroy the sink,
+            // condition variable included, and this thread must not touch it after unlocking.
+            self->cv_.notify_all();
         }
-        self->cv_.notify_all();
         natsMsg_Destroy(msg);
     }
 

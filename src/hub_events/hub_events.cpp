@@ -75,11 +75,33 @@ std::string publisher::next_sequence_number() {
     return out;
 }
 
+unsigned interest::bit(std::string_view source) {
+    if (source == twin_change_source) return 1u << 0;
+    if (source == lifecycle_source) return 1u << 1;
+    if (source == connection_state_source) return 1u << 2;
+    if (source == job_lifecycle_source) return 1u << 3;
+    return 0;
+}
+
+bool interest::wants(std::string_view source) const {
+    const auto b = bit(source);
+    return b == 0 || (bits_.load(std::memory_order_relaxed) & b) != 0;
+}
+
+void interest::set(std::string_view source, bool wanted) {
+    if (wanted)
+        bits_.fetch_or(bit(source), std::memory_order_relaxed);
+    else
+        bits_.fetch_and(~bit(source), std::memory_order_relaxed);
+}
+
 void publisher::device_lifecycle(subject who, bool created, std::string twin) {
+    if (!interest_.wants(lifecycle_source)) return;
     raise(who, lifecycle(hub_name_, who, created, std::move(twin), clock_()));
 }
 
 void publisher::connection_state(subject who, bool connected) {
+    if (!interest_.wants(connection_state_source)) return;
     raise(who, hub_events::connection_state(hub_name_, who, connected, next_sequence_number(),
                                             clock_()));
 }

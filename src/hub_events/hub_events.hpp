@@ -50,6 +50,20 @@ storage::event_record lifecycle(std::string_view hub, subject who, bool created,
 storage::event_record connection_state(std::string_view hub, subject who, bool connected,
                                        std::string_view sequence_number, sys_time at);
 
+// Which hub events something reads. Routing says, as its routes and subscriptions change, and
+// the publisher raises only those: an event nothing reads would cost a write per connect, per
+// created device, for nothing (Azure, too, routes only what is raised while a route exists).
+// Until told otherwise, every kind is wanted.
+class interest {
+  public:
+    bool wants(std::string_view source) const;
+    void set(std::string_view source, bool wanted);
+
+  private:
+    static unsigned bit(std::string_view source);
+    std::atomic<unsigned> bits_{~0u};
+};
+
 class publisher {
   public:
     publisher(
@@ -61,6 +75,8 @@ class publisher {
 
     // Appends to the subject's partition; a failure is logged (the change itself has happened).
     void raise(subject who, storage::event_record event);
+
+    hub_events::interest& interest() { return interest_; }
 
     const std::string& hub_name() const { return hub_name_; }
     // A connection-state sequence number: 64 hex digits, strictly increasing across calls and
@@ -74,6 +90,7 @@ class publisher {
     std::function<sys_time()> clock_;
     std::atomic<std::uint64_t> last_ticks_{0};
     std::atomic<std::uint64_t> counter_{0};
+    hub_events::interest interest_;
 };
 
 }  // namespace iothub::hub_events

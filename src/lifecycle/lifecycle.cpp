@@ -24,7 +24,7 @@ void lifecycle_service::on_access_ended(access_observer observer) {
 }
 
 void lifecycle_service::raise(const registry::identity& id, bool created) {
-    if (!t_.events) return;
+    if (!t_.events || !t_.events->interest().wants(hub_events::lifecycle_source)) return;
     auto twin = t_.twins.view_of(id);
     if (!twin) {
         spdlog::warn("lifecycle: no {} event for {}: {}", created ? "created" : "deleted",

@@ -44,7 +44,9 @@ int number_order(const json::value& a, const json::value& b) {
 }
 
 value boolean(bool b) {
-    return value::own(json::value(b));
+    // Every comparison makes one: borrowed, it costs no JSON value.
+    static const json::value yes(true), no(false);
+    return value::borrow(b ? yes : no);
 }
 value number(double d) {
     return value::own(number_value(d));
@@ -511,6 +513,13 @@ value evaluate(const node& n, const scope& s) {
         case node_kind::nin:
             return in_list(n, s);
         case node_kind::call: {
+            // Routes call functions per message: the usual few arguments stay off the heap.
+            constexpr std::size_t inline_args = 4;
+            if (n.args.size() <= inline_args) {
+                std::array<value, inline_args> args;
+                for (std::size_t i = 0; i < n.args.size(); ++i) args[i] = evaluate(*n.args[i], s);
+                return n.fn->call(std::span<const value>(args.data(), n.args.size()));
+            }
             std::vector<value> args;
             args.reserve(n.args.size());
             for (const auto& a : n.args) args.push_back(evaluate(*a, s));

@@ -27,23 +27,21 @@ class value {
         r.ref_ = &v;
         return r;
     }
-    static value own(boost::json::value v) {
-        value r;
-        r.own_ = std::move(v);
-        r.owned_ = true;
-        return r;
-    }
+    static value own(boost::json::value v) { return value(std::move(v)); }
     static value own(std::optional<boost::json::value> v) {
         return v ? own(std::move(*v)) : value();
     }
 
-    bool defined() const { return owned_ || ref_ != nullptr; }
-    const boost::json::value& get() const { return owned_ ? own_ : *ref_; }
+    bool defined() const { return own_ || ref_ != nullptr; }
+    const boost::json::value& get() const { return own_ ? *own_ : *ref_; }
 
   private:
+    explicit value(boost::json::value&& v) : own_(std::move(v)) {}
+
     const boost::json::value* ref_ = nullptr;
-    boost::json::value own_;
-    bool owned_ = false;
+    // Most results are borrowed: an empty optional costs nothing to make and destroy, where a
+    // JSON value (null) holds a storage pointer.
+    std::optional<boost::json::value> own_;
 };
 
 struct function_def {

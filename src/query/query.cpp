@@ -6,6 +6,7 @@
 
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <limits>
@@ -127,6 +128,13 @@ std::string_view to_string(truth t) {
 }
 
 condition::condition(std::shared_ptr<const detail::plan> plan) : plan_(std::move(plan)) {
+    auto walk = [&](auto& self, const detail::node& n) -> void {
+        if (n.kind == detail::node_kind::path && !n.steps.empty() && !n.steps[0].is_index &&
+            std::find(roots_.begin(), roots_.end(), n.steps[0].name) == roots_.end())
+            roots_.push_back(n.steps[0].name);
+        for (const auto& a : n.args) self(self, *a);
+    };
+    if (plan_) walk(walk, *plan_->where);
     reads_body_ = refers_to("$body");
     reads_twin_ = refers_to("$twin");
 }
@@ -141,17 +149,8 @@ truth condition::evaluate(const json::object& row) const {
 }
 
 bool condition::refers_to(std::string_view name) const {
-    if (!plan_) return false;
-    bool found = false;
-    auto walk = [&](auto& self, const detail::node& n) -> void {
-        if (found) return;
-        if (n.kind == detail::node_kind::path && !n.steps.empty() && !n.steps[0].is_index &&
-            iequals(n.steps[0].name, name))
-            found = true;
-        for (const auto& a : n.args) self(self, *a);
-    };
-    walk(walk, *plan_->where);
-    return found;
+    return std::any_of(roots_.begin(), roots_.end(),
+                       [&](const std::string& root) { return iequals(root, name); });
 }
 
 bool statement::matches(const json::object& row) const {

@@ -105,6 +105,9 @@ class condition {
     // refers_to("$body") and refers_to("$twin"), worked out once at parse time: asked per message.
     bool reads_body() const { return reads_body_; }
     bool reads_twin() const { return reads_twin_; }
+    // The first name of every path, as written and without repeats ("level", "$body", ...): a
+    // row that holds only these members evaluates as the whole row would.
+    const std::vector<std::string>& roots() const { return roots_; }
 
   private:
     friend result<condition> parse_condition(std::string_view text);
@@ -113,6 +116,7 @@ class condition {
     std::shared_ptr<const detail::plan> plan_;
     bool reads_body_ = false;
     bool reads_twin_ = false;
+    std::vector<std::string> roots_;
 };
 
 // Errors as parse()'s, e.g. "Syntax error at position 7: expected an expression but found end".

@@ -38,22 +38,40 @@ bool body_is_json(std::string_view content_type, std::string_view content_encodi
            iequals(content_encoding, "utf-32");
 }
 
-message_view::message_view(const storage::stored_event& e, const twin_lookup* twins)
+message_view::message_view(const storage::stored_event& e, const twin_lookup* twins,
+                           const std::vector<std::string>* roots)
     : body_(e.record.body), twins_(twins) {
-    for (const auto& [k, v] : e.record.application_properties) row_[k] = v;
+    // The row is built for every routed message: members no condition reads are left out, and a
+    // system property's `$keyword` name is made only for one that is read.
+    auto wanted = [&](bool system, std::string_view name) {
+        if (!roots) return true;
+        for (const auto& r : *roots) {
+            std::string_view root(r);
+            if (system != root.starts_with('$')) continue;
+            if (system) root.remove_prefix(1);
+            if (iequals(root, name)) return true;
+        }
+        return false;
+    };
+    for (const auto& [k, v] : e.record.application_properties)
+        if (wanted(false, k)) row_[k] = v;
     std::string_view type, encoding;
+    bool enqueued = false;
     auto system = [&](const storage::property_list& l) {
         for (const auto& [k, v] : l) {
-            row_["$" + std::string(keyword_of(k))] = v;
+            const auto keyword = keyword_of(k);
+            if (wanted(true, keyword)) row_["$" + std::string(keyword)] = v;
             if (k == "content-type") type = v;
             if (k == "content-encoding") encoding = v;
             if (k == "iothub-connection-device-id") device_id_ = v;
             if (k == "iothub-connection-module-id") module_id_ = v;
+            if (k == "iothub-enqueuedtime") enqueued = true;
         }
     };
     system(e.record.system_properties);
     if (e.record.stamp) system(*e.record.stamp);
-    if (!row_.contains("$enqueuedTime")) row_["$enqueuedTime"] = format_iso8601(e.enqueued_time);
+    if (!enqueued && wanted(true, "enqueuedTime"))
+        row_["$enqueuedTime"] = format_iso8601(e.enqueued_time);
     json_body_ = body_is_json(type, encoding);
 }
 
@@ -73,7 +91,7 @@ message_view::message_view(json::object app_properties, json::object system_prop
     }
     json_body_ = body_is_json(type, encoding);
     if (twin_) {
-        json::object t;
+        json::object t(&resource_);
         if (auto* tags = twin_->if_contains("tags")) t["tags"] = *tags;
         if (auto* props = twin_->if_contains("properties")) t["properties"] = *props;
         row_["$twin"] = std::move(t);
@@ -85,7 +103,7 @@ void message_view::need_body() {
     body_done_ = true;
     if (!json_body_) return;
     boost::system::error_code ec;
-    auto v = json::parse(body_, ec);
+    auto v = json::parse(body_, ec, &resource_);
     // Only a body that is an object can be addressed: `$body` alone is undefined in Azure.
     if (!ec && v.is_object()) row_["$body"] = std::move(v);
 }
@@ -95,7 +113,7 @@ const json::object* message_view::twin() {
         twin_done_ = true;
         if (twins_ && *twins_ && !device_id_.empty()) twin_ = (*twins_)(device_id_, module_id_);
         if (twin_) {
-            json::object t;
+            json::object t(&resource_);
             if (auto* tags = twin_->if_contains("tags")) t["tags"] = *tags;
             if (auto* props = twin_->if_contains("properties")) t["properties"] = *props;
             row_["$twin"] = std::move(t);

@@ -8,12 +8,15 @@
 #include "query/query.hpp"
 #include "storage/event_log.hpp"
 
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/object.hpp>
 
+#include <cstddef>
 #include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace iothub::routing {
 
@@ -32,11 +35,16 @@ bool body_is_json(std::string_view content_type, std::string_view content_encodi
 
 class message_view {
   public:
-    // `twins` may be empty (no twin is ever found). The event and lookup outlive the view.
-    message_view(const storage::stored_event& e, const twin_lookup* twins);
+    // `twins` may be empty (no twin is ever found). With `roots`, the row holds only the members
+    // those names reach (query::condition::roots() of every condition evaluated on it, matched
+    // ignoring case); without, all of them. The event, lookup and roots outlive the view.
+    message_view(const storage::stored_event& e, const twin_lookup* twins,
+                 const std::vector<std::string>* roots = nullptr);
     // Built from parts, for testing a route without a stored message.
     message_view(boost::json::object app_properties, boost::json::object system_properties,
                  std::string body, std::optional<boost::json::object> twin);
+    message_view(const message_view&) = delete;
+    message_view& operator=(const message_view&) = delete;
 
     query::truth evaluate(const query::condition& c);
     // What an enrichment with `value` stamps: the text itself, the hub's name for $iothubname,
@@ -49,7 +57,12 @@ class message_view {
     void need_twin();
     const boost::json::object* twin();
 
-    boost::json::object row_;
+    // The row's members and the parsed body are one message's worth of small allocations, made
+    // per message on the routing path: they come from this arena (spilling to the heap past it)
+    // and go together with the view.
+    alignas(std::max_align_t) unsigned char arena_[2048];
+    boost::json::monotonic_resource resource_{arena_, sizeof arena_};
+    boost::json::object row_{&resource_};
     std::string_view body_;
     std::string owned_body_;
     bool json_body_ = false;

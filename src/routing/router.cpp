@@ -1,11 +1,14 @@
 #include "routing/router.hpp"
 
 #include "common/encoding.hpp"
+#include "common/thread_role.hpp"
 #include "hub_events/hub_events.hpp"
+#include "routing/on_append.hpp"
 
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 #include <condition_variable>
 #include <deque>
@@ -94,91 +97,107 @@ class log_sink final : public sink {
     held_cursors held_;
 };
 
-// The outcome of every route for one message, computed by the first worker that reads it and
-// shared by the others: the body is parsed and each condition evaluated once per message, not
-// once per endpoint. Entry i is route i of the configuration (false when it is disabled or of
-// another source); the last is the fallback's condition. Kept for the most recent messages only;
-// a worker far behind the others computes its own.
-class router::evaluations {
-  public:
-    using outcomes = std::shared_ptr<const std::vector<query::truth>>;
+// Events read from one source partition, shared by the workers, with every route's outcome for
+// each of them: computed by the first worker that looks (under the batch's lock, so the workers a
+// commit wakes together do not all evaluate the same messages) and read by the others, so the
+// body is parsed and each condition evaluated once per message, not once per endpoint. Row i of
+// the outcomes is events[i]; entry r of a row is route r of the configuration (false when it is
+// disabled or of another source), the last the fallback's condition.
+struct router::shared_batch {
+    using outcome_table = std::vector<std::vector<query::truth>>;
 
-    // What is known of keys[i], into found[i] (left null when unknown), under one lock.
-    void find(std::uint64_t generation, const std::vector<std::uint64_t>& keys,
-              std::vector<outcomes>& found) {
-        std::lock_guard lock(mutex_);
-        for (std::size_t i = 0; i < keys.size(); ++i) {
-            auto it = map_.find(keys[i]);
-            if (it != map_.end() && it->second.first == generation) found[i] = it->second.second;
-        }
-    }
-    void put(std::uint64_t generation, const std::vector<std::pair<std::uint64_t, outcomes>>& add) {
-        std::lock_guard lock(mutex_);
-        for (const auto& [key, o] : add) {
-            auto [it, inserted] = map_.insert_or_assign(key, std::pair{generation, o});
-            if (inserted) order_.push_back(key);
-        }
-        while (order_.size() > capacity) {
-            map_.erase(order_.front());
-            order_.pop_front();
-        }
-    }
-    // Held while a worker looks up and works out the outcomes of a batch of one source
-    // partition: the workers a commit wakes together would otherwise all evaluate the same new
-    // messages; this way the first does, and the others find its outcomes.
-    std::mutex& gate(int source, int partition) {
-        return gates_[static_cast<std::size_t>(source * 32 + partition) % gates_.size()];
-    }
+    std::vector<storage::stored_event> events;
 
-    // Source log, partition and sequence number in one key.
-    static std::uint64_t key(int source, int partition, std::uint64_t sequence) {
-        return (static_cast<std::uint64_t>(source) << 62) |
-               (static_cast<std::uint64_t>(partition) << 56) | (sequence & ((1ull << 56) - 1));
+    // The outcomes under configuration `generation`, made by `compute` when not known yet.
+    template <class Compute>
+    std::shared_ptr<const outcome_table> outcomes(std::uint64_t generation, Compute compute) const {
+        std::lock_guard lock(mutex_);
+        if (!table_ || generation_ != generation) {
+            table_ = std::make_shared<const outcome_table>(compute(events));
+            generation_ = generation;
+        }
+        return table_;
     }
 
   private:
-    static constexpr std::size_t capacity = 1 << 16;
-    std::array<std::mutex, 64> gates_;
-    std::mutex mutex_;
-    std::unordered_map<std::uint64_t, std::pair<std::uint64_t, outcomes>> map_;
-    std::deque<std::uint64_t> order_;
+    mutable std::mutex mutex_;
+    mutable std::uint64_t generation_ = 0;
+    mutable std::shared_ptr<const outcome_table> table_;
 };
 
 // Batches read from the source logs, shared by the workers: every endpoint reads every message,
 // and one read from storage serves them all. A worker gets the cached batch that holds its
-// position (from that position on), or reads a new one; a few recent batches are kept per
-// partition, so a worker far behind reads for itself.
+// position (from that position on), or reads a new one. Recent batches are kept per partition up
+// to a byte budget: under load the workers spread out (the ones with nothing to deliver run
+// ahead of the ones that write), and a budget of a few batches made each of ten workers read and
+// decode most messages itself. A worker further behind than the budget reads for itself.
 class router::reads {
   public:
-    using batch = std::shared_ptr<const std::vector<storage::stored_event>>;
+    using batch = std::shared_ptr<const shared_batch>;
 
     // The events from `from` on: a batch and the index of `from` in it (size() when empty).
     result<std::pair<batch, std::size_t>> read(storage::event_log& log, int source, int partition,
                                                std::uint64_t from, std::size_t max) {
-        std::deque<batch>* recent = nullptr;
+        kept* recent = nullptr;
+        const auto end = log.info(partition).next_sequence_number;
         {
             std::lock_guard lock(mutex_);
             recent = &recent_[{source, partition}];  // map nodes stay where they are
-            for (const auto& b : *recent) {
-                const auto first = b->front().sequence_number;
-                if (from >= first && from <= b->back().sequence_number)
+            // Newest first: the workers are mostly near the end of the log. A batch read when
+            // little was there (a slow stream makes batches of a message or two) serves only a
+            // worker it brings to the end: one further behind reads a whole batch instead of
+            // walking tiny ones, a pass each.
+            for (auto it = recent->batches.rbegin(); it != recent->batches.rend(); ++it) {
+                const auto& b = it->first;
+                const auto first = b->events.front().sequence_number;
+                const auto last = b->events.back().sequence_number;
+                if (from < first || from > last) continue;
+                if (last + 1 >= end || last + 1 - from >= max / 4)
                     return std::pair{b, static_cast<std::size_t>(from - first)};
+                break;
             }
         }
+        // Each pass of every worker looks at every partition of every source, and most hold
+        // nothing new (hub events, above all): the log's end, kept in memory, answers that
+        // without a storage read. An append not yet published here is read once it is: its
+        // publication is what wakes the workers.
+        if (end <= from) return std::pair{nothing_, std::size_t{0}};
         auto fresh = log.read(partition, from, max);
         if (!fresh) return fresh.error();
-        auto b = std::make_shared<const std::vector<storage::stored_event>>(std::move(*fresh));
-        if (b->empty()) return std::pair{b, std::size_t{0}};
-        std::lock_guard lock(mutex_);
-        recent->push_back(b);
-        if (recent->size() > kept) recent->pop_front();
+        auto made = std::make_shared<shared_batch>();
+        made->events = std::move(*fresh);
+        batch b = std::move(made);
+        if (b->events.empty()) return std::pair{b, std::size_t{0}};
+        std::size_t bytes = 0;
+        for (const auto& e : b->events) bytes += storage::event_size(e.record) + sizeof e;
+        std::vector<batch> dropped;  // freed after the lock: a batch is thousands of strings
+        {
+            std::lock_guard lock(mutex_);
+            auto& held = recent->batches;
+            held.emplace_back(b, bytes);
+            recent->bytes += bytes;
+            while ((held.size() > min_kept && recent->bytes > kept_bytes) ||
+                   held.size() > max_kept) {
+                recent->bytes -= held.front().second;
+                dropped.push_back(std::move(held.front().first));
+                held.pop_front();
+            }
+        }
         return std::pair{b, std::size_t{0}};
     }
 
   private:
-    static constexpr std::size_t kept = 8;
+    // Per source partition: a byte budget, within a count that keeps the search short when a slow
+    // stream makes batches of a message or two.
+    static constexpr std::size_t min_kept = 8, max_kept = 64;
+    static constexpr std::size_t kept_bytes = 2 * 1024 * 1024;
+    struct kept {
+        std::deque<std::pair<batch, std::size_t>> batches;  // oldest first, with their bytes
+        std::size_t bytes = 0;                              // theirs together
+    };
+    const batch nothing_ = std::make_shared<const shared_batch>();
     std::mutex mutex_;
-    std::map<std::pair<int, int>, std::deque<batch>> recent_;
+    std::map<std::pair<int, int>, kept> recent_;
 };
 
 struct router::worker_spec {
@@ -208,8 +227,8 @@ class router::worker {
           make_sink_(std::move(spec.make_sink)),
           hub_events_(std::move(spec.hub_events)),
           filter_(std::move(spec.filter)),
-          keeps_cursors_(spec.keeps_cursors) {
-        health_.endpoint = display_;
+          keeps_cursors_(spec.keeps_cursors),
+          health_(std::make_shared<health_cell>(display_, r.settings_.dead_after)) {
         lookup_ = [this](std::string_view d, std::string_view m) { return cached_twin(d, m); };
     }
     ~worker() { stop(); }
@@ -256,7 +275,10 @@ class router::worker {
                 for (auto n : s.next) at += s.name + ":" + std::to_string(n) + " ";
             return at;
         }());
-        thread_ = std::thread([this] { run(); });
+        thread_ = std::thread([this] {
+            name_this_thread("route:" + display_);
+            run();
+        });
         return {};
     }
 
@@ -277,10 +299,10 @@ class router::worker {
         cv_.notify_all();
     }
 
-    endpoint_health health() const {
-        std::lock_guard lock(health_mutex_);
-        return health_;
-    }
+    endpoint_health health() const { return health_->get(); }
+    const std::shared_ptr<health_cell>& health_of_endpoint() const { return health_; }
+    // The configuration generation under which the last pass found nothing new in any source.
+    std::uint64_t drained_under() const { return drained_under_.load(); }
 
   private:
     struct source_cursor {
@@ -304,8 +326,9 @@ class router::worker {
                 continue;
             }
             auto [config, generation] = r_.current();
-            bool progressed = false;
-            auto outcome = pass(*config, generation, progressed);
+            bool progressed = false, stale = false;
+            auto outcome = pass(*config, generation, progressed, stale);
+            if (stale) continue;
             if (outcome && !progressed) outcome = sink_->flush(iothub::now(), false);
             if (!outcome) {
                 failed(outcome.error().message());
@@ -321,8 +344,8 @@ class router::worker {
                 if (read_ < r_.settings_.read_batch / 4) pause(r_.settings_.gather);
                 continue;
             }
-            if (target_name_ == builtin_events && r_.direct_wanted_.load())
-                r_.telemetry_.set_destination(r_.engine_.events());
+            drained_under_.store(generation);
+            r_.drained(generation);
             wait_for_more();
         }
         if (sink_)
@@ -331,8 +354,11 @@ class router::worker {
                              r.error().message());
     }
 
-    // One read per partition of every source; hands what it selects to the sink.
-    result<void> pass(const routing_config& config, std::uint64_t generation, bool& progressed) {
+    // One read per partition of every source; hands what it selects to the sink. `stale` when
+    // another configuration came into force meanwhile: what was read may have been sent under
+    // it (a route that starts now must see it), so the pass ends without delivering it.
+    result<void> pass(const routing_config& config, std::uint64_t generation, bool& progressed,
+                      bool& stale) {
         read_ = 0;
         learn(config, generation);
         for (std::size_t source = 0; source < sources_.size(); ++source) {
@@ -341,40 +367,40 @@ class router::worker {
                 auto read = r_.reads_->read(*s.log, static_cast<int>(source), p, s.next[p],
                                             r_.settings_.read_batch);
                 if (!read) return read.error();
-                const auto& [events, first] = *read;
-                if (first >= events->size()) continue;
-                read_ += events->size() - first;
-                // Every route's outcome for each message: known from another worker, or worked
-                // out here and shared.
-                const auto n = events->size() - first;
-                keys_.resize(n);
-                for (std::size_t i = 0; i < n; ++i)
-                    keys_[i] = evaluations::key(static_cast<int>(source), p,
-                                                (*events)[first + i].sequence_number);
-                known_.assign(n, nullptr);
-                {
-                    std::lock_guard gate(r_.evaluations_->gate(static_cast<int>(source), p));
-                    r_.evaluations_->find(generation, keys_, known_);
-                    computed_.clear();
-                    for (std::size_t i = 0; i < n; ++i) {
-                        if (known_[i]) continue;
-                        message_view view((*events)[first + i], &lookup_);
-                        known_[i] = evaluate(config, s.ingest, (*events)[first + i], view);
-                        computed_.emplace_back(keys_[i], known_[i]);
-                    }
-                    if (!computed_.empty()) r_.evaluations_->put(generation, computed_);
+                // The check follows the read: a configuration put in force before a message was
+                // appended is in force before the message can be read.
+                if (r_.generation_now_.load(std::memory_order_acquire) != generation) {
+                    stale = true;
+                    return {};
                 }
+                const auto& [batch, first] = *read;
+                const auto& events = batch->events;
+                if (first >= events.size()) continue;
+                const auto n = events.size() - first;
+                read_ += n;
+                // Every route's outcome for each message: known from another worker, or worked
+                // out here for the whole batch and shared.
+                const auto table =
+                    batch->outcomes(generation, [&](const std::vector<storage::stored_event>& all) {
+                        shared_batch::outcome_table t;
+                        t.reserve(all.size());
+                        for (const auto& e : all) {
+                            message_view view(e, &lookup_, &roots_);
+                            t.push_back(evaluate(config, s.ingest, e, view));
+                        }
+                        return t;
+                    });
                 std::vector<storage::event_record> out;
                 sequence_numbers_.clear();
-                for (std::size_t i = 0; i < n; ++i) {
+                for (std::size_t i = first; i < events.size(); ++i) {
                     std::optional<message_view> view;  // made only to enrich
                     storage::event_record r;
-                    if (select(*known_[i], s.ingest, (*events)[first + i], view, r)) {
+                    if (select((*table)[i], s.ingest, events[i], view, r)) {
                         out.push_back(std::move(r));
-                        sequence_numbers_.push_back((*events)[first + i].sequence_number);
+                        sequence_numbers_.push_back(events[i].sequence_number);
                     }
                 }
-                const auto next = events->back().sequence_number + 1;
+                const auto next = events.back().sequence_number + 1;
                 const auto count = out.size();
                 if (count > 0) attempted();
                 storage::kv_write cursor{storage::kv_write::op::put,
@@ -400,22 +426,12 @@ class router::worker {
         return {};
     }
 
-    // Every route's outcome for `e`: from the shared evaluations, or computed here (and shared).
-    evaluations::outcomes evaluate(const routing_config& config, bool device_message,
-                                   const storage::stored_event& e, message_view& view) {
-        auto out = std::make_shared<std::vector<query::truth>>(config.routes.size() + 1,
-                                                               query::truth::false_);
+    // Every route's outcome for `e`, and the fallback's last.
+    std::vector<query::truth> evaluate(const routing_config& config, bool device_message,
+                                       const storage::stored_event& e, message_view& view) {
         const auto from =
             device_message ? std::optional(source::device_messages) : source_of_hub_event(e.record);
-        for (std::size_t i = 0; i < config.routes.size(); ++i) {
-            const auto& route = config.routes[i];
-            if (!route.enabled || !from || route.from != *from) continue;
-            (*out)[i] = view.evaluate(route.condition);
-            if ((*out)[i] == query::truth::undefined) ++r_.undefined_;
-        }
-        if (device_message && config.fallback.enabled)
-            out->back() = view.evaluate(config.fallback.condition);
-        return out;
+        return delivery::outcomes(config, from, view, r_.undefined_);
     }
 
     // Which routes, the fallback and the enrichments lead here, worked out once per
@@ -427,13 +443,8 @@ class router::worker {
         for (std::size_t i = 0; i < config.routes.size(); ++i)
             mine_[i] = iequals(config.routes[i].endpoint, target_name_);
         fallback_here_ = config.fallback.enabled && iequals(config.fallback.endpoint, target_name_);
-        enrichments_.clear();
-        for (const auto& en : config.enrichments)
-            for (const auto& name : en.endpoints)
-                if (iequals(name, target_name_)) {
-                    enrichments_.push_back(&en);
-                    break;
-                }
+        roots_ = delivery::condition_roots(config);
+        enrichments_ = delivery::enrichments_for(config, target_name_);
     }
 
     bool select(const std::vector<query::truth>& outcomes, bool device_message,
@@ -455,26 +466,15 @@ class router::worker {
         if (!take) return false;
         out = e.record;
         out.stamp.reset();  // read() folded it into the system properties
-        // When the hub took it, as endpoints show it; the copy is enqueued again later.
-        if (!storage::find_property(out.system_properties, "iothub-enqueuedtime"))
-            out.system_properties.emplace_back("iothub-enqueuedtime",
-                                               format_iso8601(e.enqueued_time));
-        for (const auto* en_ptr : enrichments_) {
-            const auto& en = *en_ptr;
-            if (!view) view.emplace(e, &lookup_);
-            auto value = view->enrichment(en.value, r_.settings_.hub_name);
-            bool replaced = false;
-            for (auto& [k, v] : out.application_properties)
-                if (k == en.key) {
-                    v = value;
-                    replaced = true;
-                }
-            if (!replaced) out.application_properties.emplace_back(en.key, std::move(value));
-        }
-        if (storage::event_size(out) > r_.settings_.max_message_bytes) {
-            ++r_.too_large_;
+        const auto make_view = [&]() -> message_view& {
+            static const std::vector<std::string> no_members;  // enrichments read only the twin
+            if (!view) view.emplace(e, &lookup_, &no_members);
+            return *view;
+        };
+        if (!delivery::finish_copy(out, e.enqueued_time, enrichments_, make_view,
+                                   r_.settings_.hub_name, r_.settings_.max_message_bytes,
+                                   r_.too_large_))
             return false;
-        }
         return !filter_ || filter_(out);
     }
 
@@ -515,52 +515,11 @@ class router::worker {
         woken_ = false;
     }
 
-    void attempted() {
-        std::lock_guard lock(health_mutex_);
-        health_.last_attempt_time = iothub::now();
-    }
-    void succeeded(std::size_t count) {
-        std::lock_guard lock(health_mutex_);
-        if (health_.status == health_status::unhealthy || health_.status == health_status::dead)
-            spdlog::info("routing: endpoint '{}' is healthy again", display_);
-        health_.status = health_status::healthy;
-        health_.last_success_time = iothub::now();
-        health_.delivered += count;
-    }
-    // Unhealthy for longer than the settings allow: Azure's `dead`.
-    bool dead() {
-        std::lock_guard lock(health_mutex_);
-        return health_.status == health_status::dead;
-    }
-    void dropped(std::size_t count, const std::string& why) {
-        std::lock_guard lock(health_mutex_);
-        health_.dropped += count;
-        health_.last_error = why;
-        health_.last_error_time = health_.last_attempt_time = iothub::now();
-    }
-    void failed(const std::string& why) {
-        std::lock_guard lock(health_mutex_);
-        const auto now = iothub::now();
-        if (health_.status != health_status::unhealthy && health_.status != health_status::dead)
-            unhealthy_since_ = now;
-        if (health_.status != health_status::dead &&
-            now - unhealthy_since_ >= r_.settings_.dead_after) {
-            spdlog::error("routing: endpoint '{}' is dead after failing since {}: {}", display_,
-                          format_iso8601(unhealthy_since_), why);
-            health_.status = health_status::dead;
-        }
-        if (health_.status == health_status::dead) {
-            health_.last_error = why;
-            health_.last_error_time = health_.last_attempt_time = now;
-            return;
-        }
-        if (health_.status != health_status::unhealthy || health_.last_error != why)
-            spdlog::warn("routing: endpoint '{}' is unhealthy: {}", display_, why);
-        health_.status = health_status::unhealthy;
-        health_.last_error = why;
-        health_.last_error_time = iothub::now();
-        health_.last_attempt_time = health_.last_error_time;
-    }
+    void attempted() { health_->attempted(); }
+    void succeeded(std::size_t count) { health_->succeeded(count); }
+    bool dead() { return health_->dead(); }
+    void dropped(std::size_t count, const std::string& why) { health_->dropped(count, why); }
+    void failed(const std::string& why) { health_->failed(why); }
 
     router& r_;
     std::string display_;
@@ -579,14 +538,12 @@ class router::worker {
         twins_;
     std::vector<source_cursor> sources_;
     std::size_t read_ = 0;  // messages the last pass read
-    // Scratch of pass(), kept to reuse their memory.
-    std::vector<std::uint64_t> keys_;
-    std::vector<evaluations::outcomes> known_;
-    std::vector<std::pair<std::uint64_t, evaluations::outcomes>> computed_;
+    // Scratch of pass(), kept to reuse its memory.
     std::vector<std::uint64_t> sequence_numbers_;  // of what a pass hands the sink
     // learn()'s results for the configuration of generation learned_ (generations start at 1).
     std::uint64_t learned_ = 0;
     std::vector<bool> mine_;
+    std::vector<std::string> roots_;  // what the conditions read, for the rows they are run on
     bool fallback_here_ = false;
     std::vector<const enrichment*> enrichments_;
 
@@ -595,9 +552,8 @@ class router::worker {
     std::condition_variable cv_;
     bool stopping_ = false;
     bool woken_ = false;
-    mutable std::mutex health_mutex_;
-    endpoint_health health_;
-    sys_time unhealthy_since_{};
+    std::shared_ptr<health_cell> health_;
+    std::atomic<std::uint64_t> drained_under_{0};
 };
 
 // --- the router ----------------------------------------------------------------------------------
@@ -609,7 +565,7 @@ router::router(storage::engine& engine, telemetry::telemetry_service& telemetry,
       twins_(std::move(twins)),
       settings_(std::move(settings)),
       config_(std::make_shared<routing_config>(default_config())),
-      evaluations_(std::make_unique<evaluations>()),
+      appender_(std::make_unique<appender>(*this)),
       reads_(std::make_unique<reads>()) {}
 
 router::~router() {
@@ -649,6 +605,8 @@ void router::stop() {
     std::map<std::string, std::unique_ptr<worker>> doomed;
     {
         std::lock_guard lock(mutex_);
+        // What arrives from now on waits in the ingest log for the next start.
+        if (path_ == device_path::on_append) take_path(device_path::ingest);
         doomed.swap(workers_);
     }
     doomed.clear();  // joins each
@@ -657,6 +615,52 @@ void router::stop() {
 std::pair<std::shared_ptr<const routing_config>, std::uint64_t> router::current() const {
     std::lock_guard lock(mutex_);
     return {config_, generation_};
+}
+
+device_path router::path() const {
+    std::lock_guard lock(mutex_);
+    return path_;
+}
+
+void router::take_path(device_path p) {
+    switch (p) {
+        case device_path::direct:
+            telemetry_.set_destination(engine_.events());
+            telemetry_.set_dispatcher(nullptr);
+            break;
+        case device_path::ingest:
+            // The log first: a message between the two stores goes to one of the two ways, both
+            // of which deliver it.
+            telemetry_.set_destination(*ingest_);
+            telemetry_.set_dispatcher(nullptr);
+            break;
+        case device_path::on_append:
+            telemetry_.set_dispatcher(appender_.get());
+            break;
+    }
+    if (path_ != p)
+        spdlog::debug("routing: device messages {}",
+                      p == device_path::direct   ? "go straight to the built-in stream"
+                      : p == device_path::ingest ? "go through the ingest log"
+                                                 : "are routed as they arrive");
+    path_ = p;
+}
+
+void router::drained(std::uint64_t generation) {
+    std::lock_guard lock(mutex_);
+    if (generation == generation_) leave_ingest_if_drained();
+}
+
+void router::leave_ingest_if_drained() {
+    if (path_ != device_path::ingest || wanted_path_ == device_path::ingest) return;
+    if (wanted_path_ == device_path::on_append && prepared_ != generation_) return;
+    // Every worker that delivers device messages must be through what the ingest log holds:
+    // what arrives from now on bypasses it, and must not overtake what waits there.
+    for (const auto& key : drain_) {
+        auto it = workers_.find(key);
+        if (it != workers_.end() && it->second->drained_under() != generation_) return;
+    }
+    take_path(wanted_path_);
 }
 
 std::shared_ptr<const routing_config> router::config() const {
@@ -697,18 +701,44 @@ result<void> router::apply(std::shared_ptr<const routing_config> c, bool fresh_e
     std::map<std::string, storage::event_log*> hosted;
     for (const auto& e : c->endpoints) {
         if (!e.hosted()) continue;
-        // Copies of the synced ingest log, committed with their cursor: no fsync of their own.
+        // Workers' copies of the synced ingest log, committed with their cursor, need no fsync of
+        // their own; routes decided on append use append(), which syncs.
         auto log = engine_.log(hosted_log_name(e.name), false);
         if (!log) return log.error();
         hosted[to_lower(e.name)] = *log;
     }
+    // Leaving the ingest log waits for the workers to drain it (drained()); between the two
+    // ways that bypass it, the change is at once.
+    const auto wanted_path = !c->routes_source(source::device_messages) ? device_path::direct
+                             : settings_.route_on_append && delivering_ && appender::decidable(*c)
+                                 ? device_path::on_append
+                                 : device_path::ingest;
     std::vector<tap> taps;
+    std::uint64_t generation = 0;
     {
         std::lock_guard lock(mutex_);
         config_ = c;
-        ++generation_;
+        generation = ++generation_;
+        generation_now_.store(generation, std::memory_order_release);
         hosted_ = hosted;
         taps = taps_;
+        // Under the lock drained() takes: a worker that drained the ingest log under the
+        // previous configuration must not send devices' messages past the routes that start now.
+        wanted_path_ = wanted_path;
+        drain_ = appender::takers(*c);
+        // Before any worker changes: a route that starts now must find what is raised from now.
+        if (auto* interest = settings_.hub_event_interest) {
+            const auto read = [&](source s) { return !taps.empty() || c->routes_source(s); };
+            interest->set(hub_events::twin_change_source, read(source::twin_change_events));
+            interest->set(hub_events::lifecycle_source, read(source::device_lifecycle_events));
+            interest->set(hub_events::connection_state_source,
+                          read(source::device_connection_state_events));
+            interest->set(hub_events::job_lifecycle_source,
+                          read(source::device_job_lifecycle_events));
+        }
+        if (wanted_path == device_path::ingest ||
+            (wanted_path == device_path::direct && path_ == device_path::on_append))
+            take_path(wanted_path);
     }
     std::map<std::string, worker_spec> wanted;
     auto& kv = engine_.kv();
@@ -762,10 +792,28 @@ result<void> router::apply(std::shared_ptr<const routing_config> c, bool fresh_e
         w.filter = t.filter;
         wanted[to_lower(w.display)] = std::move(w);
     }
-    direct_wanted_ = !c->routes_source(source::device_messages);
-    if (!direct_wanted_) telemetry_.set_destination(*ingest_);
     if (!delivering_) wanted.clear();
-    return reconcile(std::move(wanted), fresh_endpoints);
+    if (auto r = reconcile(std::move(wanted), fresh_endpoints); !r) return r;
+    if (wanted_path != device_path::on_append) return {};
+    std::lock_guard lock(mutex_);
+    if (generation != generation_) return {};  // a newer configuration decides
+    auto health_of = [this](const std::string& key) -> std::shared_ptr<health_cell> {
+        auto it = workers_.find(key);
+        return it == workers_.end() ? nullptr : it->second->health_of_endpoint();
+    };
+    if (auto r = appender_->prepare(c, hosted_, health_of); !r) {
+        spdlog::warn("routing: device messages go through the ingest log: {}", r.error().message());
+        wanted_path_ = device_path::ingest;
+        take_path(device_path::ingest);
+        return {};
+    }
+    prepared_ = generation;
+    if (path_ != device_path::ingest) {
+        take_path(device_path::on_append);
+        return {};
+    }
+    leave_ingest_if_drained();
+    return {};
 }
 
 result<void> router::reconcile(std::map<std::string, worker_spec> wanted, bool fresh) {
@@ -805,6 +853,12 @@ result<void> router::set_taps(std::vector<tap> taps) {
     std::lock_guard one(replace_mutex_);
     {
         std::lock_guard lock(mutex_);
+        // The same taps again (a subscription's validation was recorded) change nothing.
+        const auto same = [](const tap& a, const tap& b) {
+            return a.name == b.name && a.definition == b.definition &&
+                   a.route_target == b.route_target;
+        };
+        if (std::equal(taps.begin(), taps.end(), taps_.begin(), taps_.end(), same)) return {};
         taps_ = std::move(taps);
     }
     if (!ingest_ || stopped_) return {};  // start() puts them in force; a stopped router stays so

@@ -21,6 +21,7 @@
 // Thread safety: every public method may be called from any thread; replace() and start() block.
 #pragma once
 
+#include "hub_events/hub_events.hpp"
 #include "routing/config.hpp"
 #include "routing/evaluation.hpp"
 #include "routing/sink.hpp"
@@ -82,6 +83,22 @@ struct router_settings {
     // An endpoint that keeps failing this long is `dead`: each batch gets one more try, then is
     // dropped (Azure declares an endpoint dead after about an hour).
     std::chrono::seconds dead_after{3600};
+    // Decide device messages' routes as each message arrives when every route they can take
+    // leads to a log the hub keeps (the built-in stream, hosted event hubs) and nothing reads the
+    // twin: a message is then written once, to its endpoints, instead of to the ingest log and
+    // again by each endpoint's worker. Off in cluster mode, where one node's workers deliver
+    // what every node ingests.
+    bool route_on_append = true;
+    // Told which hub events routes and taps read, on every change, so that nothing else is
+    // raised.
+    hub_events::interest* hub_event_interest = nullptr;
+};
+
+// How device messages reach the endpoints.
+enum class device_path {
+    direct,     // no route reads them: straight to the built-in stream
+    ingest,     // through the ingest log, read by each endpoint's worker
+    on_append,  // their routes decided as they arrive, each written once to its endpoints
 };
 
 struct router_counters {
@@ -125,6 +142,9 @@ class router {
 
     std::vector<endpoint_health> health() const;
     router_counters counters() const;
+    // The way in force now. Leaving the ingest log waits until every worker that delivers device
+    // messages has read it to its end, so a device's messages keep their order.
+    device_path path() const;
 
     // The name of the log a hosted event hub endpoint keeps its events in.
     static std::string hosted_log_name(std::string_view endpoint);
@@ -132,7 +152,10 @@ class router {
   private:
     class worker;
     friend class worker;
-    class evaluations;
+    class appender;
+    friend class appender;
+    struct health_cell;
+    struct shared_batch;
     class reads;
     // The configuration in force and its generation (changes with every apply).
     std::pair<std::shared_ptr<const routing_config>, std::uint64_t> current() const;
@@ -140,6 +163,15 @@ class router {
     result<void> apply(std::shared_ptr<const routing_config> c, bool fresh_endpoints);
     result<void> reconcile(std::map<std::string, worker_spec> wanted, bool fresh);
     void wake_all();
+    // A worker read every source to its end under configuration `generation`: the ingest log
+    // may be left, when the configuration asks it and the workers that must have are through.
+    void drained(std::uint64_t generation);
+    // Takes the path the configuration asks when it bypasses the ingest log and every worker
+    // that must has drained it (for routes decided on append, once their plan is made). Under
+    // mutex_.
+    void leave_ingest_if_drained();
+    // Points telemetry where `p` sends device messages. Under mutex_.
+    void take_path(device_path p);
 
     storage::engine& engine_;
     telemetry::telemetry_service& telemetry_;
@@ -147,10 +179,17 @@ class router {
     router_settings settings_;
     storage::event_log* ingest_ = nullptr;
 
-    mutable std::mutex mutex_;  // config_, workers_, hosted_
+    mutable std::mutex mutex_;  // config_, generation_, the paths, drain_, workers_, hosted_
     std::shared_ptr<const routing_config> config_;
     std::uint64_t generation_ = 0;
-    std::unique_ptr<evaluations> evaluations_;
+    // generation_, readable without the lock: a worker checks after each read that the
+    // configuration it evaluates under is still the one in force.
+    std::atomic<std::uint64_t> generation_now_{0};
+    device_path path_ = device_path::direct;
+    device_path wanted_path_ = device_path::direct;  // what the configuration in force asks
+    std::vector<std::string> drain_;  // the workers that must have read the ingest log to its end
+    std::unique_ptr<appender> appender_;
+    std::uint64_t prepared_ = 0;  // the generation the appender's plan was made for
     std::unique_ptr<reads> reads_;
     std::map<std::string, std::unique_ptr<worker>> workers_;  // by lower-case endpoint name
     std::vector<tap> taps_;
@@ -159,7 +198,6 @@ class router {
     bool stopped_ = false;                               // under replace_mutex_
     bool delivering_ = true;                             // under replace_mutex_
 
-    std::atomic<bool> direct_wanted_{true};
     std::atomic<std::uint64_t> undefined_{0}, too_large_{0};
 };
 

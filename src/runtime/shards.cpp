@@ -5,6 +5,8 @@
 #include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
+#include <string>
+
 namespace iothub::runtime {
 bool on_shard_thread() noexcept {
     return on_network_thread();
@@ -28,9 +30,10 @@ boost::asio::io_context& shard_set::next() {
 }
 
 void shard_set::start() {
-    for (auto& ctx : contexts_)
-        threads_.emplace_back([c = ctx.get()] {
+    for (std::size_t i = 0; i < contexts_.size(); ++i)
+        threads_.emplace_back([c = contexts_[i].get(), i] {
             mark_network_thread();
+            name_this_thread("shard-" + std::to_string(i));
             // A handler that throws is a bug; it is logged and the shard goes on serving its
             // other connections instead of taking the process down.
             for (;;) {

@@ -65,7 +65,14 @@ void telemetry_service::ingest(const device_auth::device_principal& sender,
         });
         message.stamp = stamp;
     }
-    log_.load()->append(partition_of(sender.device_id), std::move(messages),
+    append(partition_of(sender.device_id), std::move(messages), std::move(done));
+}
+
+void telemetry_service::append(int partition, std::vector<storage::event_record> messages,
+                               std::function<void(result<void>)> done) {
+    if (auto* d = dispatcher_.load())
+        return d->dispatch(partition, std::move(messages), std::move(done));
+    log_.load()->append(partition, std::move(messages),
                         [done = std::move(done)](result<std::vector<std::uint64_t>> r) {
                             if (!r) return done(r.error());
                             done({});

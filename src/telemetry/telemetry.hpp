@@ -10,10 +10,21 @@
 
 #include <atomic>
 #include <functional>
+#include <vector>
 
 namespace iothub::telemetry {
 
 inline constexpr std::size_t default_max_message_size = 256 * 1024;
+
+// Decides per message where device messages go, in place of one log: routing, when it works out
+// each message's endpoints as the message arrives. `done` runs once every message is durable
+// wherever it went (or failed); it must only post work.
+class dispatcher {
+  public:
+    virtual ~dispatcher() = default;
+    virtual void dispatch(int partition, std::vector<storage::event_record> messages,
+                          std::function<void(result<void>)> done) = 0;
+};
 
 class telemetry_service {
   public:
@@ -25,6 +36,9 @@ class telemetry_service {
     // while routes decide where they go. Every log has the same partitions.
     void set_destination(storage::event_log& log) { log_.store(&log); }
     storage::event_log& destination() const { return *log_.load(); }
+    // While set, device messages go to `d` instead of the destination log; nullptr ends that.
+    void set_dispatcher(dispatcher* d) { dispatcher_.store(d); }
+    bool dispatched() const { return dispatcher_.load() != nullptr; }
 
     // errc::message_too_large beyond the limit (body, property names and values).
     result<void> check(const storage::event_record& message) const;
@@ -50,6 +64,10 @@ class telemetry_service {
     static std::shared_ptr<const storage::property_list> stamp_for(
         const device_auth::device_principal& sender);
 
+    // Hands stamped messages of one device's partition to wherever device messages go now.
+    void append(int partition, std::vector<storage::event_record> messages,
+                std::function<void(result<void>)> done);
+
     int partition_of(std::string_view device_id) const {
         return storage::partition_for(device_id, log_.load()->partition_count());
     }
@@ -57,6 +75,7 @@ class telemetry_service {
 
   private:
     std::atomic<storage::event_log*> log_;
+    std::atomic<dispatcher*> dispatcher_{nullptr};
     std::size_t max_message_size_;
 };
 

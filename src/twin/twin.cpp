@@ -315,7 +315,8 @@ void twin_service::run(std::shared_ptr<write_op> op) {
                                            twin_key(id->device_id, id->module_id), c.after.encode(),
                                            condition}};
     std::vector<storage::event_record> events;
-    events.push_back(change_event(*id, c.op, std::move(c.event)));
+    if (!interest_ || interest_->wants(hub_events::twin_change_source))
+        events.push_back(change_event(*id, c.op, std::move(c.event)));
     const int partition = storage::partition_for(id->device_id, hub_events_.partition_count());
     hub_events_.append_with(
         partition, std::move(events), std::move(writes),

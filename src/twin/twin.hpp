@@ -34,6 +34,10 @@
 #include <memory>
 #include <mutex>
 
+namespace iothub::hub_events {
+class interest;
+}
+
 namespace iothub::twin {
 
 // What a connected device is told when its desired properties change.
@@ -62,6 +66,9 @@ class twin_service {
                  storage::event_log& hub_events, std::string hub_name, twin_limits limits = {});
 
     void set_live(live_function live) { live_ = std::move(live); }
+    // Twin change events are committed with the change only while something reads them (every
+    // change raises one when unset).
+    void set_event_interest(const hub_events::interest* interest) { interest_ = interest; }
     // Where a write that lost a race reads again (the blocking pool); inline when unset.
     void set_offload(std::function<void(std::function<void()>)> offload) {
         offload_ = std::move(offload);
@@ -133,6 +140,7 @@ class twin_service {
     storage::event_log& hub_events_;
     std::string hub_name_;
     twin_limits limits_;
+    const hub_events::interest* interest_ = nullptr;
     live_function live_ = [](const registry::identity&) { return registry::live_state{}; };
     std::function<void(const desired_change&)> desired_observer_;
     std::function<void(std::function<void()>)> offload_;

@@ -2,7 +2,7 @@
 // (127.0.0.1 and 127.0.0.2) made from copies of one data directory. Devices connect to one node,
 // the service to the other: registry, telemetry through the Event Hubs endpoint, C2D with
 // feedback and expiry, twins, methods, one connection per identity, connection state, revocation,
-// files, cluster status and routing. Faults are in cluster-faults.test.js.
+// files, cluster status, routing and Event Grid subscriptions. Faults are in cluster-faults.test.js.
 'use strict';
 const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
@@ -268,3 +268,51 @@ describe('routing across nodes', () => {
   });
 });
 
+
+describe('event grid across nodes', () => {
+  it('a subscription made through node B is known to node A and gets the events of a device there', async () => {
+    const notifications = [];
+    const server = require('node:http').createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => { body += c; });
+      req.on('end', () => {
+        if (req.headers['aeg-event-type'] === 'SubscriptionValidation') {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          return res.end(JSON.stringify({ validationResponse: JSON.parse(body)[0].data.validationCode }));
+        }
+        if (req.headers['aeg-event-type'] === 'Notification') notifications.push(...JSON.parse(body));
+        res.writeHead(200);
+        res.end();
+      });
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise((resolve) => server.close(resolve)));
+    const ca = fs.readFileSync(`${dataDir}/tls/ca.pem`);
+    const request = (node, method, body) => rawRequest({
+      method, path: '/eventSubscriptions/across?api-version=2021-04-12', host: node.host, ca,
+      body: body && JSON.stringify(body),
+      headers: {
+        Authorization: serviceToken('iothubowner', 600, node.host), 'Content-Type': 'application/json',
+        ...(body ? { 'Content-Length': Buffer.byteLength(JSON.stringify(body)) } : {}),
+      },
+    });
+    const r = await request(b, 'PUT', {
+      properties: {
+        destination: { endpointType: 'WebHook', properties: { endpointUrl: `http://127.0.0.1:${server.address().port}/grid` } },
+        filter: { includedEventTypes: ['Microsoft.Devices.DeviceConnected'], subjectBeginsWith: 'devices/grid-x' },
+      },
+    });
+    assert.equal(r.status, 200, r.body);
+    await eventually(async () => (await request(a, 'GET')).status === 200, 30000,
+      'node A to know the subscription');
+    await eventually(async () => (await request(b, 'GET')).json.properties.provisioningState === 'Succeeded',
+      30000, 'the validation handshake');
+    await createDevice(a, 'grid-x1');
+    await deviceOn(a, 'grid-x1');
+    await eventually(() => notifications.some((e) => e.subject === 'devices/grid-x1'), 30000,
+      () => `DeviceConnected for grid-x1, got ${JSON.stringify(notifications.map((e) => e.subject))}`);
+    assert.equal((await request(b, 'DELETE')).status, 204);
+    await eventually(async () => (await request(a, 'GET')).status === 404, 30000,
+      'node A to forget the subscription');
+  });
+});

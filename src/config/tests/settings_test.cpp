@@ -68,6 +68,7 @@ TEST_F(Settings, TheRoutingTableCarriesTheDocumentBesideItsSettings) {
     auto file = write("hub.toml", R"(
 [routing]
 max_routes = 20
+decide_on_append = false
 [[routing.endpoints.eventHubs]]
 name = "hot"
 [[routing.routes]]
@@ -80,6 +81,8 @@ isEnabled = true
     auto s = load(file, {}, env({}));
     ASSERT_TRUE(s) << s.error().message();
     EXPECT_EQ(s->routing_max_routes, 20u);
+    EXPECT_FALSE(s->routing_decide_on_append);
+    EXPECT_EQ(s->routing_document.find("decide_on_append"), std::string::npos);
     EXPECT_NE(s->routing_document.find("\"critical\""), std::string::npos) << s->routing_document;
     EXPECT_NE(s->routing_document.find("\"eventHubs\""), std::string::npos);
     EXPECT_EQ(s->routing_document.find("max_routes"), std::string::npos);

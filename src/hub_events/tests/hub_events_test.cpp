@@ -81,5 +81,23 @@ TEST(hub_events, raised_events_land_in_the_devices_partition) {
     EXPECT_EQ(prop((*read)[1].record.application_properties, "opType"), "createDeviceIdentity");
 }
 
+TEST(hub_events, only_wanted_events_are_raised) {
+    auto engine = storage::open_memory();
+    publisher p(engine->hub_events(), "hub1");
+    p.interest().set(connection_state_source, false);
+    p.connection_state({"dev-7", ""}, true);
+    p.device_lifecycle({"dev-7", ""}, true, R"({"deviceId":"dev-7"})");
+    p.interest().set(lifecycle_source, false);
+    p.interest().set(connection_state_source, true);
+    p.device_lifecycle({"dev-7", ""}, false, R"({"deviceId":"dev-7"})");
+    p.connection_state({"dev-7", ""}, false);
+    const int part = storage::partition_for("dev-7", engine->hub_events().partition_count());
+    auto read = engine->hub_events().read(part, 0, 10);
+    ASSERT_TRUE(read);
+    ASSERT_EQ(read->size(), 2u);
+    EXPECT_EQ(prop((*read)[0].record.application_properties, "opType"), "createDeviceIdentity");
+    EXPECT_EQ(prop((*read)[1].record.application_properties, "opType"), "deviceDisconnected");
+}
+
 }  // namespace
 }  // namespace iothub::hub_events

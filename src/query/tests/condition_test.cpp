@@ -70,5 +70,14 @@ TEST(condition, tells_which_parts_it_reads) {
     EXPECT_FALSE(c->refers_to("$twin"));
 }
 
+TEST(condition, lists_the_first_name_of_every_path_once) {
+    auto c = parse_condition(
+        "level = 'a' AND (IS_DEFINED($body.x.y) OR $contentType = 'j') AND level != 'b' AND "
+        "LENGTH(kind) > $body.n AND 3 IN [1, 2]");
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->roots(), (std::vector<std::string>{"level", "$body", "$contentType", "kind"}));
+    EXPECT_TRUE(condition().roots().empty()) << "a route without a condition reads nothing";
+}
+
 }  // namespace
 }  // namespace iothub::query

@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <filesystem>
 #include <future>
@@ -55,12 +56,14 @@ class Router : public ::testing::TestWithParam<std::string> {
         result<void> flush(sys_time, bool) override { return {}; }
     };
     std::chrono::seconds dead_after_{3600};
+    // Instances whose name ends so decide device messages' routes on append where they can.
+    bool on_append() const { return GetParam().ends_with("on_append"); }
 
     void open() {
         router_.reset();
         telemetry_.reset();
         engine_.reset();
-        if (GetParam() == "memory") {
+        if (GetParam().starts_with("memory")) {
             engine_ = storage::open_memory();
         } else {
             auto e = storage::open_rocksdb({dir_, false, 2, {}});
@@ -73,6 +76,8 @@ class Router : public ::testing::TestWithParam<std::string> {
         s.dead_after = dead_after_;
         s.first_retry = 10ms;
         s.max_retry = 50ms;
+        s.route_on_append = on_append();
+        s.hub_event_interest = &interest_;
         // Kafka endpoints refuse everything; webhooks whose address says "good" deliver to
         // `delivered_`, "bad" ones fail; the hub has no sink for any other.
         s.sinks = [this](const endpoint& e) -> result<std::unique_ptr<sink>> {
@@ -104,9 +109,8 @@ class Router : public ::testing::TestWithParam<std::string> {
         std::promise<result<void>> done;
         std::vector<storage::event_record> batch;
         batch.push_back(std::move(e));
-        telemetry_->destination().append(
-            telemetry_->partition_of(device), std::move(batch),
-            [&](auto r) { done.set_value(r ? result<void>{} : result<void>{r.error()}); });
+        telemetry_->append(telemetry_->partition_of(device), std::move(batch),
+                           [&](result<void> r) { done.set_value(std::move(r)); });
         ASSERT_TRUE(done.get_future().get());
     }
 
@@ -177,6 +181,7 @@ class Router : public ::testing::TestWithParam<std::string> {
     std::unique_ptr<storage::engine> engine_;
     std::unique_ptr<telemetry::telemetry_service> telemetry_;
     std::unique_ptr<router> router_;
+    hub_events::interest interest_;
     std::map<std::string, json::object> twins_;
     std::mutex delivered_mutex_;
     std::vector<std::string> delivered_;
@@ -190,6 +195,7 @@ constexpr std::string_view hot_route = R"({
 })";
 
 TEST_P(Router, WithoutRoutesMessagesGoStraightToTheStream) {
+    EXPECT_EQ(router_->path(), device_path::direct);
     EXPECT_EQ(&telemetry_->destination(), &engine_->events());
     send(message("d1", R"({"temperature": 40})"));
     EXPECT_EQ(wait_for(engine_->events(), 1).size(), 1u);
@@ -197,7 +203,8 @@ TEST_P(Router, WithoutRoutesMessagesGoStraightToTheStream) {
 
 TEST_P(Router, MatchedMessagesGoToTheirEndpointAndTheRestToTheFallback) {
     configure(hot_route);
-    EXPECT_NE(&telemetry_->destination(), &engine_->events()) << "routes decide now";
+    EXPECT_EQ(router_->path(), on_append() ? device_path::on_append : device_path::ingest)
+        << "routes decide now";
     send(message("d1", R"({"temperature": 40})"));
     send(message("d2", R"({"temperature": 20})", {{"level", "critical"}}));
     send(message("d3", R"({"temperature": 20})"));
@@ -296,7 +303,7 @@ TEST_P(Router, HubEventsReachEndpointsOnlyThroughRoutesOfTheirSource) {
                  {"name": "marker", "source": "TwinChangeEvents", "endpointNames": ["events"],
                   "condition": "opType = 'marker'", "isEnabled": true}]
     })");
-    EXPECT_EQ(&telemetry_->destination(), &engine_->events()) << "device messages unaffected";
+    EXPECT_EQ(router_->path(), device_path::direct) << "device messages unaffected";
     auto twin_event = message("d1", R"({"version":2})", {{"opType", "updateTwin"}});
     twin_event.system_properties.back().second = "twinChangeEvents";
     auto connected = message("d1", "{}", {{"opType", "deviceConnected"}});
@@ -400,17 +407,48 @@ TEST_P(Router, AnEndpointRedefinedUnderItsNameDeliversWhatWaitedForTheFix) {
 }
 
 TEST_P(Router, AfterARestartDeliveryResumesWithoutLossOrRepetition) {
-    if (GetParam() == "memory") GTEST_SKIP() << "nothing survives the memory engine";
+    if (GetParam().starts_with("memory")) GTEST_SKIP() << "nothing survives the memory engine";
     configure(hot_route);
     for (int i = 0; i < 50; ++i) send(message("d" + std::to_string(i), R"({"temperature": 99})"));
     ASSERT_EQ(wait_for(hosted("hot"), 50).size(), 50u);
     open();  // the configuration and the cursors come back from storage
     ASSERT_NE(router_->hosted_event_hub("hot"), nullptr);
-    EXPECT_NE(&telemetry_->destination(), &engine_->events());
+    EXPECT_NE(router_->path(), device_path::direct);
     for (int i = 0; i < 10; ++i) send(message("e" + std::to_string(i), R"({"temperature": 99})"));
     auto all = wait_for(hosted("hot"), 60);
     EXPECT_EQ(all.size(), 60u);
     EXPECT_TRUE(wait_for(hosted("hot"), 61, 1s).size() == 60u) << "nothing delivered twice";
+}
+
+TEST_P(Router, OnlyTheHubEventsARouteOrTapReadsAreWanted) {
+    using namespace hub_events;
+    EXPECT_FALSE(interest_.wants(connection_state_source)) << "the default routes none";
+    EXPECT_FALSE(interest_.wants(lifecycle_source));
+    EXPECT_FALSE(interest_.wants(twin_change_source));
+    configure(R"({
+      "routes": [{"name": "c", "source": "DeviceConnectionStateEvents", "endpointNames": ["events"],
+                  "condition": "true", "isEnabled": true},
+                 {"name": "l", "source": "DeviceLifecycleEvents", "endpointNames": ["events"],
+                  "condition": "true", "isEnabled": false}]
+    })");
+    EXPECT_TRUE(interest_.wants(connection_state_source));
+    EXPECT_FALSE(interest_.wants(lifecycle_source)) << "its route is disabled";
+    EXPECT_FALSE(interest_.wants(twin_change_source));
+    tap t;
+    t.name = "sub";
+    t.definition = "sub";
+    t.route_target = std::string(builtin_eventgrid);
+    t.hub_events = [](const storage::event_record&) { return true; };
+    t.make_sink = [this]() -> result<std::unique_ptr<sink>> {
+        return std::unique_ptr<sink>(std::make_unique<recording_sink>(true, *this));
+    };
+    ASSERT_TRUE(router_->set_taps({t}));
+    EXPECT_TRUE(interest_.wants(lifecycle_source)) << "a subscription may read any";
+    EXPECT_TRUE(interest_.wants(twin_change_source));
+    ASSERT_TRUE(router_->set_taps({}));
+    configure("{}");
+    EXPECT_FALSE(interest_.wants(connection_state_source));
+    EXPECT_FALSE(interest_.wants(lifecycle_source));
 }
 
 TEST_P(Router, ReplacingWithTheDefaultSendsMessagesStraightToTheStreamAgain) {
@@ -420,14 +458,47 @@ TEST_P(Router, ReplacingWithTheDefaultSendsMessagesStraightToTheStreamAgain) {
     // The backlog drains into the stream, then device messages skip the ingest log again.
     ASSERT_EQ(wait_for(engine_->events(), 1).size(), 1u);
     const auto until = std::chrono::steady_clock::now() + 10s;
-    while (&telemetry_->destination() != &engine_->events()) {
+    while (router_->path() != device_path::direct ||
+           &telemetry_->destination() != &engine_->events() || telemetry_->dispatched()) {
         ASSERT_LT(std::chrono::steady_clock::now(), until);
         std::this_thread::sleep_for(10ms);
     }
     EXPECT_EQ(router_->hosted_event_hub("hot"), nullptr);
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, Router, ::testing::Values("memory", "rocksdb"),
+// Routes decided on append take over from the ingest log only once its backlog is delivered, so
+// a device's messages reach the endpoint in the order it sent them.
+TEST_P(Router, LeavingTheIngestLogWaitsUntilItsBacklogIsDelivered) {
+    if (!on_append()) GTEST_SKIP() << "the ingest log is the only way";
+    configure(hot_route);
+    EXPECT_EQ(router_->path(), device_path::on_append);
+    router_->set_delivering(false);  // the backlog waits: no worker reads it
+    EXPECT_EQ(router_->path(), device_path::ingest) << "nothing delivers without workers";
+    for (int i = 0; i < 5; ++i)
+        send(message("d1", R"({"temperature": 99, "n": )" + std::to_string(i) + "}"));
+    router_->set_delivering(true);
+    for (int i = 5; i < 10; ++i)
+        send(message("d1", R"({"temperature": 99, "n": )" + std::to_string(i) + "}"));
+    auto all = wait_for(hosted("hot"), 10);
+    ASSERT_EQ(all.size(), 10u);
+    std::sort(all.begin(), all.end(),
+              [](const auto& a, const auto& b) { return a.sequence_number < b.sequence_number; });
+    for (std::size_t i = 0; i < all.size(); ++i)
+        EXPECT_NE(all[i].record.body.find("\"n\": " + std::to_string(i) + "}"), std::string::npos)
+            << "message " << i << " in place: " << all[i].record.body;
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (router_->path() != device_path::on_append) {
+        ASSERT_LT(std::chrono::steady_clock::now(), until) << "the drained ingest log is left";
+        std::this_thread::sleep_for(10ms);
+    }
+    send(message("d1", R"({"temperature": 99, "n": 10})"));
+    EXPECT_EQ(wait_for(hosted("hot"), 11).size(), 11u);
+    EXPECT_TRUE(telemetry_->dispatched());
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, Router,
+                         ::testing::Values("memory", "rocksdb", "memory_on_append",
+                                           "rocksdb_on_append"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "twin/twin.hpp"
 
+#include "hub_events/hub_events.hpp"
 #include "storage/engine.hpp"
 #include "twin/tests/wait.hpp"
 
@@ -250,6 +251,21 @@ TEST_F(Twins, EveryChangeRecordsATwinChangeEvent) {
     EXPECT_EQ(body.at("properties").at("reported").at("b"), 2);
     EXPECT_EQ(body.at("properties").at("reported").at("$version").to_number<int>(), 2);
     EXPECT_EQ(body.at("version").to_number<int>(), 3);
+}
+
+TEST_F(Twins, ChangesNothingReadsAreCommittedWithoutAnEvent) {
+    hub_events::interest interest;
+    interest.set(hub_events::twin_change_source, false);
+    twins_->set_event_interest(&interest);
+    ASSERT_TRUE(
+        waiting::update(*twins_, "dev1", "", parse(R"({"properties":{"desired":{"a":1}}})"), {}));
+    ASSERT_TRUE(waiting::update_reported(*twins_, "dev1", "", parse(R"({"b":2})")));
+    EXPECT_TRUE(change_events().empty());
+    EXPECT_EQ(twin().at("properties").at("reported").at("b"), 2);
+    EXPECT_EQ(twin().at("version").to_number<int>(), 3);
+    interest.set(hub_events::twin_change_source, true);
+    ASSERT_TRUE(waiting::update_reported(*twins_, "dev1", "", parse(R"({"c":3})")));
+    EXPECT_EQ(change_events().size(), 1u);
 }
 
 TEST_F(Twins, ScanPagesThroughEveryTwin) {

@@ -43,10 +43,18 @@ class NatsServer {
     throw new Error(`nats-server ${this.index} did not listen`);
   }
 
-  async stop(signal = 'SIGTERM') {
+  // A graceful stop of a server that lost its JetStream quorum can wait on the cluster for a
+  // long time: after `graceMs` it is killed, as a crashed server would be.
+  async stop(signal = 'SIGTERM', graceMs = 10000) {
     if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
     this.proc.kill(signal);
-    await this.exited;
+    let timer;
+    const late = new Promise((resolve) => { timer = setTimeout(() => resolve('late'), graceMs); });
+    if (await Promise.race([this.exited, late]) === 'late') {
+      this.proc.kill('SIGKILL');
+      await this.exited;
+    }
+    clearTimeout(timer);
   }
 }
 

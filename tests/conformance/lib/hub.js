@@ -71,7 +71,8 @@ class Hub {
 
   // Starts `iothub serve` and waits until /health answers 200. With `dir`, the hub uses that data
   // directory and its own configuration, and is found through the port in its runtime.json.
-  static async start(extraArgs = [], { dir, env } = {}) {
+  // `host`: where its /health answers (a hub bound to another loopback address).
+  static async start(extraArgs = [], { dir, env, host = 'localhost' } = {}) {
     const args = dir ? ['serve', '--data-dir', dir, ...extraArgs]
       : ['serve', '--data-dir', dataDir, '--hostname', 'localhost', ...extraArgs];
     // In cluster mode (run.sh) every data directory is a hub of its own, in JetStream too.
@@ -93,7 +94,7 @@ class Hub {
     while (Date.now() < deadline && !exited) {
       try {
         const port = dir ? JSON.parse(fs.readFileSync(`${dir}/runtime.json`, 'utf8')).httpsPort : 443;
-        const r = await rawRequest({ path: '/health', port, ca: dir ? fs.readFileSync(`${dir}/tls/ca.pem`) : undefined });
+        const r = await rawRequest({ path: '/health', port, host, ca: dir ? fs.readFileSync(`${dir}/tls/ca.pem`) : undefined });
         if (r.status === 200) { hub.port = port; return hub; }
       } catch { /* not listening yet */ }
       await sleep(50);

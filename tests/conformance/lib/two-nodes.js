@@ -40,19 +40,27 @@ async function deviceOn(node, id, transport = Mqtt) {
   return c;
 }
 // A raw MQTT connection that never reconnects, so the test sees what the hub did to it.
-function rawDevice(node, id) {
+// `options` adds to or replaces the MQTT client's (mqtt.js reads connectTimeout when it starts
+// connecting, inside connect(): it must be given here, not set afterwards).
+function rawDevice(node, id, options = {}) {
   const expiry = Math.floor(Date.now() / 1000) + 600;
   const c = mqtt.connect(`mqtts://${node.host}:8883`, {
     ca: fs.readFileSync(`${dataDir}/tls/ca.pem`), clientId: id, clean: false, reconnectPeriod: 0,
     connectTimeout: 5000, username: `${node.host}/${id}/?api-version=2021-04-12`,
     password: SharedAccessSignature.create(`${node.host}/devices/${id}`, undefined, keys[id], expiry).toString(),
+    ...options,
   });
   const closed = new Promise((resolve) => c.once('close', resolve));
   const connected = new Promise((resolve, reject) => {
     c.once('connect', resolve);
     c.once('error', reject);
   });
-  const refused = new Promise((resolve) => c.once('error', (e) => resolve(e.code)));
+  // The CONNACK code of a refusal; a connection that closes without one (a connect timeout)
+  // says so instead of leaving the test waiting.
+  const refused = new Promise((resolve) => {
+    c.once('error', (e) => resolve(e.code));
+    c.once('close', () => resolve('closed without a CONNACK'));
+  });
   connected.catch(() => {});  // a test that expects a refusal looks at `refused`
   closers.push(async () => c.end(true));
   return { client: c, connected, closed, refused };
