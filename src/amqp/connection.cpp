@@ -91,8 +91,7 @@ pn_atom_t saved_id::atom() const {
 connection::connection(std::shared_ptr<server_state> srv, net::connection_io& io)
     : srv_(std::move(srv)),
       io_(io),
-      budget_(std::make_shared<session::telemetry_budget>(srv_->settings.max_unstored_bytes)),
-      scratch_(make_message()) {
+      budget_(std::make_shared<session::telemetry_budget>(srv_->settings.max_unstored_bytes)) {
     std::memset(&driver_, 0, sizeof driver_);
     budget_->on_freed = [h = io.handle()] {
         if (auto c = h.lock()) c->wake();
@@ -102,6 +101,7 @@ connection::connection(std::shared_ptr<server_state> srv, net::connection_io& io
     service_ = make_service_links(*this);
     event_hubs_ = make_event_hub_links(*this);
     event_hub_sends_ = make_event_hub_send_links(*this);
+    dps_ = make_dps_links(*this);
 }
 
 connection::~connection() {
@@ -111,8 +111,8 @@ connection::~connection() {
     service_.reset();
     event_hubs_.reset();
     event_hub_sends_.reset();
+    dps_.reset();
     if (driver_.transport || driver_.connection) pn_connection_driver_destroy(&driver_);
-    std::free(encode_buffer_.start);
 }
 
 std::string connection::describe() const {
@@ -222,8 +222,8 @@ void connection::on_deadline() {
 void connection::closed() {
     if (closed_) return;
     closed_ = true;
-    for (auto* f :
-         {cbs_.get(), devices_.get(), service_.get(), event_hubs_.get(), event_hub_sends_.get()})
+    for (auto* f : {cbs_.get(), devices_.get(), service_.get(), event_hubs_.get(),
+                    event_hub_sends_.get(), dps_.get()})
         f->closing();
     links_.clear();
     by_id_.clear();
@@ -259,6 +259,7 @@ void connection::process() {
         while (auto* e = pn_connection_driver_next_event(&driver_)) handle(e);
     } while (again_);
     in_process_ = false;
+    return_scratch();
     // Proton's own timers (idle timeout, heartbeats).
     const auto now_ms = static_cast<pn_timestamp_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(net::steady::now().time_since_epoch())
@@ -266,6 +267,37 @@ void connection::process() {
     const auto next = pn_transport_tick(driver_.transport, now_ms);
     next_tick_ = next ? net::steady::time_point(std::chrono::milliseconds(next))
                       : net::steady::time_point::max();
+}
+
+namespace {
+// The messages a shard's connections borrow (one each while processing), kept for the next.
+std::vector<message_ptr>& scratch_pool() {
+    thread_local std::vector<message_ptr> pool;
+    return pool;
+}
+}  // namespace
+
+pn_message_t* connection::scratch() {
+    if (!scratch_) {
+        auto& pool = scratch_pool();
+        if (pool.empty()) {
+            scratch_ = make_message();
+        } else {
+            scratch_ = std::move(pool.back());
+            pool.pop_back();
+        }
+    }
+    return scratch_.get();
+}
+
+void connection::return_scratch() {
+    if (!scratch_) return;
+    pn_message_clear(scratch_.get());
+    auto& pool = scratch_pool();
+    if (pool.size() < 4)
+        pool.push_back(std::move(scratch_));
+    else
+        scratch_.reset();
 }
 
 void connection::handle(pn_event_t* e) {
@@ -313,11 +345,15 @@ void connection::handle(pn_event_t* e) {
 }
 
 // SASL PLAIN: the password is a SAS token, authorized like a put-token, off the network thread;
-// nothing else is read until the outcome is known (the client waits for it anyway).
+// nothing else is read until the outcome is known (the client waits for it anyway). A
+// provisioning client's username is `{idScope}/registrations/{id}`: the provisioning service
+// checks its SAS instead, per link.
 void connection::check_plain() {
     if (!sasl_.plain_pending || sasl_.checking || setup_failed_) return;
     sasl_.checking = true;
     sasl_.plain_pending = false;
+    if (auto a = classify_address(sasl_.username); a.what == node_address::kind::dps_registration)
+        return accept_provisioning_login(std::move(a));
     put_token_request r{"put-token", "servicebus.windows.net:sastoken", sasl_.username,
                         sasl_.password};
     srv_->sessions.blocking.run(
@@ -338,6 +374,16 @@ void connection::check_plain() {
             finish_plain(driver_.transport, sasl_, static_cast<bool>(g));
             wake();
         });
+}
+
+// A provisioning login is taken as it is and checked when a link attaches: refused there, the
+// device SDK reports the service's unauthorized-access, where a failed SASL outcome only gives it
+// a connection that went away.
+void connection::accept_provisioning_login(node_address a) {
+    sasl_.checking = false;
+    provisioning_ = provisioning_login{a.id_scope, a.registration_id, sasl_.password};
+    finish_plain(driver_.transport, sasl_, true);
+    wake();
 }
 
 // --- links --------------------------------------------------------------------------------------
@@ -364,6 +410,9 @@ link_family* connection::family_of(role r) {
             return event_hubs_.get();
         case role::event_hub_send:
             return event_hub_sends_.get();
+        case role::dps_requests:
+        case role::dps_responses:
+            return dps_.get();
     }
     return nullptr;
 }
@@ -429,6 +478,9 @@ void connection::on_attach(pn_link_t* l) {
             break;
         case k::eh_entity:
             if (!hub_sends) r = role::event_hub_send;
+            break;
+        case k::dps_registration:
+            r = hub_sends ? role::dps_responses : role::dps_requests;
             break;
         case k::unknown:
             break;
@@ -545,7 +597,13 @@ void connection::send(link_state& ls, pn_message_t* m) {
 pn_delivery_t* connection::send_now(link_state& ls, pn_message_t* m, std::string_view tag) {
     auto t = tag.empty() ? next_tag() : std::string(tag);
     auto* d = pn_delivery(ls.link, pn_dtag(t.data(), t.size()));
-    if (pn_message_send(m, ls.link, &encode_buffer_) < 0)
+    // Encoding is done within the call: one buffer per thread serves its connections.
+    struct encode_buffer {
+        pn_rwbytes_t bytes{0, nullptr};
+        ~encode_buffer() { std::free(bytes.start); }
+    };
+    thread_local encode_buffer buffer;
+    if (pn_message_send(m, ls.link, &buffer.bytes) < 0)
         spdlog::warn("{}: cannot encode a message: {}", describe(),
                      pn_error_text(pn_message_error(m)));
     if (pn_link_snd_settle_mode(ls.link) == PN_SND_SETTLED) pn_delivery_settle(d);
@@ -626,7 +684,7 @@ void connection::on_delivery(pn_delivery_t* d) {
                                  : "."));
         return top_up(ls);
     }
-    auto* m = scratch_.get();
+    auto* m = scratch();
     pn_message_clear(m);
     // Proton asserts (aborts the process) on an empty input instead of failing.
     if (bytes.empty() || pn_message_decode(m, bytes.data(), bytes.size()) != 0) {

@@ -202,7 +202,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
             if (beast::websocket::is_upgrade(raw)) {
                 if (auto hand_off = websocket_for(raw)) {
                     finish(conn);  // the connection belongs to the protocol server from here on
-                    hand_off->first(std::move(conn->stream), parser.release(), hand_off->second);
+                    auto early = beast::buffers_to_string(buffer.data());
+                    hand_off->first(std::move(conn->stream), parser.release(), hand_off->second,
+                                    std::move(early));
                     co_return;
                 }
                 auto out = to_beast(

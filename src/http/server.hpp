@@ -43,10 +43,12 @@ class server {
     ~server();
 
     // A WebSocket protocol served on /$iothub/websocket: the handler takes over the TLS stream and
-    // the upgrade request, and gets the subprotocol as the client spelled it (to echo back).
-    using websocket_handler = std::function<void(
-        boost::beast::ssl_stream<boost::beast::tcp_stream>,
-        boost::beast::http::request<boost::beast::http::string_body>, std::string subprotocol)>;
+    // the upgrade request, and gets the subprotocol as the client spelled it (to echo back) and
+    // the bytes read past the request (a client that did not wait for the answer).
+    using websocket_handler =
+        std::function<void(boost::beast::ssl_stream<boost::beast::tcp_stream>,
+                           boost::beast::http::request<boost::beast::http::string_body>,
+                           std::string subprotocol, std::string early)>;
     // Registers a subprotocol name, matched case-insensitively (MQTT clients send mqtt or MQTT).
     // Call before listen().
     void add_websocket_protocol(std::string name, websocket_handler handler);

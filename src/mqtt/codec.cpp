@@ -288,36 +288,71 @@ bool valid_mqtt_utf8(std::string_view s) {
 }
 
 void decoder::feed(std::string_view bytes) {
-    if (consumed_ > 0 && consumed_ == buffer_.size()) {
-        buffer_.clear();
-        consumed_ = 0;
-    } else if (consumed_ > 64 * 1024 && consumed_ * 2 > buffer_.size()) {
-        buffer_.erase(0, consumed_);  // keep the buffer from growing without bound
+    if (bytes.empty()) return;
+    keep();
+    if (consumed_ > 0) {
+        buffer_.erase(0, consumed_);
         consumed_ = 0;
     }
     buffer_.append(bytes);
 }
 
+void decoder::lend(std::string_view bytes) {
+    if (bytes.empty()) return;
+    keep();
+    if (consumed_ == buffer_.size()) {
+        borrowed_ = bytes;
+        return;
+    }
+    feed(bytes);
+}
+
+void decoder::keep() {
+    if (!borrowed_.data()) return;
+    buffer_.assign(borrowed_);
+    consumed_ = 0;
+    borrowed_ = {};
+}
+
 std::variant<std::monostate, packet, decode_error> decoder::next() {
-    std::string_view in(buffer_);
-    in.remove_prefix(consumed_);
-    if (in.size() < 2) return std::monostate{};
+    const std::string_view in = pending();
     std::size_t remaining = 0, multiplier = 1, pos = 1;
-    for (;;) {
-        if (pos >= in.size()) return std::monostate{};
+    bool whole = in.size() >= 2;
+    while (whole) {
+        if (pos >= in.size()) {
+            whole = false;
+            break;
+        }
         auto digit = static_cast<std::uint8_t>(in[pos++]);
         remaining += (digit & 0x7f) * multiplier;
         if (!(digit & 0x80)) break;
         multiplier *= 128;
         if (pos > 4) return decode_error{"remaining length longer than four bytes"};
     }
-    if (remaining > max_packet_size_)
+    if (whole && remaining > max_packet_size_)
         return decode_error{"packet of " + std::to_string(remaining) +
                             " bytes exceeds the limit of " + std::to_string(max_packet_size_)};
-    if (in.size() < pos + remaining) return std::monostate{};
-    auto first = static_cast<std::uint8_t>(in[0]);
-    auto body = in.substr(pos, remaining);
-    consumed_ += pos + remaining;
+    if (!whole || in.size() < pos + remaining) {
+        // Out of whole packets: the tail is kept, and a drained buffer is given back.
+        keep();
+        if (consumed_ == buffer_.size()) {
+            std::string().swap(buffer_);
+            consumed_ = 0;
+        }
+        return std::monostate{};
+    }
+    const auto first = static_cast<std::uint8_t>(in[0]);
+    const auto body = in.substr(pos, remaining);
+    if (borrowed_.data()) {
+        // The rest is copied now: a caller may let its bytes go once it has a packet.
+        borrowed_.remove_prefix(pos + remaining);
+        if (borrowed_.empty())
+            borrowed_ = {};
+        else
+            keep();
+    } else {
+        consumed_ += pos + remaining;
+    }
     return decode_body(first, body);
 }
 

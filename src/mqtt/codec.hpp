@@ -105,22 +105,38 @@ struct decode_error {
 // Incremental decoder. feed() appends bytes; next() returns the next complete packet, nothing if
 // more bytes are needed, or an error. The remaining-length of a packet is checked against
 // `max_packet_size` as soon as its fixed header is complete, before its body is buffered.
+// Splits a byte stream into packets. Bytes lent while nothing is buffered are decoded where they
+// lie: a read holding one whole packet (the usual case below saturation) is never copied, and
+// only what follows the first packet of a read, or an incomplete tail, is kept. A connection
+// between packets holds no buffer at all.
 class decoder {
   public:
     explicit decoder(std::size_t max_packet_size) : max_packet_size_(max_packet_size) {}
 
+    // Copies `bytes`.
     void feed(std::string_view bytes);
+    // Decodes `bytes` in place: they must stay valid until the next call of next() or keep().
+    void lend(std::string_view bytes);
     std::variant<std::monostate, packet, decode_error> next();
-    std::size_t buffered() const { return buffer_.size() - consumed_; }
+    // Copies what was fed and not decoded yet, for a caller that stops calling next() before it
+    // runs out (a paused session).
+    void keep();
+    std::size_t buffered() const { return pending().size(); }
     // The first byte not yet decoded, if any.
     std::optional<std::uint8_t> peek() const {
-        if (consumed_ >= buffer_.size()) return std::nullopt;
-        return static_cast<std::uint8_t>(buffer_[consumed_]);
+        auto in = pending();
+        if (in.empty()) return std::nullopt;
+        return static_cast<std::uint8_t>(in.front());
     }
 
   private:
-    std::string buffer_;
-    std::size_t consumed_ = 0;
+    std::string_view pending() const {
+        return borrowed_.data() ? borrowed_ : std::string_view(buffer_).substr(consumed_);
+    }
+
+    std::string buffer_;         // what is kept: used only when borrowed_ is empty
+    std::size_t consumed_ = 0;   // of buffer_
+    std::string_view borrowed_;  // the caller's bytes, not yet decoded
     std::size_t max_packet_size_;
 };
 

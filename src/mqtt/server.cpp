@@ -124,7 +124,7 @@ class handler final : public net::protocol_handler,
             if (t.what != topic_info::kind::telemetry || c.will->qos > 1)
                 return mqtt_.refuse(connack_code::not_authorized,
                                     "a will message must go to the device's own telemetry topic");
-            will_ = *c.will;
+            will_ = std::make_unique<will_message>(*c.will);
         }
         clean_ = c.clean_session;
         device_ = std::make_shared<core::device_session>(svc_, io_.executor(), *this, budget_);
@@ -292,11 +292,12 @@ class handler final : public net::protocol_handler,
                                 "client id '" + c.client_id +
                                     "' does not match the registration id '" +
                                     user.registration_id + "'");
-        dps_ = dps::registration_request{user.id_scope,
-                                         user.registration_id,
-                                         c.password.value_or(""),
-                                         io_.stream().client_certificate(),
-                                         {}};
+        dps_ = std::make_unique<dps::registration_request>(
+            dps::registration_request{user.id_scope,
+                                      user.registration_id,
+                                      c.password.value_or(""),
+                                      io_.stream().client_certificate(),
+                                      {}});
         spdlog::debug("{} {}: provisioning client {} connected", io_.stream().kind(),
                       io_.stream().peer(), user.registration_id);
         mqtt_.accept(false);
@@ -308,11 +309,7 @@ class handler final : public net::protocol_handler,
             return mqtt_.close("published to an unknown topic '" + p.topic + "'");
         if (p.qos == 1) mqtt_.acknowledge(p.packet_id);
         auto request = *dps_;
-        boost::system::error_code ec;
-        auto body = boost::json::parse(p.payload, ec);
-        if (!ec && body.is_object())
-            if (const auto* payload = body.get_object().if_contains("payload"))
-                request.payload = *payload;
+        request.payload = dps::registration_payload(p.payload);
         auto* provisioning = svc_.provisioning;
         svc_.blocking.run(
             [provisioning, request = std::move(request), t]() {
@@ -411,11 +408,13 @@ class handler final : public net::protocol_handler,
     mqtt::session mqtt_;
     std::shared_ptr<core::telemetry_budget> budget_;
     std::shared_ptr<core::device_session> device_;
-    std::optional<will_message> will_;
+    // Held apart: few devices have a will, and only provisioning clients a registration, so a
+    // connection does not carry their room inline.
+    std::unique_ptr<will_message> will_;
     bool clean_ = true;
     // A provisioning client's registration (its scope, id and SAS), and the QoS of its one
     // subscription (-1: none yet).
-    std::optional<dps::registration_request> dps_;
+    std::unique_ptr<dps::registration_request> dps_;
     int dps_qos_ = -1;
     std::map<std::string, std::uint8_t> subscriptions_;
     int twin_qos_ = -1, desired_qos_ = -1, methods_qos_ = -1, c2d_qos_ = -1;

@@ -17,7 +17,7 @@ bool session::reading_paused() const {
 void session::receive(std::string_view bytes, clock::time_point now) {
     if (state_ == state::closed) return;
     last_received_ = now;
-    decoder_.feed(bytes);
+    decoder_.lend(bytes);
     // A connection must open with CONNECT (0x10): anything else is refused from its first byte
     // instead of waiting for a packet length that may never arrive (an HTTP probe, say).
     if (state_ == state::awaiting_connect && decoder_.peek() && *decoder_.peek() != 0x10)
@@ -32,6 +32,7 @@ void session::receive(std::string_view bytes, clock::time_point now) {
         }
         dispatch(std::move(std::get<packet>(r)));
     }
+    decoder_.keep();  // `bytes` are the caller's only during this call
 }
 
 void session::dispatch(packet&& p) {

@@ -332,8 +332,9 @@ result<std::uint16_t> device_server::listen(const std::string& address, std::uin
 
 void device_server::accept_websocket(boost::beast::ssl_stream<boost::beast::tcp_stream> stream,
                                      boost::beast::http::request<boost::beast::http::string_body> r,
-                                     std::string subprotocol) {
-    listeners_->accept_websocket(std::move(stream), std::move(r), std::move(subprotocol));
+                                     std::string subprotocol, std::string early) {
+    listeners_->accept_websocket(std::move(stream), std::move(r), std::move(subprotocol),
+                                 std::move(early));
 }
 
 void device_server::begin_stop() {

@@ -151,7 +151,7 @@ class device_server {
     // Takes over a connection the HTTPS server upgraded on /$iothub/websocket.
     void accept_websocket(boost::beast::ssl_stream<boost::beast::tcp_stream> stream,
                           boost::beast::http::request<boost::beast::http::string_body> request,
-                          std::string subprotocol);
+                          std::string subprotocol, std::string early = {});
 
     // Stops accepting and asks every connection to end (each gets the protocol's goodbye).
     void begin_stop();

@@ -2,8 +2,8 @@
 
 #include "tls/context.hpp"
 
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/beast/websocket/ssl.hpp>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -37,6 +37,24 @@ auto asio_wait(direction d) {
     return d == direction::read ? tcp::socket::wait_read : tcp::socket::wait_write;
 }
 
+// The pending readiness wait is all an idle connection keeps in the reactor. Asio's default
+// handler allocator recycles blocks per thread and hands a wait whatever block is cached, often
+// one several times its size left by a larger operation (a few hundred bytes per idle
+// connection); this one allocates what the operation needs.
+template <class T>
+struct exact_allocator {
+    using value_type = T;
+    exact_allocator() = default;
+    template <class U>
+    exact_allocator(const exact_allocator<U>&) noexcept {}
+    T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T))); }
+    void deallocate(T* p, std::size_t n) noexcept { ::operator delete(p, n * sizeof(T)); }
+    template <class U>
+    bool operator==(const exact_allocator<U>&) const noexcept {
+        return true;
+    }
+};
+
 // --- TCP ---
 
 // What TCP and TLS streams share: the non-blocking socket, its readiness waits, and the names for
@@ -49,7 +67,8 @@ class socket_stream : public stream {
         socket_.non_blocking(true, ec);
     }
     void async_wait(direction d, std::function<void(error_code)> ready) override {
-        socket_.async_wait(asio_wait(d), std::move(ready));
+        socket_.async_wait(asio_wait(d),
+                           asio::bind_allocator(exact_allocator<void>(), std::move(ready)));
     }
     std::string peer() const override { return peer_; }
     std::string_view kind() const override { return kind_; }
@@ -168,6 +187,17 @@ class tls_stream final : public socket_stream {
             if (session) SSL_set_session(ssl_, session);
         }
     }
+    // Takes over `ssl`, established by another stack whose buffers hold nothing more of it: the
+    // session continues on the socket itself.
+    tls_stream(tcp::socket s, SSL* ssl, std::string_view kind)
+        : socket_stream(std::move(s), kind), ssl_(ssl), established_(true) {
+        BIO* bio = BIO_new(socket_method());
+        BIO_set_fd(bio, socket_.native_handle(), BIO_NOCLOSE);
+        SSL_set_bio(ssl_, bio, bio);  // frees what the other stack read and wrote through
+        SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_set_read_ahead(ssl_, 1);
+    }
     ~tls_stream() override {
         if (ssl_) SSL_free(ssl_);
     }
@@ -240,113 +270,6 @@ class tls_stream final : public socket_stream {
     bool broken_ = false;  // after a fatal error OpenSSL must not be asked to shut down
 };
 
-// --- WebSocket ---
-
-// Beast's WebSocket stream is completion-based; this keeps one read and one write in flight and
-// presents them as readiness.
-class websocket_stream final : public stream {
-  public:
-    websocket_stream(websocket_type ws, std::string peer, std::string_view kind)
-        : core_(std::make_shared<core>(std::move(ws))), peer_(std::move(peer)), kind_(kind) {
-        core_->ws.binary(true);
-    }
-    ~websocket_stream() override { close(); }
-
-    io_result read_some(std::span<char> into) override {
-        auto& c = *core_;
-        if (c.in_pos < c.in_len) {
-            auto n = std::min(into.size(), c.in_len - c.in_pos);
-            std::memcpy(into.data(), c.in.data() + c.in_pos, n);
-            c.in_pos += n;
-            return io_result::done(n);
-        }
-        if (c.read_ec) {
-            if (c.read_ec == boost::beast::websocket::error::closed ||
-                c.read_ec == asio::error::eof)
-                return {io_result::status::closed, 0, {}};
-            return io_result::failure(c.read_ec.message());
-        }
-        start_read();
-        return io_result::wait(direction::read);
-    }
-    io_result write_some(std::span<const char> from) override {
-        auto& c = *core_;
-        if (c.write_ec) return io_result::failure(c.write_ec.message());
-        if (c.writing) return io_result::wait(direction::write);
-        c.out.assign(from.data(), from.size());
-        c.writing = true;
-        c.ws.async_write(asio::buffer(c.out), [c = core_](error_code ec, std::size_t) {
-            c->writing = false;
-            c->write_ec = ec;
-            c->out.clear();
-            c->out.shrink_to_fit();
-            if (auto w = std::exchange(c->write_waiter, nullptr)) w(ec);
-        });
-        return io_result::done(from.size());
-    }
-    bool has_buffered_input() const override { return core_->in_pos < core_->in_len; }
-    void async_wait(direction d, std::function<void(error_code)> ready) override {
-        auto& c = *core_;
-        if (d == direction::read) {
-            if (c.in_pos < c.in_len || c.read_ec)
-                return asio::post(c.ws.get_executor(), [ready = std::move(ready)] { ready({}); });
-            c.read_waiter = std::move(ready);
-            start_read();
-        } else {
-            if (!c.writing)
-                return asio::post(c.ws.get_executor(), [ready = std::move(ready)] { ready({}); });
-            c.write_waiter = std::move(ready);
-        }
-    }
-    void close() override {
-        auto& c = *core_;
-        if (c.closing) return;
-        c.closing = true;
-        // Beast's own timeout bounds the closing handshake; then the socket goes.
-        c.ws.async_close(boost::beast::websocket::close_code::normal, [c = core_](error_code) {
-            boost::beast::get_lowest_layer(c->ws).close();
-        });
-    }
-    std::optional<auth::client_certificate> client_certificate() override {
-        return tls::peer_certificate(core_->ws.next_layer().native_handle());
-    }
-    std::string peer() const override { return peer_; }
-    std::string_view kind() const override { return kind_; }
-
-  private:
-    // Shared with the operations in flight, which may finish after the stream is gone.
-    struct core {
-        explicit core(websocket_type w) : ws(std::move(w)) {}
-        websocket_type ws;
-        std::vector<char> in;
-        std::size_t in_pos = 0, in_len = 0;
-        bool reading = false, writing = false, closing = false;
-        error_code read_ec, write_ec;
-        std::string out;
-        std::function<void(error_code)> read_waiter, write_waiter;
-    };
-
-    void start_read() {
-        auto& c = *core_;
-        if (c.reading || c.closing) return;
-        c.reading = true;
-        // A read is always pending on a WebSocket (Beast has no readiness wait), so this buffer
-        // lives as long as the connection: small, since a larger message just takes more reads.
-        c.in.resize(4 * 1024);
-        c.ws.async_read_some(asio::buffer(c.in), [c = core_](error_code ec, std::size_t n) {
-            c->reading = false;
-            c->in_pos = 0;
-            c->in_len = ec ? 0 : n;
-            c->read_ec = ec;
-            if (auto w = std::exchange(c->read_waiter, nullptr)) w({});
-        });
-    }
-
-    std::shared_ptr<core> core_;
-    std::string peer_;
-    std::string_view kind_;
-};
-
 }  // namespace
 
 std::unique_ptr<stream> make_tcp_stream(tcp::socket s, std::string_view kind) {
@@ -370,9 +293,8 @@ bool tls_resumed(stream& s) {
     return t && t->native() && SSL_session_reused(t->native()) == 1;
 }
 
-std::unique_ptr<stream> make_websocket_stream(websocket_type ws, std::string peer,
-                                              std::string_view kind) {
-    return std::make_unique<websocket_stream>(std::move(ws), std::move(peer), intern_kind(kind));
+std::unique_ptr<stream> adopt_tls_stream(tcp::socket s, SSL* ssl, std::string_view kind) {
+    return std::make_unique<tls_stream>(std::move(s), ssl, intern_kind(kind));
 }
 
 }  // namespace iothub::net

@@ -15,11 +15,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http/message.hpp>
-#include <boost/beast/http/string_body.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
-#include <boost/beast/websocket/stream.hpp>
+#include <openssl/ssl.h>
 
 #include <cstdint>
 #include <functional>
@@ -104,12 +100,17 @@ SSL_SESSION* tls_session_of(stream& s);
 // Whether the stream's TLS session was resumed (tickets) rather than negotiated in full.
 bool tls_resumed(stream& s);
 
-// A WebSocket (binary messages) over TLS whose upgrade has been answered. Unlike TCP and TLS it
-// keeps one read and one write buffer (the WebSocket layer needs them); it serves the few
-// devices that cannot open 8883 or 5671.
-using websocket_type =
-    boost::beast::websocket::stream<boost::beast::ssl_stream<boost::beast::tcp_stream>>;
-std::unique_ptr<stream> make_websocket_stream(websocket_type ws, std::string peer,
+// Continues a TLS session another stack established and holds nothing more of (the HTTPS
+// server's, once it answered a WebSocket upgrade); the stream owns `ssl` (one reference).
+std::unique_ptr<stream> adopt_tls_stream(tcp::socket s, SSL* ssl, std::string_view kind);
+
+// WebSocket (RFC 6455, server side) binary messages over `inner`, whose upgrade has been answered.
+// `early` holds bytes the client sent behind its upgrade request that were read already. The
+// messages are a byte stream to the protocol above; pings are answered; the peer's close ends
+// the stream. Like TCP and TLS, it keeps no buffer while idle.
+std::unique_ptr<stream> make_websocket_stream(std::unique_ptr<stream> inner, std::string early,
                                               std::string_view kind);
+// The Sec-WebSocket-Accept value that answers an upgrade's Sec-WebSocket-Key.
+std::string websocket_accept_key(std::string_view key);
 
 }  // namespace iothub::net

@@ -8,9 +8,12 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/websocket/ssl.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <openssl/err.h>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <mutex>
 #include <vector>
 
@@ -77,30 +80,60 @@ result<std::uint16_t> stream_listeners::listen(const std::string& address, std::
 
 void stream_listeners::accept_websocket(beast::ssl_stream<beast::tcp_stream> stream,
                                         beast::http::request<beast::http::string_body> request,
-                                        std::string subprotocol) {
+                                        std::string subprotocol, std::string early) {
     auto ex = stream.get_executor();
     auto peer = endpoint_text(beast::get_lowest_layer(stream).socket());
     asio::co_spawn(
         ex,
         [s = state_, stream = std::move(stream), request = std::move(request),
-         subprotocol = std::move(subprotocol), peer = std::move(peer),
+         subprotocol = std::move(subprotocol), early = std::move(early), peer = std::move(peer),
          ex]() mutable -> asio::awaitable<void> {
-            namespace ws = beast::websocket;
             auto kind = s->protocol + "-ws";
-            websocket_type socket(std::move(stream));
-            beast::get_lowest_layer(socket).expires_never();
-            socket.set_option(
-                ws::stream_base::timeout{std::chrono::seconds(10), ws::stream_base::none(), false});
-            socket.set_option(ws::stream_base::decorator([subprotocol](ws::response_type& res) {
-                res.set(beast::http::field::sec_websocket_protocol, subprotocol);
-                res.set(beast::http::field::server, "iothub");
-            }));
-            auto [ec] = co_await socket.async_accept(request, as_tuple);
+            auto& tcp = beast::get_lowest_layer(stream);
+            tcp.expires_after(std::chrono::seconds(10));
+            // RFC 6455 4.2: version 13 and a key; the answer carries the key's digest.
+            const auto key = request[beast::http::field::sec_websocket_key];
+            std::string answer;
+            if (request[beast::http::field::sec_websocket_version] != "13") {
+                answer =
+                    "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n"
+                    "Content-Length: 0\r\nConnection: close\r\nServer: iothub\r\n\r\n";
+            } else if (key.empty()) {
+                answer =
+                    "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n"
+                    "Server: iothub\r\n\r\n";
+            }
+            if (!answer.empty()) {
+                spdlog::debug("{} {}: upgrade refused", kind, peer);
+                co_await asio::async_write(stream, asio::buffer(answer), as_tuple);
+                co_return;
+            }
+            answer =
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Accept: " +
+                websocket_accept_key(key) + "\r\nSec-WebSocket-Protocol: " + subprotocol +
+                "\r\nServer: iothub\r\n\r\n";
+            auto [ec, n] = co_await asio::async_write(stream, asio::buffer(answer), as_tuple);
             if (ec) {
                 spdlog::debug("{} {}: upgrade failed: {}", kind, peer, ec.message());
                 co_return;
             }
-            s->on_stream(make_websocket_stream(std::move(socket), peer, kind), ex);
+            // The session leaves Asio's TLS stream, whose buffers (four of 17 KiB: its own and
+            // its BIO pair's) would last as long as the connection, for the hub's own, which
+            // holds none while idle. The answer is written out; a record the client sent without
+            // waiting for it is decrypted here and decoded first.
+            SSL* ssl = stream.native_handle();
+            std::array<char, 4096> chunk;
+            for (;;) {
+                const int got = SSL_read(ssl, chunk.data(), static_cast<int>(chunk.size()));
+                if (got <= 0) break;
+                early.append(chunk.data(), static_cast<std::size_t>(got));
+            }
+            ERR_clear_error();
+            SSL_up_ref(ssl);
+            tcp.expires_never();
+            auto tls = adopt_tls_stream(tcp.release_socket(), ssl, kind);
+            s->on_stream(make_websocket_stream(std::move(tls), std::move(early), kind), ex);
         },
         asio::detached);
 }

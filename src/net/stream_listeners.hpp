@@ -9,8 +9,10 @@
 #include "runtime/shards.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <chrono>
 #include <functional>
@@ -36,7 +38,7 @@ class stream_listeners {
     // with `subprotocol`.
     void accept_websocket(boost::beast::ssl_stream<boost::beast::tcp_stream> stream,
                           boost::beast::http::request<boost::beast::http::string_body> request,
-                          std::string subprotocol);
+                          std::string subprotocol, std::string early = {});
 
     // Closes the listening sockets; streams already handed over are the protocol's to end.
     void close();

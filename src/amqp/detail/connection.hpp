@@ -9,6 +9,7 @@
 //   service_links    the service's C2D sends, feedback and file notifications
 //   event_hub_links  Event Hubs partition receivers, epochs, `$management`
 //   event_hub_sends  Event Hubs producers sending to the event hubs routing endpoints host
+//   dps_links        provisioning clients: register and poll on {idScope}/registrations/{id}
 //
 // The connection needs no socket: it is a net::protocol_handler (bytes in, bytes out), so its
 // link families are tested by pairing a client driver with it in memory. Everything runs on the
@@ -75,6 +76,8 @@ enum class role : std::uint8_t {
     management_out,
     event_hub_partition,
     event_hub_send,  // a producer's sender: the hub receives events for a hosted event hub
+    dps_requests,    // a provisioning client's requests (register, poll)
+    dps_responses,   // their answers, matched by correlation id
 };
 
 // The largest message (a batch, for most producers) a hosted event hub takes: Event Hubs
@@ -235,7 +238,17 @@ class connection final : public net::protocol_handler {
     void send(link_state& ls, pn_message_t* m);
     pn_delivery_t* send_now(link_state& ls, pn_message_t* m, std::string_view tag);
     std::string next_tag();
-    pn_message_t* scratch() { return scratch_.get(); }
+    // A message to decode into or build in, the connection's until process() ends: borrowed from
+    // its thread's few (a Proton message with its data trees is several KiB, and an idle
+    // connection needs none).
+    pn_message_t* scratch();
+
+    // A provisioning client's SASL PLAIN login (`{idScope}/registrations/{id}` and its SAS):
+    // checked by the provisioning service when a link attaches, and with each request.
+    struct provisioning_login {
+        std::string id_scope, registration_id, authorization;
+    };
+    const std::optional<provisioning_login>& provisioning() const { return provisioning_; }
 
     // Authorizations from put-tokens, SASL PLAIN and client certificates.
     void add_grant(grant g);
@@ -285,6 +298,7 @@ class connection final : public net::protocol_handler {
     std::optional<sys_time> earliest_expiry() const;
     void expire_grants();
     void check_plain();
+    void accept_provisioning_login(node_address a);
 
     std::shared_ptr<server_state> srv_;
     net::connection_io& io_;
@@ -293,8 +307,8 @@ class connection final : public net::protocol_handler {
     sasl_outcome sasl_;
     performative_padder padder_;
     transfer_formats formats_;
-    message_ptr scratch_;
-    pn_rwbytes_t encode_buffer_{0, nullptr};
+    message_ptr scratch_;  // borrowed: see scratch()
+    void return_scratch();
     net::steady::time_point next_tick_ = net::steady::time_point::max();
     bool in_process_ = false, again_ = false;
     bool stream_gone_ = false, closed_ = false, setup_failed_ = false;
@@ -303,7 +317,8 @@ class connection final : public net::protocol_handler {
     std::unordered_map<pn_link_t*, std::unique_ptr<link_state>> links_;
     std::unordered_map<std::uint64_t, link_state*> by_id_;
     std::map<std::string, grant> grants_;
-    std::unique_ptr<link_family> cbs_, devices_, service_, event_hubs_, event_hub_sends_;
+    std::optional<provisioning_login> provisioning_;
+    std::unique_ptr<link_family> cbs_, devices_, service_, event_hubs_, event_hub_sends_, dps_;
 };
 
 // The families, each in its own file.
@@ -312,5 +327,6 @@ std::unique_ptr<link_family> make_device_links(connection& c);
 std::unique_ptr<link_family> make_service_links(connection& c);
 std::unique_ptr<link_family> make_event_hub_links(connection& c);
 std::unique_ptr<link_family> make_event_hub_send_links(connection& c);
+std::unique_ptr<link_family> make_dps_links(connection& c);
 
 }  // namespace iothub::amqp::detail

@@ -540,4 +540,19 @@ TEST(MessageCodec, ABodyOfSeveralDataSectionsIsJoinedNotCutToTheLast) {
 }
 
 }  // namespace
+TEST(Provisioning, RegistrationAddresses) {
+    for (auto a : {"0ne0001A2B3/registrations/sensor-1", "/0ne0001A2B3/Registrations/sensor-1",
+                   "amqps://localhost/0ne0001A2B3/registrations/sensor-1"}) {
+        auto n = classify_address(a);
+        EXPECT_EQ(n.what, node_address::kind::dps_registration) << a;
+        EXPECT_EQ(n.id_scope, "0ne0001A2B3") << a;
+        EXPECT_EQ(n.registration_id, "sensor-1") << a;
+        EXPECT_FALSE(n.is_device()) << a;
+    }
+    EXPECT_EQ(classify_address("0ne0001A2B3/registrations/a%3Ab").registration_id, "a:b");
+    EXPECT_EQ(classify_address("0ne0001A2B3/registrations/").what, node_address::kind::unknown);
+    // An event hub's partition is not a registration.
+    EXPECT_EQ(classify_address("inbox/partitions/2").what, node_address::kind::eh_entity);
+}
+
 }  // namespace iothub::amqp

@@ -103,6 +103,36 @@ TEST(Codec, SeveralPacketsInOneRead) {
     EXPECT_TRUE(std::holds_alternative<std::monostate>(d.next()));
 }
 
+TEST(Codec, LentBytesMayBeReusedOnceAPacketIsOut) {
+    publish_packet first{"a", "one", 1, false, false, 7};
+    publish_packet second{"b", "two", 1, false, false, 8};
+    const std::string third = encode(publish_packet{"c", "three", 0, false, false, 0});
+    // One read: two whole packets and the start of a third.
+    std::string read = encode(first) + encode(second) + third.substr(0, 4);
+    decoder d(1024);
+    d.lend(read);
+    auto r = d.next();
+    EXPECT_EQ(std::get<publish_packet>(std::get<packet>(r)).payload, "one");
+    std::fill(read.begin(), read.end(), '\xff');  // the caller's buffer is reused
+    r = d.next();
+    EXPECT_EQ(std::get<publish_packet>(std::get<packet>(r)).payload, "two");
+    EXPECT_TRUE(std::holds_alternative<std::monostate>(d.next()));
+    EXPECT_EQ(d.buffered(), 4u) << "the incomplete tail is kept";
+    std::string rest = third.substr(4);
+    d.lend(rest);
+    r = d.next();
+    EXPECT_EQ(std::get<publish_packet>(std::get<packet>(r)).payload, "three");
+    EXPECT_TRUE(std::holds_alternative<std::monostate>(d.next()));
+    EXPECT_EQ(d.buffered(), 0u);
+    // A paused reader keeps what it will decode later.
+    std::string later = encode(publish_packet{"d", "four", 0, false, false, 0});
+    d.lend(later);
+    d.keep();
+    std::fill(later.begin(), later.end(), '\xff');
+    r = d.next();
+    EXPECT_EQ(std::get<publish_packet>(std::get<packet>(r)).payload, "four");
+}
+
 TEST(Codec, OversizeIsRejectedFromTheHeaderAlone) {
     std::string header("\x30\x80\x80\x40", 4);  // PUBLISH claiming 1 MiB, no body yet
     EXPECT_NE(expect_error(header, 256 * 1024).find("exceeds the limit"), std::string::npos);

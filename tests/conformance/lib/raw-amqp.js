@@ -109,12 +109,14 @@ class RawAmqp {
   }
 
   // `websocket: true` speaks AMQP over WebSockets on 443 (subprotocol AMQPWSB10) instead of 5671.
-  static async open({ websocket = false } = {}) {
+  // `username` and `password` sign in with SASL PLAIN; `cbs: false` attaches no $cbs links.
+  static async open({ websocket = false, username, password, cbs = true } = {}) {
     const container = rhea.create_container();
     // Errors are read from the links; without these listeners rhea would throw them.
     for (const ev of ['error', 'connection_error', 'session_error', 'sender_error', 'receiver_error', 'protocol_error'])
       container.on(ev, () => {});
     const options = { hostname: 'localhost', reconnect: false, idle_time_out: 0 };
+    if (username) Object.assign(options, { username, password });
     if (websocket) {
       const ws = container.websocket_connect(WebSocket);
       options.connection_details = ws('wss://localhost:443/$iothub/websocket', ['AMQPWSB10'], { ca: ca() });
@@ -129,7 +131,7 @@ class RawAmqp {
       connection.once('connection_open', resolve);
       connection.once('disconnected', (ctx) => reject(ctx.error || new Error('disconnected')));
     }), 10000, 'the AMQP connection');
-    [raw.cbsOut, raw.cbsIn] = await raw.requestLinks('$cbs');
+    if (cbs) [raw.cbsOut, raw.cbsIn] = await raw.requestLinks('$cbs');
     return raw;
   }
 
