@@ -79,12 +79,11 @@ result<std::uint64_t> jetstream_blobs::publish(const std::string& subject, std::
     po.MaxWait = link_.settings.timeout.count();
     jsPubAck* ack = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
-    natsStatus st;
-    if (with_headers)
-        st = js_PublishMsg(&ack, link_.js.get(), with_headers, &po, &code);
-    else
-        st = js_Publish(&ack, link_.js.get(), subject.c_str(), data.data(),
-                        static_cast<int>(data.size()), &po, &code);
+    auto st = link_.retry_while_electing(code, [&] {
+        if (with_headers) return js_PublishMsg(&ack, link_.js.get(), with_headers, &po, &code);
+        return js_Publish(&ack, link_.js.get(), subject.c_str(), data.data(),
+                          static_cast<int>(data.size()), &po, &code);
+    });
     if (st != NATS_OK) return nats_error("Writing a blob to " + stream_, st, code);
     nats_ptr<jsPubAck> owned(ack);
     return ack->Sequence;
@@ -135,7 +134,9 @@ result<nats_ptr<natsMsg>> jetstream_blobs::last_message(const std::string& subje
     natsMsg* raw = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
     jsOptions o = link_.options();
-    auto st = js_GetLastMsg(&raw, link_.js.get(), stream_.c_str(), subject.c_str(), &o, &code);
+    auto st = link_.retry_while_electing(code, [&] {
+        return js_GetLastMsg(&raw, link_.js.get(), stream_.c_str(), subject.c_str(), &o, &code);
+    });
     // 10037: no message on the subject.
     if (st == NATS_NOT_FOUND || code == static_cast<jsErrCode>(10037))
         return error(errc::not_found, "No such blob.");

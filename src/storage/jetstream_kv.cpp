@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <thread>
 
 namespace iothub::storage::detail {
 
@@ -56,6 +57,17 @@ result<std::unique_ptr<jetstream_link>> jetstream_link::connect(const jetstream_
         return nats_error("JetStream", st);
     link->js.reset(js);
     return link;
+}
+
+bool refused_at_once(natsStatus status, jsErrCode code) {
+    // 10008: JetStream temporarily unavailable (the stream or the meta group has no leader).
+    return status == NATS_NO_RESPONDERS || code == static_cast<jsErrCode>(10008);
+}
+
+void retry_pause(int attempt) {
+    // 50, 100, 200, 400 ms, then every 500 ms: an election takes one to a few seconds.
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::min(50 << std::min(attempt, 4), 500)));
 }
 
 jsOptions jetstream_link::options() const {
@@ -406,7 +418,9 @@ result<std::uint64_t> jetstream_kv::leader_last_sequence() {
     natsMsg* raw = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
     jsOptions jo = link_.options();
-    auto st = js_GetLastMsg(&raw, link_.js.get(), stream_.c_str(), subject_.c_str(), &jo, &code);
+    auto st = link_.retry_while_electing(code, [&] {
+        return js_GetLastMsg(&raw, link_.js.get(), stream_.c_str(), subject_.c_str(), &jo, &code);
+    });
     // 10037: no message (nothing written yet).
     if (st == NATS_NOT_FOUND || code == static_cast<jsErrCode>(10037)) return std::uint64_t{0};
     if (st != NATS_OK) return nats_error("Reading " + stream_, st, code);
@@ -448,8 +462,10 @@ result<std::pair<std::uint64_t, jetstream_kv::outcome>> jetstream_kv::commit(std
     po.MaxWait = link_.settings.timeout.count();
     jsPubAck* ack_raw = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
-    auto st = js_Publish(&ack_raw, link_.js.get(), subject_.c_str(), payload.data(),
-                         static_cast<int>(payload.size()), &po, &code);
+    auto st = link_.retry_while_electing(code, [&] {
+        return js_Publish(&ack_raw, link_.js.get(), subject_.c_str(), payload.data(),
+                          static_cast<int>(payload.size()), &po, &code);
+    });
     if (st != NATS_OK) return nats_error("Writing to " + stream_, st, code);
     nats_ptr<jsPubAck> ack(ack_raw);
     const auto sequence = ack->Sequence;

@@ -27,6 +27,7 @@
 #include "storage/detail/event_log_core.hpp"
 #include "storage/engine.hpp"
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -61,7 +62,31 @@ struct jetstream_link {
     result<void> ensure_stream(jsStreamConfig& config);
     result<nats_ptr<jsStreamInfo>> stream_info(const std::string& stream);
     jsOptions options() const;
+
+    // Runs `attempt` (returning natsStatus, filling `code`) again while JetStream answers at once
+    // that it cannot serve now (no responders, no stream leader: an election after a server
+    // restart), until the request timeout has passed since the first try. A request that timed
+    // out is not retried: it has used the whole timeout, and a publish may have been stored.
+    template <class Attempt>
+    natsStatus retry_while_electing(jsErrCode& code, Attempt&& attempt) const;
 };
+
+// Whether a failure came back at once and proves the request was not carried out.
+bool refused_at_once(natsStatus status, jsErrCode code);
+void retry_pause(int attempt);
+
+template <class Attempt>
+natsStatus jetstream_link::retry_while_electing(jsErrCode& code, Attempt&& attempt) const {
+    const auto deadline = std::chrono::steady_clock::now() + settings.timeout;
+    for (int n = 0;; ++n) {
+        code = static_cast<jsErrCode>(0);
+        const natsStatus st = attempt();
+        if (st == NATS_OK || !refused_at_once(st, code) ||
+            std::chrono::steady_clock::now() >= deadline)
+            return st;
+        retry_pause(n);
+    }
+}
 
 // Blobs (see jetstream_blobs.cpp for their layout).
 class jetstream_blobs final : public blob_store {
