@@ -95,16 +95,20 @@ result<allocation> custom(const allocation_input& in, const std::vector<const li
 }  // namespace
 
 webhook_function http_webhook(std::vector<std::filesystem::path> extra_ca) {
-    return [extra_ca = std::move(extra_ca)](std::string_view url,
-                                            const json::object& request) -> result<json::object> {
+    // Connections to webhooks are kept between registrations; one that could not be reached is
+    // not called for 10 s (registrations fail at once meanwhile rather than each holding a
+    // blocking thread for the timeout).
+    auto pools = std::make_shared<http::client_pools>(std::chrono::seconds(10));
+    return [extra_ca = std::move(extra_ca), pools](
+               std::string_view url, const json::object& request) -> result<json::object> {
         auto origin = http::parse_url(url);
         if (!origin) return origin.error();
         http::client_options options;
         options.timeout = std::chrono::seconds(15);
         options.extra_ca_files = extra_ca;
-        http::client client(*origin, options);
-        auto r = client.post(json::serialize(request),
-                             {{"Content-Type", "application/json; charset=utf-8"}});
+        auto r = pools->get(*origin, options)
+                     ->request("POST", origin->target, json::serialize(request),
+                               {{"Content-Type", "application/json; charset=utf-8"}});
         if (!r)
             return error(
                 errc::service_unavailable,

@@ -61,38 +61,13 @@ std::optional<linked_hub> from_stored(std::string_view text) {
     return h;
 }
 
-// Linked hubs that could not be reached are not tried again for a while: each call waits up to
-// its deadline on the blocking pool, which the registry and the twins share, so a hub that has
-// gone silent would otherwise hold a pool thread per registration for every call it makes.
-class unreachable_hubs {
-  public:
-    static constexpr auto hold = std::chrono::seconds(10);
-
-    // How long ago the hub failed, while it is held back.
-    std::optional<std::chrono::seconds> held(const std::string& host) {
-        std::lock_guard lock(mutex_);
-        auto it = failed_.find(to_lower(host));
-        if (it == failed_.end()) return std::nullopt;
-        const auto since = std::chrono::steady_clock::now() - it->second;
-        if (since >= hold) {
-            failed_.erase(it);
-            return std::nullopt;
-        }
-        return std::chrono::duration_cast<std::chrono::seconds>(since);
-    }
-    void failed(const std::string& host) {
-        std::lock_guard lock(mutex_);
-        failed_[to_lower(host)] = std::chrono::steady_clock::now();
-    }
-
-  private:
-    std::mutex mutex_;
-    std::map<std::string, std::chrono::steady_clock::time_point> failed_;
-};
-
-unreachable_hubs& unreachable() {
-    static unreachable_hubs hubs;
-    return hubs;
+// Connections to linked hubs are kept between registrations, and a hub that could not be reached
+// is not called again for a while: each call waits up to its deadline on the blocking pool, which
+// the registry and the twins share, so a hub that has gone silent would otherwise hold a pool
+// thread per registration for every call it makes.
+http::client_pools& hub_connections() {
+    static http::client_pools pools(std::chrono::seconds(10));
+    return pools;
 }
 
 // One linked hub's service API, signed with its policy key.
@@ -107,18 +82,13 @@ class service_client {
         options.extra_ca_files = own_ca;
         if (!hub.ca_file.empty()) options.extra_ca_files.emplace_back(hub.ca_file);
         http::url origin{true, hub.host_name, 443, "/"};
-        return service_client(std::move(origin), options,
+        return service_client(hub.host_name, hub_connections().get(origin, options),
                               cs->get("SharedAccessKeyName").value_or(""),
                               cs->get("SharedAccessKey").value_or(""));
     }
 
     result<http::client_response> call(std::string_view method, const std::string& target,
                                        std::string_view body, std::string_view if_match = {}) {
-        if (auto since = unreachable().held(host_))
-            return error(errc::service_unavailable,
-                         "Linked hub " + host_ + " could not be reached " +
-                             std::to_string(since->count()) + " s ago; it is tried again after " +
-                             std::to_string(unreachable_hubs::hold.count()) + " s.");
         const auto expiry =
             std::chrono::duration_cast<std::chrono::seconds>(now().time_since_epoch()).count() +
             300;
@@ -127,12 +97,10 @@ class service_client {
             {"Content-Type", "application/json; charset=utf-8"},
             {"Accept", "application/json"}};
         if (!if_match.empty()) headers.emplace_back("If-Match", std::string(if_match));
-        auto r = client_.request(method, target, body, headers);
-        if (!r) {
-            unreachable().failed(host_);
+        auto r = connections_->request(method, target, body, headers);
+        if (!r)
             return error(errc::service_unavailable,
                          "Linked hub " + host_ + ": " + r.error().message());
-        }
         return r;
     }
 
@@ -154,15 +122,15 @@ class service_client {
     }
 
   private:
-    service_client(http::url origin, http::client_options options, std::string policy,
-                   std::string key)
-        : host_(origin.host),
-          client_(std::move(origin), std::move(options)),
+    service_client(std::string host, std::shared_ptr<http::client_pool> connections,
+                   std::string policy, std::string key)
+        : host_(std::move(host)),
+          connections_(std::move(connections)),
           policy_(std::move(policy)),
           key_(std::move(key)) {}
 
     std::string host_;
-    http::client client_;
+    std::shared_ptr<http::client_pool> connections_;
     std::string policy_, key_;
 };
 

@@ -10,6 +10,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <optional>
 
@@ -207,6 +208,76 @@ result<client_response> client::request(
     if (verb == bhttp::verb::unknown)
         return error(errc::argument_invalid, "Unknown HTTP method '" + std::string(method) + "'.");
     return impl_->request(verb, target, body, headers);
+}
+
+client_pool::client_pool(url origin, client_options options, std::chrono::milliseconds hold,
+                         std::size_t max_idle)
+    : origin_(std::move(origin)), options_(std::move(options)), hold_(hold), max_idle_(max_idle) {}
+
+std::size_t client_pool::opened() const {
+    std::lock_guard lock(mutex_);
+    return opened_;
+}
+
+result<client_response> client_pool::request(
+    std::string_view method, std::string_view target, std::string_view body,
+    const std::vector<std::pair<std::string, std::string>>& headers) {
+    std::optional<client> borrowed;
+    {
+        std::lock_guard lock(mutex_);
+        if (failed_at_) {
+            const auto since = std::chrono::steady_clock::now() - *failed_at_;
+            if (since < hold_)
+                return error(
+                    errc::service_unavailable,
+                    "The last call to " + origin_.host + ", " +
+                        std::to_string(
+                            std::chrono::duration_cast<std::chrono::seconds>(since).count()) +
+                        " s ago, did not reach it; it is called again " +
+                        std::to_string(
+                            std::chrono::duration_cast<std::chrono::seconds>(hold_).count()) +
+                        " s after that.");
+        }
+        if (!idle_.empty()) {
+            borrowed.emplace(std::move(idle_.back()));
+            idle_.pop_back();
+        } else {
+            ++opened_;
+        }
+    }
+    if (!borrowed) borrowed.emplace(origin_, options_);
+    auto r = borrowed->request(method, target, body, headers);
+    std::lock_guard lock(mutex_);
+    if (!r) {
+        // A transport failure: the client closed its connection; the next call after the hold
+        // opens a fresh one.
+        failed_at_ = std::chrono::steady_clock::now();
+        return r;
+    }
+    failed_at_.reset();
+    if (idle_.size() < max_idle_) idle_.push_back(std::move(*borrowed));
+    return r;
+}
+
+client_pools::client_pools(std::chrono::milliseconds hold, std::size_t max_origins)
+    : hold_(hold), max_origins_(max_origins) {}
+
+std::shared_ptr<client_pool> client_pools::get(const url& origin, const client_options& options) {
+    auto key = (origin.tls ? "https://" : "http://") + to_lower(origin.host) + ":" +
+               std::to_string(origin.port) + " " + std::to_string(options.timeout.count());
+    for (const auto& f : options.extra_ca_files) key += "\n" + f.string();
+    std::lock_guard lock(mutex_);
+    auto& [pool, used] = pools_[key];
+    used = ++clock_;
+    if (!pool) {
+        pool = std::make_shared<client_pool>(url{origin.tls, origin.host, origin.port, "/"},
+                                             options, hold_);
+        if (pools_.size() > max_origins_)
+            pools_.erase(std::min_element(pools_.begin(), pools_.end(), [](auto& a, auto& b) {
+                return a.second.second < b.second.second;
+            }));
+    }
+    return pool;
 }
 
 }  // namespace iothub::http
