@@ -173,7 +173,7 @@ TEST(LinkedHubs, StoreRules) {
 
 TEST(LinkedHubs, AHubThatCannotBeReachedIsHeldBackInsteadOfCalledAgain) {
     // Nothing on this loopback address serves the hub's API: the first call fails on the
-    // network, the next fails at once, saying when the hub is tried again.
+    // network, the next fails at once, saying when the hub is called again.
     linked_hub gone{"127.0.0.77",
                     "HostName=127.0.0.77;SharedAccessKeyName=o;SharedAccessKey=AAAA",
                     1,
@@ -185,11 +185,11 @@ TEST(LinkedHubs, AHubThatCannotBeReachedIsHeldBackInsteadOfCalledAgain) {
     auto first = assign_in_linked_hub(gone, a, {});
     ASSERT_FALSE(first);
     EXPECT_EQ(first.error().code(), errc::service_unavailable);
-    EXPECT_EQ(first.error().message().find("tried again"), std::string::npos);
+    EXPECT_EQ(first.error().message().find("called again"), std::string::npos);
     auto second = assign_in_linked_hub(gone, a, {});
     ASSERT_FALSE(second);
     EXPECT_EQ(second.error().code(), errc::service_unavailable);
-    EXPECT_NE(second.error().message().find("tried again"), std::string::npos)
+    EXPECT_NE(second.error().message().find("called again"), std::string::npos)
         << second.error().message();
 }
 
