@@ -9,6 +9,8 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+
 namespace iothub::dps {
 namespace json = boost::json;
 
@@ -39,6 +41,18 @@ const json::object* object_at(const json::object& o, std::string_view path) {
 std::string text_at(const json::object& o, std::string_view key) {
     const auto* v = o.if_contains(key);
     return v && v->is_string() ? std::string(v->get_string()) : std::string();
+}
+
+// Kept in a registration state but not shown: the hubs the registration has been assigned to
+// (lower case, the latest last, at most 32), which tell a return to one of them apart from a move
+// and where the device is after a registration that failed.
+constexpr std::string_view assigned_hubs_field = "assignedHubsBefore";
+constexpr std::size_t assigned_hubs_kept = 32;
+
+// A stored state as the APIs show it.
+void hide_internal(json::object& state) {
+    state.erase("operationId");
+    state.erase(assigned_hubs_field);
 }
 
 }  // namespace
@@ -216,6 +230,9 @@ result<json::object> registration_service::register_device(const registration_re
                                                   : json::value(format_iso8601(now))},
                        {"lastUpdatedDateTimeUtc", format_iso8601(now)},
                        {"operationId", operation_id}};
+    if (before)
+        if (const auto* h = before->if_contains(assigned_hubs_field))
+            state[assigned_hubs_field] = *h;
     if (m->authentication == device_authentication::sas) {
         if (!group.empty()) state["symmetricKey"] = json::object{{"enrollmentGroupId", group}};
     } else {
@@ -240,8 +257,27 @@ result<json::object> registration_service::register_device(const registration_re
         if (const auto* caps = object_at(e, "capabilities"))
             if (const auto* edge = caps->if_contains("iotEdge"); edge && edge->is_bool())
                 a.iot_edge = edge->get_bool();
-        const bool assigned_before = before && text_at(*before, "status") == "assigned";
-        const std::string previous_hub = assigned_before ? text_at(*before, "assignedHub") : "";
+        // The hubs this registration has been assigned to, the latest last. States written
+        // before the history was kept know only their current hub.
+        json::array hubs_before;
+        if (before)
+            if (const auto* h = before->if_contains(assigned_hubs_field); h && h->is_array())
+                hubs_before = h->get_array();
+        const bool assigned_now = before && text_at(*before, "status") == "assigned";
+        if (hubs_before.empty() && assigned_now && !text_at(*before, "assignedHub").empty())
+            hubs_before.emplace_back(to_lower(text_at(*before, "assignedHub")));
+        // A registration that failed since leaves the device where it last was, with its data.
+        const bool assigned_before = !hubs_before.empty();
+        const std::string previous_hub = assigned_now ? text_at(*before, "assignedHub")
+                                         : assigned_before && hubs_before.back().is_string()
+                                             ? std::string(hubs_before.back().get_string())
+                                             : std::string();
+        auto was_assigned_to = [&](const std::string& host) {
+            const auto lower = to_lower(host);
+            return std::find_if(hubs_before.begin(), hubs_before.end(), [&](const json::value& h) {
+                return h.is_string() && h.get_string() == lower;
+            });
+        };
         bool migrate = true;
         if (const auto* rp = object_at(e, "reprovisionPolicy"))
             if (const auto* v = rp->if_contains("migrateDeviceData"); v && v->is_bool())
@@ -259,15 +295,20 @@ result<json::object> registration_service::register_device(const registration_re
                             m->authentication != device_authentication::sas,
                             r.payload,
                             previous_hub,
-                            assigned_before ? text_at(*before, "deviceId") : ""};
+                            assigned_now ? text_at(*before, "deviceId") : ""};
         auto chosen = allocate(in, *hubs, webhook_);
         if (!chosen) {
             failed(chosen.error());
         } else {
             a.hub = chosen->hub;
             const bool moved = assigned_before && !iequals(previous_hub, a.hub.host_name);
+            // Back on a hub it was assigned to before (and left): Azure's
+            // reprovisionedToInitialAssignment; the data policy applies as for any move.
             std::string substatus = "initialAssignment";
-            if (assigned_before) substatus = migrate ? "deviceDataMigrated" : "deviceDataReset";
+            if (moved && was_assigned_to(a.hub.host_name) != hubs_before.end())
+                substatus = "reprovisionedToInitialAssignment";
+            else if (assigned_before)
+                substatus = migrate ? "deviceDataMigrated" : "deviceDataReset";
             const auto* twin = e.if_contains("initialTwin");
             if (chosen->initial_twin)
                 a.initial_twin = std::move(chosen->initial_twin);
@@ -283,6 +324,11 @@ result<json::object> registration_service::register_device(const registration_re
                 state["substatus"] = substatus;
                 state["assignedHub"] = a.hub.host_name;
                 state["deviceId"] = a.device_id;
+                if (auto it = was_assigned_to(a.hub.host_name); it != hubs_before.end())
+                    hubs_before.erase(it);
+                hubs_before.emplace_back(to_lower(a.hub.host_name));
+                if (hubs_before.size() > assigned_hubs_kept) hubs_before.erase(hubs_before.begin());
+                state[assigned_hubs_field] = std::move(hubs_before);
                 if (!chosen->payload.is_null()) state["payload"] = std::move(chosen->payload);
             }
         }
@@ -290,7 +336,7 @@ result<json::object> registration_service::register_device(const registration_re
     auto written = kv_.put(state_key(r.registration_id), json::serialize(state));
     if (!written) return written.error();
     if (text_at(state, "status") == "disabled") {
-        state.erase("operationId");
+        hide_internal(state);
         return json::object{{"operationId", operation_id},
                             {"status", "disabled"},
                             {"registrationState", std::move(state)}};
@@ -312,7 +358,7 @@ result<json::object> registration_service::operation_status(const registration_r
                                           "' of registration '" + r.registration_id +
                                           "' does not exist.");
     auto state = std::move(v.get_object());
-    state.erase("operationId");
+    hide_internal(state);
     state["etag"] = registry::etag_for((*current)->version);
     const std::string status = text_at(state, "status");
     return json::object{{"operationId", std::string(operation_id)},
@@ -342,7 +388,7 @@ result<json::object> registration_service::state(std::string_view registration_i
     if (ec || !v.is_object())
         return error(errc::server_error, "A registration state is unreadable.");
     auto s = std::move(v.get_object());
-    s.erase("operationId");
+    hide_internal(s);
     s["etag"] = registry::etag_for((*current)->version);
     return s;
 }
@@ -378,7 +424,7 @@ result<query_page> registration_service::states_of_group(std::string_view group_
                 return out;
             }
             auto s = std::move(v.get_object());
-            s.erase("operationId");
+            hide_internal(s);
             s["etag"] = registry::etag_for(entry.data.version);
             out.items.push_back(std::move(s));
         }

@@ -134,7 +134,27 @@ describe('linked hubs', () => {
     })).responseBody;
     const result = await provision('pinned-1', e.attestation.symmetricKey.primaryKey);
     assert.equal(result.assignedHub, other);
+    assert.equal(result.substatus, 'initialAssignment');
     assert.deepEqual((await otherRegistry.getTwin('pinned-1')).responseBody.tags, { pinned: true });
+
+    // Pinned to this hub instead, the device moves with its data; pinned back, it returns to the
+    // hub it was first assigned to.
+    const pinTo = async (hub) => service.createOrUpdateIndividualEnrollment({
+      ...(await service.getIndividualEnrollment('pinned-1')).responseBody, iotHubs: [hub],
+    });
+    await otherRegistry.updateTwin('pinned-1', { tags: { moved: 'with its data' } }, '*');
+    await pinTo('localhost');
+    const moved = await provision('pinned-1', e.attestation.symmetricKey.primaryKey);
+    assert.equal(moved.assignedHub, 'localhost');
+    assert.equal(moved.substatus, 'deviceDataMigrated');
+    assert.equal((await registry.getTwin('pinned-1')).responseBody.tags.moved, 'with its data');
+    await pinTo(other);
+    const back = await provision('pinned-1', e.attestation.symmetricKey.primaryKey, { transport: new ProvisioningMqtt() });
+    assert.equal(back.assignedHub, other);
+    assert.equal(back.substatus, 'reprovisionedToInitialAssignment');
+    const state = (await service.getDeviceRegistrationState('pinned-1')).responseBody;
+    assert.equal(state.substatus, 'reprovisionedToInitialAssignment');
+    assert.equal(Object.keys(state).some((k) => /before/i.test(k)), false, 'no internal fields shown');
   });
 
   it('keeps this hub out of hashed allocation when told to', async () => {

@@ -144,12 +144,36 @@ TEST_F(Registrations, ALinkedHubOrAWebhookChoosesWhereTheDeviceGoes) {
     ASSERT_TRUE(state);
     EXPECT_EQ(state->at("substatus"), "deviceDataMigrated");
 
-    // A webhook that fails fails the registration and assigns nothing.
+    // Back to the hub it was first assigned to: a return, not a move to a new hub; its data
+    // still goes along.
+    webhook_answer_ = [](const json::object&) -> result<json::object> {
+        return json::object{{"iotHubHostName", "HUB-B.example"}};
+    };
+    ASSERT_TRUE(service_.register_device(r, t0));
+    ASSERT_EQ(assigned_.size(), 3u);
+    ASSERT_TRUE(assigned_[2].migrate_from);
+    EXPECT_TRUE(assigned_[2].migrate_from->is_self());
+    state = service_.state("moving-1");
+    ASSERT_TRUE(state);
+    EXPECT_EQ(state->at("substatus"), "reprovisionedToInitialAssignment");
+    // Staying where it is, it is not a return.
+    ASSERT_TRUE(service_.register_device(r, t0));
+    EXPECT_EQ(service_.state("moving-1")->at("substatus"), "deviceDataMigrated");
+
+    // A webhook that fails fails the registration and assigns nothing, and the hubs the device
+    // was on are still known afterwards.
     webhook_answer_ = nullptr;
     auto failed = service_.register_device(r, t0);
     ASSERT_TRUE(failed);
-    EXPECT_EQ(assigned_.size(), 2u);
-    EXPECT_EQ(service_.state("moving-1")->at("status"), "failed");
+    EXPECT_EQ(assigned_.size(), 4u);
+    state = service_.state("moving-1");
+    EXPECT_EQ(state->at("status"), "failed");
+    for (const auto& [k, v] : *state) EXPECT_NE(k, "assignedHubsBefore") << "kept, never shown";
+    webhook_answer_ = [](const json::object&) -> result<json::object> {
+        return json::object{{"iotHubHostName", "hub.example"}};
+    };
+    ASSERT_TRUE(service_.register_device(r, t0));
+    EXPECT_EQ(service_.state("moving-1")->at("substatus"), "reprovisionedToInitialAssignment");
 }
 
 TEST_F(Registrations, AGroupDeviceSignsWithItsDerivedKey) {
