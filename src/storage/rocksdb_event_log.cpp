@@ -2,6 +2,7 @@
 
 #include "common/thread_role.hpp"
 #include "storage/detail/event_codec.hpp"
+#include "storage/detail/rocksdb_write.hpp"
 
 #include <rocksdb/convenience.h>
 #include <rocksdb/write_batch.h>
@@ -225,7 +226,7 @@ void rocksdb_event_log::run_writer() {
         auto options = write_options_;
         options.sync = options.sync && std::any_of(batch.begin(), batch.end(),
                                                    [](const pending& p) { return p.sync; });
-        auto s = wb.Count() > 0 ? db_->Write(options, &wb) : rocksdb::Status::OK();
+        auto s = wb.Count() > 0 ? write_to_rocksdb(*db_, options, wb) : rocksdb::Status::OK();
         if (release_kv) release_kv();
         if (!s.ok()) {
             for (std::size_t p = 0; p < next_.size(); ++p)
