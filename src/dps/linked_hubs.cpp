@@ -11,8 +11,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <map>
-#include <mutex>
 #include <optional>
 
 namespace iothub::dps {
@@ -46,13 +44,9 @@ std::optional<linked_hub> from_stored(std::string_view text) {
     if (ec || !v.is_object()) return std::nullopt;
     const auto& o = v.get_object();
     linked_hub h;
-    auto str = [&](std::string_view k) {
-        const auto* f = o.if_contains(k);
-        return f && f->is_string() ? std::string(f->get_string()) : std::string();
-    };
-    h.host_name = str("hostName");
-    h.connection_string = str("connectionString");
-    h.ca_file = str("caFile");
+    h.host_name = text_member(o, "hostName");
+    h.connection_string = text_member(o, "connectionString");
+    h.ca_file = text_member(o, "caFile");
     if (const auto* w = o.if_contains("allocationWeight"); w && w->is_int64())
         h.allocation_weight = static_cast<int>(w->get_int64());
     if (const auto* a = o.if_contains("applyAllocationPolicy"); a && a->is_bool())

@@ -23,6 +23,10 @@ bool unavailable(natsStatus status, jsErrCode code) {
            code == static_cast<jsErrCode>(10023);
 }
 
+bool refused_at_once(natsStatus status, jsErrCode code) {
+    return status == NATS_NO_RESPONDERS || code == static_cast<jsErrCode>(10008);
+}
+
 std::string nats_text(std::string_view what, natsStatus status) {
     std::string text(what);
     text += ": ";

@@ -42,6 +42,10 @@ inline constexpr jsErrCode js_wrong_last_sequence = static_cast<jsErrCode>(10071
 // same request may succeed later.
 bool unavailable(natsStatus status, jsErrCode code = static_cast<jsErrCode>(0));
 
+// Whether a failure came back at once and proves the request was not carried out (no responders,
+// no stream or meta leader: an election after a server restart), so it may be sent again as is.
+bool refused_at_once(natsStatus status, jsErrCode code);
+
 // "what: libnats' words (its last error)".
 std::string nats_text(std::string_view what, natsStatus status);
 

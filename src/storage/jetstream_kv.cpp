@@ -59,11 +59,6 @@ result<std::unique_ptr<jetstream_link>> jetstream_link::connect(const jetstream_
     return link;
 }
 
-bool refused_at_once(natsStatus status, jsErrCode code) {
-    // 10008: JetStream temporarily unavailable (the stream or the meta group has no leader).
-    return status == NATS_NO_RESPONDERS || code == static_cast<jsErrCode>(10008);
-}
-
 void retry_pause(int attempt) {
     // 50, 100, 200, 400 ms, then every 500 ms: an election takes one to a few seconds.
     std::this_thread::sleep_for(

@@ -71,8 +71,6 @@ struct jetstream_link {
     natsStatus retry_while_electing(jsErrCode& code, Attempt&& attempt) const;
 };
 
-// Whether a failure came back at once and proves the request was not carried out.
-bool refused_at_once(natsStatus status, jsErrCode code);
 void retry_pause(int attempt);
 
 template <class Attempt>
@@ -81,7 +79,7 @@ natsStatus jetstream_link::retry_while_electing(jsErrCode& code, Attempt&& attem
     for (int n = 0;; ++n) {
         code = static_cast<jsErrCode>(0);
         const natsStatus st = attempt();
-        if (st == NATS_OK || !refused_at_once(st, code) ||
+        if (st == NATS_OK || !nats::refused_at_once(st, code) ||
             std::chrono::steady_clock::now() >= deadline)
             return st;
         retry_pause(n);
